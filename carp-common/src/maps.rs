@@ -1,0 +1,182 @@
+//! Map keys, values and events shared by the XDP programs and the controller.
+//!
+//! The layout version is part of every pin path (`/sys/fs/bpf/carp/v<LAYOUT_VERSION>/<carpdev>/`): a
+//! controller only adopts pins whose layout it understands, so changing any struct here must bump it.
+
+/// Version of the map layout; part of the pin path.
+pub const LAYOUT_VERSION: u32 = 1;
+/// Entries in the per-vhid arrays: index = vhid, index 0 counts frames whose vhid could not be read.
+pub const VHID_SLOTS: u32 = 256;
+/// Maximum number of virtual addresses across all vhids of one carpdev.
+pub const MAX_VIPS: u32 = 1024;
+
+/// Name of the per-vhid counters map (design §2).
+pub const MAP_STATS: &str = "carp_stats";
+/// Name of the per-vhid table the controller writes.
+pub const MAP_VHIDS: &str = "carp_vhids";
+/// Name of the virtual address table the controller writes.
+pub const MAP_VIPS: &str = "carp_vips";
+/// Name of the last-good-advert table the XDP program writes.
+pub const MAP_LAST_ADVERT: &str = "carp_last_advert";
+/// Name of the advert event ring buffer.
+pub const MAP_EVENTS: &str = "carp_events";
+
+/// Per-vhid counters, the value of `carp_stats` (a per-CPU array indexed by vhid).
+///
+/// The first block mirrors `struct carpstats` input counters (spec §7); the rest are the dataplane's own.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CarpStats {
+    /// IPv4 adverts received.
+    pub ipackets: u64,
+    /// IPv6 adverts received.
+    pub ipackets6: u64,
+    /// TTL or hop limit not 255.
+    pub badttl: u64,
+    /// IP payload shorter than the CARP header.
+    pub badlen: u64,
+    /// Frame truncated before the end of a header.
+    pub hdrops: u64,
+    /// CARP checksum wrong.
+    pub badsum: u64,
+    /// CARP version not 2.
+    pub badver: u64,
+    /// vhid not configured on this carpdev.
+    pub badvhid: u64,
+    /// Good adverts handed to the controller through the ring buffer.
+    pub adverts_to_controller: u64,
+    /// Good adverts not handed over because the ring buffer was full.
+    pub events_lost: u64,
+    /// ARP requests for a VIP answered with XDP_TX.
+    pub arp_replies: u64,
+    /// IPv6 neighbour solicitations for a VIP answered with XDP_TX.
+    pub na_replies: u64,
+    /// ARP/NS requests for a VIP dropped because this node is not MASTER.
+    pub arp_dropped_backup: u64,
+    /// Frames to the virtual MAC passed to the stack (MASTER).
+    pub vmac_passed: u64,
+    /// Frames to the virtual MAC dropped (not MASTER).
+    pub vmac_dropped: u64,
+    /// Frames accepted by the balancing filter.
+    pub balanced_pass: u64,
+    /// Frames dropped by the balancing filter.
+    pub balanced_drop: u64,
+}
+
+/// State of a vhid as the dataplane sees it (written by the controller).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VhidState {
+    /// Not configured on this carpdev: adverts for it count as badvhid.
+    Unconfigured = 0,
+    /// Configured, not running (link down, interface down).
+    Init = 1,
+    /// Configured, another node is master.
+    Backup = 2,
+    /// Configured, this node is master.
+    Master = 3,
+}
+
+/// Balancing mode of a vhid (spec §6).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BalanceMode {
+    /// Plain failover.
+    None = 0,
+    /// `balancing ip`: multicast interface MAC, L3 hash filter.
+    Ip = 1,
+    /// `balancing ip-stealth`: unicast interface MAC never used as a source.
+    IpStealth = 2,
+    /// `balancing ip-unicast`: unicast interface MAC.
+    IpUnicast = 3,
+    /// `balancing arp`: each node answers ARP for its share of requesters.
+    Arp = 4,
+}
+
+/// One vhid as the controller configures it in `carp_vhids` (an array indexed by vhid).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VhidEntry {
+    /// A `VhidState` as u8.
+    pub state: u8,
+    /// A `BalanceMode` as u8.
+    pub mode: u8,
+    /// The MAC ARP/NS replies carry and frames to it are filtered on.
+    pub vmac: [u8; 6],
+}
+
+/// Key of `carp_vips`: a virtual address (IPv4 in the first four bytes, the rest zero).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VipKey {
+    /// 4 for IPv4, 6 for IPv6.
+    pub family: u8,
+    /// Always zero; keeps the key free of padding.
+    pub pad: [u8; 3],
+    /// The address in network order.
+    pub addr: [u8; 16],
+}
+
+/// The last good advert seen per vhid (value of `carp_last_advert`, an array indexed by vhid).
+///
+/// The controller reads `ktime_ns` before declaring a master down, so a stalled controller cannot
+/// cause a false failover.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LastAdvert {
+    /// `bpf_ktime_get_ns()` when the advert arrived (CLOCK_MONOTONIC).
+    pub ktime_ns: u64,
+    /// Source address (IPv4 in the first four bytes).
+    pub src: [u8; 16],
+    /// 4 or 6.
+    pub family: u8,
+    /// Advertised advbase.
+    pub advbase: u8,
+    /// Advertised advskew.
+    pub advskew: u8,
+    /// Advertised demote byte.
+    pub demote: u8,
+    /// Always zero.
+    pub pad: [u8; 4],
+}
+
+/// An advert that passed the kernel's checks, handed to the controller through `carp_events`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdvertEvent {
+    /// `bpf_ktime_get_ns()` when the advert arrived.
+    pub ktime_ns: u64,
+    /// Interface index the frame arrived on.
+    pub ifindex: u32,
+    /// 4 or 6.
+    pub family: u8,
+    /// TTL / hop limit as received.
+    pub ttl: u8,
+    /// 1 if the IP destination was a unicast address (carppeer mode).
+    pub unicast: u8,
+    /// Always zero.
+    pub pad: u8,
+    /// Source address (IPv4 in the first four bytes).
+    pub src: [u8; 16],
+    /// Destination address (IPv4 in the first four bytes).
+    pub dst: [u8; 16],
+    /// Ethernet source MAC.
+    pub src_mac: [u8; 6],
+    /// Always zero.
+    pub pad2: [u8; 2],
+    /// The 36 CARP header bytes as received, for HMAC verification.
+    pub carp: [u8; 36],
+    /// Always zero.
+    pub pad3: [u8; 4],
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C), Copy, contain no pointers and have no padding holes the kernel
+    // could leave uninitialised (explicit pad fields).
+    unsafe impl aya::Pod for super::CarpStats {}
+    unsafe impl aya::Pod for super::VhidEntry {}
+    unsafe impl aya::Pod for super::VipKey {}
+    unsafe impl aya::Pod for super::LastAdvert {}
+    unsafe impl aya::Pod for super::AdvertEvent {}
+}

@@ -1,0 +1,1 @@
+//! Advert authentication (placeholder, being written).

@@ -1,0 +1,1 @@
+//! The election engine (placeholder, being written).

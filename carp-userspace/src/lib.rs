@@ -1,0 +1,14 @@
+//! carp-xdp's controller library: the CARP wire format, advert authentication, the sans-IO election
+//! engine and its simulator. The binaries `carpd` and `carpctl` are thin shells around it.
+//!
+//! Where to look:
+//! - `wire::advert`: the 36-byte CARP header (checked view + `Repr`), checksum.
+//! - `wire::ip`: IPv4/IPv6 encapsulation of adverts.
+//! - `auth`: the HMAC-SHA1 key and input (spec §2), replay cookie and loop detection (spec §3).
+//! - `engine`: the election rules (spec §4), one state machine per vhid, and interface-group demotion.
+//! - `sim`: a deterministic N-node simulator over virtual time.
+
+pub mod auth;
+pub mod engine;
+pub mod sim;
+pub mod wire;

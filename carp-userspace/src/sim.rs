@@ -1,0 +1,1 @@
+//! The simulator (placeholder, being written).
