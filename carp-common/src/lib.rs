@@ -5,5 +5,5 @@
 //! parser cannot drift apart.
 #![no_std]
 
-pub mod proto;
 pub mod maps;
+pub mod proto;

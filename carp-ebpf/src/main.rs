@@ -1,10 +1,31 @@
-//! carp-xdp's kernel side. On the BPF target this is the XDP object; on the host it compiles to an empty
-//! binary so `cargo test --workspace` and `cargo clippy --workspace` cover the crate.
+//! carp-xdp's kernel side: the XDP program attached to every carpdev.
+//!
+//! On the BPF target this builds the object the controller loads; on the host the same code compiles
+//! (helpers are never called there) so `cargo clippy --workspace` and `cargo test --workspace` cover it.
+//!
+//! Layout: one module per header (`eth`, `ipv4`, `ipv6`, `arp`, `carp`) and one per decision
+//! (`advert` intake, `responder` for ARP/NS, `vmac` filter); `maps` holds the BTF maps and counters.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+#![cfg_attr(not(target_arch = "bpf"), allow(dead_code))]
+
+mod advert;
+mod arp;
+mod carp;
+mod eth;
+mod ipv4;
+mod ipv6;
+mod maps;
+mod packet;
+mod program;
+mod responder;
+mod vmac;
 
 #[cfg(target_arch = "bpf")]
-mod program;
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}

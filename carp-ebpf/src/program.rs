@@ -1,13 +1,40 @@
-//! The XDP entry point (placeholder until the dataplane issue lands: passes every frame).
+//! The XDP entry point: parse L2, peek at the L3 protocol, dispatch to one decision. Each decision is its
+//! own BPF function (`#[inline(never)]`) so each gets its own 512-byte stack frame.
+use crate::{
+    advert, eth,
+    ipv4::Ipv4Hdr,
+    ipv6::{IPPROTO_ICMPV6, Ipv6Hdr},
+    packet::ptr_at,
+    responder, vmac,
+};
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use carp_common::proto::{ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_CARP};
 
 /// Entry point attached to a carpdev.
 #[xdp]
-pub fn carp_xdp(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_PASS
-}
-
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
+pub fn carp_xdp(ctx: XdpContext) -> u32 {
+    let Ok(l2) = eth::parse(&ctx) else {
+        return xdp_action::XDP_PASS;
+    };
+    match l2.proto {
+        ETH_P_IP => match ptr_at::<Ipv4Hdr>(&ctx, l2.l3) {
+            // SAFETY: ptr_at checked the bounds.
+            Ok(ip) if unsafe { (*ip).proto } == IPPROTO_CARP => advert::intake_v4(&ctx, l2),
+            _ => vmac::filter(&ctx),
+        },
+        ETH_P_IPV6 => match ptr_at::<Ipv6Hdr>(&ctx, l2.l3) {
+            // SAFETY: ptr_at checked the bounds.
+            Ok(ip) => match unsafe { (*ip).nexthdr } {
+                IPPROTO_CARP => advert::intake_v6(&ctx, l2),
+                IPPROTO_ICMPV6 => match responder::neighbour_solicit(&ctx, l2) {
+                    xdp_action::XDP_PASS => vmac::filter(&ctx),
+                    verdict => verdict,
+                },
+                _ => vmac::filter(&ctx),
+            },
+            Err(_) => vmac::filter(&ctx),
+        },
+        ETH_P_ARP => responder::arp(&ctx, l2),
+        _ => vmac::filter(&ctx),
+    }
 }

@@ -9,6 +9,7 @@
 //! - `sim`: a deterministic N-node simulator over virtual time.
 
 pub mod auth;
+pub mod dataplane;
 pub mod engine;
 pub mod sim;
 pub mod wire;

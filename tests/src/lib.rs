@@ -1,19 +1,59 @@
-//! Helpers for the root-only integration tests: network-namespace labs and process management.
+//! Helpers for the root-only integration tests: privilege checks, bpffs, frame builders that are written
+//! independently of the product's own wire module (so a shared mistake cannot hide), and network
+//! namespaces.
+
+pub mod frames;
+pub mod netns;
+
+use std::path::{Path, PathBuf};
 
 /// True when the tests run as root; under `CI=true` a non-root run is an error, not a skip.
 pub fn require_root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc_geteuid() } == 0;
+    let root = unsafe { libc::geteuid() } == 0;
     if !root {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{test}: needs root and CI=true: refusing to skip");
-        }
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{test}: needs root and CI=true: refusing to skip"
+        );
         eprintln!("{test}: skipped, needs root");
     }
     root
 }
 
-unsafe extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
+/// Mounts a bpffs at /sys/fs/bpf if none is there, and returns a fresh directory in it for one test.
+pub fn bpffs_dir(test: &str) -> PathBuf {
+    let root = Path::new("/sys/fs/bpf");
+    let is_bpffs = std::fs::read_to_string("/proc/mounts")
+        .map(|m| {
+            m.lines()
+                .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf "))
+        })
+        .unwrap_or(false);
+    if !is_bpffs {
+        let status = std::process::Command::new("mount")
+            .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mounting bpffs at /sys/fs/bpf failed");
+    }
+    let dir = root.join(format!("carp-test-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create bpffs test dir");
+    dir
+}
+
+/// Runs a command and panics with its output if it fails.
+pub fn sh(cmd: &str) -> String {
+    let out = std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .expect("run sh");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -1,0 +1,63 @@
+//! The BTF-described maps the program shares with the controller (names in carp_common::maps), and
+//! the per-vhid counter helper. Counters are per-CPU so the fast path never takes an atomic.
+use aya_ebpf::{
+    btf_maps::{Array, HashMap, PerCpuArray, RingBuf},
+    macros::btf_map,
+};
+use carp_common::maps::{
+    AdvertEvent, CarpStats, LastAdvert, MAX_VIPS, VHID_SLOTS, VhidEntry, VhidState, VipKey,
+};
+
+/// Per-vhid counters (`carp_stats`); index 0 collects frames whose vhid could not be read.
+#[btf_map(name = "carp_stats")]
+pub static STATS: PerCpuArray<CarpStats, { VHID_SLOTS as usize }> = PerCpuArray::new();
+
+/// Per-vhid configuration written by the controller (`carp_vhids`).
+#[btf_map(name = "carp_vhids")]
+pub static VHIDS: Array<VhidEntry, { VHID_SLOTS as usize }> = Array::new();
+
+/// Virtual addresses -> vhid (`carp_vips`).
+#[btf_map(name = "carp_vips")]
+pub static VIPS: HashMap<VipKey, u8, { MAX_VIPS as usize }> = HashMap::new();
+
+/// Last good advert per vhid (`carp_last_advert`), read by the controller before it declares a master down.
+#[btf_map(name = "carp_last_advert")]
+pub static LAST_ADVERT: Array<LastAdvert, { VHID_SLOTS as usize }> = Array::new();
+
+/// Good adverts for the controller (`carp_events`); 256 KiB holds about 2,000 events.
+#[btf_map(name = "carp_events")]
+pub static EVENTS: RingBuf<AdvertEvent, { 256 * 1024 }> = RingBuf::new();
+
+/// The counters of one vhid on this CPU, if the map has the slot (it always does for a u8 index).
+#[inline(always)]
+pub fn stats(vhid: u8) -> Option<&'static mut CarpStats> {
+    // SAFETY: per-CPU slot, only this program on this CPU writes it while it runs.
+    STATS.get_ptr_mut(vhid as u32).map(|p| unsafe { &mut *p })
+}
+
+/// Bumps one counter of one vhid.
+#[inline(always)]
+pub fn count(vhid: u8, field: impl FnOnce(&mut CarpStats) -> &mut u64) {
+    if let Some(s) = stats(vhid) {
+        *field(s) += 1;
+    }
+}
+
+/// The state the controller set for a vhid.
+#[inline(always)]
+pub fn vhid_entry(vhid: u8) -> Option<&'static VhidEntry> {
+    VHIDS.get(vhid as u32)
+}
+
+/// True when the vhid's state is MASTER.
+#[inline(always)]
+pub fn is_master(entry: &VhidEntry) -> bool {
+    entry.state == VhidState::Master as u8
+}
+
+/// The vhid serving a virtual address, if any.
+#[inline(always)]
+pub fn vip_vhid(key: &VipKey) -> Option<u8> {
+    // SAFETY: the value is a plain u8 copied out at once.
+    VIPS.get_ptr(key).map(|p| unsafe { *p })
+}

@@ -1,0 +1,191 @@
+//! ARP and IPv6 neighbour-solicitation responder for virtual addresses (spec §5). As MASTER the reply is
+//! built in place and sent back with XDP_TX from the virtual MAC; otherwise the request is dropped so
+//! Linux never answers for a VIP with the NIC's own MAC.
+use crate::{
+    arp::{ARPOP_REQUEST, ArpEthIpv4},
+    eth::{self, L2},
+    ipv6::{IPPROTO_ICMPV6, Ipv6Hdr, LlaOption, ND_NEIGHBOR_ADVERT, NdMsg},
+    maps::{count, is_master, vhid_entry, vip_vhid},
+    packet::{be16, csum_add, csum_fold, ptr_at},
+};
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_tail, programs::XdpContext};
+use carp_common::maps::{VhidState, VipKey};
+
+/// Handles an ARP frame: answers or drops requests for a VIP, passes everything else.
+#[inline(never)]
+pub fn arp(ctx: &XdpContext, l2: L2) -> u32 {
+    let Ok(arp) = ptr_at::<ArpEthIpv4>(ctx, l2.l3) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: ptr_at checked the bounds; the struct is all bytes.
+    let arp = unsafe { &mut *arp };
+    if be16(arp.op) != ARPOP_REQUEST || arp.hlen != 6 || arp.plen != 4 || be16(arp.ptype) != 0x0800
+    {
+        return xdp_action::XDP_PASS;
+    }
+    // A gratuitous request announces the sender's own binding: nothing to answer.
+    if arp.spa == arp.tpa {
+        return xdp_action::XDP_PASS;
+    }
+    let key = v4_key(arp.tpa);
+    let Some(vhid) = vip_vhid(&key) else {
+        return xdp_action::XDP_PASS;
+    };
+    let Some(entry) = vhid_entry(vhid) else {
+        return xdp_action::XDP_PASS;
+    };
+    if entry.state == VhidState::Unconfigured as u8 {
+        return xdp_action::XDP_PASS;
+    }
+    if !is_master(entry) {
+        count(vhid, |s| &mut s.arp_dropped_backup);
+        return xdp_action::XDP_DROP;
+    }
+    let vmac = entry.vmac;
+    let requester_mac = arp.sha;
+    let requester_ip = arp.spa;
+    arp.op = 2u16.to_be_bytes();
+    arp.tha = requester_mac;
+    arp.tpa = requester_ip;
+    arp.sha = vmac;
+    arp.spa = key_v4(&key);
+    let Ok(eth) = eth::header(ctx) else {
+        return xdp_action::XDP_DROP;
+    };
+    eth.dst = requester_mac;
+    eth.src = vmac;
+    count(vhid, |s| &mut s.arp_replies);
+    xdp_action::XDP_TX
+}
+
+/// Handles an ICMPv6 packet: answers or drops neighbour solicitations for a VIP, passes the rest.
+#[inline(never)]
+pub fn neighbour_solicit(ctx: &XdpContext, l2: L2) -> u32 {
+    let Ok(ip6) = ptr_at::<Ipv6Hdr>(ctx, l2.l3) else {
+        return xdp_action::XDP_PASS;
+    };
+    let nd_off = l2.l3 + core::mem::size_of::<Ipv6Hdr>();
+    let Ok(nd) = ptr_at::<NdMsg>(ctx, nd_off) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: both were bounds-checked by ptr_at.
+    let (ip6r, ndr) = unsafe { (&*ip6, &*nd) };
+    // RFC 4861 7.1.1: a valid NS has hop limit 255, code 0 and at least 24 bytes, all of them present.
+    let plen = be16(ip6r.payload_len) as usize;
+    let have = ctx.data_end() - ctx.data();
+    if ndr.icmp_type != crate::ipv6::ND_NEIGHBOR_SOLICIT
+        || ndr.code != 0
+        || ip6r.hop_limit != 255
+        || plen < core::mem::size_of::<NdMsg>()
+        || nd_off + plen > have
+    {
+        return xdp_action::XDP_PASS;
+    }
+    let key = VipKey {
+        family: 6,
+        pad: [0; 3],
+        addr: ndr.target,
+    };
+    let Some(vhid) = vip_vhid(&key) else {
+        return xdp_action::XDP_PASS;
+    };
+    let Some(entry) = vhid_entry(vhid) else {
+        return xdp_action::XDP_PASS;
+    };
+    if entry.state == VhidState::Unconfigured as u8 {
+        return xdp_action::XDP_PASS;
+    }
+    if !is_master(entry) {
+        count(vhid, |s| &mut s.arp_dropped_backup);
+        return xdp_action::XDP_DROP;
+    }
+    let vmac = entry.vmac;
+    let target = ndr.target;
+    let ns_src = ip6r.src;
+    let Ok(eth) = eth::header(ctx) else {
+        return xdp_action::XDP_PASS;
+    };
+    let requester_mac = eth.src;
+    // A DAD probe comes from :: and is answered to all-nodes, unsolicited (RFC 4861 7.2.4).
+    let dad = ns_src == [0u8; 16];
+    let (dst_ip, dst_mac, flags) = if dad {
+        (ALL_NODES, [0x33, 0x33, 0, 0, 0, 1], NA_OVERRIDE)
+    } else {
+        (ns_src, requester_mac, NA_SOLICITED | NA_OVERRIDE)
+    };
+
+    // Resize to exactly the NA: IPv6 header + NdMsg + target link-layer option.
+    let want = nd_off + NA_LEN;
+    let delta = want as i32 - have as i32;
+    // SAFETY: the helper checks the new size itself and fails cleanly.
+    if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
+        return xdp_action::XDP_DROP;
+    }
+    // Pointers are invalid after adjust_tail: look everything up again.
+    let (Ok(eth), Ok(ip6), Ok(nd), Ok(opt)) = (
+        ptr_at::<crate::eth::EthHdr>(ctx, 0),
+        ptr_at::<Ipv6Hdr>(ctx, l2.l3),
+        ptr_at::<NdMsg>(ctx, nd_off),
+        ptr_at::<LlaOption>(ctx, nd_off + core::mem::size_of::<NdMsg>()),
+    ) else {
+        return xdp_action::XDP_DROP;
+    };
+    let flags_bytes = [flags, 0, 0, 0];
+    let mut sum = csum_add(0, &target);
+    sum = csum_add(sum, &dst_ip);
+    sum += NA_LEN as u32 + IPPROTO_ICMPV6 as u32;
+    sum += (ND_NEIGHBOR_ADVERT as u32) << 8;
+    sum = csum_add(sum, &flags_bytes);
+    sum = csum_add(sum, &target);
+    sum += 0x0201;
+    sum = csum_add(sum, &vmac);
+    let csum = !csum_fold(sum);
+    // SAFETY: all four pointers were bounds-checked just above.
+    unsafe {
+        (*eth).dst = dst_mac;
+        (*eth).src = vmac;
+        (*ip6).payload_len = (NA_LEN as u16).to_be_bytes();
+        (*ip6).nexthdr = IPPROTO_ICMPV6;
+        (*ip6).hop_limit = 255;
+        (*ip6).src = target;
+        (*ip6).dst = dst_ip;
+        (*nd).icmp_type = ND_NEIGHBOR_ADVERT;
+        (*nd).code = 0;
+        (*nd).csum = csum.to_be_bytes();
+        (*nd).flags = flags_bytes;
+        (*nd).target = target;
+        (*opt).opt_type = 2;
+        (*opt).len = 1;
+        (*opt).mac = vmac;
+    }
+    count(vhid, |s| &mut s.na_replies);
+    xdp_action::XDP_TX
+}
+
+/// ICMPv6 length of our NA: 24 bytes of message plus the 8-byte target link-layer option.
+const NA_LEN: usize = 32;
+/// NA flag "solicited".
+const NA_SOLICITED: u8 = 0x40;
+/// NA flag "override".
+const NA_OVERRIDE: u8 = 0x20;
+/// ff02::1.
+const ALL_NODES: [u8; 16] = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
+#[inline(always)]
+fn v4_key(addr: [u8; 4]) -> VipKey {
+    let mut key = VipKey {
+        family: 4,
+        pad: [0; 3],
+        addr: [0; 16],
+    };
+    key.addr[0] = addr[0];
+    key.addr[1] = addr[1];
+    key.addr[2] = addr[2];
+    key.addr[3] = addr[3];
+    key
+}
+
+#[inline(always)]
+fn key_v4(key: &VipKey) -> [u8; 4] {
+    [key.addr[0], key.addr[1], key.addr[2], key.addr[3]]
+}

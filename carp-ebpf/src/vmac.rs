@@ -1,0 +1,36 @@
+//! The virtual-MAC filter: frames addressed to 00:00:5e:00:01:<vhid> are taken only while this node is
+//! MASTER of that vhid, as BSD carp does, so a backup that still sees them (flooding, a switch that has
+//! not relearned yet) never handles traffic twice.
+use crate::{
+    eth,
+    maps::{count, is_master, vhid_entry},
+};
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use carp_common::maps::VhidState;
+
+/// The verdict for a frame no other decision claimed.
+#[inline(always)]
+pub fn filter(ctx: &XdpContext) -> u32 {
+    let Ok(eth) = eth::header(ctx) else {
+        return xdp_action::XDP_PASS;
+    };
+    let dst = eth.dst;
+    // The cheapest possible test first: unrelated unicast fails on the first bytes.
+    if dst[0] != 0x00 || dst[1] != 0x00 || dst[2] != 0x5e || dst[3] != 0x00 || dst[4] != 0x01 {
+        return xdp_action::XDP_PASS;
+    }
+    let vhid = dst[5];
+    let Some(entry) = vhid_entry(vhid) else {
+        return xdp_action::XDP_PASS;
+    };
+    if entry.state == VhidState::Unconfigured as u8 {
+        return xdp_action::XDP_PASS;
+    }
+    if is_master(entry) {
+        count(vhid, |s| &mut s.vmac_passed);
+        xdp_action::XDP_PASS
+    } else {
+        count(vhid, |s| &mut s.vmac_dropped);
+        xdp_action::XDP_DROP
+    }
+}

@@ -1,0 +1,172 @@
+//! Typed access to the dataplane's maps: the controller writes the vhid table and the VIPs, reads the
+//! per-vhid counters (summed over CPUs), the last advert per vhid and the advert events.
+use super::{DataplaneError, pin_dir};
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf},
+};
+use carp_common::maps::{
+    AdvertEvent, CarpStats, LastAdvert, MAP_EVENTS, MAP_LAST_ADVERT, MAP_STATS, MAP_VHIDS,
+    MAP_VIPS, VhidEntry, VipKey,
+};
+use std::{net::IpAddr, path::Path};
+
+/// The controller's handles on one carpdev's maps.
+pub struct Maps {
+    /// Per-vhid counters.
+    pub stats: PerCpuArray<MapData, CarpStats>,
+    /// The vhid table.
+    pub vhids: Array<MapData, VhidEntry>,
+    /// VIP -> vhid.
+    pub vips: HashMap<MapData, VipKey, u8>,
+    /// Last good advert per vhid.
+    pub last_advert: Array<MapData, LastAdvert>,
+    /// Advert events (absent when opened read-only from pins by a reader such as carpctl).
+    pub events: Option<RingBuf<MapData>>,
+}
+
+fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
+    move |e| DataplaneError::Pin {
+        path: name.into(),
+        message: e.to_string(),
+    }
+}
+
+impl Maps {
+    /// Takes the maps out of a loaded object.
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, DataplaneError> {
+        let mut take =
+            |name: &'static str| ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name));
+        Ok(Self {
+            stats: take(MAP_STATS)?.try_into().map_err(map_err(MAP_STATS))?,
+            vhids: take(MAP_VHIDS)?.try_into().map_err(map_err(MAP_VHIDS))?,
+            vips: take(MAP_VIPS)?.try_into().map_err(map_err(MAP_VIPS))?,
+            last_advert: take(MAP_LAST_ADVERT)?
+                .try_into()
+                .map_err(map_err(MAP_LAST_ADVERT))?,
+            events: Some(take(MAP_EVENTS)?.try_into().map_err(map_err(MAP_EVENTS))?),
+        })
+    }
+
+    /// Opens the pinned maps of a carpdev without loading anything (readers: carpctl, metrics, tests).
+    pub fn open_pinned(bpffs: &Path, carpdev: &str) -> Result<Self, DataplaneError> {
+        let dir = pin_dir(bpffs, carpdev);
+        let open = |name: &'static str| -> Result<Map, DataplaneError> {
+            let path = dir.join(name);
+            let data = MapData::from_pin(&path).map_err(|e| DataplaneError::Pin {
+                path: path.clone(),
+                message: format!("{e} (is carpd running on {carpdev}?)"),
+            })?;
+            Map::from_map_data(data).map_err(map_err(name))
+        };
+        Ok(Self {
+            stats: open(MAP_STATS)?.try_into().map_err(map_err(MAP_STATS))?,
+            vhids: open(MAP_VHIDS)?.try_into().map_err(map_err(MAP_VHIDS))?,
+            vips: open(MAP_VIPS)?.try_into().map_err(map_err(MAP_VIPS))?,
+            last_advert: open(MAP_LAST_ADVERT)?
+                .try_into()
+                .map_err(map_err(MAP_LAST_ADVERT))?,
+            events: None,
+        })
+    }
+
+    /// Writes a vhid's entry.
+    pub fn set_vhid(&mut self, vhid: u8, entry: VhidEntry) -> Result<(), DataplaneError> {
+        self.vhids
+            .set(vhid as u32, entry, 0)
+            .map_err(map_err(MAP_VHIDS))
+    }
+
+    /// Reads a vhid's entry.
+    pub fn vhid(&self, vhid: u8) -> Result<VhidEntry, DataplaneError> {
+        self.vhids
+            .get(&(vhid as u32), 0)
+            .map_err(map_err(MAP_VHIDS))
+    }
+
+    /// Maps a virtual address to its vhid.
+    pub fn add_vip(&mut self, addr: IpAddr, vhid: u8) -> Result<(), DataplaneError> {
+        self.vips
+            .insert(vip_key(addr), vhid, 0)
+            .map_err(map_err(MAP_VIPS))
+    }
+
+    /// Forgets a virtual address.
+    pub fn remove_vip(&mut self, addr: IpAddr) -> Result<(), DataplaneError> {
+        self.vips.remove(&vip_key(addr)).map_err(map_err(MAP_VIPS))
+    }
+
+    /// The counters of one vhid summed over every CPU.
+    pub fn stats(&self, vhid: u8) -> Result<CarpStats, DataplaneError> {
+        let per_cpu = self
+            .stats
+            .get(&(vhid as u32), 0)
+            .map_err(map_err(MAP_STATS))?;
+        Ok(per_cpu
+            .iter()
+            .fold(CarpStats::default(), |acc, s| add_stats(&acc, s)))
+    }
+
+    /// The last good advert seen for a vhid (ktime 0 = none yet).
+    pub fn last_advert(&self, vhid: u8) -> Result<LastAdvert, DataplaneError> {
+        self.last_advert
+            .get(&(vhid as u32), 0)
+            .map_err(map_err(MAP_LAST_ADVERT))
+    }
+
+    /// Drains the pending advert events.
+    pub fn drain_events(&mut self) -> Vec<AdvertEvent> {
+        let mut out = Vec::new();
+        if let Some(ring) = self.events.as_mut() {
+            while let Some(item) = ring.next() {
+                if item.len() >= size_of::<AdvertEvent>() {
+                    // SAFETY: the kernel wrote a whole AdvertEvent; read_unaligned copes with alignment.
+                    out.push(unsafe {
+                        std::ptr::read_unaligned(item.as_ptr().cast::<AdvertEvent>())
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The `carp_vips` key of an address.
+pub fn vip_key(addr: IpAddr) -> VipKey {
+    let mut key = VipKey {
+        family: 4,
+        pad: [0; 3],
+        addr: [0; 16],
+    };
+    match addr {
+        IpAddr::V4(a) => key.addr[..4].copy_from_slice(&a.octets()),
+        IpAddr::V6(a) => {
+            key.family = 6;
+            key.addr = a.octets();
+        }
+    }
+    key
+}
+
+/// Field-wise sum of two counter sets.
+pub fn add_stats(a: &CarpStats, b: &CarpStats) -> CarpStats {
+    CarpStats {
+        ipackets: a.ipackets + b.ipackets,
+        ipackets6: a.ipackets6 + b.ipackets6,
+        badttl: a.badttl + b.badttl,
+        badlen: a.badlen + b.badlen,
+        hdrops: a.hdrops + b.hdrops,
+        badsum: a.badsum + b.badsum,
+        badver: a.badver + b.badver,
+        badvhid: a.badvhid + b.badvhid,
+        adverts_to_controller: a.adverts_to_controller + b.adverts_to_controller,
+        events_lost: a.events_lost + b.events_lost,
+        arp_replies: a.arp_replies + b.arp_replies,
+        na_replies: a.na_replies + b.na_replies,
+        arp_dropped_backup: a.arp_dropped_backup + b.arp_dropped_backup,
+        vmac_passed: a.vmac_passed + b.vmac_passed,
+        vmac_dropped: a.vmac_dropped + b.vmac_dropped,
+        balanced_pass: a.balanced_pass + b.balanced_pass,
+        balanced_drop: a.balanced_drop + b.balanced_drop,
+    }
+}

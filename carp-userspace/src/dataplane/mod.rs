@@ -1,0 +1,381 @@
+//! The dataplane loader: loads the XDP object, pins its maps and link under the bpffs, attaches it to a
+//! carpdev in the right mode, adopts an existing attachment after a controller restart, and detaches on
+//! request.
+//!
+//! Pin layout: the real pins live in `<bpffs>/v<LAYOUT_VERSION>/<carpdev>/`, and `<bpffs>/<carpdev>` is a
+//! symlink to it, so operators and bpftool use a stable path while a controller only ever adopts pins
+//! whose layout version it understands.
+
+pub mod maps;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{
+        Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+    },
+};
+use carp_common::maps::{
+    LAYOUT_VERSION, MAP_EVENTS, MAP_LAST_ADVERT, MAP_STATS, MAP_VHIDS, MAP_VIPS,
+};
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
+
+/// The XDP object built from carp-ebpf by build.rs.
+pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/carp-xdp"));
+/// Name of the XDP program in the object.
+pub const PROGRAM_NAME: &str = "carp_xdp";
+/// Name of the pinned XDP link.
+pub const LINK_PIN: &str = "link";
+/// Every map the controller pins (all of the object's maps).
+pub const MAP_NAMES: [&str; 5] = [MAP_STATS, MAP_VHIDS, MAP_VIPS, MAP_LAST_ADVERT, MAP_EVENTS];
+/// Default bpffs directory for carp pins.
+pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/carp";
+
+/// Errors of the loader, each naming what failed and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    /// The eBPF object could not be loaded (verifier, missing BTF, permissions).
+    #[error(
+        "loading the XDP object failed: {0} (needs root or CAP_BPF+CAP_NET_ADMIN, and a kernel >= 5.15 with BTF)"
+    )]
+    Load(#[from] aya::EbpfError),
+    /// The program could not be loaded or attached.
+    #[error("XDP program on {carpdev}: {source}")]
+    Program {
+        /// The interface.
+        carpdev: String,
+        /// What aya reported.
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// A pin could not be created or opened.
+    #[error("pin {path}: {message}")]
+    Pin {
+        /// The pin path.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The interface does not exist.
+    #[error("carpdev {0} does not exist (check `ip link`)")]
+    NoSuchDevice(String),
+    /// A map is missing from the object (a build problem).
+    #[error("map {0} is missing from the XDP object")]
+    MissingMap(&'static str),
+}
+
+/// How to attach: the operator's `--xdp-mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AttachMode {
+    /// Native where the driver really transmits XDP_TX frames, generic otherwise.
+    #[default]
+    Auto,
+    /// Driver (native) mode.
+    Native,
+    /// Generic (skb) mode.
+    Skb,
+}
+
+impl FromStr for AttachMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "native" | "drv" | "driver" => Ok(Self::Native),
+            "skb" | "generic" => Ok(Self::Skb),
+            other => Err(format!(
+                "unknown XDP mode {other:?}: use auto, native or skb"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Native => "native",
+            Self::Skb => "skb",
+        })
+    }
+}
+
+/// Drivers whose native XDP_TX does not put frames on the wire for an ordinary peer (veth needs an XDP
+/// program on the peer; the others have no native XDP or only a stub), so auto mode uses generic XDP.
+const GENERIC_ONLY_DRIVERS: [&str; 7] = [
+    "veth", "bridge", "macvlan", "ipvlan", "dummy", "tun", "vxlan",
+];
+
+/// The mode auto picks for a driver.
+pub fn auto_mode_for_driver(driver: Option<&str>) -> XdpMode {
+    match driver {
+        Some(d) if GENERIC_ONLY_DRIVERS.contains(&d) => XdpMode::Skb,
+        // An unknown driver (no ethtool answer) is tried natively, falling back to generic.
+        _ => XdpMode::Driver,
+    }
+}
+
+/// The pin directory of one carpdev for this layout version.
+pub fn pin_dir(bpffs: &Path, carpdev: &str) -> PathBuf {
+    bpffs.join(format!("v{LAYOUT_VERSION}")).join(carpdev)
+}
+
+/// The loaded (or adopted) dataplane of one carpdev: its maps, and the program while we own it.
+pub struct Dataplane {
+    /// The carpdev.
+    pub carpdev: String,
+    /// Where the pins live.
+    pub pin_dir: PathBuf,
+    /// The mode the program was attached in (`Default` when an existing attachment was adopted).
+    pub mode: XdpMode,
+    /// True when an existing attachment was adopted rather than created.
+    pub adopted: bool,
+    ebpf: Ebpf,
+}
+
+impl Dataplane {
+    /// Loads the object with its maps pinned (reusing existing pins of the same layout), attaches it to
+    /// `carpdev` unless a pinned link already attaches it, and pins the link.
+    pub fn attach(carpdev: &str, bpffs: &Path, mode: AttachMode) -> Result<Self, DataplaneError> {
+        if_index(carpdev)?;
+        let dir = pin_dir(bpffs, carpdev);
+        mkdir_bpffs(&dir)?;
+        link_stable_path(bpffs, carpdev)?;
+        let mut ebpf = load_with_pins(&dir)?;
+        let link_path = dir.join(LINK_PIN);
+        let program: &mut Xdp = program_mut(&mut ebpf, carpdev)?;
+        program.load().map_err(|source| DataplaneError::Program {
+            carpdev: carpdev.into(),
+            source,
+        })?;
+        if let Ok(existing) = PinnedLink::from_pin(&link_path) {
+            // A controller restart: keep the attachment, swap in this build's program atomically.
+            let fd_link: FdLink = existing.into();
+            let xdp_link = XdpLink::try_from(fd_link).map_err(|e| DataplaneError::Pin {
+                path: link_path.clone(),
+                message: format!("pinned link is not an XDP link: {e}"),
+            })?;
+            program
+                .attach_to_link(xdp_link)
+                .map_err(|source| DataplaneError::Program {
+                    carpdev: carpdev.into(),
+                    source,
+                })?;
+            tracing::info!(carpdev, "adopted the pinned XDP link");
+            return Ok(Self {
+                carpdev: carpdev.into(),
+                pin_dir: dir,
+                // The attachment keeps the mode it was created with.
+                mode: XdpMode::Default,
+                adopted: true,
+                ebpf,
+            });
+        }
+        let chosen = match mode {
+            AttachMode::Native => XdpMode::Driver,
+            AttachMode::Skb => XdpMode::Skb,
+            AttachMode::Auto => auto_mode_for_driver(driver_name(carpdev).as_deref()),
+        };
+        let (link_id, used) = match program.attach(carpdev, chosen) {
+            Ok(id) => (id, chosen),
+            Err(e) if mode == AttachMode::Auto && chosen == XdpMode::Driver => {
+                tracing::info!(carpdev, error = %e, "native XDP refused, using generic");
+                let id = program.attach(carpdev, XdpMode::Skb).map_err(|source| {
+                    DataplaneError::Program {
+                        carpdev: carpdev.into(),
+                        source,
+                    }
+                })?;
+                (id, XdpMode::Skb)
+            }
+            Err(source) => {
+                return Err(DataplaneError::Program {
+                    carpdev: carpdev.into(),
+                    source,
+                });
+            }
+        };
+        let link = program
+            .take_link(link_id)
+            .map_err(|source| DataplaneError::Program {
+                carpdev: carpdev.into(),
+                source,
+            })?;
+        let fd_link: FdLink = link.try_into().map_err(|e| DataplaneError::Pin {
+            path: link_path.clone(),
+            message: format!("the kernel attached XDP through netlink, not a bpf_link ({e}); kernel >= 5.9 is needed"),
+        })?;
+        fd_link.pin(&link_path).map_err(|e| DataplaneError::Pin {
+            path: link_path.clone(),
+            message: e.to_string(),
+        })?;
+        tracing::info!(carpdev, mode = ?used, requested = %mode, "XDP attached");
+        Ok(Self {
+            carpdev: carpdev.into(),
+            pin_dir: dir,
+            mode: used,
+            adopted: false,
+            ebpf,
+        })
+    }
+
+    /// Loads the object with private (unpinned) maps and no attachment, for BPF_PROG_TEST_RUN.
+    pub fn load_unattached() -> Result<Self, DataplaneError> {
+        let mut ebpf = EbpfLoader::new().load(XDP_OBJECT)?;
+        let program: &mut Xdp = program_mut(&mut ebpf, "test_run")?;
+        program.load().map_err(|source| DataplaneError::Program {
+            carpdev: "test_run".into(),
+            source,
+        })?;
+        Ok(Self {
+            carpdev: String::new(),
+            pin_dir: PathBuf::new(),
+            mode: XdpMode::Default,
+            adopted: false,
+            ebpf,
+        })
+    }
+
+    /// The loaded program.
+    pub fn program(&mut self) -> Result<&mut Xdp, DataplaneError> {
+        program_mut(&mut self.ebpf, &self.carpdev)
+    }
+
+    /// The maps, for the controller.
+    pub fn maps(&mut self) -> Result<maps::Maps, DataplaneError> {
+        maps::Maps::take(&mut self.ebpf)
+    }
+
+    /// Detaches the program and removes every pin of this carpdev (an operator's clean stop).
+    pub fn detach(carpdev: &str, bpffs: &Path) -> Result<(), DataplaneError> {
+        let dir = pin_dir(bpffs, carpdev);
+        let link_path = dir.join(LINK_PIN);
+        if let Ok(link) = PinnedLink::from_pin(&link_path) {
+            // Unpinning drops the last reference, which detaches the program.
+            let _ = link.unpin();
+        }
+        for name in MAP_NAMES {
+            let _ = std::fs::remove_file(dir.join(name));
+        }
+        let _ = std::fs::remove_dir(&dir);
+        let stable = bpffs.join(carpdev);
+        if std::fs::symlink_metadata(&stable).is_ok_and(|m| m.file_type().is_symlink()) {
+            let _ = std::fs::remove_file(&stable);
+        }
+        Ok(())
+    }
+}
+
+fn program_mut<'a>(ebpf: &'a mut Ebpf, carpdev: &str) -> Result<&'a mut Xdp, DataplaneError> {
+    let program = ebpf
+        .program_mut(PROGRAM_NAME)
+        .ok_or(DataplaneError::MissingMap(PROGRAM_NAME))?;
+    program
+        .try_into()
+        .map_err(|source| DataplaneError::Program {
+            carpdev: carpdev.into(),
+            source,
+        })
+}
+
+fn load_with_pins(dir: &Path) -> Result<Ebpf, DataplaneError> {
+    let paths: Vec<(&str, PathBuf)> = MAP_NAMES.iter().map(|n| (*n, dir.join(n))).collect();
+    let mut loader = EbpfLoader::new();
+    for (name, path) in &paths {
+        loader.map_pin_path(name, path.as_path());
+    }
+    Ok(loader.load(XDP_OBJECT)?)
+}
+
+fn mkdir_bpffs(dir: &Path) -> Result<(), DataplaneError> {
+    std::fs::create_dir_all(dir).map_err(|e| DataplaneError::Pin {
+        path: dir.into(),
+        message: format!(
+            "{e} (is a bpffs mounted at {}? `mount -t bpf bpf /sys/fs/bpf`)",
+            dir.display()
+        ),
+    })
+}
+
+fn link_stable_path(bpffs: &Path, carpdev: &str) -> Result<(), DataplaneError> {
+    let stable = bpffs.join(carpdev);
+    let target = PathBuf::from(format!("v{LAYOUT_VERSION}")).join(carpdev);
+    match std::fs::read_link(&stable) {
+        Ok(t) if t == target => return Ok(()),
+        Ok(_) => {
+            let _ = std::fs::remove_file(&stable);
+        }
+        Err(_) if stable.exists() => {
+            return Err(DataplaneError::Pin {
+                path: stable,
+                message: "exists and is not our symlink; remove it".into(),
+            });
+        }
+        Err(_) => {}
+    }
+    std::os::unix::fs::symlink(&target, &stable).map_err(|e| DataplaneError::Pin {
+        path: stable,
+        message: e.to_string(),
+    })
+}
+
+/// The interface index of a device.
+pub fn if_index(name: &str) -> Result<u32, DataplaneError> {
+    let c = std::ffi::CString::new(name).map_err(|_| DataplaneError::NoSuchDevice(name.into()))?;
+    // SAFETY: c is a valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        return Err(DataplaneError::NoSuchDevice(name.into()));
+    }
+    Ok(idx)
+}
+
+/// The kernel driver of a device (ETHTOOL_GDRVINFO), e.g. "veth".
+pub fn driver_name(ifname: &str) -> Option<String> {
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        rest: [u8; 160],
+    }
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; libc::IFNAMSIZ],
+        data: *mut DrvInfo,
+        pad: [u8; 16],
+    }
+    const ETHTOOL_GDRVINFO: u32 = 0x3;
+    if ifname.len() >= libc::IFNAMSIZ {
+        return None;
+    }
+    let mut info = DrvInfo {
+        cmd: ETHTOOL_GDRVINFO,
+        driver: [0; 32],
+        rest: [0; 160],
+    };
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        data: &mut info,
+        pad: [0; 16],
+    };
+    req.name[..ifname.len()].copy_from_slice(ifname.as_bytes());
+    // SAFETY: plain socket/ioctl/close with valid, live buffers.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return None;
+        }
+        let rc = libc::ioctl(fd, libc::SIOCETHTOOL, &mut req);
+        libc::close(fd);
+        if rc != 0 {
+            return None;
+        }
+    }
+    let end = info.driver.iter().position(|&b| b == 0).unwrap_or(32);
+    Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+}

@@ -1,0 +1,401 @@
+//! The real XDP program in the kernel through BPF_PROG_TEST_RUN: every verdict and counter of advert
+//! intake, the ARP and NS responder, the virtual-MAC filter, VLAN tags, truncation at every length and
+//! unrelated traffic. Needs root (fails under CI=true when not root).
+use aya::programs::{TestRun, TestRunOptions};
+use carp::dataplane::{Dataplane, maps::Maps};
+use carp_common::maps::{BalanceMode, CarpStats, VhidEntry, VhidState};
+use carp_tests::{frames::*, require_root};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+const VIP: [u8; 4] = [10, 0, 0, 1];
+const VIP6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const PEER: [u8; 4] = [10, 0, 0, 12];
+const CLIENT_MAC: [u8; 6] = [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee];
+const VMAC1: [u8; 6] = [0, 0, 0x5e, 0, 1, 1];
+
+struct Lab {
+    dp: Dataplane,
+    maps: Maps,
+}
+
+impl Lab {
+    fn new(state: VhidState) -> Self {
+        let mut dp = Dataplane::load_unattached().expect("load XDP object");
+        let mut maps = dp.maps().expect("maps");
+        let lab_state = state;
+        maps.set_vhid(1, entry(lab_state)).expect("set vhid");
+        maps.add_vip(IpAddr::V4(Ipv4Addr::from(VIP)), 1)
+            .expect("vip");
+        maps.add_vip(IpAddr::V6(Ipv6Addr::from(VIP6)), 1)
+            .expect("vip6");
+        Self { dp, maps }
+    }
+
+    fn set_state(&mut self, state: VhidState) {
+        self.maps.set_vhid(1, entry(state)).expect("set vhid");
+    }
+
+    /// Runs one frame; returns the verdict and the frame as the program left it.
+    fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; frame.len() + 256];
+        let prog = self.dp.program().expect("program");
+        let res = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::new()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        out.truncate(res.data_size_out as usize);
+        (res.return_value, out)
+    }
+
+    fn stats(&self, vhid: u8) -> CarpStats {
+        self.maps.stats(vhid).expect("stats")
+    }
+}
+
+fn entry(state: VhidState) -> VhidEntry {
+    VhidEntry {
+        state: state as u8,
+        mode: BalanceMode::None as u8,
+        vmac: VMAC1,
+    }
+}
+
+fn good_carp(vhid: u8) -> Vec<u8> {
+    carp_header(0x21, vhid, 100, 1, 0)
+}
+
+macro_rules! root_or_skip {
+    ($name:expr) => {
+        if !require_root($name) {
+            return;
+        }
+    };
+}
+
+#[test]
+fn good_ipv4_advert_reaches_the_controller() {
+    root_or_skip!("good_ipv4_advert_reaches_the_controller");
+    let mut lab = Lab::new(VhidState::Backup);
+    let carp = carp_header(0x21, 1, 42, 1, 3);
+    let (verdict, _) = lab.run(&advert_v4(PEER, 1, 255, &carp, None));
+    assert_eq!(verdict, XDP_DROP, "adverts are consumed in XDP");
+    let s = lab.stats(1);
+    assert_eq!(
+        (s.ipackets, s.adverts_to_controller, s.events_lost),
+        (1, 1, 0)
+    );
+    let events = lab.maps.drain_events();
+    assert_eq!(events.len(), 1);
+    let ev = events[0];
+    assert_eq!(ev.family, 4);
+    assert_eq!(ev.ttl, 255);
+    assert_eq!(ev.unicast, 0);
+    assert_eq!(&ev.src[..4], &PEER);
+    assert_eq!(&ev.dst[..4], &[224, 0, 0, 18]);
+    assert_eq!(ev.src_mac, VMAC1);
+    assert_eq!(&ev.carp[..], &carp[..]);
+    assert!(ev.ktime_ns > 0);
+    let last = lab.maps.last_advert(1).expect("last advert");
+    assert_eq!(
+        (last.advbase, last.advskew, last.demote, last.family),
+        (1, 42, 3, 4)
+    );
+    assert_eq!(&last.src[..4], &PEER);
+    assert_eq!(last.ktime_ns, ev.ktime_ns);
+}
+
+#[test]
+fn good_ipv6_advert_reaches_the_controller() {
+    root_or_skip!("good_ipv6_advert_reaches_the_controller");
+    let mut lab = Lab::new(VhidState::Master);
+    let src: [u8; 16] = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x12).octets();
+    let (verdict, _) = lab.run(&advert_v6(src, 1, 255, &good_carp(1)));
+    assert_eq!(verdict, XDP_DROP);
+    let s = lab.stats(1);
+    assert_eq!(
+        (s.ipackets6, s.ipackets, s.adverts_to_controller),
+        (1, 0, 1)
+    );
+    let ev = lab.maps.drain_events()[0];
+    assert_eq!((ev.family, ev.src), (6, src));
+}
+
+#[test]
+fn unicast_advert_is_marked_unicast() {
+    root_or_skip!("unicast_advert_is_marked_unicast");
+    let mut lab = Lab::new(VhidState::Backup);
+    let mut f = eth([2, 0, 0, 0, 0, 11], VMAC1, 0x0800, None);
+    let carp = good_carp(1);
+    f.extend(ipv4(PEER, [10, 0, 0, 11], 112, 255, carp.len()));
+    f.extend(carp);
+    assert_eq!(lab.run(&f).0, XDP_DROP);
+    assert_eq!(lab.maps.drain_events()[0].unicast, 1);
+}
+
+/// Each bad-advert reason moves exactly its own counter, drops the frame and hands nothing over.
+#[test]
+fn every_bad_advert_reason_is_counted_and_dropped() {
+    root_or_skip!("every_bad_advert_reason_is_counted_and_dropped");
+    let mut lab = Lab::new(VhidState::Backup);
+    let good = advert_v4(PEER, 1, 255, &good_carp(1), None);
+    let mut cases: Vec<(&str, Vec<u8>, fn(&CarpStats) -> u64)> = Vec::new();
+    cases.push((
+        "badttl",
+        advert_v4(PEER, 1, 254, &good_carp(1), None),
+        |s| s.badttl,
+    ));
+    // IP total length says the payload is 30 bytes: too short for a CARP header.
+    let mut short = eth([1, 0, 0x5e, 0, 0, 0x12], VMAC1, 0x0800, None);
+    short.extend(ipv4(PEER, [224, 0, 0, 18], 112, 255, 30));
+    short.extend(&good_carp(1)[..30]);
+    cases.push(("badlen", short, |s| s.badlen));
+    // IP header claims 36 bytes but the frame ends early.
+    let mut trunc = good.clone();
+    trunc.truncate(good.len() - 4);
+    cases.push(("hdrops", trunc, |s| s.hdrops));
+    let mut badsum = good.clone();
+    let last = badsum.len() - 1;
+    badsum[last] ^= 0xff;
+    cases.push(("badsum", badsum, |s| s.badsum));
+    cases.push((
+        "badver",
+        advert_v4(PEER, 1, 255, &carp_header(0x31, 1, 0, 1, 0), None),
+        |s| s.badver,
+    ));
+    for (name, frame, field) in cases {
+        let before = lab.stats(1);
+        let (verdict, _) = lab.run(&frame);
+        let after = lab.stats(1);
+        assert_eq!(verdict, XDP_DROP, "{name}");
+        assert_eq!(field(&after) - field(&before), 1, "{name} counted once");
+        assert_eq!(
+            after.ipackets - before.ipackets,
+            1,
+            "{name}: ipackets counts every CARP frame"
+        );
+        assert_eq!(
+            after.adverts_to_controller, before.adverts_to_controller,
+            "{name} not handed over"
+        );
+        let moved = total_errors(&after) - total_errors(&before);
+        assert_eq!(moved, 1, "{name}: exactly one error counter moved");
+    }
+    assert!(lab.maps.drain_events().is_empty());
+}
+
+#[test]
+fn unknown_vhid_and_init_vhid_count_as_badvhid() {
+    root_or_skip!("unknown_vhid_and_init_vhid_count_as_badvhid");
+    let mut lab = Lab::new(VhidState::Init);
+    assert_eq!(
+        lab.run(&advert_v4(PEER, 9, 255, &good_carp(9), None)).0,
+        XDP_DROP
+    );
+    assert_eq!(lab.stats(9).badvhid, 1);
+    assert_eq!(
+        lab.run(&advert_v4(PEER, 1, 255, &good_carp(1), None)).0,
+        XDP_DROP
+    );
+    assert_eq!(lab.stats(1).badvhid, 1, "INIT is not up and running");
+    assert!(lab.maps.drain_events().is_empty());
+}
+
+#[test]
+fn vlan_tagged_advert_and_arp_are_handled() {
+    root_or_skip!("vlan_tagged_advert_and_arp_are_handled");
+    let mut lab = Lab::new(VhidState::Master);
+    assert_eq!(
+        lab.run(&advert_v4(PEER, 1, 255, &good_carp(1), Some(100)))
+            .0,
+        XDP_DROP
+    );
+    assert_eq!(lab.stats(1).adverts_to_controller, 1);
+    let req = arp_request(CLIENT_MAC, [10, 0, 0, 100], VIP, Some(100));
+    let (verdict, reply) = lab.run(&req);
+    assert_eq!(verdict, XDP_TX);
+    assert_eq!(
+        &reply[12..16],
+        &[0x81, 0x00, 0x00, 100],
+        "the VLAN tag is kept"
+    );
+    assert_eq!(&reply[0..6], &CLIENT_MAC);
+}
+
+#[test]
+fn arp_request_for_vip_as_master_gets_reply_byte_for_byte() {
+    root_or_skip!("arp_request_for_vip_as_master_gets_reply_byte_for_byte");
+    let mut lab = Lab::new(VhidState::Master);
+    let req = arp_request(CLIENT_MAC, [10, 0, 0, 100], VIP, None);
+    let (verdict, reply) = lab.run(&req);
+    assert_eq!(verdict, XDP_TX);
+    let mut want = eth(CLIENT_MAC, VMAC1, 0x0806, None);
+    want.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]);
+    want.extend_from_slice(&VMAC1);
+    want.extend_from_slice(&VIP);
+    want.extend_from_slice(&CLIENT_MAC);
+    want.extend_from_slice(&[10, 0, 0, 100]);
+    assert_eq!(reply, want);
+    assert_eq!(lab.stats(1).arp_replies, 1);
+}
+
+#[test]
+fn arp_request_for_vip_as_backup_is_dropped() {
+    root_or_skip!("arp_request_for_vip_as_backup_is_dropped");
+    let mut lab = Lab::new(VhidState::Backup);
+    let (verdict, _) = lab.run(&arp_request(CLIENT_MAC, [10, 0, 0, 100], VIP, None));
+    assert_eq!(verdict, XDP_DROP);
+    let s = lab.stats(1);
+    assert_eq!((s.arp_dropped_backup, s.arp_replies), (1, 0));
+    lab.set_state(VhidState::Init);
+    assert_eq!(
+        lab.run(&arp_request(CLIENT_MAC, [10, 0, 0, 100], VIP, None))
+            .0,
+        XDP_DROP
+    );
+}
+
+#[test]
+fn other_arp_passes_untouched() {
+    root_or_skip!("other_arp_passes_untouched");
+    let mut lab = Lab::new(VhidState::Master);
+    let not_vip = arp_request(CLIENT_MAC, [10, 0, 0, 100], [10, 0, 0, 77], None);
+    assert_eq!(lab.run(&not_vip), (XDP_PASS, not_vip.clone()));
+    let gratuitous = arp_request(CLIENT_MAC, VIP, VIP, None);
+    assert_eq!(lab.run(&gratuitous).0, XDP_PASS);
+    let mut reply = arp_request(CLIENT_MAC, [10, 0, 0, 100], VIP, None);
+    reply[21] = 2;
+    assert_eq!(lab.run(&reply).0, XDP_PASS);
+    assert_eq!(lab.stats(1), CarpStats::default());
+}
+
+fn check_na(reply: &[u8], dst_mac: [u8; 6], dst_ip: [u8; 16], flags: u8) {
+    assert_eq!(reply.len(), 14 + 40 + 32);
+    assert_eq!(&reply[0..6], &dst_mac);
+    assert_eq!(&reply[6..12], &VMAC1);
+    assert_eq!(&reply[12..14], &[0x86, 0xdd]);
+    let ip = &reply[14..54];
+    assert_eq!(&ip[4..6], &32u16.to_be_bytes());
+    assert_eq!((ip[6], ip[7]), (58, 255));
+    assert_eq!(&ip[8..24], &VIP6);
+    assert_eq!(&ip[24..40], &dst_ip);
+    let msg = &reply[54..];
+    assert_eq!((msg[0], msg[1]), (136, 0));
+    assert_eq!(msg[4], flags);
+    assert_eq!(&msg[8..24], &VIP6);
+    assert_eq!(&msg[24..32], &[2, 1, 0, 0, 0x5e, 0, 1, 1]);
+    assert_eq!(icmp6_csum(VIP6, dst_ip, msg), 0, "ICMPv6 checksum verifies");
+}
+
+#[test]
+fn neighbour_solicit_for_ipv6_vip_as_master_gets_na() {
+    root_or_skip!("neighbour_solicit_for_ipv6_vip_as_master_gets_na");
+    let mut lab = Lab::new(VhidState::Master);
+    let src = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x64).octets();
+    for slla in [true, false] {
+        let (verdict, reply) = lab.run(&neighbour_solicit(CLIENT_MAC, src, VIP6, slla));
+        assert_eq!(verdict, XDP_TX, "slla={slla}");
+        check_na(&reply, CLIENT_MAC, src, 0x60);
+    }
+    // A DAD probe from :: is answered to all-nodes without the solicited flag.
+    let (verdict, reply) = lab.run(&neighbour_solicit(CLIENT_MAC, [0; 16], VIP6, false));
+    assert_eq!(verdict, XDP_TX);
+    let mut all_nodes = [0u8; 16];
+    all_nodes[0] = 0xff;
+    all_nodes[1] = 0x02;
+    all_nodes[15] = 1;
+    check_na(&reply, [0x33, 0x33, 0, 0, 0, 1], all_nodes, 0x20);
+    assert_eq!(lab.stats(1).na_replies, 3);
+}
+
+#[test]
+fn neighbour_solicit_for_ipv6_vip_as_backup_is_dropped() {
+    root_or_skip!("neighbour_solicit_for_ipv6_vip_as_backup_is_dropped");
+    let mut lab = Lab::new(VhidState::Backup);
+    let src = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x64).octets();
+    assert_eq!(
+        lab.run(&neighbour_solicit(CLIENT_MAC, src, VIP6, true)).0,
+        XDP_DROP
+    );
+    assert_eq!(lab.stats(1).arp_dropped_backup, 1);
+    let other = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x99).octets();
+    assert_eq!(
+        lab.run(&neighbour_solicit(CLIENT_MAC, src, other, true)).0,
+        XDP_PASS
+    );
+}
+
+#[test]
+fn frames_to_the_virtual_mac_are_taken_only_as_master() {
+    root_or_skip!("frames_to_the_virtual_mac_are_taken_only_as_master");
+    let mut lab = Lab::new(VhidState::Backup);
+    let mut f = eth(VMAC1, CLIENT_MAC, 0x0800, None);
+    f.extend(ipv4([10, 0, 0, 100], [8, 8, 8, 8], 17, 64, 8));
+    f.extend_from_slice(&[0; 8]);
+    assert_eq!(lab.run(&f).0, XDP_DROP);
+    lab.set_state(VhidState::Master);
+    assert_eq!(lab.run(&f).0, XDP_PASS);
+    let s = lab.stats(1);
+    assert_eq!((s.vmac_dropped, s.vmac_passed), (1, 1));
+}
+
+#[test]
+fn unrelated_traffic_passes_untouched_and_uncounted() {
+    root_or_skip!("unrelated_traffic_passes_untouched_and_uncounted");
+    let mut lab = Lab::new(VhidState::Master);
+    let mut tcp = eth([2, 1, 2, 3, 4, 5], CLIENT_MAC, 0x0800, None);
+    tcp.extend(ipv4([10, 0, 0, 100], [10, 0, 0, 11], 6, 64, 20));
+    tcp.extend_from_slice(&[0; 20]);
+    let mut v6 = eth([2, 1, 2, 3, 4, 5], CLIENT_MAC, 0x86dd, None);
+    v6.extend(ipv6([1; 16], [2; 16], 17, 64, 8));
+    v6.extend_from_slice(&[0; 8]);
+    let lldp = eth([1, 0x80, 0xc2, 0, 0, 0xe], CLIENT_MAC, 0x88cc, None);
+    for f in [tcp, v6, lldp] {
+        assert_eq!(lab.run(&f), (XDP_PASS, f.clone()));
+    }
+    for vhid in [0u8, 1] {
+        assert_eq!(lab.stats(vhid), CarpStats::default());
+    }
+}
+
+/// Every prefix (from 14 bytes) of every frame kind: never XDP_TX, never an event, and a CARP frame always moves
+/// exactly one counter besides ipackets.
+#[test]
+fn frames_truncated_at_every_length() {
+    root_or_skip!("frames_truncated_at_every_length");
+    let mut lab = Lab::new(VhidState::Master);
+    let frames = [
+        advert_v4(PEER, 1, 255, &good_carp(1), None),
+        advert_v4(PEER, 1, 255, &good_carp(1), Some(7)),
+        advert_v6([0xfe; 16], 1, 255, &good_carp(1)),
+        arp_request(CLIENT_MAC, [10, 0, 0, 100], VIP, None),
+        neighbour_solicit(CLIENT_MAC, [0x20; 16], VIP6, true),
+    ];
+    for full in frames {
+        // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header (EINVAL), as no NIC delivers one.
+        for len in 14..full.len() {
+            let before: u64 = (0..=255u8).map(|v| total_errors(&lab.stats(v))).sum();
+            let (verdict, _) = lab.run(&full[..len]);
+            assert_ne!(verdict, XDP_TX, "truncated to {len} must not be answered");
+            let after: u64 = (0..=255u8).map(|v| total_errors(&lab.stats(v))).sum();
+            assert!(
+                after - before <= 1,
+                "len {len}: at most one error counter per frame"
+            );
+        }
+    }
+    assert!(
+        lab.maps.drain_events().is_empty(),
+        "no truncated frame reached the controller"
+    );
+}
+
+fn total_errors(s: &CarpStats) -> u64 {
+    s.badttl + s.badlen + s.hdrops + s.badsum + s.badver + s.badvhid
+}
