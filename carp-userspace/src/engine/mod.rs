@@ -519,7 +519,9 @@ impl Vhid {
                 self.master_down(now, reason::FORCED_MASTER, out)
             }
             (State::Master, ForcedState::Master) => {}
-            (State::Master, ForcedState::Backup) => self.enter_backup(now, reason::FORCED_BACKUP, out),
+            (State::Master, ForcedState::Backup) => {
+                self.enter_backup(now, reason::FORCED_BACKUP, out)
+            }
             (State::Backup, ForcedState::Backup) => {
                 self.master_down_at = Some(now + self.config.master_down_interval());
             }
