@@ -87,3 +87,23 @@ impl fmt::Display for Time {
         write!(f, "{}.{:03}s", millis / 1000, millis % 1000)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arithmetic_saturates() {
+        let t = Time::from_secs(2);
+        assert_eq!(t - Time::from_secs(3), Duration::ZERO);
+        assert_eq!(t - Time::from_millis(500), Duration::from_millis(1500));
+        assert_eq!(
+            Time::from_nanos(u64::MAX) + Duration::from_secs(1),
+            Time::from_nanos(u64::MAX)
+        );
+        assert_eq!(
+            Time::from_duration(Duration::from_millis(3004)).to_string(),
+            "3.004s"
+        );
+    }
+}

@@ -52,3 +52,26 @@ pub fn preference(advbase: u8, advskew: u8) -> u32 {
 pub fn going_to_time_out_threshold(advbase: u8, advskew: u8) -> u32 {
     3 * u32::from(advbase) * 256 + u32::from(advskew)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skew_step_is_exact() {
+        assert_eq!(advert_interval(0, 128), Duration::from_millis(500));
+        assert_eq!(advert_interval(254, 254).as_nanos(), 254_992_187_500);
+    }
+
+    #[test]
+    fn preference_orders_like_seconds() {
+        assert!(preference(1, 255) < preference(2, 0));
+        assert!(preference(0, 1) > preference(0, 0));
+        assert_eq!(preference(255, 255), 65535);
+    }
+
+    #[test]
+    fn rule3_threshold_counts_own_skew_once() {
+        assert_eq!(going_to_time_out_threshold(1, 100), 3 * 256 + 100);
+    }
+}
