@@ -38,3 +38,10 @@ pub fn carp_xdp(ctx: XdpContext) -> u32 {
         _ => vmac::filter(&ctx),
     }
 }
+
+/// A program that passes every frame: the baseline of `cargo xtask bench`, and the program a test puts
+/// on a native-mode veth peer so XDP_TX frames are delivered.
+#[xdp]
+pub fn carp_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}

@@ -399,3 +399,4 @@ fn frames_truncated_at_every_length() {
 fn total_errors(s: &CarpStats) -> u64 {
     s.badttl + s.badlen + s.hdrops + s.badsum + s.badver + s.badvhid
 }
+

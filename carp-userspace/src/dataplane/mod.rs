@@ -29,6 +29,8 @@ use std::{
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/carp-xdp"));
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "carp_xdp";
+/// Name of the trivial XDP_PASS program in the object (benchmark baseline, native-veth peer helper).
+pub const PASS_PROGRAM_NAME: &str = "carp_pass";
 /// Name of the pinned XDP link.
 pub const LINK_PIN: &str = "link";
 /// Every map the controller pins (all of the object's maps).
@@ -67,6 +69,9 @@ pub enum DataplaneError {
     /// A map is missing from the object (a build problem).
     #[error("map {0} is missing from the XDP object")]
     MissingMap(&'static str),
+    /// A program is missing from the object (a build problem).
+    #[error("program {0} is missing from the XDP object")]
+    MissingProgram(&'static str),
 }
 
 /// How to attach: the operator's `--xdp-mode`.
@@ -224,14 +229,17 @@ impl Dataplane {
         })
     }
 
-    /// Loads the object with private (unpinned) maps and no attachment, for BPF_PROG_TEST_RUN.
+    /// Loads the object (both programs) with private (unpinned) maps and no attachment, for
+    /// BPF_PROG_TEST_RUN.
     pub fn load_unattached() -> Result<Self, DataplaneError> {
         let mut ebpf = EbpfLoader::new().load(XDP_OBJECT)?;
-        let program: &mut Xdp = program_mut(&mut ebpf, "test_run")?;
-        program.load().map_err(|source| DataplaneError::Program {
-            carpdev: "test_run".into(),
-            source,
-        })?;
+        for name in [PROGRAM_NAME, PASS_PROGRAM_NAME] {
+            let program: &mut Xdp = named_program_mut(&mut ebpf, name, "test_run")?;
+            program.load().map_err(|source| DataplaneError::Program {
+                carpdev: "test_run".into(),
+                source,
+            })?;
+        }
         Ok(Self {
             carpdev: String::new(),
             pin_dir: PathBuf::new(),
@@ -244,6 +252,11 @@ impl Dataplane {
     /// The loaded program.
     pub fn program(&mut self) -> Result<&mut Xdp, DataplaneError> {
         program_mut(&mut self.ebpf, &self.carpdev)
+    }
+
+    /// The trivial XDP_PASS program (loaded only by `load_unattached`).
+    pub fn pass_program(&mut self) -> Result<&mut Xdp, DataplaneError> {
+        named_program_mut(&mut self.ebpf, PASS_PROGRAM_NAME, &self.carpdev)
     }
 
     /// The maps, for the controller.
@@ -272,9 +285,17 @@ impl Dataplane {
 }
 
 fn program_mut<'a>(ebpf: &'a mut Ebpf, carpdev: &str) -> Result<&'a mut Xdp, DataplaneError> {
+    named_program_mut(ebpf, PROGRAM_NAME, carpdev)
+}
+
+fn named_program_mut<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+    carpdev: &str,
+) -> Result<&'a mut Xdp, DataplaneError> {
     let program = ebpf
-        .program_mut(PROGRAM_NAME)
-        .ok_or(DataplaneError::MissingMap(PROGRAM_NAME))?;
+        .program_mut(name)
+        .ok_or(DataplaneError::MissingProgram(name))?;
     program
         .try_into()
         .map_err(|source| DataplaneError::Program {
