@@ -7,7 +7,7 @@ use crate::{
     eth::{self, L2},
     ipv4::{self, Ipv4Hdr},
     ipv6::{self, Ipv6Hdr},
-    maps::{EVENTS, LAST_ADVERT, count, vhid_entry},
+    maps::{Counters, EVENTS, LAST_ADVERT, vhid_entry},
     packet::{be16, ptr_at},
 };
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
@@ -28,29 +28,22 @@ pub fn intake_v4(ctx: &XdpContext, l2: L2) -> u32 {
     let tot = be16(ip.tot_len) as usize;
     let off = l2.l3 + hlen;
     let vhid = vhid_at(ctx, off);
-    count(vhid, |s| &mut s.ipackets);
+    let counters = Counters::of(vhid);
+    counters.bump(|s| &mut s.ipackets);
     if hlen < 20 || tot < hlen {
         // An IP header that cannot be right: the frame is unusable, as a failed pullup would be.
-        count(vhid, |s| &mut s.hdrops);
+        counters.bump(|s| &mut s.hdrops);
         return xdp_action::XDP_DROP;
     }
-    let Some(hdr) = check(ctx, ip.ttl, tot - hlen, off, vhid) else {
+    let Some(hdr) = check(ctx, ip.ttl, tot - hlen, off, vhid, counters) else {
         return xdp_action::XDP_DROP;
     };
     let mut src = [0u8; 16];
     let mut dst = [0u8; 16];
     src[..4].copy_from_slice(&ip.src);
     dst[..4].copy_from_slice(&ip.dst);
-    accept(
-        ctx,
-        hdr,
-        vhid,
-        4,
-        ip.ttl,
-        &src,
-        &dst,
-        !ipv4::is_multicast(ip.dst),
-    );
+    let unicast = !ipv4::is_multicast(ip.dst);
+    accept(ctx, hdr, vhid, counters, 4, ip.ttl, &src, &dst, unicast);
     xdp_action::XDP_DROP
 }
 
@@ -64,12 +57,24 @@ pub fn intake_v6(ctx: &XdpContext, l2: L2) -> u32 {
     let ip = unsafe { &*ip };
     let off = l2.l3 + core::mem::size_of::<Ipv6Hdr>();
     let vhid = vhid_at(ctx, off);
-    count(vhid, |s| &mut s.ipackets6);
-    let Some(hdr) = check(ctx, ip.hop_limit, be16(ip.payload_len) as usize, off, vhid) else {
+    let counters = Counters::of(vhid);
+    counters.bump(|s| &mut s.ipackets6);
+    let plen = be16(ip.payload_len) as usize;
+    let Some(hdr) = check(ctx, ip.hop_limit, plen, off, vhid, counters) else {
         return xdp_action::XDP_DROP;
     };
     let unicast = !ipv6::is_multicast(&ip.dst);
-    accept(ctx, hdr, vhid, 6, ip.hop_limit, &ip.src, &ip.dst, unicast);
+    accept(
+        ctx,
+        hdr,
+        vhid,
+        counters,
+        6,
+        ip.hop_limit,
+        &ip.src,
+        &ip.dst,
+        unicast,
+    );
     xdp_action::XDP_DROP
 }
 
@@ -91,23 +96,24 @@ fn check(
     payload_len: usize,
     off: usize,
     vhid: u8,
+    counters: Counters,
 ) -> Option<&'static CarpHdr> {
     if ttl != CARP_TTL {
-        count(vhid, |s| &mut s.badttl);
+        counters.bump(|s| &mut s.badttl);
         return None;
     }
     if payload_len < CARP_HEADER_LEN {
-        count(vhid, |s| &mut s.badlen);
+        counters.bump(|s| &mut s.badlen);
         return None;
     }
     let Ok(hdr) = ptr_at::<CarpHdr>(ctx, off) else {
-        count(vhid, |s| &mut s.hdrops);
+        counters.bump(|s| &mut s.hdrops);
         return None;
     };
     // SAFETY: ptr_at checked the bounds; CarpHdr is a byte array.
     let hdr = unsafe { &*hdr };
     if !hdr.checksum_ok() {
-        count(vhid, |s| &mut s.badsum);
+        counters.bump(|s| &mut s.badsum);
         return None;
     }
     // OpenBSD counts a vhid that is not up and running (our INIT) as badvhid too.
@@ -115,11 +121,11 @@ fn check(
         e.state != VhidState::Unconfigured as u8 && e.state != VhidState::Init as u8
     });
     if !running {
-        count(vhid, |s| &mut s.badvhid);
+        counters.bump(|s| &mut s.badvhid);
         return None;
     }
     if hdr.version() != CARP_VERSION {
-        count(vhid, |s| &mut s.badver);
+        counters.bump(|s| &mut s.badver);
         return None;
     }
     Some(hdr)
@@ -132,6 +138,7 @@ fn accept(
     ctx: &XdpContext,
     hdr: &CarpHdr,
     vhid: u8,
+    counters: Counters,
     family: u8,
     ttl: u8,
     src: &[u8; 16],
@@ -152,7 +159,7 @@ fn accept(
         }
     }
     let Some(mut entry) = EVENTS.reserve(0) else {
-        count(vhid, |s| &mut s.events_lost);
+        counters.bump(|s| &mut s.events_lost);
         return;
     };
     let ev: *mut AdvertEvent = entry.as_mut_ptr();
@@ -173,5 +180,5 @@ fn accept(
         (*ev).pad3 = [0; 4];
     }
     entry.submit(0);
-    count(vhid, |s| &mut s.adverts_to_controller);
+    counters.bump(|s| &mut s.adverts_to_controller);
 }

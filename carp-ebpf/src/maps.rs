@@ -35,6 +35,26 @@ pub fn stats(vhid: u8) -> Option<&'static mut CarpStats> {
     STATS.get_ptr_mut(vhid as u32).map(|p| unsafe { &mut *p })
 }
 
+/// One vhid's counters on this CPU, looked up once and bumped many times.
+#[derive(Clone, Copy)]
+pub struct Counters(Option<*mut CarpStats>);
+
+impl Counters {
+    /// Looks up the slot of `vhid`.
+    #[inline(always)]
+    pub fn of(vhid: u8) -> Self {
+        Self(STATS.get_ptr_mut(vhid as u32))
+    }
+    /// Bumps one counter.
+    #[inline(always)]
+    pub fn bump(self, field: impl FnOnce(&mut CarpStats) -> &mut u64) {
+        if let Some(p) = self.0 {
+            // SAFETY: per-CPU slot, only this program on this CPU writes it while it runs.
+            *field(unsafe { &mut *p }) += 1;
+        }
+    }
+}
+
 /// Bumps one counter of one vhid.
 #[inline(always)]
 pub fn count(vhid: u8, field: impl FnOnce(&mut CarpStats) -> &mut u64) {

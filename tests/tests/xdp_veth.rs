@@ -96,6 +96,7 @@ fn veth_attach_advert_event_arp_reply_bpftool_and_detach() {
         "bpftool map dump pinned {}/cxva/carp_stats",
         bpffs.display()
     ));
+    eprintln!("bpftool map dump pinned .../cxva/carp_stats (vhid 1):\n{}", dump_entry(&dump, 1));
     for field in ["ipackets", "badttl", "adverts_to_controller", "arp_replies"] {
         assert!(dump.contains(field), "bpftool output names {field}: {dump}");
     }
@@ -127,4 +128,11 @@ fn mac_str(m: [u8; 6]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+/// The part of a bpftool dump that belongs to one key, for the log.
+fn dump_entry(dump: &str, key: u32) -> String {
+    let marker = format!("\"key\": {key},");
+    let start = dump.find(&marker).unwrap_or(0);
+    dump[start..].chars().take(1800).collect()
 }

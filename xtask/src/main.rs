@@ -29,6 +29,9 @@ enum Command {
         #[arg(long)]
         no_lint: bool,
     },
+    /// Set up, then run the benchmarks (needs root): XDP ns/packet against a trivial XDP_PASS program,
+    /// written to target/bench/results.json (BENCHMARKS.md keeps the latest table).
+    Bench,
     /// Run a simulator scenario and print its timeline (`cargo xtask sim --list` lists them).
     Sim {
         /// Scenario name, or --list.
@@ -49,12 +52,25 @@ fn main() -> Result<()> {
             setup::ensure_all()?;
             test(no_lint)
         }
+        Command::Bench => {
+            setup::ensure_all()?;
+            bench()
+        }
         Command::Sim { args } => sim(&args),
     }
 }
 
 fn cargo_sim(args: &[&str]) -> Result<()> {
-    let mut full = vec!["run", "--quiet", "--release", "-p", "carp-userspace", "--bin", "carp-sim", "--"];
+    let mut full = vec![
+        "run",
+        "--quiet",
+        "--release",
+        "-p",
+        "carp-userspace",
+        "--bin",
+        "carp-sim",
+        "--",
+    ];
     full.extend_from_slice(args);
     util::run("cargo", &full)
 }
@@ -64,8 +80,28 @@ fn sim(args: &[String]) -> Result<()> {
     cargo_sim(&args)
 }
 
+fn bench() -> Result<()> {
+    util::step("XDP fast path through BPF_PROG_TEST_RUN (each case next to a trivial XDP_PASS program)");
+    util::run(
+        "cargo",
+        &[
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "carp-tests",
+            "--bin",
+            "carp-bench",
+            "--",
+            "target/bench/results.json",
+        ],
+    )
+}
+
 fn demo() -> Result<()> {
-    util::step("demo: two gateways elect, the master crashes, the backup takes over (simulated; the live lab demo comes with carpd)");
+    util::step(
+        "demo: two gateways elect, the master crashes, the backup takes over (simulated; the live lab demo comes with carpd)",
+    );
     cargo_sim(&["master-crash"])
 }
 
@@ -74,7 +110,17 @@ fn test(no_lint: bool) -> Result<()> {
         util::step("cargo fmt --check");
         util::run("cargo", &["fmt", "--all", "--", "--check"])?;
         util::step("cargo clippy --workspace --all-targets -- -D warnings");
-        util::run("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+        util::run(
+            "cargo",
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        )?;
     }
     util::step("cargo test --workspace");
     util::run("cargo", &["test", "--workspace", "--no-fail-fast"])

@@ -50,7 +50,10 @@ fn apt_packages() -> Result<()> {
         step("Debian packages: all present");
         return Ok(());
     }
-    step(&format!("Debian packages: installing {}", missing.join(" ")));
+    step(&format!(
+        "Debian packages: installing {}",
+        missing.join(" ")
+    ));
     if !is_root() {
         bail!(
             "installing Debian packages needs root: run `sudo apt-get install {}` or run this as root",
@@ -72,14 +75,20 @@ fn apt_packages() -> Result<()> {
 }
 
 fn rust_src() -> Result<()> {
-    let installed = output("rustup", &["component", "list", "--toolchain", "nightly", "--installed"])
-        .unwrap_or_default();
+    let installed = output(
+        "rustup",
+        &["component", "list", "--toolchain", "nightly", "--installed"],
+    )
+    .unwrap_or_default();
     if installed.lines().any(|l| l.starts_with("rust-src")) {
         step("rust-src for nightly: present");
         return Ok(());
     }
     step("rust-src for nightly: installing");
-    run("rustup", &["component", "add", "rust-src", "--toolchain", "nightly"])
+    run(
+        "rustup",
+        &["component", "add", "rust-src", "--toolchain", "nightly"],
+    )
 }
 
 fn cargo_bin(name: &str) -> PathBuf {
