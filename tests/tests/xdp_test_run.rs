@@ -145,7 +145,7 @@ fn every_bad_advert_reason_is_counted_and_dropped() {
     root_or_skip!("every_bad_advert_reason_is_counted_and_dropped");
     let mut lab = Lab::new(VhidState::Backup);
     let good = advert_v4(PEER, 1, 255, &good_carp(1), None);
-    let mut cases: Vec<(&str, Vec<u8>, fn(&CarpStats) -> u64)> = Vec::new();
+    let mut cases: Vec<(&str, Vec<u8>, CounterOf)> = Vec::new();
     cases.push((
         "badttl",
         advert_v4(PEER, 1, 254, &good_carp(1), None),
@@ -396,7 +396,9 @@ fn frames_truncated_at_every_length() {
     );
 }
 
+/// Reads one counter out of a counter set.
+type CounterOf = fn(&CarpStats) -> u64;
+
 fn total_errors(s: &CarpStats) -> u64 {
     s.badttl + s.badlen + s.hdrops + s.badsum + s.badver + s.badvhid
 }
-

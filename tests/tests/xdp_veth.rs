@@ -96,7 +96,10 @@ fn veth_attach_advert_event_arp_reply_bpftool_and_detach() {
         "bpftool map dump pinned {}/cxva/carp_stats",
         bpffs.display()
     ));
-    eprintln!("bpftool map dump pinned .../cxva/carp_stats (vhid 1):\n{}", dump_entry(&dump, 1));
+    eprintln!(
+        "bpftool map dump pinned .../cxva/carp_stats (vhid 1):\n{}",
+        dump_entry(&dump, 1)
+    );
     for field in ["ipackets", "badttl", "adverts_to_controller", "arp_replies"] {
         assert!(dump.contains(field), "bpftool output names {field}: {dump}");
     }

@@ -81,7 +81,9 @@ fn sim(args: &[String]) -> Result<()> {
 }
 
 fn bench() -> Result<()> {
-    util::step("XDP fast path through BPF_PROG_TEST_RUN (each case next to a trivial XDP_PASS program)");
+    util::step(
+        "XDP fast path through BPF_PROG_TEST_RUN (each case next to a trivial XDP_PASS program)",
+    );
     util::run(
         "cargo",
         &[

@@ -33,7 +33,9 @@ struct Case {
 }
 
 fn main() -> anyhow::Result<()> {
-    let out = std::env::args().nth(1).unwrap_or_else(|| "target/bench/xdp.json".into());
+    let out = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "target/bench/xdp.json".into());
     let mut dp = Dataplane::load_unattached()?;
     let mut maps = dp.maps()?;
     maps.set_vhid(
@@ -54,24 +56,68 @@ fn main() -> anyhow::Result<()> {
     tcp.extend_from_slice(&[0; 20]);
     let advert = advert_v4([10, 0, 0, 12], 1, 255, &carp_header(0x21, 1, 0, 1, 0), None);
     let cases = [
-        Case { name: "unrelated traffic (IPv4 TCP)", frame: tcp, method: Method::Repeat, expect: 2, target: 1.3 },
-        Case { name: "advert intake, ring full (steady flood)", frame: advert.clone(), method: Method::Repeat, expect: 1, target: 3.0 },
-        Case { name: "advert intake, handed to controller", frame: advert, method: Method::Single { drain: true }, expect: 1, target: 3.0 },
-        Case { name: "ARP request -> XDP_TX reply", frame: arp_request(mac, [10, 0, 0, 100], [10, 0, 0, 1], None), method: Method::Single { drain: false }, expect: 3, target: 3.0 },
-        Case { name: "NS -> XDP_TX NA", frame: neighbour_solicit(mac, Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x64).octets(), vip6.octets(), true), method: Method::Single { drain: false }, expect: 3, target: 3.0 },
+        Case {
+            name: "unrelated traffic (IPv4 TCP)",
+            frame: tcp,
+            method: Method::Repeat,
+            expect: 2,
+            target: 1.3,
+        },
+        Case {
+            name: "advert intake, ring full (steady flood)",
+            frame: advert.clone(),
+            method: Method::Repeat,
+            expect: 1,
+            target: 3.0,
+        },
+        Case {
+            name: "advert intake, handed to controller",
+            frame: advert,
+            method: Method::Single { drain: true },
+            expect: 1,
+            target: 3.0,
+        },
+        Case {
+            name: "ARP request -> XDP_TX reply",
+            frame: arp_request(mac, [10, 0, 0, 100], [10, 0, 0, 1], None),
+            method: Method::Single { drain: false },
+            expect: 3,
+            target: 3.0,
+        },
+        Case {
+            name: "NS -> XDP_TX NA",
+            frame: neighbour_solicit(
+                mac,
+                Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x64).octets(),
+                vip6.octets(),
+                true,
+            ),
+            method: Method::Single { drain: false },
+            expect: 3,
+            target: 3.0,
+        },
     ];
 
     let mut rows = Vec::new();
-    println!("{:<42} {:>10} {:>12} {:>8} {:>8}  method", "case", "ns/pkt", "trivial ns", "ratio", "target");
+    println!(
+        "{:<42} {:>10} {:>12} {:>8} {:>8}  method",
+        "case", "ns/pkt", "trivial ns", "ratio", "target"
+    );
     for case in &cases {
         let mut ratios = Vec::new();
         let mut ns = Vec::new();
         let mut base = Vec::new();
         for _ in 0..ROUNDS {
             let b = measure(dp.pass_program()?, &case.frame, case.method, 2, &mut || {})?;
-            let m = measure(dp.program()?, &case.frame, case.method, case.expect, &mut || {
-                maps.drain_events();
-            })?;
+            let m = measure(
+                dp.program()?,
+                &case.frame,
+                case.method,
+                case.expect,
+                &mut || {
+                    maps.drain_events();
+                },
+            )?;
             ratios.push(m / b);
             ns.push(m);
             base.push(b);
@@ -81,7 +127,10 @@ fn main() -> anyhow::Result<()> {
             Method::Repeat => format!("repeat={RUNS}"),
             Method::Single { .. } => format!("{RUNS} single runs"),
         };
-        println!("{:<42} {:>10.1} {:>12.1} {:>7.2}x {:>7.1}x  {method}", case.name, m, b, r, case.target);
+        println!(
+            "{:<42} {:>10.1} {:>12.1} {:>7.2}x {:>7.1}x  {method}",
+            case.name, m, b, r, case.target
+        );
         rows.push(format!(
             "{{\"case\":{:?},\"ns_per_packet\":{m:.2},\"trivial_ns_per_packet\":{b:.2},\"ratio\":{r:.3},\"target_ratio\":{},\"method\":{:?},\"mpps_per_core\":{:.2}}}",
             case.name, case.target, method, 1000.0 / m
@@ -96,18 +145,39 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// ns per packet of one program on one frame.
-fn measure(prog: &mut Xdp, frame: &[u8], method: Method, expect: u32, drain: &mut dyn FnMut()) -> anyhow::Result<f64> {
+fn measure(
+    prog: &mut Xdp,
+    frame: &[u8],
+    method: Method,
+    expect: u32,
+    drain: &mut dyn FnMut(),
+) -> anyhow::Result<f64> {
     match method {
         Method::Repeat => {
-            let r = prog.test_run(TestRunOptions { data_in: Some(frame), repeat: RUNS, ..TestRunOptions::new() })?;
-            anyhow::ensure!(r.return_value == expect, "verdict {} != {expect}", r.return_value);
+            let r = prog.test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat: RUNS,
+                ..TestRunOptions::new()
+            })?;
+            anyhow::ensure!(
+                r.return_value == expect,
+                "verdict {} != {expect}",
+                r.return_value
+            );
             Ok(r.duration.as_nanos() as f64)
         }
         Method::Single { drain: must_drain } => {
             let mut total = Duration::ZERO;
             for i in 0..RUNS {
-                let r = prog.test_run(TestRunOptions { data_in: Some(frame), ..TestRunOptions::new() })?;
-                anyhow::ensure!(r.return_value == expect, "verdict {} != {expect}", r.return_value);
+                let r = prog.test_run(TestRunOptions {
+                    data_in: Some(frame),
+                    ..TestRunOptions::new()
+                })?;
+                anyhow::ensure!(
+                    r.return_value == expect,
+                    "verdict {} != {expect}",
+                    r.return_value
+                );
                 total += r.duration;
                 if must_drain && i % 512 == 511 {
                     drain();
