@@ -124,7 +124,7 @@ pub struct VipKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LastAdvert {
-    /// `bpf_ktime_get_ns()` when the advert arrived (CLOCK_MONOTONIC).
+    /// CLOCK_MONOTONIC ns when the advert arrived, at tick resolution (`bpf_ktime_get_coarse_ns`).
     pub ktime_ns: u64,
     /// Source address (IPv4 in the first four bytes).
     pub src: [u8; 16],
@@ -144,7 +144,7 @@ pub struct LastAdvert {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AdvertEvent {
-    /// `bpf_ktime_get_ns()` when the advert arrived.
+    /// CLOCK_MONOTONIC ns when the advert arrived, at tick resolution (`bpf_ktime_get_coarse_ns`).
     pub ktime_ns: u64,
     /// Interface index the frame arrived on.
     pub ifindex: u32,

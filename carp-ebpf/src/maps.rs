@@ -24,9 +24,12 @@ pub static VIPS: HashMap<VipKey, u8, { MAX_VIPS as usize }> = HashMap::new();
 #[btf_map(name = "carp_last_advert")]
 pub static LAST_ADVERT: Array<LastAdvert, { VHID_SLOTS as usize }> = Array::new();
 
-/// Good adverts for the controller (`carp_events`); 256 KiB holds about 2,000 events.
+/// Size of the advert ring buffer: 256 KiB holds about 2,000 events.
+pub const EVENTS_BYTES: usize = 256 * 1024;
+
+/// Good adverts for the controller (`carp_events`).
 #[btf_map(name = "carp_events")]
-pub static EVENTS: RingBuf<AdvertEvent, { 256 * 1024 }> = RingBuf::new();
+pub static EVENTS: RingBuf<AdvertEvent, EVENTS_BYTES> = RingBuf::new();
 
 /// The counters of one vhid on this CPU, if the map has the slot (it always does for a u8 index).
 #[inline(always)]

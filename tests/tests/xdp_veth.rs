@@ -139,3 +139,70 @@ fn dump_entry(dump: &str, key: u32) -> String {
     let start = dump.find(&marker).unwrap_or(0);
     dump[start..].chars().take(1800).collect()
 }
+
+/// Native mode on veth delivers XDP_TX frames only when the peer runs an XDP program too: with the
+/// trivial pass program on the peer, the ARP reply arrives.
+#[test]
+fn native_mode_on_veth_with_xdp_on_the_peer_answers_arp() {
+    if !require_root("native_mode_on_veth_with_xdp_on_the_peer_answers_arp") {
+        return;
+    }
+    let bpffs = bpffs_dir("native");
+    let gw = Netns::new("carpt-native-gw");
+    let client = Netns::new("carpt-native-cl");
+    sh("ip link add cxna netns carpt-native-gw type veth peer name cxnb netns carpt-native-cl");
+    gw.run("ip link set cxna up");
+    client.run(&format!(
+        "ip link set cxnb address {} && ip link set cxnb up",
+        mac_str(CLIENT_MAC)
+    ));
+    let peer = client.in_ns(|| {
+        let mut peer = Dataplane::load_unattached().expect("load");
+        peer.pass_program()
+            .expect("pass program")
+            .attach("cxnb", aya::programs::XdpMode::Driver)
+            .expect("native pass program on the peer");
+        peer
+    });
+    let dir = bpffs.clone();
+    let (dp, mut maps) = gw.in_ns(move || {
+        let mut dp = Dataplane::attach("cxna", &dir, AttachMode::Native).expect("attach native");
+        let maps = dp.maps().expect("maps");
+        (dp, maps)
+    });
+    assert_eq!(dp.mode, aya::programs::XdpMode::Driver);
+    assert!(
+        gw.run("ip -d link show cxna").contains("xdp "),
+        "native (driver) attachment"
+    );
+    maps.set_vhid(
+        1,
+        VhidEntry {
+            state: VhidState::Master as u8,
+            mode: BalanceMode::None as u8,
+            vmac: VMAC,
+        },
+    )
+    .expect("vhid");
+    maps.add_vip(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 1)
+        .expect("vip");
+    let reply = client.in_ns(|| {
+        let sock = PacketSocket::open("cxnb", 200);
+        sock.send(&arp_request(
+            CLIENT_MAC,
+            [10, 0, 0, 100],
+            [10, 0, 0, 1],
+            None,
+        ));
+        sock.recv_until(Duration::from_secs(3), |f| {
+            f.len() >= 42 && f[12..14] == [8, 6] && f[20..22] == [0, 2]
+        })
+    });
+    let reply = reply.expect("the native XDP_TX reply reached the peer");
+    assert_eq!(&reply[22..28], &VMAC);
+    drop(maps);
+    drop(dp);
+    drop(peer);
+    Dataplane::detach("cxna", &bpffs).expect("detach");
+    let _ = std::fs::remove_dir_all(&bpffs);
+}
