@@ -15,5 +15,6 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod engine;
+pub mod ifconfig;
 pub mod sim;
 pub mod wire;
