@@ -82,6 +82,8 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
         .with_target(false)
+        // journald and log files get plain text; a terminal gets colours.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if cli.metrics.is_some() {
         tracing::warn!("--metrics is not served yet; ignoring it");
