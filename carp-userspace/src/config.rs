@@ -615,7 +615,7 @@ impl Cx<'_> {
         raw: &mut RawInterface,
     ) -> Result<(), ConfigError> {
         let span = line.span();
-        let spec = ifconfig_bridge::parse(line.get_ref())
+        let spec = crate::ifconfig::parse_ifconfig_line(line.get_ref())
             .map_err(|m| self.err(&span, format!("{ctx}: ifconfig: {m}")))?;
         macro_rules! set {
             ($field:ident, $key:literal, $value:expr) => {
@@ -662,6 +662,12 @@ impl Cx<'_> {
         if !spec.groups.is_empty() {
             set!(groups, "groups", Some(spec.groups));
         }
+        if spec.lladdr.is_some() || spec.mtu.is_some() || spec.carpdemote.is_some() {
+            return Err(self.err(
+                &span,
+                format!("{ctx}: ifconfig: lladdr, mtu and carpdemote are not supported in the config yet"),
+            ));
+        }
         if spec.up == Some(false) {
             return Err(self.err(
                 &span,
@@ -704,35 +710,6 @@ pub fn parse_carpnodes(s: &str) -> Result<Vec<(u8, u8)>, String> {
     }
     nodes.sort();
     Ok(nodes)
-}
-
-/// Adapts the OpenBSD ifconfig-line parser to the config keys. The parser (`crate::ifconfig`) is being
-/// written alongside; until it lands the `ifconfig` key reports that it is unavailable.
-mod ifconfig_bridge {
-    use std::net::IpAddr;
-
-    /// The fields of a parsed ifconfig line the config reads (the names of `ifconfig::IfconfigSpec`).
-    #[derive(Default)]
-    pub struct Spec {
-        pub addresses: Vec<String>,
-        pub vhid: Option<u8>,
-        pub advbase: Option<u8>,
-        pub advskew: Option<u8>,
-        pub pass: Option<String>,
-        pub carpdev: Option<String>,
-        pub carppeer: Option<IpAddr>,
-        pub carpnodes: Option<Vec<(u8, u8)>>,
-        pub balancing: Option<String>,
-        pub state: Option<String>,
-        pub description: Option<String>,
-        pub groups: Vec<String>,
-        pub up: Option<bool>,
-    }
-
-    /// Parses one line.
-    pub fn parse(_line: &str) -> Result<Spec, String> {
-        Err("the ifconfig-line parser is not in this build yet; write the keys out instead".into())
-    }
 }
 
 #[cfg(test)]
@@ -879,6 +856,28 @@ up_script = "/etc/carp/up"
         assert!(parse_carpnodes("0:1").is_err());
         assert!(parse_carpnodes("1").is_err());
         assert!(parse_carpnodes("1:0,1:5").is_err());
+    }
+
+    #[test]
+    fn ifconfig_line_is_an_alternative() {
+        let text = "[[interface]]\nname = \"carp1\"\nifconfig = 'inet 192.168.100.1 255.255.255.0 192.168.100.255 vhid 2 pass x carpdev eth1 advskew 50 state MASTER description \"INSIDE\"'\n";
+        let c = parse(text).unwrap();
+        let i = &c.interfaces[0];
+        assert_eq!((i.vhid, i.advskew, i.carpdev.as_str()), (2, 50, "eth1"));
+        assert_eq!(i.addresses[0].to_string(), "192.168.100.1/24");
+        assert_eq!(i.state, Some(InitialState::Master));
+        assert_eq!(i.description.as_deref(), Some("INSIDE"));
+        let both = text.replace("ifconfig", "advskew = 3\nifconfig");
+        let err = parse(&both).unwrap_err();
+        assert!(
+            err.contains(":4: interface carp1: ifconfig: advskew is also given"),
+            "{err}"
+        );
+        let bad = parse(&text.replace("advskew 50", "advskew 999")).unwrap_err();
+        assert!(
+            bad.starts_with("/etc/carp/carp.toml:3: interface carp1: ifconfig: "),
+            "{bad}"
+        );
     }
 
     #[test]
