@@ -10,9 +10,12 @@
 //! Time: engine `Time` is CLOCK_MONOTONIC in nanoseconds, the same clock as the kernel's
 //! `bpf_ktime_get_ns`, so the kernel's advert timestamps compare directly with engine deadlines.
 //!
-//! Sysctls: none are needed. rp_filter does not matter because XDP consumes adverts before the IP
-//! stack sees them, and the kernel's own ARP replies for a VIP are pre-empted by the XDP responder (it
-//! answers while MASTER and drops requests for VIPs otherwise). On real NICs the carpdev joins
+//! Sysctls: one. carpd sets `net.ipv4.conf.<carpdev>.arp_announce = 2`: replies from a VIP may leave
+//! through the carpdev (its connected route is older than the carp interface's), and with the default
+//! the kernel would then ask "who has <client>" with the VIP as sender address and the carpdev's own MAC,
+//! re-teaching every client the VIP -> real MAC mapping and defeating the virtual MAC. rp_filter does not
+//! matter because XDP consumes adverts before the IP stack sees them, and the kernel's own ARP replies
+//! for a VIP are pre-empted by the XDP responder (it answers while MASTER and drops requests otherwise). On real NICs the carpdev joins
 //! 224.0.0.18 / ff02::12 so the NIC's multicast filter admits adverts (`netio`).
 
 pub mod hooks;
@@ -168,6 +171,16 @@ fn lock_carpdev(carpdev: &str) -> Result<File> {
     Ok(file)
 }
 
+/// `arp_announce = 2` on the carpdev (see the module doc: keeps the VIP out of the carpdev's ARP requests).
+fn set_arp_announce(carpdev: &str) {
+    let path = format!("/proc/sys/net/ipv4/conf/{carpdev}/arp_announce");
+    if let Err(e) = std::fs::write(&path, "2") {
+        tracing::warn!(
+            "{carpdev}: cannot set arp_announce = 2 ({path}: {e}); clients may learn the real MAC for a VIP"
+        );
+    }
+}
+
 fn vhid_entry(state: VhidState, vmac: [u8; 6]) -> VhidEntry {
     VhidEntry {
         state: state as u8,
@@ -229,6 +242,7 @@ impl Daemon {
             for key in stale {
                 let _ = maps.vips.remove(&key);
             }
+            set_arp_announce(&name);
             let running = nl.is_running(ifindex).await.unwrap_or(true);
             let netio =
                 NetIo::open(&name, ifindex).with_context(|| format!("sockets on {name}"))?;
