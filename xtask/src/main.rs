@@ -2,6 +2,7 @@
 //! test, the simulator, the labs and the benchmarks. It deliberately does not depend on carp-userspace:
 //! that crate needs bpf-linker to build, and installing bpf-linker is this tool's first job.
 
+mod demo;
 mod setup;
 mod util;
 
@@ -81,7 +82,9 @@ fn sim(args: &[String]) -> Result<()> {
 }
 
 fn bench() -> Result<()> {
-    util::step("XDP fast path through BPF_PROG_TEST_RUN (each case next to a trivial XDP_PASS program)");
+    util::step(
+        "XDP fast path through BPF_PROG_TEST_RUN (each case next to a trivial XDP_PASS program)",
+    );
     util::run(
         "cargo",
         &[
@@ -99,10 +102,7 @@ fn bench() -> Result<()> {
 }
 
 fn demo() -> Result<()> {
-    util::step(
-        "demo: two gateways elect, the master crashes, the backup takes over (simulated; the live lab demo comes with carpd)",
-    );
-    cargo_sim(&["master-crash"])
+    demo::run()
 }
 
 fn test(no_lint: bool) -> Result<()> {
