@@ -3,6 +3,7 @@
 //! namespaces.
 
 pub mod frames;
+pub mod lab;
 pub mod netns;
 
 use std::path::{Path, PathBuf};

@@ -2,6 +2,7 @@
 //! test, the simulator, the labs and the benchmarks. It deliberately does not depend on carp-userspace:
 //! that crate needs bpf-linker to build, and installing bpf-linker is this tool's first job.
 
+mod demo;
 mod setup;
 mod util;
 
@@ -101,10 +102,7 @@ fn bench() -> Result<()> {
 }
 
 fn demo() -> Result<()> {
-    util::step(
-        "demo: two gateways elect, the master crashes, the backup takes over (simulated; the live lab demo comes with carpd)",
-    );
-    cargo_sim(&["master-crash"])
+    demo::run()
 }
 
 fn test(no_lint: bool) -> Result<()> {

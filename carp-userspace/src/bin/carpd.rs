@@ -1,5 +1,104 @@
-//! carpd, the CARP daemon. Not built yet: the daemon lands with its own issue (#4).
-fn main() {
-    eprintln!("carpd: the daemon is not implemented yet (issue #4); see README.md");
-    std::process::exit(1);
+//! carpd, the CARP daemon: reads the TOML config, attaches the XDP dataplane to each carpdev, runs the
+//! election for every carp interface and moves the virtual addresses. `carp::daemon` does the work; this
+//! file is only the command line (design §2).
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use carp::{config::Config, dataplane::AttachMode};
+use clap::Parser;
+
+/// carpd: CARP (OpenBSD's Common Address Redundancy Protocol) for Linux, with an XDP dataplane.
+///
+/// Each [[interface]] of the config becomes a carp interface: a macvlan named after it (e.g. carp0) on
+/// its carpdev, carrying the virtual MAC 00:00:5e:00:01:<vhid>. carpd sends adverts, elects a MASTER
+/// with its peers (OpenBSD, FreeBSD, ucarp or another carpd), puts the virtual addresses on the carp
+/// interface while MASTER and keeps it down while BACKUP. The XDP program on the carpdev consumes the
+/// adverts, answers ARP/ND for the virtual addresses only while MASTER, and counts (bpftool map dump
+/// pinned <bpffs>/<carpdev>/carp_stats).
+///
+/// Signals: SIGTERM/SIGINT = planned stop (bow-out advert, keep serving until the new master is heard,
+/// then remove the addresses and detach); SIGHUP = reload the config (unchanged vhids keep their state).
+/// After a crash the next start cleans up and adopts the pinned dataplane. State changes are logged one
+/// line each to stderr: `carp0 vhid 1: BACKUP -> MASTER (master down timer expired)`.
+///
+/// Example config (/etc/carp/carp.toml):
+///
+///   [carp]
+///   preempt = false
+///
+///   [[interface]]
+///   name = "carp0"
+///   carpdev = "eth0"
+///   vhid = 1
+///   pass = "secret"
+///   advskew = 100
+///   addresses = ["10.0.0.1/24"]
+///
+/// Check it first: carpd -c /etc/carp/carp.toml --check
+#[derive(Parser, Debug)]
+#[command(name = "carpd", version, verbatim_doc_comment)]
+struct Cli {
+    /// The config file (TOML, see above).
+    #[arg(short = 'c', long = "config", value_name = "FILE", default_value = carp::config::DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Control socket for carpctl. NOT SERVED YET: accepted so unit files can name it already.
+    #[arg(long, value_name = "PATH", default_value = "/run/carp/carpd.sock")]
+    control_socket: PathBuf,
+    /// bpffs directory for the pinned maps and XDP link (<DIR>/<carpdev>/carp_stats, ...).
+    #[arg(long, value_name = "DIR", default_value = carp::dataplane::DEFAULT_BPFFS)]
+    bpffs: PathBuf,
+    /// XDP attach mode: auto picks native where the driver transmits XDP_TX frames, generic otherwise.
+    #[arg(long, value_name = "auto|native|skb", default_value = "auto")]
+    xdp_mode: AttachMode,
+    /// Log filter (tracing EnvFilter syntax), e.g. info, debug, carp=debug. Overrides RUST_LOG.
+    #[arg(long, value_name = "FILTER")]
+    log: Option<String>,
+    /// Prometheus metrics listen address. NOT SERVED YET: accepted and ignored.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// Validate the config, print it normalised (passphrases redacted) and exit: 0 if valid, 1 if not.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("carpd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if cli.check {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    let filter = cli
+        .log
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        // journald and log files get plain text; a terminal gets colours.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    if cli.metrics.is_some() {
+        tracing::warn!("--metrics is not served yet; ignoring it");
+    }
+    let options = carp::daemon::Options {
+        config_path: cli.config,
+        bpffs: cli.bpffs,
+        xdp_mode: cli.xdp_mode,
+        control_socket: cli.control_socket,
+    };
+    match carp::daemon::run(config, options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

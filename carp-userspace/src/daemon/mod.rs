@@ -1,0 +1,734 @@
+//! carpd's event loop: the sans-IO election engine (`engine::Host`) driven by CLOCK_MONOTONIC, fed by the
+//! XDP dataplane's advert ring buffer and the kernel's link notifications, and carrying out the engine's
+//! actions on the network (adverts, gratuitous ARP/NA), on the dataplane maps and on the carp interfaces.
+//!
+//! What this module owns: start-up (a per-carpdev lock, attaching or adopting the dataplane, replacing a
+//! stale carp interface left by a killed carpd), the loop, signals (SIGTERM/SIGINT = planned stop with
+//! bow-out and make-before-break; SIGHUP = reload), and clean-up. The IO pieces live in `netio` (frames),
+//! `netlink` (links and addresses) and `hooks` (operator scripts).
+//!
+//! Time: engine `Time` is CLOCK_MONOTONIC in nanoseconds, the same clock as the kernel's
+//! `bpf_ktime_get_ns`, so the kernel's advert timestamps compare directly with engine deadlines.
+//!
+//! Sysctls: one. carpd sets `net.ipv4.conf.<carpdev>.arp_announce = 2`: replies from a VIP may leave
+//! through the carpdev (its connected route is older than the carp interface's), and with the default
+//! the kernel would then ask "who has <client>" with the VIP as sender address and the carpdev's own MAC,
+//! re-teaching every client the VIP -> real MAC mapping and defeating the virtual MAC. rp_filter does not
+//! matter because XDP consumes adverts before the IP stack sees them, and the kernel's own ARP replies
+//! for a VIP are pre-empted by the XDP responder (it answers while MASTER and drops requests otherwise). On real NICs the carpdev joins
+//! 224.0.0.18 / ff02::12 so the NIC's multicast filter admits adverts (`netio`).
+
+pub mod hooks;
+pub mod netio;
+pub mod netlink;
+
+use std::{
+    fs::File,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::{AsRawFd, BorrowedFd, OwnedFd},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use carp_common::{
+    maps::{BalanceMode, VhidEntry, VhidState},
+    proto::virtual_mac,
+};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    auth::{AuthContext, AuthInput, ReplayCookie},
+    config::{Config, InitialState, InterfaceConfig},
+    dataplane::{AttachMode, Dataplane, if_index, maps::Maps},
+    engine::{Action, Advert, ForcedState, Host, HostEvent, State, Time, VhidConfig},
+    wire::{AdvertPacket, AdvertRepr, ip::Encap},
+};
+use netio::NetIo;
+use netlink::{LinkEvent, Netlink, Notifications};
+
+/// How long a MASTER keeps serving after its bow-out advert, waiting for the new master (make-before-break).
+pub const SHUTDOWN_LINGER: Duration = Duration::from_secs(3);
+/// Where the per-carpdev locks live.
+pub const LOCK_DIR: &str = "/run/carp";
+
+/// How the daemon was started (the command line minus the config).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The config file (re-read on SIGHUP).
+    pub config_path: PathBuf,
+    /// bpffs directory for pins.
+    pub bpffs: PathBuf,
+    /// XDP attach mode.
+    pub xdp_mode: AttachMode,
+    /// Control socket path (not served yet).
+    pub control_socket: PathBuf,
+}
+
+/// Runs the daemon until a planned stop (Ok) or a start-up failure (Err, nothing left half-started).
+pub fn run(config: Config, options: Options) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(async move {
+        let mut daemon = Daemon::start(config, options).await?;
+        let result = daemon.run().await;
+        daemon.cleanup().await;
+        result
+    })
+}
+
+/// One carpdev: its dataplane, its sockets and its lock.
+struct Carpdev {
+    name: String,
+    ifindex: u32,
+    running: bool,
+    maps: Maps,
+    netio: NetIo,
+    _dataplane: Dataplane,
+    _lock: File,
+}
+
+/// One carp interface as the daemon runs it (index = the engine's interface index).
+struct CarpIf {
+    cfg: InterfaceConfig,
+    dev: usize,
+    vmac: [u8; 6],
+    auth: AuthContext,
+    index: u32,
+    state: State,
+    // Kernel time of the newest advert the controller processed for this vhid.
+    last_event_ktime: u64,
+    // The newest authenticated advert heard, for the stalled-controller check.
+    last_verified: Option<Advert>,
+}
+
+enum Wake {
+    Timer,
+    Ring(usize),
+    Link(Option<LinkEvent>),
+    Stop(&'static str),
+    Reload,
+}
+
+struct Daemon {
+    options: Options,
+    config: Config,
+    host: Host,
+    devs: Vec<Carpdev>,
+    rings: Vec<AsyncFd<OwnedFd>>,
+    ifs: Vec<CarpIf>,
+    nl: Netlink,
+    nl_rx: Notifications,
+    last_now: Time,
+    stopping: bool,
+}
+
+/// CLOCK_MONOTONIC as engine time.
+fn monotonic() -> Time {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into ts.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    Time::from_nanos(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+/// Takes an exclusive lock for a carpdev in this network namespace, or says who holds it.
+fn lock_carpdev(carpdev: &str) -> Result<File> {
+    std::fs::create_dir_all(LOCK_DIR).with_context(|| format!("creating {LOCK_DIR}"))?;
+    // Two labs may both have an "eth0": the network namespace is part of the lock's name.
+    let netns = std::fs::metadata("/proc/self/ns/net")
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap_or(0);
+    let path = Path::new(LOCK_DIR).join(format!("{carpdev}.{netns}.lock"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        bail!(
+            "another carpd already runs on {carpdev} in this network namespace (lock {} held{}); stop it first",
+            path.display(),
+            match holder.trim() {
+                "" => String::new(),
+                pid => format!(" by pid {pid}"),
+            }
+        );
+    }
+    let _ = file.set_len(0);
+    let _ = std::io::Write::write_all(&mut &file, format!("{}\n", std::process::id()).as_bytes());
+    Ok(file)
+}
+
+/// `arp_announce = 2` on the carpdev (see the module doc: keeps the VIP out of the carpdev's ARP requests).
+fn set_arp_announce(carpdev: &str) {
+    let path = format!("/proc/sys/net/ipv4/conf/{carpdev}/arp_announce");
+    if let Err(e) = std::fs::write(&path, "2") {
+        tracing::warn!(
+            "{carpdev}: cannot set arp_announce = 2 ({path}: {e}); clients may learn the real MAC for a VIP"
+        );
+    }
+}
+
+fn vhid_entry(state: VhidState, vmac: [u8; 6]) -> VhidEntry {
+    VhidEntry {
+        state: state as u8,
+        mode: BalanceMode::None as u8,
+        vmac,
+    }
+}
+
+fn map_state(state: State) -> VhidState {
+    match state {
+        State::Init => VhidState::Init,
+        State::Backup => VhidState::Backup,
+        State::Master => VhidState::Master,
+    }
+}
+
+impl Daemon {
+    async fn start(config: Config, options: Options) -> Result<Daemon> {
+        let (nl, nl_rx) = Netlink::connect()?;
+        let mut devs = Vec::new();
+        let mut rings = Vec::new();
+        for name in config.carpdevs() {
+            let lock = lock_carpdev(&name)?;
+            let ifindex = if_index(&name).with_context(|| format!("carpdev {name}"))?;
+            let mut dp = Dataplane::attach(&name, &options.bpffs, options.xdp_mode)
+                .with_context(|| format!("attaching XDP to {name}"))?;
+            if dp.adopted {
+                tracing::info!("{name}: adopted the dataplane left by a previous carpd");
+            } else {
+                tracing::info!("{name}: XDP attached in {:?} mode", dp.mode);
+            }
+            let mut maps = dp.maps()?;
+            let ring = maps
+                .events
+                .as_ref()
+                .context("the advert ring buffer is missing")?;
+            // SAFETY: the ring's fd is open for as long as `maps` lives; we keep our own duplicate.
+            let fd = unsafe { BorrowedFd::borrow_raw(ring.as_raw_fd()) }.try_clone_to_owned()?;
+            // SAFETY: `fd` is an OwnedFd we just duplicated; it stays open and unchanged while the AsyncFd owns it.
+            let ring_fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+                .map_err(|e| anyhow::anyhow!("registering the ring buffer: {e}"))?;
+            rings.push(ring_fd);
+            // Forget what a previous process configured; this config is the truth from now on.
+            let wanted: Vec<u8> = config
+                .interfaces
+                .iter()
+                .filter(|i| i.carpdev == name)
+                .map(|i| i.vhid)
+                .collect();
+            for vhid in 1..=255u8 {
+                let entry = if wanted.contains(&vhid) {
+                    vhid_entry(VhidState::Init, virtual_mac(vhid))
+                } else {
+                    vhid_entry(VhidState::Unconfigured, [0; 6])
+                };
+                maps.set_vhid(vhid, entry)?;
+            }
+            let stale: Vec<_> = maps.vips.keys().filter_map(|k| k.ok()).collect();
+            for key in stale {
+                let _ = maps.vips.remove(&key);
+            }
+            set_arp_announce(&name);
+            let running = nl.is_running(ifindex).await.unwrap_or(true);
+            let netio =
+                NetIo::open(&name, ifindex).with_context(|| format!("sockets on {name}"))?;
+            devs.push(Carpdev {
+                name,
+                ifindex,
+                running,
+                maps,
+                netio,
+                _dataplane: dp,
+                _lock: lock,
+            });
+        }
+
+        let mut host = Host::new();
+        let mut ifs = Vec::new();
+        for cfg in &config.interfaces {
+            let dev = devs
+                .iter()
+                .position(|d| d.name == cfg.carpdev)
+                .expect("every carpdev was attached");
+            if nl.delete_if_exists(&cfg.name).await? {
+                tracing::info!("{}: removed a stale carp interface", cfg.name);
+            }
+            let vmac = virtual_mac(cfg.vhid);
+            let index = nl
+                .create_carp_if(&cfg.name, devs[dev].ifindex, vmac)
+                .await?;
+            for a in &cfg.addresses {
+                devs[dev].maps.add_vip(a.addr, cfg.vhid)?;
+            }
+            let auth = AuthContext::new(&cfg.key(), &AuthInput::with_addrs(cfg.vhid, cfg.vips()));
+            ifs.push(CarpIf {
+                cfg: cfg.clone(),
+                dev,
+                vmac,
+                auth,
+                index,
+                state: State::Init,
+                last_event_ktime: 0,
+                last_verified: None,
+            });
+            host.add_interface(
+                &cfg.name,
+                &cfg.carpdev,
+                &cfg.groups,
+                vhid_config(cfg, &config, &devs[dev].name),
+            );
+        }
+        Ok(Daemon {
+            options,
+            config,
+            host,
+            devs,
+            rings,
+            ifs,
+            nl,
+            nl_rx,
+            last_now: Time::ZERO,
+            stopping: false,
+        })
+    }
+
+    fn now(&mut self) -> Time {
+        self.last_now = self.last_now.max(monotonic());
+        self.last_now
+    }
+
+    async fn feed(&mut self, event: HostEvent) {
+        let now = self.now();
+        let actions = self.host.handle(now, event);
+        for a in actions {
+            self.carry_out(a.iface, a.action).await;
+        }
+    }
+
+    async fn run(&mut self) -> Result<()> {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        self.feed(HostEvent::Start).await;
+        for d in 0..self.devs.len() {
+            if !self.devs[d].running {
+                let carpdev = self.devs[d].name.clone();
+                self.feed(HostEvent::CarpdevLink { carpdev, up: false })
+                    .await;
+            }
+        }
+        for i in 0..self.ifs.len() {
+            if self.ifs[i].cfg.state == Some(InitialState::Master) {
+                let iface = self.ifs[i].cfg.name.clone();
+                self.feed(HostEvent::Force {
+                    iface,
+                    state: ForcedState::Master,
+                })
+                .await;
+            }
+        }
+        loop {
+            if self.stopping && self.ifs.iter().all(|i| i.state != State::Master) {
+                tracing::info!("stopped");
+                return Ok(());
+            }
+            let sleep = match self.host.next_deadline() {
+                Some(t) => t - monotonic(),
+                None => Duration::from_secs(3600),
+            };
+            let wake = tokio::select! {
+                _ = tokio::time::sleep(sleep) => Wake::Timer,
+                i = ring_ready(&self.rings) => Wake::Ring(i),
+                ev = netlink::next_event(&mut self.nl_rx) => Wake::Link(ev),
+                _ = term.recv() => Wake::Stop("SIGTERM"),
+                _ = int.recv() => Wake::Stop("SIGINT"),
+                _ = hup.recv() => Wake::Reload,
+            };
+            match wake {
+                Wake::Timer => self.on_timer().await,
+                Wake::Ring(d) => self.drain(d).await,
+                Wake::Link(Some(ev)) => self.on_link(ev).await,
+                Wake::Link(None) => bail!("the rtnetlink socket closed"),
+                Wake::Stop(sig) => {
+                    if !self.stopping {
+                        tracing::info!("{sig}: planned stop, bowing out");
+                        self.stopping = true;
+                        self.feed(HostEvent::Shutdown {
+                            linger: SHUTDOWN_LINGER,
+                        })
+                        .await;
+                    }
+                }
+                Wake::Reload => self.reload().await,
+            }
+        }
+    }
+
+    /// A deadline passed. Drain every ring first, and re-check the kernel's last-advert time, so a
+    /// controller that was stalled (or lost events) never declares a live master down.
+    async fn on_timer(&mut self) {
+        for d in 0..self.devs.len() {
+            self.drain(d).await;
+        }
+        let now = self.now();
+        for i in 0..self.ifs.len() {
+            let (state, vhid, dev) = (self.ifs[i].state, self.ifs[i].cfg.vhid, self.ifs[i].dev);
+            let due = self.host.interfaces()[i]
+                .vhid
+                .next_deadline()
+                .is_some_and(|t| t <= now);
+            if state != State::Backup || !due {
+                continue;
+            }
+            let Ok(last) = self.devs[dev].maps.last_advert(vhid) else {
+                continue;
+            };
+            let Some(known) = self.ifs[i].last_verified else {
+                continue;
+            };
+            let window = self.host.interfaces()[i]
+                .vhid
+                .config()
+                .master_down_interval();
+            let src = match last.family {
+                6 => IpAddr::V6(Ipv6Addr::from(last.src)),
+                _ => IpAddr::V4(Ipv4Addr::new(
+                    last.src[0],
+                    last.src[1],
+                    last.src[2],
+                    last.src[3],
+                )),
+            };
+            // Only re-confirm a master we already authenticated, advertising the same values.
+            if last.ktime_ns > self.ifs[i].last_event_ktime
+                && Time::from_nanos(last.ktime_ns) + window > now
+                && src == known.src
+                && (last.advbase, last.advskew, last.demote)
+                    == (known.advbase, known.advskew, known.demote)
+            {
+                tracing::warn!(
+                    "{} vhid {vhid}: the kernel saw an advert from {src} the controller missed; not declaring the master down",
+                    self.ifs[i].cfg.name
+                );
+                self.ifs[i].last_event_ktime = last.ktime_ns;
+                let carpdev = self.devs[dev].name.clone();
+                self.feed(HostEvent::Advert {
+                    carpdev,
+                    advert: known,
+                })
+                .await;
+            }
+        }
+        self.feed(HostEvent::Timer).await;
+    }
+
+    /// Processes every pending advert event of one carpdev.
+    async fn drain(&mut self, d: usize) {
+        let events = self.devs[d].maps.drain_events();
+        for ev in events {
+            let Ok(packet) = AdvertPacket::new_checked(&ev.carp[..]) else {
+                continue;
+            };
+            let Ok(repr) = AdvertRepr::parse(&packet) else {
+                continue;
+            };
+            let Some(i) = self
+                .ifs
+                .iter()
+                .position(|c| c.dev == d && c.cfg.vhid == repr.vhid)
+            else {
+                continue;
+            };
+            let src = match ev.family {
+                6 => IpAddr::V6(Ipv6Addr::from(ev.src)),
+                _ => IpAddr::V4(Ipv4Addr::new(ev.src[0], ev.src[1], ev.src[2], ev.src[3])),
+            };
+            if !self.ifs[i].auth.verify_repr(&repr) {
+                tracing::warn!(
+                    "{} vhid {}: advert from {src} fails HMAC (wrong pass or addresses?)",
+                    self.ifs[i].cfg.name,
+                    repr.vhid
+                );
+                continue;
+            }
+            let advert = Advert {
+                src,
+                vhid: repr.vhid,
+                advbase: repr.advbase,
+                advskew: repr.advskew,
+                demote: repr.demote,
+                counter: repr.counter,
+            };
+            self.ifs[i].last_event_ktime = self.ifs[i].last_event_ktime.max(ev.ktime_ns);
+            self.ifs[i].last_verified = Some(advert);
+            let carpdev = self.devs[d].name.clone();
+            self.feed(HostEvent::Advert { carpdev, advert }).await;
+        }
+    }
+
+    async fn on_link(&mut self, ev: LinkEvent) {
+        match ev {
+            LinkEvent::Link { index, running } => {
+                let Some(d) = self.devs.iter().position(|d| d.ifindex == index) else {
+                    return;
+                };
+                if self.devs[d].running != running {
+                    self.devs[d].running = running;
+                    let carpdev = self.devs[d].name.clone();
+                    tracing::info!("{carpdev}: link {}", if running { "up" } else { "down" });
+                    self.feed(HostEvent::CarpdevLink {
+                        carpdev,
+                        up: running,
+                    })
+                    .await;
+                }
+            }
+            LinkEvent::AddrRemoved { index, addr } => {
+                let Some(i) = self.ifs.iter().position(|c| c.index == index) else {
+                    return;
+                };
+                if self.ifs[i].state != State::Master {
+                    return;
+                }
+                if let Some(a) = self.ifs[i]
+                    .cfg
+                    .addresses
+                    .iter()
+                    .find(|a| a.addr == addr)
+                    .copied()
+                {
+                    tracing::warn!(
+                        "{}: {a} was removed behind carpd's back while MASTER; putting it back",
+                        self.ifs[i].cfg.name
+                    );
+                    if let Err(e) = self.nl.add_addr(index, a).await {
+                        tracing::warn!("{}: {e:#}", self.ifs[i].cfg.name);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn reload(&mut self) {
+        let new = match Config::load(&self.options.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("SIGHUP: keeping the running config: {e}");
+                return;
+            }
+        };
+        if new.carp.preempt != self.config.carp.preempt {
+            tracing::info!("SIGHUP: preempt = {}", new.carp.preempt);
+            self.feed(HostEvent::SetPreempt(new.carp.preempt)).await;
+        }
+        let changed: Vec<&str> = new
+            .interfaces
+            .iter()
+            .filter(|n| !self.config.interfaces.contains(n))
+            .map(|n| n.name.as_str())
+            .chain(
+                self.config
+                    .interfaces
+                    .iter()
+                    .filter(|o| !new.interfaces.iter().any(|n| n.name == o.name))
+                    .map(|o| o.name.as_str()),
+            )
+            .collect();
+        if changed.is_empty() {
+            tracing::info!("SIGHUP: config reloaded; every carp interface keeps its state");
+            self.config.carp = new.carp;
+        } else {
+            tracing::warn!(
+                "SIGHUP: changed carp interfaces ({}) need a restart of carpd (applying them live is not implemented yet); the others keep their state",
+                changed.join(", ")
+            );
+            self.config.carp = new.carp;
+        }
+    }
+
+    /// Carries out one engine action for carp interface `i`.
+    async fn carry_out(&mut self, i: usize, action: Action) {
+        let name = self.ifs[i].cfg.name.clone();
+        let vhid = self.ifs[i].cfg.vhid;
+        if let Some((from, to, reason)) = action.transition() {
+            tracing::info!("{name} vhid {vhid}: {from} -> {to} ({reason})");
+            self.ifs[i].state = to;
+            self.apply_state(i, to).await;
+            let script = if to == State::Master {
+                self.ifs[i].cfg.up_script.clone()
+            } else if from == State::Master {
+                self.ifs[i].cfg.down_script.clone()
+            } else {
+                None
+            };
+            if let Some(s) = script {
+                hooks::spawn(s, name, to.as_str(), self.ifs[i].cfg.vips());
+            }
+            return;
+        }
+        match action {
+            Action::SendAdvert {
+                advbase,
+                advskew,
+                demote,
+                counter,
+                bow_out: _,
+            } => {
+                let c = &self.ifs[i];
+                let repr = AdvertRepr {
+                    vhid,
+                    advskew,
+                    advbase,
+                    demote,
+                    counter,
+                    digest: c.auth.sign(&counter),
+                };
+                if let Err(e) = self.send_advert(i, &repr) {
+                    tracing::warn!("{name} vhid {vhid}: sending an advert failed: {e:#}");
+                }
+            }
+            Action::GratuitousArp { delayed } => {
+                let c = &self.ifs[i];
+                let netio = &self.devs[c.dev].netio;
+                for a in &c.cfg.addresses {
+                    let r = match a.addr {
+                        IpAddr::V4(v4) => netio.send_gratuitous_arp(v4, c.vmac),
+                        IpAddr::V6(v6) => netio.send_unsolicited_na(v6, c.vmac),
+                    };
+                    if let Err(e) = r {
+                        tracing::warn!("{name}: gratuitous ARP/NA for {} failed: {e}", a.addr);
+                    }
+                }
+                tracing::debug!("{name}: gratuitous ARP/NA sent (delayed: {delayed})");
+            }
+            Action::Dropped(reason) => {
+                tracing::debug!("{name} vhid {vhid}: advert dropped: {reason:?}")
+            }
+            _ => {}
+        }
+    }
+
+    fn send_advert(&mut self, i: usize, repr: &AdvertRepr) -> Result<()> {
+        let c = &self.ifs[i];
+        let dev = &mut self.devs[c.dev];
+        let addrs = netio::interface_addrs(&dev.name);
+        let src4 = addrs.iter().find_map(|a| match a {
+            IpAddr::V4(v4) => Some(*v4),
+            _ => None,
+        });
+        if let Some(IpAddr::V4(peer)) = c.cfg.peer {
+            let src = src4.context("carppeer needs an IPv4 address on the carpdev")?;
+            dev.netio.send_peer_advert(repr, src, peer)?;
+            return Ok(());
+        }
+        let vips = c.cfg.vips();
+        if vips.iter().any(IpAddr::is_ipv4) {
+            let src = src4.with_context(|| {
+                format!("{} has no IPv4 address to send adverts from", dev.name)
+            })?;
+            dev.netio
+                .send_group_advert(repr, &Encap::group_v4(src, rand::random()), c.vmac)?;
+        }
+        if vips.iter().any(IpAddr::is_ipv6) {
+            let ll = addrs.iter().find_map(|a| match a {
+                IpAddr::V6(v6) if v6.is_unicast_link_local() => Some(*v6),
+                _ => None,
+            });
+            let src = ll.with_context(|| {
+                format!(
+                    "{} has no IPv6 link-local address to send adverts from",
+                    dev.name
+                )
+            })?;
+            dev.netio
+                .send_group_advert(repr, &Encap::group_v6(src), c.vmac)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the dataplane and the carp interface match a state.
+    async fn apply_state(&mut self, i: usize, state: State) {
+        let c = &self.ifs[i];
+        let name = c.cfg.name.clone();
+        if let Err(e) = self.devs[c.dev]
+            .maps
+            .set_vhid(c.cfg.vhid, vhid_entry(map_state(state), c.vmac))
+        {
+            tracing::error!("{name}: writing the vhid state to the dataplane failed: {e}");
+        }
+        let (index, addresses) = (c.index, c.cfg.addresses.clone());
+        let result = async {
+            if state == State::Master {
+                self.nl.set_up(index, true).await?;
+                for a in addresses {
+                    self.nl.add_addr(index, a).await?;
+                }
+            } else {
+                self.nl.flush_addrs(index).await?;
+                self.nl.set_up(index, false).await?;
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::error!("{name}: updating the carp interface failed: {e:#}");
+        }
+    }
+
+    /// Removes what this process created: VIPs, carp interfaces, the dataplane and its pins.
+    async fn cleanup(&mut self) {
+        for c in &self.ifs {
+            if let Err(e) = self.nl.delete(c.index).await {
+                tracing::warn!("{}: deleting the carp interface: {e}", c.cfg.name);
+            }
+        }
+        let devs: Vec<String> = self.devs.iter().map(|d| d.name.clone()).collect();
+        self.rings.clear();
+        self.devs.clear();
+        for name in devs {
+            if let Err(e) = Dataplane::detach(&name, &self.options.bpffs) {
+                tracing::warn!("{name}: detaching XDP: {e}");
+            }
+        }
+    }
+}
+
+fn vhid_config(cfg: &InterfaceConfig, config: &Config, carpdev: &str) -> VhidConfig {
+    let mut v = VhidConfig::new(
+        cfg.vhid,
+        cfg.advbase,
+        cfg.advskew,
+        ReplayCookie::random().counter(),
+    );
+    v.preempt = config.carp.preempt;
+    v.own_addrs = netio::interface_addrs(carpdev);
+    v
+}
+
+/// Waits until one of the ring buffers is readable; returns its index.
+async fn ring_ready(rings: &[AsyncFd<OwnedFd>]) -> usize {
+    if rings.is_empty() {
+        return std::future::pending().await;
+    }
+    let futs = rings.iter().map(|r| Box::pin(r.readable()));
+    let (res, idx, _) = futures::future::select_all(futs).await;
+    // Clear before draining: an event that lands during the drain re-arms readiness.
+    if let Ok(mut guard) = res {
+        guard.clear_ready();
+    }
+    idx
+}

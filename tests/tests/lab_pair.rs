@@ -1,0 +1,297 @@
+//! Real carpd processes (and a real ucarp) in the "pair" lab: election by advskew, failover after SIGKILL
+//! with the client keeping the same virtual MAC, takeover through the bow-out on SIGTERM, restart after
+//! SIGKILL, a second carpd refused, and interop with ucarp as master and as backup. Needs root.
+use carp_tests::{
+    lab::{Daemon, Pair, VIP, VMAC1},
+    require_root,
+};
+use std::time::{Duration, Instant};
+
+const SETTLE: Duration = Duration::from_secs(8);
+
+/// Starts gw1 (advskew 0) and waits for it to be MASTER, then gw2 (advskew 100) as BACKUP.
+fn elect(pair: &Pair) -> (Daemon, Daemon) {
+    let gw1 = pair.carpd(&pair.gw1, "gw1", &Pair::config(0));
+    assert!(
+        gw1.wait_log(
+            "carp0 vhid 1: BACKUP -> MASTER (master down timer expired)",
+            SETTLE
+        ),
+        "gw1 never became MASTER:\n{}",
+        gw1.log()
+    );
+    let gw2 = pair.carpd(&pair.gw2, "gw2", &Pair::config(100));
+    assert!(
+        gw2.wait_log("carp0 vhid 1: INIT -> BACKUP (interface up)", SETTLE),
+        "gw2 never came up:\n{}",
+        gw2.log()
+    );
+    (gw1, gw2)
+}
+
+#[test]
+fn election_by_advskew_one_master_client_reaches_vip() {
+    if !require_root("election_by_advskew_one_master_client_reaches_vip") {
+        return;
+    }
+    let pair = Pair::new("cpel");
+    // Start both at once: the less skewed one's master-down timer expires first.
+    let gw2 = pair.carpd(&pair.gw2, "gw2", &Pair::config(100));
+    let gw1 = pair.carpd(&pair.gw1, "gw1", &Pair::config(0));
+    assert!(
+        gw1.wait_log("BACKUP -> MASTER", SETTLE),
+        "gw1: {}",
+        gw1.log()
+    );
+    // Several advert intervals later gw2 is still BACKUP: exactly one MASTER.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(gw1.carpd_state().as_deref(), Some("MASTER"));
+    assert_eq!(
+        gw2.carpd_state().as_deref(),
+        Some("BACKUP"),
+        "{}",
+        gw2.log()
+    );
+    assert!(pair.client_reaches_vip(Duration::from_secs(3)));
+    assert_eq!(pair.client_vip_mac().as_deref(), Some(VMAC1));
+
+    // The BACKUP's carp interface is down with no address; the MASTER's is up with the VIP and no
+    // link-local address generated from the virtual MAC (addrgenmode none).
+    let b = pair.gw2.run("ip -o link show carp0");
+    assert!(b.contains("state DOWN") && !b.contains(",UP"), "{b}");
+    assert!(!pair.gw2.run("ip -o addr show dev carp0").contains(VIP));
+    let m = pair.gw1.run("ip -o addr show dev carp0");
+    assert!(m.contains(&format!("{VIP}/24")), "{m}");
+    assert!(!m.contains("fe80"), "{m}");
+    assert!(pair.gw1.run("ip -o link show carp0").contains(VMAC1));
+
+    // A second carpd on the same carpdev refuses to start and says why.
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", pair.gw1.name))
+        .arg(carp_tests::lab::carpd_binary())
+        .args(["-c", pair.dir.join("gw1.toml").to_str().unwrap()])
+        .args(["--bpffs", pair.bpffs.join("other").to_str().unwrap()])
+        .output()
+        .expect("run second carpd");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another carpd already runs on eth0"), "{err}");
+    assert_eq!(gw1.carpd_state().as_deref(), Some("MASTER"));
+}
+
+#[test]
+fn sigkill_master_backup_takes_over_same_mac() {
+    if !require_root("sigkill_master_backup_takes_over_same_mac") {
+        return;
+    }
+    let pair = Pair::new("cpkl");
+    let (mut gw1, gw2) = elect(&pair);
+    assert!(pair.client_reaches_vip(Duration::from_secs(3)));
+    assert_eq!(pair.client_vip_mac().as_deref(), Some(VMAC1));
+    gw1.kill9();
+    let t0 = Instant::now();
+    assert!(
+        gw2.wait_log(
+            "carp0 vhid 1: BACKUP -> MASTER (master down timer expired)",
+            Duration::from_secs(8)
+        ),
+        "gw2: {}",
+        gw2.log()
+    );
+    let took = t0.elapsed();
+    // Master-down = 3 * advbase + advskew/256 = ~3.4 s.
+    assert!(took < Duration::from_secs(6), "takeover took {took:?}");
+    // The client forgets the VIP's MAC and asks again: gw2's XDP answers (with the same virtual MAC).
+    let before = arp_replies(&pair, "gw2");
+    pair.client.run("ip neigh flush dev eth0");
+    assert!(pair.client_reaches_vip(Duration::from_secs(3)));
+    assert!(
+        arp_replies(&pair, "gw2") > before,
+        "gw2 did not answer ARP for the VIP"
+    );
+    assert_eq!(pair.client_vip_mac().as_deref(), Some(VMAC1));
+    assert!(pair.gw2.run("ip -o addr show dev carp0").contains(VIP));
+}
+
+#[test]
+fn sigterm_bow_out_hands_over_fast_and_cleans_up() {
+    if !require_root("sigterm_bow_out_hands_over_fast_and_cleans_up") {
+        return;
+    }
+    let pair = Pair::new("cptm");
+    let (mut gw1, gw2) = elect(&pair);
+    let skip = gw2.log().len();
+    let t0 = Instant::now();
+    gw1.signal(libc::SIGTERM);
+    assert!(
+        gw2.wait_log_after(
+            skip,
+            "carp0 vhid 1: BACKUP -> MASTER (master bowed out)",
+            Duration::from_secs(2)
+        ),
+        "gw2: {}",
+        gw2.log()
+    );
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "bow-out takeover took {took:?}"
+    );
+    let status = gw1.wait_exit(Duration::from_secs(5)).expect("gw1 exits");
+    assert!(status.success(), "gw1 exit: {status:?}\n{}", gw1.log());
+    // Make-before-break: gw1 kept serving until it heard gw2.
+    assert!(
+        gw1.log()
+            .contains("carp0 vhid 1: MASTER -> INIT (new master heard after bow-out)"),
+        "{}",
+        gw1.log()
+    );
+    // Clean-up: no carp interface, no pins.
+    assert!(!pair.gw1.run("ip -o link").contains("carp0"));
+    assert!(!pair.bpffs.join("gw1").join("eth0").exists());
+    assert!(pair.client_reaches_vip(Duration::from_secs(3)));
+    assert_eq!(pair.client_vip_mac().as_deref(), Some(VMAC1));
+}
+
+#[test]
+fn restart_after_sigkill_needs_no_cleanup() {
+    if !require_root("restart_after_sigkill_needs_no_cleanup") {
+        return;
+    }
+    let pair = Pair::new("cprs");
+    let (mut gw1, gw2) = elect(&pair);
+    gw1.kill9();
+    assert!(
+        gw2.wait_log("BACKUP -> MASTER", Duration::from_secs(8)),
+        "{}",
+        gw2.log()
+    );
+    // The old carp0 and the pinned dataplane are still there; a new carpd takes them over.
+    let skip = gw1.log().len();
+    let gw1b = pair.carpd(&pair.gw1, "gw1", &Pair::config(0));
+    assert!(
+        gw1b.wait_log_after(skip, "carp0 vhid 1: INIT -> BACKUP (interface up)", SETTLE),
+        "{}",
+        gw1b.log()
+    );
+    let log = gw1b.log()[skip..].to_string();
+    assert!(log.contains("adopted"), "{log}");
+    assert!(log.contains("removed a stale carp interface"), "{log}");
+    // No preempt: the restarted, more preferred gw1 stays BACKUP behind gw2.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(gw1b.carpd_state().as_deref(), Some("BACKUP"));
+    assert_eq!(gw2.carpd_state().as_deref(), Some("MASTER"));
+    assert!(pair.client_reaches_vip(Duration::from_secs(3)));
+}
+
+/// ARP replies sent by a gateway's XDP program for vhid 1 (read through its pinned counters map).
+fn arp_replies(pair: &Pair, gw: &str) -> u64 {
+    let maps =
+        carp::dataplane::maps::Maps::open_pinned(&pair.bpffs.join(gw), "eth0").expect("pins");
+    maps.stats(1).expect("carp_stats").arp_replies
+}
+
+fn ucarp(pair: &Pair, advskew: u8) -> Daemon {
+    let skew = advskew.to_string();
+    Daemon::spawn(
+        &pair.gw2,
+        "ucarp",
+        &pair.dir,
+        &[
+            "ucarp",
+            "-i",
+            "eth0",
+            "-s",
+            "10.0.0.12",
+            "-v",
+            "1",
+            "-p",
+            "labpass",
+            "-a",
+            VIP,
+            "-b",
+            "1",
+            "-k",
+            &skew,
+            "-u",
+            "/bin/true",
+            "-d",
+            "/bin/true",
+        ],
+    )
+}
+
+#[test]
+fn interop_ucarp_backup_carpd_master() {
+    if !require_root("interop_ucarp_backup_carpd_master") {
+        return;
+    }
+    let pair = Pair::new("cpu1");
+    let gw1 = pair.carpd(&pair.gw1, "gw1", &Pair::config(0));
+    assert!(gw1.wait_log("BACKUP -> MASTER", SETTLE), "{}", gw1.log());
+    let uc = ucarp(&pair, 100);
+    assert!(
+        uc.wait_log("Switching to state: BACKUP", SETTLE),
+        "{}",
+        uc.log()
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(uc.ucarp_state().as_deref(), Some("BACKUP"), "{}", uc.log());
+    assert_eq!(gw1.carpd_state().as_deref(), Some("MASTER"));
+    assert!(
+        !uc.log().to_lowercase().contains("bad digest"),
+        "{}",
+        uc.log()
+    );
+    assert!(pair.client_reaches_vip(Duration::from_secs(3)));
+    // carpd's bow-out makes ucarp take over at once (its "master is going to time out" rule).
+    let mut gw1 = gw1;
+    gw1.signal(libc::SIGTERM);
+    assert!(
+        uc.wait_log("Switching to state: MASTER", Duration::from_secs(2)),
+        "{}",
+        uc.log()
+    );
+    assert!(
+        gw1.wait_exit(Duration::from_secs(5))
+            .is_some_and(|s| s.success())
+    );
+}
+
+#[test]
+fn interop_ucarp_master_carpd_backup() {
+    if !require_root("interop_ucarp_master_carpd_backup") {
+        return;
+    }
+    let pair = Pair::new("cpu2");
+    let uc = ucarp(&pair, 0);
+    assert!(
+        uc.wait_log("Switching to state: MASTER", SETTLE),
+        "{}",
+        uc.log()
+    );
+    let gw1 = pair.carpd(&pair.gw1, "gw1", &Pair::config(100));
+    assert!(gw1.wait_log("INIT -> BACKUP", SETTLE), "{}", gw1.log());
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        gw1.carpd_state().as_deref(),
+        Some("BACKUP"),
+        "{}",
+        gw1.log()
+    );
+    assert_eq!(uc.ucarp_state().as_deref(), Some("MASTER"), "{}", uc.log());
+    assert!(!gw1.log().contains("fails HMAC"), "{}", gw1.log());
+    assert!(!uc.log().to_lowercase().contains("bad digest"));
+    // ucarp dies without a bow-out: carpd takes over after master-down.
+    let mut uc = uc;
+    uc.kill9();
+    assert!(
+        gw1.wait_log(
+            "BACKUP -> MASTER (master down timer expired)",
+            Duration::from_secs(8)
+        ),
+        "{}",
+        gw1.log()
+    );
+    assert!(pair.client_reaches_vip(Duration::from_secs(3)));
+}
