@@ -295,3 +295,41 @@ fn interop_ucarp_master_carpd_backup() {
     );
     assert!(pair.client_reaches_vip(Duration::from_secs(3)));
 }
+
+#[test]
+fn carpdev_carrier_loss_goes_init_and_backup_takes_over() {
+    if !require_root("carpdev_carrier_loss_goes_init_and_backup_takes_over") {
+        return;
+    }
+    let pair = Pair::new("cplk");
+    let (gw1, gw2) = elect(&pair);
+    // Unplug gw1's cable at the switch: its eth0 loses carrier.
+    pair.sw.run("ip link set cplk-p0 down");
+    assert!(
+        gw1.wait_log(
+            "carp0 vhid 1: MASTER -> INIT (carpdev link down)",
+            Duration::from_secs(3)
+        ),
+        "{}",
+        gw1.log()
+    );
+    assert!(
+        gw2.wait_log("BACKUP -> MASTER", Duration::from_secs(8)),
+        "{}",
+        gw2.log()
+    );
+    assert!(pair.client_reaches_vip(Duration::from_secs(3)));
+    // Plugged back in: gw1 comes back as BACKUP (no preempt), gw2 stays MASTER.
+    pair.sw.run("ip link set cplk-p0 up");
+    assert!(
+        gw1.wait_log(
+            "carp0 vhid 1: INIT -> BACKUP (carpdev link up)",
+            Duration::from_secs(3)
+        ),
+        "{}",
+        gw1.log()
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(gw1.carpd_state().as_deref(), Some("BACKUP"));
+    assert_eq!(gw2.carpd_state().as_deref(), Some("MASTER"));
+}
