@@ -248,6 +248,18 @@ impl Daemon {
             .map(str::to_string)
     }
 
+    /// The state named by the last transition line of one carp interface (e.g. "carp0").
+    pub fn carpd_state_of(&self, carpif: &str) -> Option<String> {
+        let prefix = format!("{carpif} vhid ");
+        self.log()
+            .lines()
+            .rev()
+            .filter(|l| l.contains(&prefix))
+            .find_map(|l| l.split_once(" -> ").map(|(_, r)| r))
+            .and_then(|r| r.split_whitespace().next())
+            .map(str::to_string)
+    }
+
     /// The state named by ucarp's last `Switching to state:` line.
     pub fn ucarp_state(&self) -> Option<String> {
         self.log().lines().rev().find_map(|l| {

@@ -333,3 +333,63 @@ fn carpdev_carrier_loss_goes_init_and_backup_takes_over() {
     assert_eq!(gw1.carpd_state().as_deref(), Some("BACKUP"));
     assert_eq!(gw2.carpd_state().as_deref(), Some("MASTER"));
 }
+
+#[test]
+fn sighup_reload_keeps_unchanged_state_adds_and_removes() {
+    if !require_root("sighup_reload_keeps_unchanged_state_adds_and_removes") {
+        return;
+    }
+    let pair = Pair::new("cphp");
+    let (gw1, gw2) = elect(&pair);
+    let cfg = pair.dir.join("gw1.toml");
+    let transitions = |d: &Daemon| d.log().matches(" -> ").count();
+    let before = transitions(&gw1);
+
+    // A new advskew applies in place: still MASTER, no transition.
+    std::fs::write(&cfg, Pair::config(0).replace("advskew = 0", "advskew = 50")).unwrap();
+    let skip = gw1.log().len();
+    gw1.signal(libc::SIGHUP);
+    assert!(
+        gw1.wait_log_after(
+            skip,
+            "carp0: advbase 1 advskew 50 (state kept)",
+            Duration::from_secs(3)
+        ),
+        "{}",
+        gw1.log()
+    );
+
+    // A second carp interface appears; carp0 is untouched.
+    let two = format!(
+        "{}\n[[interface]]\nname = \"carp1\"\ncarpdev = \"eth0\"\nvhid = 2\npass = \"labpass\"\n\
+         addresses = [\"10.0.0.2/24\"]\n",
+        Pair::config(0).replace("advskew = 0", "advskew = 50")
+    );
+    std::fs::write(&cfg, &two).unwrap();
+    gw1.signal(libc::SIGHUP);
+    assert!(
+        gw1.wait_log("carp1 vhid 2: BACKUP -> MASTER", SETTLE),
+        "{}",
+        gw1.log()
+    );
+    assert!(
+        pair.gw1
+            .run("ip -o addr show dev carp1")
+            .contains("10.0.0.2/24")
+    );
+    assert_eq!(transitions(&gw1), before + 2, "{}", gw1.log());
+
+    // And goes away again.
+    std::fs::write(&cfg, Pair::config(0).replace("advskew = 0", "advskew = 50")).unwrap();
+    gw1.signal(libc::SIGHUP);
+    assert!(
+        gw1.wait_log("carp1 vhid 2: MASTER -> INIT", Duration::from_secs(3)),
+        "{}",
+        gw1.log()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!pair.gw1.run("ip -o link").contains("carp1"));
+    assert_eq!(gw1.carpd_state_of("carp0").as_deref(), Some("MASTER"));
+    assert_eq!(gw2.carpd_state().as_deref(), Some("BACKUP"));
+    assert!(pair.client_reaches_vip(Duration::from_secs(3)));
+}

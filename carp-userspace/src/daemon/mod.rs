@@ -75,8 +75,12 @@ pub fn run(config: Config, options: Options) -> Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     rt.block_on(async move {
-        let mut daemon = Daemon::start(config, options).await?;
-        let result = daemon.run().await;
+        let mut daemon = Daemon::new(config, options)?;
+        // On a failed set-up, clean-up removes whatever was created: never a half-started daemon.
+        let result = match daemon.setup().await {
+            Ok(()) => daemon.run().await,
+            Err(e) => Err(e),
+        };
         daemon.cleanup().await;
         result
     })
@@ -198,112 +202,162 @@ fn map_state(state: State) -> VhidState {
 }
 
 impl Daemon {
-    async fn start(config: Config, options: Options) -> Result<Daemon> {
+    /// A daemon with nothing set up yet (so a failing set-up can always be cleaned up).
+    fn new(config: Config, options: Options) -> Result<Daemon> {
         let (nl, nl_rx) = Netlink::connect()?;
-        let mut devs = Vec::new();
-        let mut rings = Vec::new();
-        for name in config.carpdevs() {
-            let lock = lock_carpdev(&name)?;
-            let ifindex = if_index(&name).with_context(|| format!("carpdev {name}"))?;
-            let mut dp = Dataplane::attach(&name, &options.bpffs, options.xdp_mode)
-                .with_context(|| format!("attaching XDP to {name}"))?;
-            if dp.adopted {
-                tracing::info!("{name}: adopted the dataplane left by a previous carpd");
-            } else {
-                tracing::info!("{name}: XDP attached in {:?} mode", dp.mode);
-            }
-            let mut maps = dp.maps()?;
-            let ring = maps
-                .events
-                .as_ref()
-                .context("the advert ring buffer is missing")?;
-            // SAFETY: the ring's fd is open for as long as `maps` lives; we keep our own duplicate.
-            let fd = unsafe { BorrowedFd::borrow_raw(ring.as_raw_fd()) }.try_clone_to_owned()?;
-            // SAFETY: `fd` is an OwnedFd we just duplicated; it stays open and unchanged while the AsyncFd owns it.
-            let ring_fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
-                .map_err(|e| anyhow::anyhow!("registering the ring buffer: {e}"))?;
-            rings.push(ring_fd);
-            // Forget what a previous process configured; this config is the truth from now on.
-            let wanted: Vec<u8> = config
-                .interfaces
-                .iter()
-                .filter(|i| i.carpdev == name)
-                .map(|i| i.vhid)
-                .collect();
-            for vhid in 1..=255u8 {
-                let entry = if wanted.contains(&vhid) {
-                    vhid_entry(VhidState::Init, virtual_mac(vhid))
-                } else {
-                    vhid_entry(VhidState::Unconfigured, [0; 6])
-                };
-                maps.set_vhid(vhid, entry)?;
-            }
-            let stale: Vec<_> = maps.vips.keys().filter_map(|k| k.ok()).collect();
-            for key in stale {
-                let _ = maps.vips.remove(&key);
-            }
-            set_arp_announce(&name);
-            let running = nl.is_running(ifindex).await.unwrap_or(true);
-            let netio =
-                NetIo::open(&name, ifindex).with_context(|| format!("sockets on {name}"))?;
-            devs.push(Carpdev {
-                name,
-                ifindex,
-                running,
-                maps,
-                netio,
-                _dataplane: dp,
-                _lock: lock,
-            });
-        }
-
-        let mut host = Host::new();
-        let mut ifs = Vec::new();
-        for cfg in &config.interfaces {
-            let dev = devs
-                .iter()
-                .position(|d| d.name == cfg.carpdev)
-                .expect("every carpdev was attached");
-            if nl.delete_if_exists(&cfg.name).await? {
-                tracing::info!("{}: removed a stale carp interface", cfg.name);
-            }
-            let vmac = virtual_mac(cfg.vhid);
-            let index = nl
-                .create_carp_if(&cfg.name, devs[dev].ifindex, vmac)
-                .await?;
-            for a in &cfg.addresses {
-                devs[dev].maps.add_vip(a.addr, cfg.vhid)?;
-            }
-            let auth = AuthContext::new(&cfg.key(), &AuthInput::with_addrs(cfg.vhid, cfg.vips()));
-            ifs.push(CarpIf {
-                cfg: cfg.clone(),
-                dev,
-                vmac,
-                auth,
-                index,
-                state: State::Init,
-                last_event_ktime: 0,
-                last_verified: None,
-            });
-            host.add_interface(
-                &cfg.name,
-                &cfg.carpdev,
-                &cfg.groups,
-                vhid_config(cfg, &config, &devs[dev].name),
-            );
-        }
         Ok(Daemon {
             options,
             config,
-            host,
-            devs,
-            rings,
-            ifs,
+            host: Host::new(),
+            devs: Vec::new(),
+            rings: Vec::new(),
+            ifs: Vec::new(),
             nl,
             nl_rx,
             last_now: Time::ZERO,
             stopping: false,
         })
+    }
+
+    /// Attaches every carpdev and creates every carp interface of the config.
+    async fn setup(&mut self) -> Result<()> {
+        for name in self.config.carpdevs() {
+            self.attach_carpdev(&name).await?;
+        }
+        for cfg in self.config.interfaces.clone() {
+            self.add_carp_if(&cfg).await?;
+        }
+        Ok(())
+    }
+
+    /// Locks a carpdev, attaches (or adopts) its dataplane, forgets what a previous process
+    /// configured in its maps, and opens its sockets. Returns its index in `devs`.
+    async fn attach_carpdev(&mut self, name: &str) -> Result<usize> {
+        let lock = lock_carpdev(name)?;
+        let ifindex = if_index(name).with_context(|| format!("carpdev {name}"))?;
+        let mut dp = Dataplane::attach(name, &self.options.bpffs, self.options.xdp_mode)
+            .with_context(|| format!("attaching XDP to {name}"))?;
+        if dp.adopted {
+            tracing::info!("{name}: adopted the dataplane left by a previous carpd");
+        } else {
+            tracing::info!("{name}: XDP attached in {:?} mode", dp.mode);
+        }
+        let mut maps = dp.maps()?;
+        let ring = maps
+            .events
+            .as_ref()
+            .context("the advert ring buffer is missing")?;
+        // SAFETY: the ring's fd is open for as long as `maps` lives; we keep our own duplicate.
+        let fd = unsafe { BorrowedFd::borrow_raw(ring.as_raw_fd()) }.try_clone_to_owned()?;
+        // SAFETY: `fd` is an OwnedFd we just duplicated; it stays open and unchanged while the AsyncFd owns it.
+        let ring_fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+            .map_err(|e| anyhow::anyhow!("registering the ring buffer: {e}"))?;
+        // This config is the truth from now on: carp interfaces re-add their vhids and VIPs.
+        for vhid in 1..=255u8 {
+            maps.set_vhid(vhid, vhid_entry(VhidState::Unconfigured, [0; 6]))?;
+        }
+        let stale: Vec<_> = maps.vips.keys().filter_map(|k| k.ok()).collect();
+        for key in stale {
+            let _ = maps.vips.remove(&key);
+        }
+        set_arp_announce(name);
+        let running = self.nl.is_running(ifindex).await.unwrap_or(true);
+        let netio = NetIo::open(name, ifindex).with_context(|| format!("sockets on {name}"))?;
+        self.rings.push(ring_fd);
+        self.devs.push(Carpdev {
+            name: name.into(),
+            ifindex,
+            running,
+            maps,
+            netio,
+            _dataplane: dp,
+            _lock: lock,
+        });
+        Ok(self.devs.len() - 1)
+    }
+
+    /// Creates a carp interface (replacing a stale one), registers its vhid and VIPs with the
+    /// dataplane and adds it to the engine, in INIT.
+    async fn add_carp_if(&mut self, cfg: &InterfaceConfig) -> Result<()> {
+        let dev = match self.devs.iter().position(|d| d.name == cfg.carpdev) {
+            Some(d) => d,
+            None => self.attach_carpdev(&cfg.carpdev).await?,
+        };
+        if self.nl.delete_if_exists(&cfg.name).await? {
+            tracing::info!("{}: removed a stale carp interface", cfg.name);
+        }
+        let vmac = virtual_mac(cfg.vhid);
+        let index = self
+            .nl
+            .create_carp_if(&cfg.name, self.devs[dev].ifindex, vmac)
+            .await?;
+        let auth = AuthContext::new(&cfg.key(), &AuthInput::with_addrs(cfg.vhid, cfg.vips()));
+        self.ifs.push(CarpIf {
+            cfg: cfg.clone(),
+            dev,
+            vmac,
+            auth,
+            index,
+            state: State::Init,
+            last_event_ktime: 0,
+            last_verified: None,
+        });
+        let maps = &mut self.devs[dev].maps;
+        maps.set_vhid(cfg.vhid, vhid_entry(VhidState::Init, vmac))?;
+        for a in &cfg.addresses {
+            maps.add_vip(a.addr, cfg.vhid)?;
+        }
+        let vc = vhid_config(cfg, &self.config, &self.devs[dev].name);
+        self.host
+            .add_interface(&cfg.name, &cfg.carpdev, &cfg.groups, vc);
+        Ok(())
+    }
+
+    /// Takes a carp interface down (no linger) and removes it from the engine, the dataplane and
+    /// the kernel.
+    async fn remove_carp_if(&mut self, name: &str) {
+        let Some(i) = self.ifs.iter().position(|c| c.cfg.name == name) else {
+            return;
+        };
+        self.feed(HostEvent::Down {
+            iface: name.into(),
+            linger: Duration::ZERO,
+        })
+        .await;
+        let c = self.ifs.remove(i);
+        let maps = &mut self.devs[c.dev].maps;
+        let _ = maps.set_vhid(c.cfg.vhid, vhid_entry(VhidState::Unconfigured, [0; 6]));
+        for a in &c.cfg.addresses {
+            let _ = maps.remove_vip(a.addr);
+        }
+        if let Err(e) = self.nl.delete(c.index).await {
+            tracing::warn!("{name}: deleting the carp interface: {e}");
+        }
+        let now = self.now();
+        let actions = self.host.remove_interface(now, name);
+        for a in actions {
+            self.carry_out(a.iface, a.action).await;
+        }
+    }
+
+    /// Brings a just-added carp interface up (after a reload), honouring its link and `state`.
+    async fn start_carp_if(&mut self, name: &str) {
+        let Some(i) = self.ifs.iter().position(|c| c.cfg.name == name) else {
+            return;
+        };
+        self.feed(HostEvent::Up(name.into())).await;
+        if !self.devs[self.ifs[i].dev].running {
+            let carpdev = self.ifs[i].cfg.carpdev.clone();
+            self.feed(HostEvent::CarpdevLink { carpdev, up: false })
+                .await;
+        }
+        if self.ifs[i].cfg.state == Some(InitialState::Master) {
+            self.feed(HostEvent::Force {
+                iface: name.into(),
+                state: ForcedState::Master,
+            })
+            .await;
+        }
     }
 
     fn now(&mut self) -> Time {
@@ -523,6 +577,9 @@ impl Daemon {
         }
     }
 
+    /// SIGHUP: re-reads the config. Unchanged carp interfaces keep their state; a change of advbase,
+    /// advskew, state, description or hooks is applied in place (state kept); any other change
+    /// (carpdev, vhid, pass, addresses, peer, groups) re-creates that interface; removed ones go away.
     async fn reload(&mut self) {
         let new = match Config::load(&self.options.config_path) {
             Ok(c) => c,
@@ -535,29 +592,51 @@ impl Daemon {
             tracing::info!("SIGHUP: preempt = {}", new.carp.preempt);
             self.feed(HostEvent::SetPreempt(new.carp.preempt)).await;
         }
-        let changed: Vec<&str> = new
-            .interfaces
-            .iter()
-            .filter(|n| !self.config.interfaces.contains(n))
-            .map(|n| n.name.as_str())
-            .chain(
-                self.config
-                    .interfaces
-                    .iter()
-                    .filter(|o| !new.interfaces.iter().any(|n| n.name == o.name))
-                    .map(|o| o.name.as_str()),
-            )
-            .collect();
-        if changed.is_empty() {
-            tracing::info!("SIGHUP: config reloaded; every carp interface keeps its state");
-            self.config.carp = new.carp;
-        } else {
-            tracing::warn!(
-                "SIGHUP: changed carp interfaces ({}) need a restart of carpd (applying them live is not implemented yet); the others keep their state",
-                changed.join(", ")
-            );
-            self.config.carp = new.carp;
+        self.config.carp = new.carp.clone();
+        let old: Vec<InterfaceConfig> = self.ifs.iter().map(|c| c.cfg.clone()).collect();
+        for o in &old {
+            let keep = new
+                .interfaces
+                .iter()
+                .any(|n| n.name == o.name && same_identity(n, o));
+            if !keep {
+                tracing::info!("SIGHUP: {}: removed or re-created", o.name);
+                self.remove_carp_if(&o.name).await;
+            }
         }
+        let mut unchanged = 0;
+        for n in &new.interfaces {
+            match self.ifs.iter().position(|c| c.cfg.name == n.name) {
+                Some(i) if self.ifs[i].cfg == *n => unchanged += 1,
+                Some(i) => {
+                    let mut vc = self.host.interfaces()[i].vhid.config().clone();
+                    vc.advbase = n.advbase;
+                    vc.advskew = n.advskew;
+                    tracing::info!(
+                        "SIGHUP: {}: advbase {} advskew {} (state kept)",
+                        n.name,
+                        n.advbase,
+                        n.advskew
+                    );
+                    self.ifs[i].cfg = n.clone();
+                    let now = self.now();
+                    let actions = self.host.reconfigure(now, &n.name, vc);
+                    for a in actions {
+                        self.carry_out(a.iface, a.action).await;
+                    }
+                }
+                None => {
+                    tracing::info!("SIGHUP: {}: new carp interface", n.name);
+                    if let Err(e) = self.add_carp_if(n).await {
+                        tracing::error!("SIGHUP: {}: {e:#}", n.name);
+                        continue;
+                    }
+                    self.start_carp_if(&n.name).await;
+                }
+            }
+        }
+        self.config.interfaces = self.ifs.iter().map(|c| c.cfg.clone()).collect();
+        tracing::info!("SIGHUP: config reloaded ({unchanged} carp interface(s) unchanged)");
     }
 
     /// Carries out one engine action for carp interface `i`.
@@ -705,6 +784,27 @@ impl Daemon {
             }
         }
     }
+}
+
+/// True when two configs of one carp interface differ at most in settings that apply in place.
+fn same_identity(a: &InterfaceConfig, b: &InterfaceConfig) -> bool {
+    (
+        &a.carpdev,
+        a.vhid,
+        &a.pass,
+        &a.addresses,
+        a.peer,
+        &a.groups,
+        a.balancing,
+    ) == (
+        &b.carpdev,
+        b.vhid,
+        &b.pass,
+        &b.addresses,
+        b.peer,
+        &b.groups,
+        b.balancing,
+    )
 }
 
 fn vhid_config(cfg: &InterfaceConfig, config: &Config, carpdev: &str) -> VhidConfig {

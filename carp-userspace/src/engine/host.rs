@@ -246,6 +246,28 @@ impl Host {
         out
     }
 
+    /// New election settings (advbase, advskew, preempt, ...) for one interface, keeping its state
+    /// (`Event::Reconfigure`); used by the daemon's SIGHUP reload.
+    pub fn reconfigure(&mut self, now: Time, name: &str, config: VhidConfig) -> Vec<HostAction> {
+        let mut out = Vec::new();
+        if let Some(i) = self.index_of(name) {
+            self.feed(now, i, Event::Reconfigure(config), &mut out);
+        }
+        out
+    }
+
+    /// Forgets a carp interface (the caller takes it down first); later interfaces move down one
+    /// index. Returns the actions of the demote change its removal causes on the others.
+    pub fn remove_interface(&mut self, now: Time, name: &str) -> Vec<HostAction> {
+        let mut out = Vec::new();
+        if let Some(i) = self.index_of(name) {
+            self.ifaces.remove(i);
+            let change = self.groups.remove_interface(name);
+            self.apply_demote(now, change, &mut out);
+        }
+        out
+    }
+
     fn apply_demote(&mut self, now: Time, change: super::DemoteChange, out: &mut Vec<HostAction>) {
         for (name, advertise) in change.interfaces {
             if let Some(i) = self.index_of(&name) {
