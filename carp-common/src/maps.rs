@@ -4,11 +4,15 @@
 //! controller only adopts pins whose layout it understands, so changing any struct here must bump it.
 
 /// Version of the map layout; part of the pin path.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Entries in the per-vhid arrays: index = vhid, index 0 counts frames whose vhid could not be read.
 pub const VHID_SLOTS: u32 = 256;
 /// Maximum number of virtual addresses across all vhids of one carpdev.
 pub const MAX_VIPS: u32 = 1024;
+/// Entries in `carp_balance`: index = the group's leader vhid (the lowest vhid of its carpnodes).
+pub const BALANCE_SLOTS: u32 = 256;
+/// Most carpnodes one carp interface can have (spec §6): one bit each in the local mask.
+pub const MAX_CARPNODES: usize = 32;
 
 /// Name of the per-vhid counters map (design §2).
 pub const MAP_STATS: &str = "carp_stats";
@@ -20,6 +24,8 @@ pub const MAP_VIPS: &str = "carp_vips";
 pub const MAP_LAST_ADVERT: &str = "carp_last_advert";
 /// Name of the advert event ring buffer.
 pub const MAP_EVENTS: &str = "carp_events";
+/// Name of the balancing-group table the controller writes (spec §6).
+pub const MAP_BALANCE: &str = "carp_balance";
 
 /// Per-vhid counters, the value of `carp_stats` (a per-CPU array indexed by vhid).
 ///
@@ -105,6 +111,30 @@ pub struct VhidEntry {
     pub vmac: [u8; 6],
 }
 
+/// One balancing group (one carp interface with carpnodes), the value of `carp_balance`, an array
+/// indexed by the group's leader vhid.
+///
+/// Everything the XDP decision needs is in this one value so the controller changes a group with a
+/// single array update: mode, N and mask never come from different generations of the configuration.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BalanceGroup {
+    /// A `BalanceMode` as u8; `None` (0) means the slot is unused.
+    pub mode: u8,
+    /// N: the number of configured carpnodes (1..=32), not the number alive; 0 drops every frame.
+    pub nodes: u8,
+    /// Always zero.
+    pub pad: [u8; 2],
+    /// Bit i set when the i-th carpnode in ascending vhid order is MASTER on this host.
+    pub local_mask: u32,
+    /// The interface MAC: 01:00:5e:00:01:<leader> for `ip`, 00:00:5e:00:01:<leader> otherwise.
+    pub mac: [u8; 6],
+    /// The carpdev's own MAC: Ethernet source of ARP/NA replies in `ip` and `ip-stealth` (spec §6).
+    pub src_mac: [u8; 6],
+    /// The carpnodes' vhids in ascending order (first N used); `arp` mode replies with 00:00:5e:00:01:<vhid>.
+    pub vhids: [u8; MAX_CARPNODES],
+}
+
 /// Key of `carp_vips`: a virtual address (IPv4 in the first four bytes, the rest zero).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -179,4 +209,5 @@ mod pod {
     unsafe impl aya::Pod for super::VipKey {}
     unsafe impl aya::Pod for super::LastAdvert {}
     unsafe impl aya::Pod for super::AdvertEvent {}
+    unsafe impl aya::Pod for super::BalanceGroup {}
 }

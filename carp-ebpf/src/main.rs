@@ -4,13 +4,15 @@
 //! (helpers are never called there) so `cargo clippy --workspace` and `cargo test --workspace` cover it.
 //!
 //! Layout: one module per header (`eth`, `ipv4`, `ipv6`, `arp`, `carp`) and one per decision
-//! (`advert` intake, `responder` for ARP/NS, `vmac` filter); `maps` holds the BTF maps and counters.
+//! (`advert` intake, `responder` for ARP/NS, `vmac` filter, `balance` for carpnodes load balancing);
+//! `maps` holds the BTF maps and counters.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 #![cfg_attr(not(target_arch = "bpf"), allow(dead_code))]
 
 mod advert;
 mod arp;
+mod balance;
 mod carp;
 mod eth;
 mod ipv4;

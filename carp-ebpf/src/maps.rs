@@ -5,7 +5,8 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use carp_common::maps::{
-    AdvertEvent, CarpStats, LastAdvert, MAX_VIPS, VHID_SLOTS, VhidEntry, VhidState, VipKey,
+    AdvertEvent, BALANCE_SLOTS, BalanceGroup, CarpStats, LastAdvert, MAX_VIPS, VHID_SLOTS,
+    VhidEntry, VhidState, VipKey,
 };
 
 /// Per-vhid counters (`carp_stats`); index 0 collects frames whose vhid could not be read.
@@ -23,6 +24,10 @@ pub static VIPS: HashMap<VipKey, u8, { MAX_VIPS as usize }> = HashMap::new();
 /// Last good advert per vhid (`carp_last_advert`), read by the controller before it declares a master down.
 #[btf_map(name = "carp_last_advert")]
 pub static LAST_ADVERT: Array<LastAdvert, { VHID_SLOTS as usize }> = Array::new();
+
+/// Balancing groups keyed by leader vhid (`carp_balance`), written by the controller in one update each.
+#[btf_map(name = "carp_balance")]
+pub static BALANCE: Array<BalanceGroup, { BALANCE_SLOTS as usize }> = Array::new();
 
 /// Size of the advert ring buffer: 256 KiB holds about 2,000 events.
 pub const EVENTS_BYTES: usize = 256 * 1024;
@@ -83,4 +88,12 @@ pub fn is_master(entry: &VhidEntry) -> bool {
 pub fn vip_vhid(key: &VipKey) -> Option<u8> {
     // SAFETY: the value is a plain u8 copied out at once.
     VIPS.get_ptr(key).map(|p| unsafe { *p })
+}
+
+/// The balancing group led by `leader`, if that slot is in use.
+#[inline(always)]
+pub fn balance_group(leader: u8) -> Option<&'static BalanceGroup> {
+    BALANCE
+        .get(leader as u32)
+        .filter(|g| g.mode != carp_common::maps::BalanceMode::None as u8)
 }

@@ -20,22 +20,22 @@ pub fn carp_xdp(ctx: XdpContext) -> u32 {
         ETH_P_IP => match ptr_at::<Ipv4Hdr>(&ctx, l2.l3) {
             // SAFETY: ptr_at checked the bounds.
             Ok(ip) if unsafe { (*ip).proto } == IPPROTO_CARP => advert::intake_v4(&ctx, l2),
-            _ => vmac::filter(&ctx),
+            _ => vmac::filter(&ctx, l2),
         },
         ETH_P_IPV6 => match ptr_at::<Ipv6Hdr>(&ctx, l2.l3) {
             // SAFETY: ptr_at checked the bounds.
             Ok(ip) => match unsafe { (*ip).nexthdr } {
                 IPPROTO_CARP => advert::intake_v6(&ctx, l2),
                 IPPROTO_ICMPV6 => match responder::neighbour_solicit(&ctx, l2) {
-                    xdp_action::XDP_PASS => vmac::filter(&ctx),
+                    xdp_action::XDP_PASS => vmac::filter(&ctx, l2),
                     verdict => verdict,
                 },
-                _ => vmac::filter(&ctx),
+                _ => vmac::filter(&ctx, l2),
             },
-            Err(_) => vmac::filter(&ctx),
+            Err(_) => vmac::filter(&ctx, l2),
         },
         ETH_P_ARP => responder::arp(&ctx, l2),
-        _ => vmac::filter(&ctx),
+        _ => vmac::filter(&ctx, l2),
     }
 }
 

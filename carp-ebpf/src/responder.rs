@@ -1,15 +1,24 @@
 //! ARP and IPv6 neighbour-solicitation responder for virtual addresses (spec §5). As MASTER the reply is
 //! built in place and sent back with XDP_TX from the virtual MAC; otherwise the request is dropped so
 //! Linux never answers for a VIP with the NIC's own MAC.
+//!
+//! Balancing (spec §6, decisions in `balance`): a VIP of a balanced carp interface maps to the group's
+//! leader vhid. In the IP modes the leader's master answers with the interface MAC as hardware address
+//! (Ethernet source per `balance::reply_macs`); in `arp` mode the owner of the requester answers with
+//! its own node MAC, and every other host stays silent.
 use crate::{
     arp::{ARPOP_REQUEST, ArpEthIpv4},
+    balance::{self, v4_key},
     eth::{self, L2},
     ipv6::{IPPROTO_ICMPV6, Ipv6Hdr, LlaOption, ND_NEIGHBOR_ADVERT, NdMsg},
     maps::{count, is_master, vhid_entry, vip_vhid},
     packet::{be16, csum_add, csum_fold, ptr_at},
 };
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_tail, programs::XdpContext};
-use carp_common::maps::{VhidState, VipKey};
+use carp_common::{
+    maps::{BalanceMode, VhidState, VipKey},
+    proto::virtual_mac,
+};
 
 /// Handles an ARP frame: answers or drops requests for a VIP, passes everything else.
 #[inline(never)]
@@ -37,24 +46,41 @@ pub fn arp(ctx: &XdpContext, l2: L2) -> u32 {
     if entry.state == VhidState::Unconfigured as u8 {
         return xdp_action::XDP_PASS;
     }
-    if !is_master(entry) {
-        count(vhid, |s| &mut s.arp_dropped_backup);
-        return xdp_action::XDP_DROP;
-    }
-    let vmac = entry.vmac;
+    // (hardware address, Ethernet source, the vhid the reply is counted on)
+    let (hw, src, counted) = if entry.mode == BalanceMode::Arp as u8 {
+        // The owning node's mastership decides, not the leader's.
+        match balance::arp_owner(vhid, arp.spa) {
+            Some((node, true)) => (virtual_mac(node), virtual_mac(node), node),
+            Some((node, false)) => {
+                count(node, |s| &mut s.arp_dropped_backup);
+                return xdp_action::XDP_DROP;
+            }
+            None => {
+                count(vhid, |s| &mut s.arp_dropped_backup);
+                return xdp_action::XDP_DROP;
+            }
+        }
+    } else {
+        if !is_master(entry) {
+            count(vhid, |s| &mut s.arp_dropped_backup);
+            return xdp_action::XDP_DROP;
+        }
+        let (hw, src) = balance::reply_macs(vhid, entry);
+        (*hw, *src, vhid)
+    };
     let requester_mac = arp.sha;
     let requester_ip = arp.spa;
     arp.op = 2u16.to_be_bytes();
     arp.tha = requester_mac;
     arp.tpa = requester_ip;
-    arp.sha = vmac;
+    arp.sha = hw;
     arp.spa = key_v4(&key);
     let Ok(eth) = eth::header(ctx) else {
         return xdp_action::XDP_DROP;
     };
     eth.dst = requester_mac;
-    eth.src = vmac;
-    count(vhid, |s| &mut s.arp_replies);
+    eth.src = src;
+    count(counted, |s| &mut s.arp_replies);
     xdp_action::XDP_TX
 }
 
@@ -99,7 +125,6 @@ pub fn neighbour_solicit(ctx: &XdpContext, l2: L2) -> u32 {
         count(vhid, |s| &mut s.arp_dropped_backup);
         return xdp_action::XDP_DROP;
     }
-    let vmac = entry.vmac;
     let target = ndr.target;
     let ns_src = ip6r.src;
     let Ok(eth) = eth::header(ctx) else {
@@ -130,6 +155,9 @@ pub fn neighbour_solicit(ctx: &XdpContext, l2: L2) -> u32 {
     ) else {
         return xdp_action::XDP_DROP;
     };
+    // Looked up only now: the map values outlive adjust_tail, and holding the MACs as bytes across it
+    // would overflow this function's stack.
+    let (vmac, src_mac) = balance::reply_macs(vhid, entry);
     let flags_bytes = [flags, 0, 0, 0];
     let mut sum = csum_add(0, &target);
     sum = csum_add(sum, &dst_ip);
@@ -138,12 +166,12 @@ pub fn neighbour_solicit(ctx: &XdpContext, l2: L2) -> u32 {
     sum = csum_add(sum, &flags_bytes);
     sum = csum_add(sum, &target);
     sum += 0x0201;
-    sum = csum_add(sum, &vmac);
+    sum = csum_add(sum, vmac);
     let csum = !csum_fold(sum);
     // SAFETY: all four pointers were bounds-checked just above.
     unsafe {
         (*eth).dst = dst_mac;
-        (*eth).src = vmac;
+        (*eth).src = *src_mac;
         (*ip6).payload_len = (NA_LEN as u16).to_be_bytes();
         (*ip6).nexthdr = IPPROTO_ICMPV6;
         (*ip6).hop_limit = 255;
@@ -156,7 +184,7 @@ pub fn neighbour_solicit(ctx: &XdpContext, l2: L2) -> u32 {
         (*nd).target = target;
         (*opt).opt_type = 2;
         (*opt).len = 1;
-        (*opt).mac = vmac;
+        (*opt).mac = *vmac;
     }
     count(vhid, |s| &mut s.na_replies);
     xdp_action::XDP_TX
@@ -170,20 +198,6 @@ const NA_SOLICITED: u8 = 0x40;
 const NA_OVERRIDE: u8 = 0x20;
 /// ff02::1.
 const ALL_NODES: [u8; 16] = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-
-#[inline(always)]
-fn v4_key(addr: [u8; 4]) -> VipKey {
-    let mut key = VipKey {
-        family: 4,
-        pad: [0; 3],
-        addr: [0; 16],
-    };
-    key.addr[0] = addr[0];
-    key.addr[1] = addr[1];
-    key.addr[2] = addr[2];
-    key.addr[3] = addr[3];
-    key
-}
 
 #[inline(always)]
 fn key_v4(key: &VipKey) -> [u8; 4] {

@@ -1,8 +1,12 @@
 //! The virtual-MAC filter: frames addressed to 00:00:5e:00:01:<vhid> are taken only while this node is
 //! MASTER of that vhid, as BSD carp does, so a backup that still sees them (flooding, a switch that has
 //! not relearned yet) never handles traffic twice.
+//!
+//! A balancing group's interface MAC (spec §6) is the exception: it is taken in every state and the L3
+//! filter in `balance` decides, so the group table is consulted before the vhid table.
 use crate::{
-    eth,
+    balance,
+    eth::{self, L2},
     maps::{count, is_master, vhid_entry},
 };
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
@@ -10,13 +14,23 @@ use carp_common::maps::VhidState;
 
 /// The verdict for a frame no other decision claimed.
 #[inline(always)]
-pub fn filter(ctx: &XdpContext) -> u32 {
+pub fn filter(ctx: &XdpContext, l2: L2) -> u32 {
     let Ok(eth) = eth::header(ctx) else {
         return xdp_action::XDP_PASS;
     };
     let dst = eth.dst;
-    // The cheapest possible test first: unrelated unicast fails on the first bytes.
-    if dst[0] != 0x00 || dst[1] != 0x00 || dst[2] != 0x5e || dst[3] != 0x00 || dst[4] != 0x01 {
+    // The cheapest possible test first: unrelated unicast fails on the first bytes. Both
+    // 00:00:5e:00:01:xx (virtual MACs, stealth/unicast interface MACs) and 01:00:5e:00:01:xx (`ip`
+    // interface MACs) get past it.
+    if dst[0] & 0xfe != 0x00 || dst[1] != 0x00 || dst[2] != 0x5e || dst[3] != 0x00 || dst[4] != 0x01
+    {
+        return xdp_action::XDP_PASS;
+    }
+    if let Some(leader) = balance::ip_group_of(&dst) {
+        return balance::ip_filter(ctx, l2, leader);
+    }
+    // Any other multicast MAC is genuinely multicast: never ours to drop.
+    if dst[0] != 0x00 {
         return xdp_action::XDP_PASS;
     }
     let vhid = dst[5];

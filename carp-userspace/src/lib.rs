@@ -4,6 +4,7 @@
 //! Where to look:
 //! - `wire::advert`: the 36-byte CARP header (checked view + `Repr`), checksum.
 //! - `wire::ip`: IPv4/IPv6 encapsulation of adverts.
+//! - `balance`: carpnodes load balancing: the reference bucket hashes and the `carp_balance` value.
 //! - `auth`: the HMAC-SHA1 key and input (spec §2), replay cookie and loop detection (spec §3).
 //! - `engine`: the election rules (spec §4), one state machine per vhid, and interface-group demotion.
 //! - `config`: carpd's TOML configuration, validated with file:line:key errors.
@@ -11,6 +12,7 @@
 //! - `sim`: a deterministic N-node simulator over virtual time.
 
 pub mod auth;
+pub mod balance;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;

@@ -1,13 +1,14 @@
-//! Typed access to the dataplane's maps: the controller writes the vhid table and the VIPs, reads the
-//! per-vhid counters (summed over CPUs), the last advert per vhid and the advert events.
+//! Typed access to the dataplane's maps: the controller writes the vhid table, the VIPs and the
+//! balancing groups, reads the per-vhid counters (summed over CPUs), the last advert per vhid and the
+//! advert events.
 use super::{DataplaneError, pin_dir};
 use aya::{
     Ebpf,
     maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf},
 };
 use carp_common::maps::{
-    AdvertEvent, CarpStats, LastAdvert, MAP_EVENTS, MAP_LAST_ADVERT, MAP_STATS, MAP_VHIDS,
-    MAP_VIPS, VhidEntry, VipKey,
+    AdvertEvent, BalanceGroup, CarpStats, LastAdvert, MAP_BALANCE, MAP_EVENTS, MAP_LAST_ADVERT,
+    MAP_STATS, MAP_VHIDS, MAP_VIPS, VhidEntry, VipKey,
 };
 use std::{net::IpAddr, path::Path};
 
@@ -21,6 +22,8 @@ pub struct Maps {
     pub vips: HashMap<MapData, VipKey, u8>,
     /// Last good advert per vhid.
     pub last_advert: Array<MapData, LastAdvert>,
+    /// Balancing groups, keyed by leader vhid.
+    pub balance: Array<MapData, BalanceGroup>,
     /// Advert events (absent when opened read-only from pins by a reader such as carpctl).
     pub events: Option<RingBuf<MapData>>,
 }
@@ -44,6 +47,9 @@ impl Maps {
             last_advert: take(MAP_LAST_ADVERT)?
                 .try_into()
                 .map_err(map_err(MAP_LAST_ADVERT))?,
+            balance: take(MAP_BALANCE)?
+                .try_into()
+                .map_err(map_err(MAP_BALANCE))?,
             events: Some(take(MAP_EVENTS)?.try_into().map_err(map_err(MAP_EVENTS))?),
         })
     }
@@ -66,6 +72,9 @@ impl Maps {
             last_advert: open(MAP_LAST_ADVERT)?
                 .try_into()
                 .map_err(map_err(MAP_LAST_ADVERT))?,
+            balance: open(MAP_BALANCE)?
+                .try_into()
+                .map_err(map_err(MAP_BALANCE))?,
             events: None,
         })
     }
@@ -82,6 +91,36 @@ impl Maps {
         self.vhids
             .get(&(vhid as u32), 0)
             .map_err(map_err(MAP_VHIDS))
+    }
+
+    /// Writes a balancing group in one array update (index = its leader vhid, `group.vhids[0]`), so
+    /// the XDP decision never sees a mode, N and mask from different configurations.
+    pub fn set_balance(&mut self, group: BalanceGroup) -> Result<(), DataplaneError> {
+        crate::balance::check_group(&group)?;
+        self.balance
+            .set(group.vhids[0] as u32, group, 0)
+            .map_err(map_err(MAP_BALANCE))
+    }
+
+    /// Changes only which carpnodes are MASTER here, keeping the rest of the group (one update).
+    pub fn set_balance_mask(&mut self, leader: u8, local_mask: u32) -> Result<(), DataplaneError> {
+        let mut group = self.balance(leader)?;
+        group.local_mask = local_mask;
+        self.set_balance(group)
+    }
+
+    /// Stops balancing for the group led by `leader` (its interface MAC falls back to the vmac filter).
+    pub fn clear_balance(&mut self, leader: u8) -> Result<(), DataplaneError> {
+        self.balance
+            .set(leader as u32, crate::balance::unused_group(), 0)
+            .map_err(map_err(MAP_BALANCE))
+    }
+
+    /// Reads the balancing group led by `leader` (mode None = unused).
+    pub fn balance(&self, leader: u8) -> Result<BalanceGroup, DataplaneError> {
+        self.balance
+            .get(&(leader as u32), 0)
+            .map_err(map_err(MAP_BALANCE))
     }
 
     /// Maps a virtual address to its vhid.

@@ -17,7 +17,7 @@ use aya::{
     },
 };
 use carp_common::maps::{
-    LAYOUT_VERSION, MAP_EVENTS, MAP_LAST_ADVERT, MAP_STATS, MAP_VHIDS, MAP_VIPS,
+    LAYOUT_VERSION, MAP_BALANCE, MAP_EVENTS, MAP_LAST_ADVERT, MAP_STATS, MAP_VHIDS, MAP_VIPS,
 };
 use std::{
     fmt,
@@ -34,7 +34,14 @@ pub const PASS_PROGRAM_NAME: &str = "carp_pass";
 /// Name of the pinned XDP link.
 pub const LINK_PIN: &str = "link";
 /// Every map the controller pins (all of the object's maps).
-pub const MAP_NAMES: [&str; 5] = [MAP_STATS, MAP_VHIDS, MAP_VIPS, MAP_LAST_ADVERT, MAP_EVENTS];
+pub const MAP_NAMES: [&str; 6] = [
+    MAP_STATS,
+    MAP_VHIDS,
+    MAP_VIPS,
+    MAP_LAST_ADVERT,
+    MAP_EVENTS,
+    MAP_BALANCE,
+];
 /// Default bpffs directory for carp pins.
 pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/carp";
 
@@ -72,6 +79,9 @@ pub enum DataplaneError {
     /// A program is missing from the object (a build problem).
     #[error("program {0} is missing from the XDP object")]
     MissingProgram(&'static str),
+    /// A balancing group the XDP program could not use (a controller bug).
+    #[error("balancing group refused: {0}")]
+    Balance(#[from] crate::balance::BalanceError),
 }
 
 /// How to attach: the operator's `--xdp-mode`.

@@ -1,0 +1,261 @@
+//! The load-balancing decision (spec §6: OpenBSD's `carpnodes` + `balancing`), made in XDP before the
+//! stack sees the frame. It owns the `carp_balance` lookups: the IP modes' L3 filter (OpenBSD's
+//! `carp_lsdrop`), the owner of an ARP requester in the historic `arp` mode, and the MACs an ARP/NA
+//! reply carries in the IP modes. The controller describes a group in one `BalanceGroup` value at
+//! index = leader vhid (the lowest vhid of the carp interface's carpnodes).
+//!
+//! **IP modes (`ip`, `ip-stealth`, `ip-unicast`).** Only frames whose destination MAC is exactly the
+//! group's interface MAC enter the filter (in `ip` mode that is the multicast 01:00:5e:00:01:<leader>,
+//! so the test is on the exact MAC, not on the multicast bit); every other broadcast or multicast frame
+//! is never touched. The interface MAC is taken in every vhid state, which is why `vmac` asks this
+//! module first. For IPv4 `fold = src ^ dst`, for IPv6 the XOR of the eight 32-bit words of source and
+//! destination, `h = ntohl(fold) % N`, and the frame is accepted (XDP_PASS, `balanced_pass`) iff bit h
+//! of the local mask is set, else dropped (`balanced_drop`), both counted in the leader vhid's slot.
+//! N = 0 drops everything (spec). A frame to the interface MAC whose IP destination is multicast or
+//! limited broadcast is genuinely multicast and passes uncounted, as do non-IP frames (the L3 filter
+//! runs at IP input only) and frames too short for their IP header (the stack discards those).
+//!
+//! **ICMP.** OpenBSD exempts only ICMP *delivered to this host*, but XDP runs before routing and cannot
+//! know what will be delivered. The approximation: an ICMP/ICMPv6 packet whose destination is one of
+//! our VIPs (`carp_vips`) is for this host; ICMP to any other address is being forwarded and is filtered
+//! on (src, dst) like any packet, which is what matters on a gateway. For a VIP destination:
+//! - IPv4 errors (types 3, 4, 5, 11, 12) are re-filtered on (inner destination, outer destination),
+//!   as OpenBSD's icmp_input does: for a flow the VIP itself opened to X, the error about (VIP -> X)
+//!   hashes to X ^ VIP, the same bucket as the flow, so the node that owns the flow gets its error.
+//!   An error too short to carry the inner header is filtered on (src, dst).
+//! - Other IPv4 ICMP (echo, timestamp, ...) is exempt: accepted and counted as `balanced_pass` on
+//!   every node, so each master answers (OpenBSD behaves the same). A non-first fragment of ICMP to a
+//!   VIP is exempt too: it carries no type, and dropping it would only break reassembly.
+//! - ICMPv6 echo requests are filtered normally (spec §6: OpenBSD's icmp6_input filters them); every
+//!   other ICMPv6 type (ND, MLD, errors) is exempt. ICMPv6 behind extension headers is not recognised
+//!   and is filtered on (src, dst).
+//!
+//! **`arp` mode** (Linux only; OpenBSD removed it). Each carpnode keeps its own MAC
+//! 00:00:5e:00:01:<vhid>. An ARP request for a VIP is owned by node `idx = ntohl(spa) % N`, spa being
+//! the requester's IPv4 sender address, and answered (from and with that node's MAC) only by the host
+//! where node idx is MASTER; the others drop it. Why the IP and not OpenBSD's keyed Jenkins hash of the
+//! sender MAC: nothing else speaks this mode, so there is no wire behaviour to match; the OpenBSD hash
+//! reads SHA1 words host-endian, so it differs between little- and big-endian hosts of one cluster;
+//! `ntohl(spa) % N` is the same on every host, can be computed by an operator by hand ("which gateway
+//! serves 10.0.0.57?"), spreads a subnet of clients perfectly evenly, and is what the original 2004
+//! `arpbalance` hashed. Its weakness (one bucket for everything behind one router) is shared by every
+//! per-requester scheme, the MAC hash included. NS for a VIP in `arp` mode is answered like a plain
+//! vhid: by the leader's master with the leader's MAC (IPv6 is not balanced in this mode).
+use crate::{
+    eth::L2,
+    ipv4::{self, Ipv4Hdr},
+    ipv6::{self, IPPROTO_ICMPV6, Ipv6Hdr},
+    maps::{Counters, balance_group, vip_vhid},
+    packet::{be16, ptr_at},
+};
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use carp_common::{
+    maps::{BalanceMode, MAX_CARPNODES, VhidEntry, VipKey},
+    proto::{ETH_P_IP, ETH_P_IPV6},
+};
+
+/// IP protocol number of ICMP.
+const IPPROTO_ICMP: u8 = 1;
+/// ICMPv6 echo request, the one ICMPv6 type OpenBSD filters when it is for this host.
+const ICMP6_ECHO_REQUEST: u8 = 128;
+
+/// What the L3 filter makes of a frame to the interface MAC.
+enum Decision {
+    /// Filter on this fold (already in host order, i.e. `ntohl(fold)`).
+    Fold(u32),
+    /// ICMP for this host: accepted and counted.
+    Exempt,
+    /// Not subject to the filter at all: passed, not counted.
+    Unfiltered,
+}
+
+/// True for the three IP balancing modes.
+#[inline(always)]
+pub fn is_ip_mode(mode: u8) -> bool {
+    mode == BalanceMode::Ip as u8
+        || mode == BalanceMode::IpStealth as u8
+        || mode == BalanceMode::IpUnicast as u8
+}
+
+/// The leader vhid of the IP-mode group whose interface MAC is exactly `dst`, if any.
+#[inline(always)]
+pub fn ip_group_of(dst: &[u8; 6]) -> Option<u8> {
+    let leader = dst[5];
+    let group = balance_group(leader)?;
+    (is_ip_mode(group.mode) && group.mac == *dst).then_some(leader)
+}
+
+/// The L3 filter for a frame to the interface MAC of the group led by `leader`.
+#[inline(never)]
+pub fn ip_filter(ctx: &XdpContext, l2: L2, leader: u8) -> u32 {
+    let decision = match l2.proto {
+        ETH_P_IP => decide_v4(ctx, l2.l3),
+        ETH_P_IPV6 => decide_v6(ctx, l2.l3),
+        _ => Decision::Unfiltered,
+    };
+    let accept = match decision {
+        Decision::Unfiltered => return xdp_action::XDP_PASS,
+        Decision::Exempt => true,
+        Decision::Fold(fold) => match balance_group(leader) {
+            Some(group) => owns(group.nodes, group.local_mask, fold),
+            // The controller removed the group between the two lookups: no filter any more.
+            None => return xdp_action::XDP_PASS,
+        },
+    };
+    let counters = Counters::of(leader);
+    if accept {
+        counters.bump(|s| &mut s.balanced_pass);
+        xdp_action::XDP_PASS
+    } else {
+        counters.bump(|s| &mut s.balanced_drop);
+        xdp_action::XDP_DROP
+    }
+}
+
+/// True when bucket `fold % nodes` is MASTER here; N = 0 (and a corrupt N > 32) owns nothing.
+#[inline(always)]
+fn owns(nodes: u8, mask: u32, fold: u32) -> bool {
+    let n = nodes as u32;
+    if n == 0 || n > MAX_CARPNODES as u32 {
+        return false;
+    }
+    (mask >> (fold % n)) & 1 == 1
+}
+
+/// IPv4: fold on (src, dst), or the ICMP rules for a VIP destination.
+#[inline(always)]
+fn decide_v4(ctx: &XdpContext, l3: usize) -> Decision {
+    let Ok(ip) = ptr_at::<Ipv4Hdr>(ctx, l3) else {
+        return Decision::Unfiltered;
+    };
+    // SAFETY: ptr_at checked the bounds; the struct is all bytes.
+    let ip = unsafe { &*ip };
+    // XOR commutes with the byte swap, so folding host-order words is ntohl(src ^ dst).
+    let dst = u32::from_be_bytes(ip.dst);
+    if ipv4::is_multicast(ip.dst) || dst == u32::MAX {
+        return Decision::Unfiltered;
+    }
+    let fold = u32::from_be_bytes(ip.src) ^ dst;
+    if ip.proto != IPPROTO_ICMP || vip_vhid(&v4_key(ip.dst)).is_none() {
+        return Decision::Fold(fold);
+    }
+    if be16(ip.frag) & 0x1fff != 0 {
+        return Decision::Exempt;
+    }
+    let hlen = ip.header_len();
+    if hlen < 20 {
+        return Decision::Fold(fold);
+    }
+    let Ok(icmp) = ptr_at::<[u8; 8]>(ctx, l3 + hlen) else {
+        return Decision::Fold(fold);
+    };
+    // SAFETY: ptr_at checked the bounds.
+    match unsafe { (*icmp)[0] } {
+        // Unreachable, source quench, redirect, time exceeded, parameter problem.
+        3 | 4 | 5 | 11 | 12 => match ptr_at::<Ipv4Hdr>(ctx, l3 + hlen + 8) {
+            // SAFETY: ptr_at checked the bounds.
+            Ok(inner) => Decision::Fold(u32::from_be_bytes(unsafe { (*inner).dst }) ^ dst),
+            Err(_) => Decision::Fold(fold),
+        },
+        _ => Decision::Exempt,
+    }
+}
+
+/// IPv6: fold on (src, dst); ICMPv6 to a VIP other than echo requests is exempt.
+#[inline(always)]
+fn decide_v6(ctx: &XdpContext, l3: usize) -> Decision {
+    let Ok(ip) = ptr_at::<Ipv6Hdr>(ctx, l3) else {
+        return Decision::Unfiltered;
+    };
+    // SAFETY: ptr_at checked the bounds; the struct is all bytes.
+    let ip = unsafe { &*ip };
+    if ipv6::is_multicast(&ip.dst) {
+        return Decision::Unfiltered;
+    }
+    let fold = fold16(&ip.src) ^ fold16(&ip.dst);
+    if ip.nexthdr != IPPROTO_ICMPV6 {
+        return Decision::Fold(fold);
+    }
+    let key = VipKey {
+        family: 6,
+        pad: [0; 3],
+        addr: ip.dst,
+    };
+    if vip_vhid(&key).is_none() {
+        return Decision::Fold(fold);
+    }
+    match ptr_at::<u8>(ctx, l3 + core::mem::size_of::<Ipv6Hdr>()) {
+        // SAFETY: ptr_at checked the bounds.
+        Ok(t) if unsafe { *t } != ICMP6_ECHO_REQUEST => Decision::Exempt,
+        _ => Decision::Fold(fold),
+    }
+}
+
+/// XOR of the four big-endian 32-bit words of an IPv6 address.
+#[inline(always)]
+fn fold16(a: &[u8; 16]) -> u32 {
+    u32::from_be_bytes([a[0], a[1], a[2], a[3]])
+        ^ u32::from_be_bytes([a[4], a[5], a[6], a[7]])
+        ^ u32::from_be_bytes([a[8], a[9], a[10], a[11]])
+        ^ u32::from_be_bytes([a[12], a[13], a[14], a[15]])
+}
+
+/// The `carp_vips` key of an IPv4 address.
+#[inline(always)]
+pub fn v4_key(addr: [u8; 4]) -> VipKey {
+    let mut key = VipKey {
+        family: 4,
+        pad: [0; 3],
+        addr: [0; 16],
+    };
+    key.addr[0] = addr[0];
+    key.addr[1] = addr[1];
+    key.addr[2] = addr[2];
+    key.addr[3] = addr[3];
+    key
+}
+
+/// Who answers an ARP request from `spa` in `arp` mode: the owning carpnode's vhid and whether it is
+/// MASTER here. None when the group is missing or N is 0 (nobody answers).
+#[inline(always)]
+pub fn arp_owner(leader: u8, spa: [u8; 4]) -> Option<(u8, bool)> {
+    let group = balance_group(leader)?;
+    let n = group.nodes as u32;
+    if n == 0 || n > MAX_CARPNODES as u32 {
+        return None;
+    }
+    let idx = u32::from_be_bytes(spa) % n;
+    // The verifier keeps no bounds across a modulo, and LLVM deletes a plain `& 31` because it knows
+    // idx < n <= 32. Reading idx back through a volatile load hides that, so the mask stays and gives
+    // the verifier the bound it needs before the index into vhids.
+    // SAFETY: a read of a live local.
+    let idx = unsafe { core::ptr::read_volatile(&idx) } & (MAX_CARPNODES as u32 - 1);
+    let vhid = *group.vhids.get(idx as usize)?;
+    Some((vhid, (group.local_mask >> idx) & 1 == 1))
+}
+
+/// The (sender hardware address, Ethernet source) of an ARP/NA reply for a VIP of `vhid`: the
+/// vhid's virtual MAC for both, except in the IP modes, where the hardware address is the interface
+/// MAC and `ip`/`ip-stealth` send from the carpdev's own MAC so switches never learn the interface MAC
+/// (and a multicast MAC is never a source). The controller must set `src_mac` in those modes; if it is
+/// zero the vhid's own `vmac` is the source. References, not copies: the NA path keeps them across
+/// `bpf_xdp_adjust_tail`, and twelve loose bytes there would overflow its stack.
+#[inline(always)]
+pub fn reply_macs(vhid: u8, entry: &'static VhidEntry) -> (&'static [u8; 6], &'static [u8; 6]) {
+    if !is_ip_mode(entry.mode) {
+        return (&entry.vmac, &entry.vmac);
+    }
+    match balance_group(vhid) {
+        Some(group) if is_ip_mode(group.mode) => {
+            let src = if group.mode == BalanceMode::IpUnicast as u8 {
+                &group.mac
+            } else if group.src_mac == [0; 6] {
+                &entry.vmac
+            } else {
+                &group.src_mac
+            };
+            (&group.mac, src)
+        }
+        _ => (&entry.vmac, &entry.vmac),
+    }
+}
