@@ -1,0 +1,649 @@
+//! carpnodes load balancing (spec §6) in the kernel through BPF_PROG_TEST_RUN: the L3 filter's verdict
+//! and counters for thousands of IPv4 and IPv6 flows against a table computed here, symmetry, the ICMP
+//! rules, genuine broadcast/multicast, `arp` mode (only the owner answers, with its own MAC) and the
+//! interface MAC in the IP modes' ARP/NA replies. The bucket hash is written again below from the spec's
+//! words (raw network-order words folded, then ntohl), not taken from carp::balance, so a mistake
+//! shared by the product's two implementations cannot hide. Needs root (fails under CI=true when not).
+use aya::programs::{TestRun, TestRunOptions};
+use carp::dataplane::{Dataplane, maps::Maps};
+use carp_common::maps::{
+    BalanceGroup, BalanceMode, CarpStats, MAX_CARPNODES, VhidEntry, VhidState,
+};
+use carp_tests::{frames::*, require_root};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+/// The lowest vhid of the carp interface's carpnodes; node i has vhid LEADER + i.
+const LEADER: u8 = 10;
+const VIP: [u8; 4] = [10, 0, 0, 1];
+const VIP6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const NIC_MAC: [u8; 6] = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
+const CLIENT_MAC: [u8; 6] = [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee];
+
+macro_rules! root_or_skip {
+    ($name:expr) => {
+        if !require_root($name) {
+            return;
+        }
+    };
+}
+
+/// The spec's IPv4 hash: fold the raw network-order words, ntohl, modulo N.
+fn spec_bucket_v4(src: [u8; 4], dst: [u8; 4], n: u32) -> u32 {
+    let fold = u32::from_ne_bytes(src) ^ u32::from_ne_bytes(dst);
+    u32::from_be(fold) % n
+}
+
+/// The spec's IPv6 hash: XOR of all four raw words of the source and all four of the destination.
+fn spec_bucket_v6(src: [u8; 16], dst: [u8; 16], n: u32) -> u32 {
+    let mut fold = 0u32;
+    for a in [src, dst] {
+        for w in a.chunks(4) {
+            fold ^= u32::from_ne_bytes([w[0], w[1], w[2], w[3]]);
+        }
+    }
+    u32::from_be(fold) % n
+}
+
+fn bit(mask: u32, i: u32) -> bool {
+    (mask >> i) & 1 == 1
+}
+
+fn full_mask(n: u32) -> u32 {
+    if n == 32 { u32::MAX } else { (1 << n) - 1 }
+}
+
+fn node_mac(vhid: u8) -> [u8; 6] {
+    [0, 0, 0x5e, 0, 1, vhid]
+}
+
+fn interface_mac(mode: BalanceMode) -> [u8; 6] {
+    let mut mac = node_mac(LEADER);
+    if mode == BalanceMode::Ip {
+        mac[0] = 1;
+    }
+    mac
+}
+
+/// xorshift64*: reproducible random numbers without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn u32(&mut self) -> u32 {
+        (self.next() >> 32) as u32
+    }
+    /// A unicast IPv4 address (first octet 1..=223).
+    fn v4(&mut self) -> [u8; 4] {
+        let mut a = self.u32().to_be_bytes();
+        a[0] = 1 + (a[0] % 223);
+        a
+    }
+    /// A global unicast IPv6 address.
+    fn v6(&mut self) -> [u8; 16] {
+        let mut a = [0u8; 16];
+        for c in a.chunks_mut(8) {
+            c.copy_from_slice(&self.next().to_be_bytes());
+        }
+        a[0] = 0x20 | (a[0] & 0x0f);
+        a
+    }
+}
+
+struct Lab {
+    dp: Dataplane,
+    maps: Maps,
+}
+
+impl Lab {
+    fn new() -> Self {
+        let mut dp = Dataplane::load_unattached().expect("load XDP object");
+        let mut maps = dp.maps().expect("maps");
+        maps.add_vip(IpAddr::V4(Ipv4Addr::from(VIP)), LEADER)
+            .expect("vip");
+        maps.add_vip(IpAddr::V6(Ipv6Addr::from(VIP6)), LEADER)
+            .expect("vip6");
+        Self { dp, maps }
+    }
+
+    /// Configures N carpnodes LEADER.. in `mode`, MASTER here where `mask` says, in both tables.
+    fn configure(&mut self, mode: BalanceMode, n: u32, mask: u32) {
+        let mut vhids = [0u8; MAX_CARPNODES];
+        for (i, v) in vhids.iter_mut().enumerate().take(n as usize) {
+            *v = LEADER + i as u8;
+        }
+        for i in 0..n {
+            let state = if bit(mask, i) {
+                VhidState::Master
+            } else {
+                VhidState::Backup
+            };
+            let vhid = LEADER + i as u8;
+            self.maps
+                .set_vhid(
+                    vhid,
+                    VhidEntry {
+                        state: state as u8,
+                        mode: mode as u8,
+                        vmac: node_mac(vhid),
+                    },
+                )
+                .expect("set vhid");
+        }
+        self.maps
+            .set_balance(BalanceGroup {
+                mode: mode as u8,
+                nodes: n as u8,
+                pad: [0; 2],
+                local_mask: mask,
+                mac: interface_mac(mode),
+                src_mac: NIC_MAC,
+                vhids,
+            })
+            .expect("set balance group");
+    }
+
+    fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; frame.len() + 256];
+        let prog = self.dp.program().expect("program");
+        let res = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::new()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        out.truncate(res.data_size_out as usize);
+        (res.return_value, out)
+    }
+
+    fn stats(&self, vhid: u8) -> CarpStats {
+        self.maps.stats(vhid).expect("stats")
+    }
+
+    /// Runs a frame that must reach the L3 filter: checks the verdict and that exactly the matching
+    /// balance counter of the leader moved.
+    fn expect_filtered(&mut self, frame: &[u8], accept: bool, what: &str) {
+        let before = self.stats(LEADER);
+        let (verdict, _) = self.run(frame);
+        let after = self.stats(LEADER);
+        let want = if accept { XDP_PASS } else { XDP_DROP };
+        assert_eq!(verdict, want, "{what}: verdict");
+        let moved = (
+            after.balanced_pass - before.balanced_pass,
+            after.balanced_drop - before.balanced_drop,
+        );
+        assert_eq!(
+            moved,
+            if accept { (1, 0) } else { (0, 1) },
+            "{what}: counters"
+        );
+        assert_eq!(
+            (after.vmac_passed, after.vmac_dropped),
+            (before.vmac_passed, before.vmac_dropped),
+            "{what}: the vmac filter never sees the interface MAC"
+        );
+    }
+
+    /// Runs a frame the filter must leave alone: passed unchanged, no counter anywhere.
+    fn expect_untouched(&mut self, frame: &[u8], what: &str) {
+        let before: Vec<CarpStats> = (0..=255u8).map(|v| self.stats(v)).collect();
+        assert_eq!(self.run(frame), (XDP_PASS, frame.to_vec()), "{what}");
+        let after: Vec<CarpStats> = (0..=255u8).map(|v| self.stats(v)).collect();
+        assert!(before == after, "{what}: no counter moved");
+    }
+}
+
+fn ip4_frame(
+    dmac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    proto: u8,
+    payload: &[u8],
+    vlan: Option<u16>,
+) -> Vec<u8> {
+    let mut f = eth(dmac, CLIENT_MAC, 0x0800, vlan);
+    f.extend(ipv4(src, dst, proto, 64, payload.len()));
+    f.extend_from_slice(payload);
+    f
+}
+
+fn ip6_frame(dmac: [u8; 6], src: [u8; 16], dst: [u8; 16], next: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = eth(dmac, CLIENT_MAC, 0x86dd, None);
+    f.extend(ipv6(src, dst, next, 64, payload.len()));
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An ICMP message with a correct checksum.
+fn icmp(kind: u8, code: u8, rest: &[u8]) -> Vec<u8> {
+    let mut m = vec![kind, code, 0, 0, 0, 0, 0, 0];
+    m.extend_from_slice(rest);
+    let c = inet_csum(&m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    m
+}
+
+const TCP: [u8; 20] = [0; 20];
+
+/// Every verdict and counter of the L3 filter against the spec's hash, for IPv4 and IPv6, N in
+/// {1, 2, 3, 5, 32}, random masks; both directions of each flow.
+#[test]
+fn l3_filter_matches_the_spec_table() {
+    root_or_skip!("l3_filter_matches_the_spec_table");
+    let mut lab = Lab::new();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mac = interface_mac(BalanceMode::Ip);
+    let mut seen_pass = 0;
+    let mut seen_drop = 0;
+    for n in [1u32, 2, 3, 5, 32] {
+        let masks = [
+            full_mask(n),
+            rng.u32() & full_mask(n),
+            rng.u32() & full_mask(n),
+        ];
+        for mask in masks {
+            lab.configure(BalanceMode::Ip, n, mask);
+            for i in 0..60 {
+                let (a, b) = (rng.v4(), rng.v4());
+                let h = spec_bucket_v4(a, b, n);
+                assert_eq!(h, spec_bucket_v4(b, a, n), "the hash is symmetric");
+                let vlan = (i % 4 == 0).then_some(42);
+                let fwd = ip4_frame(mac, a, b, 6, &TCP, vlan);
+                let rev = ip4_frame(mac, b, a, 6, &TCP, vlan);
+                let what = format!("v4 {a:?} <-> {b:?} N={n} mask={mask:#x} bucket={h}");
+                lab.expect_filtered(&fwd, bit(mask, h), &what);
+                lab.expect_filtered(&rev, bit(mask, h), &what);
+                if bit(mask, h) {
+                    seen_pass += 1;
+                } else {
+                    seen_drop += 1;
+                }
+            }
+            for _ in 0..60 {
+                let (a, b) = (rng.v6(), rng.v6());
+                let h = spec_bucket_v6(a, b, n);
+                assert_eq!(h, spec_bucket_v6(b, a, n), "the hash is symmetric");
+                let what = format!("v6 N={n} mask={mask:#x} bucket={h}");
+                lab.expect_filtered(&ip6_frame(mac, a, b, 17, &[0; 8]), bit(mask, h), &what);
+                lab.expect_filtered(&ip6_frame(mac, b, a, 17, &[0; 8]), bit(mask, h), &what);
+            }
+        }
+    }
+    assert!(
+        seen_pass > 100 && seen_drop > 100,
+        "both verdicts exercised"
+    );
+    // Counted in the leader's slot only.
+    for vhid in (0..=255u8).filter(|v| *v != LEADER) {
+        let s = lab.stats(vhid);
+        assert_eq!((s.balanced_pass, s.balanced_drop), (0, 0), "vhid {vhid}");
+    }
+}
+
+/// In ip-stealth and ip-unicast the interface MAC is the leader's unicast virtual MAC, taken in every
+/// state (the vmac filter would drop it on a BACKUP leader); in `ip` mode that unicast MAC is not the
+/// interface MAC and stays with the vmac filter. N = 0 drops everything.
+#[test]
+fn interface_mac_is_filtered_in_every_state() {
+    root_or_skip!("interface_mac_is_filtered_in_every_state");
+    let mut lab = Lab::new();
+    let mut rng = Rng(7);
+    for mode in [BalanceMode::IpStealth, BalanceMode::IpUnicast] {
+        let mac = interface_mac(mode);
+        // The leader (node 0) is BACKUP here; node 1 is MASTER here.
+        lab.configure(mode, 2, 0b10);
+        for _ in 0..40 {
+            let (a, b) = (rng.v4(), rng.v4());
+            let h = spec_bucket_v4(a, b, 2);
+            lab.expect_filtered(
+                &ip4_frame(mac, a, b, 6, &TCP, None),
+                h == 1,
+                &format!("{mode:?} bucket {h}"),
+            );
+        }
+    }
+    lab.configure(BalanceMode::Ip, 2, 0b10);
+    let before = lab.stats(LEADER);
+    let f = ip4_frame(
+        node_mac(LEADER),
+        [10, 0, 0, 100],
+        [8, 8, 8, 8],
+        6,
+        &TCP,
+        None,
+    );
+    assert_eq!(lab.run(&f).0, XDP_DROP, "the leader's vmac, leader BACKUP");
+    let after = lab.stats(LEADER);
+    assert_eq!(after.vmac_dropped - before.vmac_dropped, 1);
+    assert_eq!(after.balanced_drop, before.balanced_drop);
+
+    // N = 0 (which the controller's setter refuses) means drop.
+    let mut g = lab.maps.balance(LEADER).expect("group");
+    g.nodes = 0;
+    lab.maps.balance.set(LEADER as u32, g, 0).expect("raw set");
+    let f = ip4_frame(
+        interface_mac(BalanceMode::Ip),
+        [1; 4],
+        [2; 4],
+        6,
+        &TCP,
+        None,
+    );
+    lab.expect_filtered(&f, false, "N = 0");
+    // A cleared group hands the interface MAC back: an `ip` MAC is plain multicast again.
+    lab.maps.clear_balance(LEADER).expect("clear");
+    lab.expect_untouched(&f, "cleared group");
+}
+
+/// ICMP echo to a VIP is for this host and exempt; ICMP to any other address is being forwarded and
+/// filtered; ICMPv6 echo requests to a VIP are filtered, other ICMPv6 to a VIP is exempt.
+#[test]
+fn icmp_for_a_vip_is_exempt() {
+    root_or_skip!("icmp_for_a_vip_is_exempt");
+    let mut lab = Lab::new();
+    let mac = interface_mac(BalanceMode::Ip);
+    let client = [192, 0, 2, 7];
+    let client6 = Ipv6Addr::new(0x2001, 0xdb8, 5, 0, 0, 0, 0, 7).octets();
+    let echo = icmp(8, 0, b"ping");
+    for n in [2u32, 3, 5] {
+        // Nothing local: only exempt traffic gets through.
+        lab.configure(BalanceMode::Ip, n, 0);
+        lab.expect_filtered(
+            &ip4_frame(mac, client, VIP, 1, &echo, None),
+            true,
+            "echo to VIP",
+        );
+        lab.expect_filtered(
+            &ip4_frame(mac, client, VIP, 1, &icmp(13, 0, &[0; 12]), None),
+            true,
+            "timestamp to VIP",
+        );
+        lab.expect_filtered(
+            &ip4_frame(mac, client, [8, 8, 8, 8], 1, &echo, None),
+            false,
+            "echo forwarded",
+        );
+        lab.expect_filtered(
+            &ip6_frame(mac, client6, VIP6, 58, &[128, 0, 0, 0, 0, 1, 0, 1]),
+            false,
+            "ICMPv6 echo request to VIP is filtered",
+        );
+        for kind in [1u8, 2, 3, 129, 136] {
+            lab.expect_filtered(
+                &ip6_frame(mac, client6, VIP6, 58, &[kind, 0, 0, 0, 0, 0, 0, 0]),
+                true,
+                &format!("ICMPv6 type {kind} to VIP"),
+            );
+        }
+        // Everything local: the filter takes it all, exempt or not.
+        lab.configure(BalanceMode::Ip, n, full_mask(n));
+        lab.expect_filtered(
+            &ip6_frame(mac, client6, VIP6, 58, &[128, 0, 0, 0, 0, 1, 0, 1]),
+            true,
+            "ICMPv6 echo request, all local",
+        );
+    }
+}
+
+/// IPv4 ICMP errors to a VIP are filtered on (inner destination, outer destination); errors being
+/// forwarded, truncated errors and the like on (src, dst).
+#[test]
+fn icmp_errors_are_refiltered_on_inner_and_outer_destination() {
+    root_or_skip!("icmp_errors_are_refiltered_on_inner_and_outer_destination");
+    let mut lab = Lab::new();
+    let mut rng = Rng(99);
+    let mac = interface_mac(BalanceMode::Ip);
+    let n = 5;
+    let mut disagreeing = 0;
+    for round in 0..200 {
+        let mask = rng.u32() & full_mask(n);
+        if round % 20 == 0 {
+            lab.configure(BalanceMode::Ip, n, mask);
+        }
+        let mask = lab.maps.balance(LEADER).expect("group").local_mask;
+        let (router, peer) = (rng.v4(), rng.v4());
+        // The quoted packet: a UDP datagram the VIP sent to the peer.
+        let mut quoted = ipv4(VIP, peer, 17, 64, 8);
+        quoted.extend_from_slice(&[0x30, 0x39, 0, 53, 0, 8, 0, 0]);
+        let kind = [3u8, 4, 5, 11, 12][round % 5];
+        let err = icmp(kind, 0, &quoted);
+        let inner_outer = spec_bucket_v4(peer, VIP, n);
+        let outer = spec_bucket_v4(router, VIP, n);
+        if inner_outer != outer && bit(mask, inner_outer) != bit(mask, outer) {
+            disagreeing += 1;
+        }
+        // The error lands on the node that owns the flow (VIP, peer).
+        assert_eq!(inner_outer, spec_bucket_v4(VIP, peer, n));
+        lab.expect_filtered(
+            &ip4_frame(mac, router, VIP, 1, &err, None),
+            bit(mask, inner_outer),
+            &format!("type {kind} from {router:?} about {peer:?}"),
+        );
+        // The same error on its way to someone else is forwarded traffic.
+        let other = rng.v4();
+        lab.expect_filtered(
+            &ip4_frame(mac, router, other, 1, &err, None),
+            bit(mask, spec_bucket_v4(router, other, n)),
+            "error being forwarded",
+        );
+        // Too short to quote a header: filtered on (src, dst).
+        lab.expect_filtered(
+            &ip4_frame(mac, router, VIP, 1, &icmp(kind, 0, &quoted[..12]), None),
+            bit(mask, outer),
+            "truncated error",
+        );
+    }
+    assert!(
+        disagreeing > 20,
+        "the inner/outer rule was tested where it differs from (src, dst)"
+    );
+    // A non-first fragment of ICMP to a VIP carries no type: exempt.
+    lab.configure(BalanceMode::Ip, n, 0);
+    let mut frag = ip4_frame(mac, [192, 0, 2, 9], VIP, 1, &[0; 16], None);
+    frag[14 + 6] = 0x00;
+    frag[14 + 7] = 0xb9;
+    lab.expect_filtered(&frag, true, "non-first ICMP fragment to VIP");
+}
+
+/// Genuine broadcast and multicast are never dropped or counted, whatever the mask; so are non-IP
+/// frames and IP multicast/broadcast inside a frame to the interface MAC.
+#[test]
+fn broadcast_and_multicast_pass() {
+    root_or_skip!("broadcast_and_multicast_pass");
+    let mut lab = Lab::new();
+    lab.configure(BalanceMode::Ip, 2, 0);
+    let mac = interface_mac(BalanceMode::Ip);
+    let a = [192, 0, 2, 7];
+    let cases = [
+        (
+            "L2 broadcast",
+            ip4_frame([0xff; 6], a, [192, 0, 2, 255], 17, &[0; 8], None),
+        ),
+        (
+            "mDNS",
+            ip4_frame(
+                [1, 0, 0x5e, 0, 0, 0xfb],
+                a,
+                [224, 0, 0, 251],
+                17,
+                &[0; 8],
+                None,
+            ),
+        ),
+        (
+            "an ip-mode-looking MAC of no group",
+            ip4_frame(
+                [1, 0, 0x5e, 0, 1, LEADER + 1],
+                a,
+                [224, 0, 1, 11],
+                17,
+                &[0; 8],
+                None,
+            ),
+        ),
+        (
+            "IPv6 all-nodes",
+            ip6_frame(
+                [0x33, 0x33, 0, 0, 0, 1],
+                [0x20; 16],
+                [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                17,
+                &[0; 8],
+            ),
+        ),
+        (
+            "IP multicast to the interface MAC",
+            ip4_frame(mac, a, [224, 0, 1, 10], 17, &[0; 8], None),
+        ),
+        (
+            "limited broadcast to the interface MAC",
+            ip4_frame(mac, a, [255; 4], 17, &[0; 8], None),
+        ),
+        (
+            "IPv6 multicast to the interface MAC",
+            ip6_frame(
+                mac,
+                [0x20; 16],
+                [0xff, 0x0e, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9],
+                17,
+                &[0; 8],
+            ),
+        ),
+        ("non-IP to the interface MAC", {
+            let mut f = eth(mac, CLIENT_MAC, 0x88b5, None);
+            f.extend_from_slice(&[0; 46]);
+            f
+        }),
+        ("IP header cut short", {
+            let mut f = eth(mac, CLIENT_MAC, 0x0800, None);
+            f.extend_from_slice(&[0x45, 0, 0, 20, 0, 0]);
+            f
+        }),
+    ];
+    for (what, frame) in cases {
+        lab.expect_untouched(&frame, what);
+    }
+}
+
+/// `arp` mode: of two hosts with complementary masks exactly one answers each requester, the owner
+/// of ntohl(spa) % N, from and with its own node MAC, byte for byte; the other drops the request.
+/// Frames to a node MAC are taken only where that node is MASTER.
+#[test]
+fn arp_mode_only_the_owner_answers() {
+    root_or_skip!("arp_mode_only_the_owner_answers");
+    let mut a = Lab::new();
+    let mut b = Lab::new();
+    let mut rng = Rng(2024);
+    for n in [1u32, 2, 3, 5, 32] {
+        let mask = rng.u32() & full_mask(n);
+        a.configure(BalanceMode::Arp, n, mask);
+        b.configure(BalanceMode::Arp, n, !mask & full_mask(n));
+        for _ in 0..40 {
+            let mut spa = rng.v4();
+            if spa == VIP {
+                spa[3] ^= 1;
+            }
+            let idx = ((spa[0] as u32) << 24
+                | (spa[1] as u32) << 16
+                | (spa[2] as u32) << 8
+                | spa[3] as u32)
+                % n;
+            let node = LEADER + idx as u8;
+            let req = arp_request(CLIENT_MAC, spa, VIP, None);
+            let mut want = eth(CLIENT_MAC, node_mac(node), 0x0806, None);
+            want.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]);
+            want.extend_from_slice(&node_mac(node));
+            want.extend_from_slice(&VIP);
+            want.extend_from_slice(&CLIENT_MAC);
+            want.extend_from_slice(&spa);
+            let (owner, other) = if bit(mask, idx) {
+                (&mut a, &mut b)
+            } else {
+                (&mut b, &mut a)
+            };
+            let (ob, xb) = (owner.stats(node), other.stats(node));
+            assert_eq!(
+                owner.run(&req),
+                (XDP_TX, want),
+                "N={n} spa={spa:?}: the owner answers"
+            );
+            assert_eq!(
+                other.run(&req).0,
+                XDP_DROP,
+                "N={n} spa={spa:?}: the other stays silent"
+            );
+            assert_eq!(owner.stats(node).arp_replies - ob.arp_replies, 1);
+            assert_eq!(
+                other.stats(node).arp_dropped_backup - xb.arp_dropped_backup,
+                1
+            );
+        }
+        // Traffic to node i's MAC is accepted where node i is MASTER.
+        for i in 0..n {
+            let f = ip4_frame(node_mac(LEADER + i as u8), [1; 4], [2; 4], 6, &TCP, None);
+            let (va, vb) = (a.run(&f).0, b.run(&f).0);
+            let want = if bit(mask, i) {
+                (XDP_PASS, XDP_DROP)
+            } else {
+                (XDP_DROP, XDP_PASS)
+            };
+            assert_eq!((va, vb), want, "N={n} node {i}");
+        }
+    }
+}
+
+/// In the IP modes the leader's master answers ARP with the interface MAC as sender hardware address,
+/// from the NIC's own MAC in `ip`/`ip-stealth` and from the interface MAC in `ip-unicast`; NA likewise.
+/// A BACKUP leader stays silent.
+#[test]
+fn ip_mode_replies_carry_the_interface_mac() {
+    root_or_skip!("ip_mode_replies_carry_the_interface_mac");
+    let mut lab = Lab::new();
+    let client = [10, 0, 0, 100];
+    let client6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x64).octets();
+    for (mode, src) in [
+        (BalanceMode::Ip, NIC_MAC),
+        (BalanceMode::IpStealth, NIC_MAC),
+        (
+            BalanceMode::IpUnicast,
+            interface_mac(BalanceMode::IpUnicast),
+        ),
+    ] {
+        let hw = interface_mac(mode);
+        lab.configure(mode, 3, 0b101);
+        let (verdict, reply) = lab.run(&arp_request(CLIENT_MAC, client, VIP, None));
+        let mut want = eth(CLIENT_MAC, src, 0x0806, None);
+        want.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]);
+        want.extend_from_slice(&hw);
+        want.extend_from_slice(&VIP);
+        want.extend_from_slice(&CLIENT_MAC);
+        want.extend_from_slice(&client);
+        assert_eq!((verdict, reply), (XDP_TX, want), "{mode:?} ARP");
+
+        let (verdict, na) = lab.run(&neighbour_solicit(CLIENT_MAC, client6, VIP6, true));
+        assert_eq!(verdict, XDP_TX, "{mode:?} NA");
+        assert_eq!(&na[0..6], &CLIENT_MAC);
+        assert_eq!(&na[6..12], &src, "{mode:?} NA source");
+        let msg = &na[54..];
+        assert_eq!(&msg[24..26], &[2, 1]);
+        assert_eq!(&msg[26..32], &hw, "{mode:?} NA target link-layer address");
+        assert_eq!(icmp6_csum(VIP6, client6, msg), 0, "NA checksum verifies");
+
+        // Leader BACKUP (node 2 still MASTER here): no answer.
+        lab.configure(mode, 3, 0b100);
+        assert_eq!(
+            lab.run(&arp_request(CLIENT_MAC, client, VIP, None)).0,
+            XDP_DROP,
+            "{mode:?} BACKUP leader"
+        );
+    }
+}
