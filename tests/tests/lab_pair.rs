@@ -393,3 +393,67 @@ fn sighup_reload_keeps_unchanged_state_adds_and_removes() {
     assert_eq!(gw2.carpd_state().as_deref(), Some("BACKUP"));
     assert!(pair.client_reaches_vip(Duration::from_secs(3)));
 }
+
+#[test]
+fn ipv6_vip_answered_by_master_and_moves_on_failover() {
+    if !require_root("ipv6_vip_answered_by_master_and_moves_on_failover") {
+        return;
+    }
+    let pair = Pair::new("cpv6");
+    for (ns, ip) in [
+        (&pair.gw1, "2001:db8::11"),
+        (&pair.gw2, "2001:db8::12"),
+        (&pair.client, "2001:db8::100"),
+    ] {
+        ns.run(&format!("ip -6 addr add {ip}/64 dev eth0 nodad"));
+    }
+    let config = |skew: u8| {
+        Pair::config(skew).replace(
+            "addresses = [\"10.0.0.1/24\"]",
+            "addresses = [\"10.0.0.1/24\", \"2001:db8::1/64\"]",
+        )
+    };
+    let mut gw1 = pair.carpd(&pair.gw1, "gw1", &config(0));
+    assert!(gw1.wait_log("BACKUP -> MASTER", SETTLE), "{}", gw1.log());
+    let gw2 = pair.carpd(&pair.gw2, "gw2", &config(100));
+    assert!(gw2.wait_log("INIT -> BACKUP", SETTLE), "{}", gw2.log());
+    let ping6 = || {
+        let end = Instant::now() + Duration::from_secs(4);
+        while Instant::now() < end {
+            let ok = std::process::Command::new("nsenter")
+                .arg(format!("--net=/run/netns/{}", pair.client.name))
+                .args(["ping", "-6", "-c1", "-W1", "2001:db8::1"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ok {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    };
+    assert!(ping6(), "the client cannot reach the IPv6 VIP");
+    let neigh = pair.client.run("ip -6 neigh show 2001:db8::1");
+    assert!(neigh.contains(VMAC1), "{neigh}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        gw2.carpd_state().as_deref(),
+        Some("BACKUP"),
+        "{}",
+        gw2.log()
+    );
+    gw1.kill9();
+    pair.gw1.run("ip link set eth0 down");
+    assert!(
+        gw2.wait_log("BACKUP -> MASTER", Duration::from_secs(8)),
+        "{}",
+        gw2.log()
+    );
+    pair.client.run("ip -6 neigh flush dev eth0");
+    assert!(
+        ping6(),
+        "the client cannot reach the IPv6 VIP after failover"
+    );
+    let neigh = pair.client.run("ip -6 neigh show 2001:db8::1");
+    assert!(neigh.contains(VMAC1), "{neigh}");
+}
