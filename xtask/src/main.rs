@@ -33,6 +33,15 @@ enum Command {
     /// Set up, then run the benchmarks (needs root): XDP ns/packet against a trivial XDP_PASS program,
     /// written to target/bench/results.json (BENCHMARKS.md keeps the latest table).
     Bench,
+    /// Set up, then fuzz every parser (advert, config, ifconfig) for N seconds each with cargo-fuzz on
+    /// nightly, starting from the seed corpora in fuzz/seeds. Crashes land in fuzz/artifacts/.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only these targets (default: all).
+        targets: Vec<String>,
+    },
     /// Run a simulator scenario and print its timeline (`cargo xtask sim --list` lists them).
     Sim {
         /// Scenario name, or --list.
@@ -56,6 +65,10 @@ fn main() -> Result<()> {
         Command::Bench => {
             setup::ensure_all()?;
             bench()
+        }
+        Command::Fuzz { seconds, targets } => {
+            setup::ensure_all()?;
+            fuzz(seconds, &targets)
         }
         Command::Sim { args } => sim(&args),
     }
@@ -99,6 +112,45 @@ fn bench() -> Result<()> {
             "target/bench/results.json",
         ],
     )
+}
+
+/// The cargo-fuzz targets in fuzz/fuzz_targets.
+const FUZZ_TARGETS: [&str; 3] = ["advert", "config", "ifconfig"];
+
+fn fuzz(seconds: u64, only: &[String]) -> Result<()> {
+    if util::output("cargo", &["fuzz", "--version"]).is_none() {
+        util::step("cargo-fuzz: installing");
+        util::run("cargo", &["install", "cargo-fuzz", "--locked"])?;
+    }
+    let targets: Vec<&str> = if only.is_empty() {
+        FUZZ_TARGETS.to_vec()
+    } else {
+        only.iter().map(String::as_str).collect()
+    };
+    for target in targets {
+        anyhow::ensure!(
+            FUZZ_TARGETS.contains(&target),
+            "unknown fuzz target {target:?}: the targets are {}",
+            FUZZ_TARGETS.join(", ")
+        );
+        util::step(&format!("fuzzing {target} for {seconds} s"));
+        let corpus = format!("corpus/{target}");
+        let seeds = format!("seeds/{target}");
+        std::fs::create_dir_all(format!("fuzz/{corpus}"))?;
+        let max_time = format!("-max_total_time={seconds}");
+        let status = std::process::Command::new("cargo")
+            .current_dir("fuzz")
+            .args([
+                "+nightly", "fuzz", "run", target, &corpus, &seeds, "--", &max_time,
+            ])
+            .status()?;
+        anyhow::ensure!(
+            status.success(),
+            "fuzz target {target} found a crash: the input is in fuzz/artifacts/{target}/; copy it to \
+             fuzz/regressions/{target}/ so carp-userspace/tests/fuzz_regressions.rs keeps it"
+        );
+    }
+    Ok(())
 }
 
 fn demo() -> Result<()> {
