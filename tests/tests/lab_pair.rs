@@ -65,6 +65,12 @@ fn election_by_advskew_one_master_client_reaches_vip() {
     assert!(!m.contains("fe80"), "{m}");
     assert!(pair.gw1.run("ip -o link show carp0").contains(VMAC1));
 
+    // The BACKUP never sends a frame from the virtual MAC (the switch must not learn it at its port).
+    let captured = pair
+        .sw
+        .run("timeout 3 tcpdump -n -Q in -i cpel-p1 -c 1 ether src 00:00:5e:00:01:01 2>&1; true");
+    assert!(captured.contains("0 packets captured"), "{captured}");
+
     // A second carpd on the same carpdev refuses to start and says why.
     let out = std::process::Command::new("nsenter")
         .arg(format!("--net=/run/netns/{}", pair.gw1.name))
@@ -302,7 +308,26 @@ fn carpdev_carrier_loss_goes_init_and_backup_takes_over() {
         return;
     }
     let pair = Pair::new("cplk");
-    let (gw1, gw2) = elect(&pair);
+    let gw1 = pair.carpd(&pair.gw1, "gw1", &Pair::config(0));
+    assert!(gw1.wait_log("BACKUP -> MASTER", SETTLE), "{}", gw1.log());
+    // gw2 runs hooks: `script <carpif> <state> <vip...>`, with a clean environment.
+    let hook = pair.dir.join("hook.sh");
+    let hook_log = pair.dir.join("hook.log");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\necho \"$* home=${{HOME:-unset}}\" >> {}\n",
+            hook_log.display()
+        ),
+    )
+    .unwrap();
+    pair.gw2.run(&format!("chmod +x {}", hook.display()));
+    let hooks = format!(
+        "up_script = \"{0}\"\ndown_script = \"{0}\"\n",
+        hook.display()
+    );
+    let gw2 = pair.carpd(&pair.gw2, "gw2", &(Pair::config(100) + &hooks));
+    assert!(gw2.wait_log("INIT -> BACKUP", SETTLE), "{}", gw2.log());
     // Unplug gw1's cable at the switch: its eth0 loses carrier.
     pair.sw.run("ip link set cplk-p0 down");
     assert!(
@@ -332,6 +357,8 @@ fn carpdev_carrier_loss_goes_init_and_backup_takes_over() {
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(gw1.carpd_state().as_deref(), Some("BACKUP"));
     assert_eq!(gw2.carpd_state().as_deref(), Some("MASTER"));
+    let hook_ran = std::fs::read_to_string(&hook_log).unwrap_or_default();
+    assert_eq!(hook_ran, "carp0 MASTER 10.0.0.1 home=unset\n");
 }
 
 #[test]
