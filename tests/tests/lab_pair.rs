@@ -484,3 +484,50 @@ fn ipv6_vip_answered_by_master_and_moves_on_failover() {
     let neigh = pair.client.run("ip -6 neigh show 2001:db8::1");
     assert!(neigh.contains(VMAC1), "{neigh}");
 }
+
+#[test]
+fn carppeer_unicast_adverts_elect_and_fail_over() {
+    if !require_root("carppeer_unicast_adverts_elect_and_fail_over") {
+        return;
+    }
+    let pair = Pair::new("cppe");
+    let gw1 = pair.carpd(
+        &pair.gw1,
+        "gw1",
+        &(Pair::config(0) + "peer = \"10.0.0.12\"\n"),
+    );
+    assert!(gw1.wait_log("BACKUP -> MASTER", SETTLE), "{}", gw1.log());
+    let gw2 = pair.carpd(
+        &pair.gw2,
+        "gw2",
+        &(Pair::config(100) + "peer = \"10.0.0.11\"\n"),
+    );
+    assert!(gw2.wait_log("INIT -> BACKUP", SETTLE), "{}", gw2.log());
+    // Adverts go to the peer, not the group.
+    let seen = pair
+        .sw
+        .run("timeout 2 tcpdump -n -Q in -i cppe-p0 -c 1 ip proto 112 2>/dev/null; true");
+    assert!(seen.contains("10.0.0.11 > 10.0.0.12"), "{seen}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        gw2.carpd_state().as_deref(),
+        Some("BACKUP"),
+        "{}",
+        gw2.log()
+    );
+    let mut gw1 = gw1;
+    gw1.signal(libc::SIGTERM);
+    assert!(
+        gw2.wait_log(
+            "BACKUP -> MASTER (master bowed out)",
+            Duration::from_secs(2)
+        ),
+        "{}",
+        gw2.log()
+    );
+    assert!(
+        gw1.wait_exit(Duration::from_secs(5))
+            .is_some_and(|s| s.success())
+    );
+    assert!(pair.client_reaches_vip(Duration::from_secs(3)));
+}
