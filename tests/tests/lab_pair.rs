@@ -531,3 +531,30 @@ fn carppeer_unicast_adverts_elect_and_fail_over() {
     );
     assert!(pair.client_reaches_vip(Duration::from_secs(3)));
 }
+
+#[test]
+fn stalled_backup_controller_does_not_fail_over_falsely() {
+    if !require_root("stalled_backup_controller_does_not_fail_over_falsely") {
+        return;
+    }
+    let pair = Pair::new("cpst");
+    let (gw1, gw2) = elect(&pair);
+    // Freeze gw2's controller for longer than master-down; the XDP program keeps queueing adverts.
+    gw2.signal(libc::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(5));
+    gw2.signal(libc::SIGCONT);
+    // On waking, the master-down timer is overdue; the queued adverts must be read first.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        gw2.carpd_state().as_deref(),
+        Some("BACKUP"),
+        "{}",
+        gw2.log()
+    );
+    assert_eq!(
+        gw1.carpd_state().as_deref(),
+        Some("MASTER"),
+        "{}",
+        gw1.log()
+    );
+}
