@@ -69,11 +69,11 @@ enum Decision {
     Unfiltered,
 }
 
-/// `classify`'s answer for `Decision::Unfiltered`. The answer crosses a BPF call as one scalar.
+/// The ICMP functions' answer for `Decision::Unfiltered`: it crosses a BPF call as one scalar.
 const CLASS_UNFILTERED: u64 = 0;
-/// `classify`'s answer for `Decision::Exempt`.
+/// The ICMP functions' answer for `Decision::Exempt`.
 const CLASS_EXEMPT: u64 = 1 << 33;
-/// Flag of `classify`'s answer for `Decision::Fold`; the fold is in the low 32 bits.
+/// Flag of the ICMP functions' answer for `Decision::Fold`; the fold is in the low 32 bits.
 const CLASS_FOLD: u64 = 1 << 32;
 
 /// True for the three IP balancing modes.
@@ -92,17 +92,19 @@ pub fn ip_group_of(dst: &[u8; 6]) -> Option<&'static BalanceGroup> {
 }
 
 /// The L3 filter for a frame to the interface MAC of `group`, led by `leader`. Inlined into the
-/// entry point so the group found by `ip_group_of` is used without a second lookup; the parsing, which
-/// needs stack, is its own BPF function.
+/// entry point with the common case (fold, bucket, count) so that a non-ICMP frame costs no BPF call
+/// and no second lookup; ICMP, which needs a VIP lookup and stack, goes to its own BPF functions.
 #[inline(always)]
 pub fn ip_filter(ctx: &XdpContext, l2: L2, leader: u8, group: &BalanceGroup) -> u32 {
-    let class = classify(ctx, l2);
-    let accept = if class & CLASS_FOLD != 0 {
-        owns(group.nodes, group.local_mask, class as u32)
-    } else if class == CLASS_EXEMPT {
-        true
-    } else {
-        return xdp_action::XDP_PASS;
+    let decision = match l2.proto {
+        ETH_P_IP => decide_v4(ctx, l2.l3),
+        ETH_P_IPV6 => decide_v6(ctx, l2.l3),
+        _ => Decision::Unfiltered,
+    };
+    let accept = match decision {
+        Decision::Fold(fold) => owns(group.nodes, group.local_mask, fold),
+        Decision::Exempt => true,
+        Decision::Unfiltered => return xdp_action::XDP_PASS,
     };
     let counters = Counters::of(leader);
     if accept {
@@ -114,14 +116,21 @@ pub fn ip_filter(ctx: &XdpContext, l2: L2, leader: u8, group: &BalanceGroup) -> 
     }
 }
 
-/// Parses the L3 header of a frame to the interface MAC and says how the filter treats it.
-#[inline(never)]
-fn classify(ctx: &XdpContext, l2: L2) -> u64 {
-    let decision = match l2.proto {
-        ETH_P_IP => decide_v4(ctx, l2.l3),
-        ETH_P_IPV6 => decide_v6(ctx, l2.l3),
-        _ => Decision::Unfiltered,
-    };
+/// The `Decision` of a `CLASS_*` answer.
+#[inline(always)]
+fn decision_of(class: u64) -> Decision {
+    if class & CLASS_FOLD != 0 {
+        Decision::Fold(class as u32)
+    } else if class == CLASS_EXEMPT {
+        Decision::Exempt
+    } else {
+        Decision::Unfiltered
+    }
+}
+
+/// The `CLASS_*` answer of a `Decision`.
+#[inline(always)]
+fn class_of(decision: Decision) -> u64 {
     match decision {
         Decision::Fold(fold) => CLASS_FOLD | fold as u64,
         Decision::Exempt => CLASS_EXEMPT,
@@ -139,7 +148,7 @@ fn owns(nodes: u8, mask: u32, fold: u32) -> bool {
     (mask >> (fold % n)) & 1 == 1
 }
 
-/// IPv4: fold on (src, dst), or the ICMP rules for a VIP destination.
+/// IPv4: fold on (src, dst); ICMP goes to `icmp_v4`.
 #[inline(always)]
 fn decide_v4(ctx: &XdpContext, l3: usize) -> Decision {
     let Ok(ip) = ptr_at::<Ipv4Hdr>(ctx, l3) else {
@@ -147,27 +156,41 @@ fn decide_v4(ctx: &XdpContext, l3: usize) -> Decision {
     };
     // SAFETY: ptr_at checked the bounds; the struct is all bytes.
     let ip = unsafe { &*ip };
-    // XOR commutes with the byte swap: XOR the bytes, assemble once, and the result is ntohl(src ^ dst).
-    let (src, dst) = (ip.src, ip.dst);
+    let dst = ip.dst;
     if ipv4::is_multicast(dst) || dst == [0xff; 4] {
         return Decision::Unfiltered;
     }
-    let fold = xor4(src, dst);
-    if ip.proto != IPPROTO_ICMP || vip_vhid(&v4_key(dst)).is_none() {
+    let fold = xor4(ip.src, dst);
+    if ip.proto != IPPROTO_ICMP {
         return Decision::Fold(fold);
     }
+    decision_of(icmp_v4(ctx, l3, fold))
+}
+
+/// IPv4 ICMP: the fold for traffic being forwarded, the rules for ICMP to a VIP (module doc).
+#[inline(never)]
+fn icmp_v4(ctx: &XdpContext, l3: usize, fold: u32) -> u64 {
+    let Ok(ip) = ptr_at::<Ipv4Hdr>(ctx, l3) else {
+        return CLASS_UNFILTERED;
+    };
+    // SAFETY: ptr_at checked the bounds; the struct is all bytes.
+    let ip = unsafe { &*ip };
+    let dst = ip.dst;
+    if vip_vhid(&v4_key(dst)).is_none() {
+        return class_of(Decision::Fold(fold));
+    }
     if be16(ip.frag) & 0x1fff != 0 {
-        return Decision::Exempt;
+        return CLASS_EXEMPT;
     }
     let hlen = ip.header_len();
     if hlen < 20 {
-        return Decision::Fold(fold);
+        return class_of(Decision::Fold(fold));
     }
     let Ok(icmp) = ptr_at::<[u8; 8]>(ctx, l3 + hlen) else {
-        return Decision::Fold(fold);
+        return class_of(Decision::Fold(fold));
     };
     // SAFETY: ptr_at checked the bounds.
-    match unsafe { (*icmp)[0] } {
+    class_of(match unsafe { (*icmp)[0] } {
         // Unreachable, source quench, redirect, time exceeded, parameter problem.
         3 | 4 | 5 | 11 | 12 => match ptr_at::<Ipv4Hdr>(ctx, l3 + hlen + 8) {
             // SAFETY: ptr_at checked the bounds.
@@ -175,10 +198,10 @@ fn decide_v4(ctx: &XdpContext, l3: usize) -> Decision {
             Err(_) => Decision::Fold(fold),
         },
         _ => Decision::Exempt,
-    }
+    })
 }
 
-/// IPv6: fold on (src, dst); ICMPv6 to a VIP other than echo requests is exempt.
+/// IPv6: fold on (src, dst); ICMPv6 goes to `icmp_v6`.
 #[inline(always)]
 fn decide_v6(ctx: &XdpContext, l3: usize) -> Decision {
     let Ok(ip) = ptr_at::<Ipv6Hdr>(ctx, l3) else {
@@ -193,18 +216,28 @@ fn decide_v6(ctx: &XdpContext, l3: usize) -> Decision {
     if ip.nexthdr != IPPROTO_ICMPV6 {
         return Decision::Fold(fold);
     }
+    decision_of(icmp_v6(ctx, l3, fold))
+}
+
+/// ICMPv6: exempt when for a VIP and not an echo request, else the fold.
+#[inline(never)]
+fn icmp_v6(ctx: &XdpContext, l3: usize, fold: u32) -> u64 {
+    let Ok(ip) = ptr_at::<Ipv6Hdr>(ctx, l3) else {
+        return CLASS_UNFILTERED;
+    };
+    // SAFETY: ptr_at checked the bounds; the struct is all bytes.
     let key = VipKey {
         family: 6,
         pad: [0; 3],
-        addr: ip.dst,
+        addr: unsafe { (*ip).dst },
     };
     if vip_vhid(&key).is_none() {
-        return Decision::Fold(fold);
+        return class_of(Decision::Fold(fold));
     }
     match ptr_at::<u8>(ctx, l3 + core::mem::size_of::<Ipv6Hdr>()) {
         // SAFETY: ptr_at checked the bounds.
-        Ok(t) if unsafe { *t } != ICMP6_ECHO_REQUEST => Decision::Exempt,
-        _ => Decision::Fold(fold),
+        Ok(t) if unsafe { *t } != ICMP6_ECHO_REQUEST => CLASS_EXEMPT,
+        _ => class_of(Decision::Fold(fold)),
     }
 }
 
