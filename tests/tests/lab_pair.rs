@@ -65,6 +65,13 @@ fn election_by_advskew_one_master_client_reaches_vip() {
     assert!(!m.contains("fe80"), "{m}");
     assert!(pair.gw1.run("ip -o link show carp0").contains(VMAC1));
 
+    // Both carpdevs joined the CARP groups, so a real NIC's multicast filter admits adverts.
+    for ns in [&pair.gw1, &pair.gw2] {
+        let maddr = ns.run("ip maddr show dev eth0");
+        assert!(maddr.contains("224.0.0.18"), "{maddr}");
+        assert!(maddr.contains("ff02::12"), "{maddr}");
+    }
+
     // The BACKUP never sends a frame from the virtual MAC (the switch must not learn it at its port).
     let captured = pair
         .sw
