@@ -115,7 +115,9 @@ pub struct VhidEntry {
 /// indexed by the group's leader vhid.
 ///
 /// Everything the XDP decision needs is in this one value so the controller changes a group with a
-/// single array update: mode, N and mask never come from different generations of the configuration.
+/// single array update: there is no window between two updates in which mode, N and mask disagree.
+/// (The kernel copies an array value without a lock, so a frame on another CPU during the copy itself
+/// may see a mix of the old and new value: at worst that one frame is decided by the old mask.)
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BalanceGroup {

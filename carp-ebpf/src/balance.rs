@@ -50,7 +50,7 @@ use crate::{
 };
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use carp_common::{
-    maps::{BalanceMode, MAX_CARPNODES, VhidEntry, VipKey},
+    maps::{BalanceGroup, BalanceMode, MAX_CARPNODES, VhidEntry, VipKey},
     proto::{ETH_P_IP, ETH_P_IPV6},
 };
 
@@ -69,6 +69,13 @@ enum Decision {
     Unfiltered,
 }
 
+/// The ICMP functions' answer for `Decision::Unfiltered`: it crosses a BPF call as one scalar.
+const CLASS_UNFILTERED: u64 = 0;
+/// The ICMP functions' answer for `Decision::Exempt`.
+const CLASS_EXEMPT: u64 = 1 << 33;
+/// Flag of the ICMP functions' answer for `Decision::Fold`; the fold is in the low 32 bits.
+const CLASS_FOLD: u64 = 1 << 32;
+
 /// True for the three IP balancing modes.
 #[inline(always)]
 pub fn is_ip_mode(mode: u8) -> bool {
@@ -77,30 +84,27 @@ pub fn is_ip_mode(mode: u8) -> bool {
         || mode == BalanceMode::IpUnicast as u8
 }
 
-/// The leader vhid of the IP-mode group whose interface MAC is exactly `dst`, if any.
+/// The IP-mode group whose interface MAC is exactly `dst`, if any (its leader vhid is `dst[5]`).
 #[inline(always)]
-pub fn ip_group_of(dst: &[u8; 6]) -> Option<u8> {
-    let leader = dst[5];
-    let group = balance_group(leader)?;
-    (is_ip_mode(group.mode) && group.mac == *dst).then_some(leader)
+pub fn ip_group_of(dst: &[u8; 6]) -> Option<&'static BalanceGroup> {
+    let group = balance_group(dst[5])?;
+    (is_ip_mode(group.mode) && group.mac == *dst).then_some(group)
 }
 
-/// The L3 filter for a frame to the interface MAC of the group led by `leader`.
-#[inline(never)]
-pub fn ip_filter(ctx: &XdpContext, l2: L2, leader: u8) -> u32 {
+/// The L3 filter for a frame to the interface MAC of `group`, led by `leader`. Inlined into the
+/// entry point with the common case (fold, bucket, count) so that a non-ICMP frame costs no BPF call
+/// and no second lookup; ICMP, which needs a VIP lookup and stack, goes to its own BPF functions.
+#[inline(always)]
+pub fn ip_filter(ctx: &XdpContext, l2: L2, leader: u8, group: &BalanceGroup) -> u32 {
     let decision = match l2.proto {
         ETH_P_IP => decide_v4(ctx, l2.l3),
         ETH_P_IPV6 => decide_v6(ctx, l2.l3),
         _ => Decision::Unfiltered,
     };
     let accept = match decision {
-        Decision::Unfiltered => return xdp_action::XDP_PASS,
+        Decision::Fold(fold) => owns(group.nodes, group.local_mask, fold),
         Decision::Exempt => true,
-        Decision::Fold(fold) => match balance_group(leader) {
-            Some(group) => owns(group.nodes, group.local_mask, fold),
-            // The controller removed the group between the two lookups: no filter any more.
-            None => return xdp_action::XDP_PASS,
-        },
+        Decision::Unfiltered => return xdp_action::XDP_PASS,
     };
     let counters = Counters::of(leader);
     if accept {
@@ -109,6 +113,28 @@ pub fn ip_filter(ctx: &XdpContext, l2: L2, leader: u8) -> u32 {
     } else {
         counters.bump(|s| &mut s.balanced_drop);
         xdp_action::XDP_DROP
+    }
+}
+
+/// The `Decision` of a `CLASS_*` answer.
+#[inline(always)]
+fn decision_of(class: u64) -> Decision {
+    if class & CLASS_FOLD != 0 {
+        Decision::Fold(class as u32)
+    } else if class == CLASS_EXEMPT {
+        Decision::Exempt
+    } else {
+        Decision::Unfiltered
+    }
+}
+
+/// The `CLASS_*` answer of a `Decision`.
+#[inline(always)]
+fn class_of(decision: Decision) -> u64 {
+    match decision {
+        Decision::Fold(fold) => CLASS_FOLD | fold as u64,
+        Decision::Exempt => CLASS_EXEMPT,
+        Decision::Unfiltered => CLASS_UNFILTERED,
     }
 }
 
@@ -122,7 +148,7 @@ fn owns(nodes: u8, mask: u32, fold: u32) -> bool {
     (mask >> (fold % n)) & 1 == 1
 }
 
-/// IPv4: fold on (src, dst), or the ICMP rules for a VIP destination.
+/// IPv4: fold on (src, dst); ICMP goes to `icmp_v4`.
 #[inline(always)]
 fn decide_v4(ctx: &XdpContext, l3: usize) -> Decision {
     let Ok(ip) = ptr_at::<Ipv4Hdr>(ctx, l3) else {
@@ -130,38 +156,52 @@ fn decide_v4(ctx: &XdpContext, l3: usize) -> Decision {
     };
     // SAFETY: ptr_at checked the bounds; the struct is all bytes.
     let ip = unsafe { &*ip };
-    // XOR commutes with the byte swap, so folding host-order words is ntohl(src ^ dst).
-    let dst = u32::from_be_bytes(ip.dst);
-    if ipv4::is_multicast(ip.dst) || dst == u32::MAX {
+    let dst = ip.dst;
+    if ipv4::is_multicast(dst) || dst == [0xff; 4] {
         return Decision::Unfiltered;
     }
-    let fold = u32::from_be_bytes(ip.src) ^ dst;
-    if ip.proto != IPPROTO_ICMP || vip_vhid(&v4_key(ip.dst)).is_none() {
+    let fold = xor4(ip.src, dst);
+    if ip.proto != IPPROTO_ICMP {
         return Decision::Fold(fold);
     }
+    decision_of(icmp_v4(ctx, l3, fold))
+}
+
+/// IPv4 ICMP: the fold for traffic being forwarded, the rules for ICMP to a VIP (module doc).
+#[inline(never)]
+fn icmp_v4(ctx: &XdpContext, l3: usize, fold: u32) -> u64 {
+    let Ok(ip) = ptr_at::<Ipv4Hdr>(ctx, l3) else {
+        return CLASS_UNFILTERED;
+    };
+    // SAFETY: ptr_at checked the bounds; the struct is all bytes.
+    let ip = unsafe { &*ip };
+    let dst = ip.dst;
+    if vip_vhid(&v4_key(dst)).is_none() {
+        return class_of(Decision::Fold(fold));
+    }
     if be16(ip.frag) & 0x1fff != 0 {
-        return Decision::Exempt;
+        return CLASS_EXEMPT;
     }
     let hlen = ip.header_len();
     if hlen < 20 {
-        return Decision::Fold(fold);
+        return class_of(Decision::Fold(fold));
     }
     let Ok(icmp) = ptr_at::<[u8; 8]>(ctx, l3 + hlen) else {
-        return Decision::Fold(fold);
+        return class_of(Decision::Fold(fold));
     };
     // SAFETY: ptr_at checked the bounds.
-    match unsafe { (*icmp)[0] } {
+    class_of(match unsafe { (*icmp)[0] } {
         // Unreachable, source quench, redirect, time exceeded, parameter problem.
         3 | 4 | 5 | 11 | 12 => match ptr_at::<Ipv4Hdr>(ctx, l3 + hlen + 8) {
             // SAFETY: ptr_at checked the bounds.
-            Ok(inner) => Decision::Fold(u32::from_be_bytes(unsafe { (*inner).dst }) ^ dst),
+            Ok(inner) => Decision::Fold(xor4(unsafe { (*inner).dst }, dst)),
             Err(_) => Decision::Fold(fold),
         },
         _ => Decision::Exempt,
-    }
+    })
 }
 
-/// IPv6: fold on (src, dst); ICMPv6 to a VIP other than echo requests is exempt.
+/// IPv6: fold on (src, dst); ICMPv6 goes to `icmp_v6`.
 #[inline(always)]
 fn decide_v6(ctx: &XdpContext, l3: usize) -> Decision {
     let Ok(ip) = ptr_at::<Ipv6Hdr>(ctx, l3) else {
@@ -172,32 +212,53 @@ fn decide_v6(ctx: &XdpContext, l3: usize) -> Decision {
     if ipv6::is_multicast(&ip.dst) {
         return Decision::Unfiltered;
     }
-    let fold = fold16(&ip.src) ^ fold16(&ip.dst);
+    let fold = fold32(&ip.src, &ip.dst);
     if ip.nexthdr != IPPROTO_ICMPV6 {
         return Decision::Fold(fold);
     }
+    decision_of(icmp_v6(ctx, l3, fold))
+}
+
+/// ICMPv6: exempt when for a VIP and not an echo request, else the fold.
+#[inline(never)]
+fn icmp_v6(ctx: &XdpContext, l3: usize, fold: u32) -> u64 {
+    let Ok(ip) = ptr_at::<Ipv6Hdr>(ctx, l3) else {
+        return CLASS_UNFILTERED;
+    };
+    // SAFETY: ptr_at checked the bounds; the struct is all bytes.
     let key = VipKey {
         family: 6,
         pad: [0; 3],
-        addr: ip.dst,
+        addr: unsafe { (*ip).dst },
     };
     if vip_vhid(&key).is_none() {
-        return Decision::Fold(fold);
+        return class_of(Decision::Fold(fold));
     }
     match ptr_at::<u8>(ctx, l3 + core::mem::size_of::<Ipv6Hdr>()) {
         // SAFETY: ptr_at checked the bounds.
-        Ok(t) if unsafe { *t } != ICMP6_ECHO_REQUEST => Decision::Exempt,
-        _ => Decision::Fold(fold),
+        Ok(t) if unsafe { *t } != ICMP6_ECHO_REQUEST => CLASS_EXEMPT,
+        _ => class_of(Decision::Fold(fold)),
     }
 }
 
-/// XOR of the four big-endian 32-bit words of an IPv6 address.
+/// `ntohl(a ^ b)` of two IPv4 addresses, XORed byte by byte and assembled once.
 #[inline(always)]
-fn fold16(a: &[u8; 16]) -> u32 {
-    u32::from_be_bytes([a[0], a[1], a[2], a[3]])
-        ^ u32::from_be_bytes([a[4], a[5], a[6], a[7]])
-        ^ u32::from_be_bytes([a[8], a[9], a[10], a[11]])
-        ^ u32::from_be_bytes([a[12], a[13], a[14], a[15]])
+fn xor4(a: [u8; 4], b: [u8; 4]) -> u32 {
+    u32::from_be_bytes([a[0] ^ b[0], a[1] ^ b[1], a[2] ^ b[2], a[3] ^ b[3]])
+}
+
+/// `ntohl` of the XOR of the eight 32-bit words of two IPv6 addresses. Byte i of the fold is the XOR
+/// of every byte at position i mod 4, so the bytes are XORed first and assembled once, which halves
+/// the instructions of assembling eight words.
+#[inline(always)]
+fn fold32(a: &[u8; 16], b: &[u8; 16]) -> u32 {
+    let mut f = [0u8; 4];
+    let mut i = 0;
+    while i < 16 {
+        f[i & 3] ^= a[i] ^ b[i];
+        i += 1;
+    }
+    u32::from_be_bytes(f)
 }
 
 /// The `carp_vips` key of an IPv4 address.

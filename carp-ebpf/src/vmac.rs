@@ -26,8 +26,8 @@ pub fn filter(ctx: &XdpContext, l2: L2) -> u32 {
     {
         return xdp_action::XDP_PASS;
     }
-    if let Some(leader) = balance::ip_group_of(&dst) {
-        return balance::ip_filter(ctx, l2, leader);
+    if let Some(group) = balance::ip_group_of(&dst) {
+        return balance::ip_filter(ctx, l2, dst[5], group);
     }
     // Any other multicast MAC is genuinely multicast: never ours to drop.
     if dst[0] != 0x00 {

@@ -175,6 +175,8 @@ impl Pair {
 impl Drop for Pair {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.bpffs);
+        // Logs of a failing test were printed by the daemons' Drop; keep nothing behind.
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -65,6 +65,19 @@ fn election_by_advskew_one_master_client_reaches_vip() {
     assert!(!m.contains("fe80"), "{m}");
     assert!(pair.gw1.run("ip -o link show carp0").contains(VMAC1));
 
+    // Both carpdevs joined the CARP groups, so a real NIC's multicast filter admits adverts.
+    for ns in [&pair.gw1, &pair.gw2] {
+        let maddr = ns.run("ip maddr show dev eth0");
+        assert!(maddr.contains("224.0.0.18"), "{maddr}");
+        assert!(maddr.contains("ff02::12"), "{maddr}");
+    }
+
+    // The BACKUP never sends a frame from the virtual MAC (the switch must not learn it at its port).
+    let captured = pair
+        .sw
+        .run("timeout 3 tcpdump -n -Q in -i cpel-p1 -c 1 ether src 00:00:5e:00:01:01 2>&1; true");
+    assert!(captured.contains("0 packets captured"), "{captured}");
+
     // A second carpd on the same carpdev refuses to start and says why.
     let out = std::process::Command::new("nsenter")
         .arg(format!("--net=/run/netns/{}", pair.gw1.name))
@@ -302,7 +315,26 @@ fn carpdev_carrier_loss_goes_init_and_backup_takes_over() {
         return;
     }
     let pair = Pair::new("cplk");
-    let (gw1, gw2) = elect(&pair);
+    let gw1 = pair.carpd(&pair.gw1, "gw1", &Pair::config(0));
+    assert!(gw1.wait_log("BACKUP -> MASTER", SETTLE), "{}", gw1.log());
+    // gw2 runs hooks: `script <carpif> <state> <vip...>`, with a clean environment.
+    let hook = pair.dir.join("hook.sh");
+    let hook_log = pair.dir.join("hook.log");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\necho \"$* home=${{HOME:-unset}}\" >> {}\n",
+            hook_log.display()
+        ),
+    )
+    .unwrap();
+    pair.gw2.run(&format!("chmod +x {}", hook.display()));
+    let hooks = format!(
+        "up_script = \"{0}\"\ndown_script = \"{0}\"\n",
+        hook.display()
+    );
+    let gw2 = pair.carpd(&pair.gw2, "gw2", &(Pair::config(100) + &hooks));
+    assert!(gw2.wait_log("INIT -> BACKUP", SETTLE), "{}", gw2.log());
     // Unplug gw1's cable at the switch: its eth0 loses carrier.
     pair.sw.run("ip link set cplk-p0 down");
     assert!(
@@ -332,6 +364,8 @@ fn carpdev_carrier_loss_goes_init_and_backup_takes_over() {
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(gw1.carpd_state().as_deref(), Some("BACKUP"));
     assert_eq!(gw2.carpd_state().as_deref(), Some("MASTER"));
+    let hook_ran = std::fs::read_to_string(&hook_log).unwrap_or_default();
+    assert_eq!(hook_ran, "carp0 MASTER 10.0.0.1 home=unset\n");
 }
 
 #[test]
@@ -456,4 +490,78 @@ fn ipv6_vip_answered_by_master_and_moves_on_failover() {
     );
     let neigh = pair.client.run("ip -6 neigh show 2001:db8::1");
     assert!(neigh.contains(VMAC1), "{neigh}");
+}
+
+#[test]
+fn carppeer_unicast_adverts_elect_and_fail_over() {
+    if !require_root("carppeer_unicast_adverts_elect_and_fail_over") {
+        return;
+    }
+    let pair = Pair::new("cppe");
+    let gw1 = pair.carpd(
+        &pair.gw1,
+        "gw1",
+        &(Pair::config(0) + "peer = \"10.0.0.12\"\n"),
+    );
+    assert!(gw1.wait_log("BACKUP -> MASTER", SETTLE), "{}", gw1.log());
+    let gw2 = pair.carpd(
+        &pair.gw2,
+        "gw2",
+        &(Pair::config(100) + "peer = \"10.0.0.11\"\n"),
+    );
+    assert!(gw2.wait_log("INIT -> BACKUP", SETTLE), "{}", gw2.log());
+    // Adverts go to the peer, not the group.
+    let seen = pair
+        .sw
+        .run("timeout 2 tcpdump -n -Q in -i cppe-p0 -c 1 ip proto 112 2>/dev/null; true");
+    assert!(seen.contains("10.0.0.11 > 10.0.0.12"), "{seen}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        gw2.carpd_state().as_deref(),
+        Some("BACKUP"),
+        "{}",
+        gw2.log()
+    );
+    let mut gw1 = gw1;
+    gw1.signal(libc::SIGTERM);
+    assert!(
+        gw2.wait_log(
+            "BACKUP -> MASTER (master bowed out)",
+            Duration::from_secs(2)
+        ),
+        "{}",
+        gw2.log()
+    );
+    assert!(
+        gw1.wait_exit(Duration::from_secs(5))
+            .is_some_and(|s| s.success())
+    );
+    assert!(pair.client_reaches_vip(Duration::from_secs(3)));
+}
+
+#[test]
+fn stalled_backup_controller_does_not_fail_over_falsely() {
+    if !require_root("stalled_backup_controller_does_not_fail_over_falsely") {
+        return;
+    }
+    let pair = Pair::new("cpst");
+    let (gw1, gw2) = elect(&pair);
+    // Freeze gw2's controller for longer than master-down; the XDP program keeps queueing adverts.
+    gw2.signal(libc::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(5));
+    gw2.signal(libc::SIGCONT);
+    // On waking, the master-down timer is overdue; the queued adverts must be read first.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        gw2.carpd_state().as_deref(),
+        Some("BACKUP"),
+        "{}",
+        gw2.log()
+    );
+    assert_eq!(
+        gw1.carpd_state().as_deref(),
+        Some("MASTER"),
+        "{}",
+        gw1.log()
+    );
 }

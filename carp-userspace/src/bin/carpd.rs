@@ -16,9 +16,13 @@ use clap::Parser;
 /// pinned <bpffs>/<carpdev>/carp_stats).
 ///
 /// Signals: SIGTERM/SIGINT = planned stop (bow-out advert, keep serving until the new master is heard,
-/// then remove the addresses and detach); SIGHUP = reload the config (unchanged vhids keep their state).
+/// then remove the addresses and detach); SIGHUP = reload the config (unchanged carp interfaces keep
+/// their state, advbase/advskew changes apply in place, other changes re-create that interface only).
 /// After a crash the next start cleans up and adopts the pinned dataplane. State changes are logged one
 /// line each to stderr: `carp0 vhid 1: BACKUP -> MASTER (master down timer expired)`.
+///
+/// carpd sets net.ipv4.conf.<carpdev>.arp_announce = 2, so replies from a virtual address never teach
+/// clients the carpdev's real MAC. One carpd per carpdev and network namespace (a lock under /run/carp).
 ///
 /// Example config (/etc/carp/carp.toml):
 ///

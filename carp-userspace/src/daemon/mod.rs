@@ -644,9 +644,11 @@ impl Daemon {
         let name = self.ifs[i].cfg.name.clone();
         let vhid = self.ifs[i].cfg.vhid;
         if let Some((from, to, reason)) = action.transition() {
-            tracing::info!("{name} vhid {vhid}: {from} -> {to} ({reason})");
             self.ifs[i].state = to;
             self.apply_state(i, to).await;
+            // Logged once the dataplane and the carp interface are in the new state, so whoever
+            // reads the line (an operator, a test) can rely on it.
+            tracing::info!("{name} vhid {vhid}: {from} -> {to} ({reason})");
             let script = if to == State::Master {
                 self.ifs[i].cfg.up_script.clone()
             } else if from == State::Master {

@@ -50,6 +50,39 @@ fn main() -> anyhow::Result<()> {
     let vip6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
     maps.add_vip(IpAddr::V6(vip6), 1)?;
 
+    // A balancing group (`balancing ip`, carpnodes 2 and 3, node 2 MASTER here): bucket 0 is accepted,
+    // bucket 1 dropped.
+    maps.set_balance(carp::balance::group(
+        BalanceMode::Ip,
+        &[(2, true), (3, false)],
+        [2, 0, 0, 0, 0, 0x0b],
+    )?)?;
+    let ip_mac = carp::balance::interface_mac(BalanceMode::Ip, 2);
+    let client = Ipv4Addr::new(10, 0, 0, 100);
+    let server = |bucket: u8| {
+        (1..=254u8)
+            .map(|i| Ipv4Addr::new(192, 0, 2, i))
+            .find(|s| carp::balance::bucket_v4(client, *s, 2) == bucket)
+            .expect("a server in each bucket")
+    };
+    let balanced_v4 = |bucket: u8| {
+        let mut f = eth(ip_mac, [2, 0, 0, 0, 0, 0x64], 0x0800, None);
+        f.extend(ipv4(client.octets(), server(bucket).octets(), 6, 64, 20));
+        f.extend_from_slice(&[0; 20]);
+        f
+    };
+    let client6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x64);
+    let balanced_v6 = |bucket: u8| {
+        let server6 = (1..=254u16)
+            .map(|i| Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, i))
+            .find(|s| carp::balance::bucket_v6(client6, *s, 2) == bucket)
+            .expect("a server in each bucket");
+        let mut f = eth(ip_mac, [2, 0, 0, 0, 0, 0x64], 0x86dd, None);
+        f.extend(ipv6(client6.octets(), server6.octets(), 6, 64, 20));
+        f.extend_from_slice(&[0; 20]);
+        f
+    };
+
     let mac = [2, 0, 0, 0, 0, 0x64];
     let mut tcp = eth([2, 1, 2, 3, 4, 5], mac, 0x0800, None);
     tcp.extend(ipv4([10, 0, 0, 100], [10, 0, 0, 11], 6, 64, 20));
@@ -62,6 +95,34 @@ fn main() -> anyhow::Result<()> {
             method: Method::Repeat,
             expect: 2,
             target: 1.3,
+        },
+        Case {
+            name: "balance decision ip, IPv4 accepted",
+            frame: balanced_v4(0),
+            method: Method::Repeat,
+            expect: 2,
+            target: 2.0,
+        },
+        Case {
+            name: "balance decision ip, IPv4 dropped",
+            frame: balanced_v4(1),
+            method: Method::Repeat,
+            expect: 1,
+            target: 2.0,
+        },
+        Case {
+            name: "balance decision ip, IPv6 accepted",
+            frame: balanced_v6(0),
+            method: Method::Repeat,
+            expect: 2,
+            target: 2.0,
+        },
+        Case {
+            name: "balance decision ip, IPv6 dropped",
+            frame: balanced_v6(1),
+            method: Method::Repeat,
+            expect: 1,
+            target: 2.0,
         },
         Case {
             name: "advert intake, ring full (steady flood)",
@@ -103,7 +164,9 @@ fn main() -> anyhow::Result<()> {
         "{:<42} {:>10} {:>12} {:>8} {:>8}  method",
         "case", "ns/pkt", "trivial ns", "ratio", "target"
     );
-    for case in &cases {
+    // CARP_BENCH_FILTER=<substring> runs only the matching cases (quick iterations on one path).
+    let filter = std::env::var("CARP_BENCH_FILTER").unwrap_or_default();
+    for case in cases.iter().filter(|c| c.name.contains(filter.as_str())) {
         let mut ratios = Vec::new();
         let mut ns = Vec::new();
         let mut base = Vec::new();
