@@ -4,7 +4,7 @@
 //! controller only adopts pins whose layout it understands, so changing any struct here must bump it.
 
 /// Version of the map layout; part of the pin path.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// Entries in the per-vhid arrays: index = vhid, index 0 counts frames whose vhid could not be read.
 pub const VHID_SLOTS: u32 = 256;
 /// Maximum number of virtual addresses across all vhids of one carpdev.
@@ -109,6 +109,29 @@ pub struct VhidEntry {
     pub mode: u8,
     /// The MAC ARP/NS replies carry and frames to it are filtered on.
     pub vmac: [u8; 6],
+    /// CLOCK_MONOTONIC ns until which a MASTER state holds; 0 = no expiry. The controller renews it with
+    /// every advert it sends, so when the controller dies (SIGKILL, crash) the dataplane stops acting as
+    /// MASTER about when the peers take over, instead of answering for the VIP forever beside the new
+    /// master; a restart within the lease is hitless.
+    pub lease_until_ns: u64,
+}
+
+impl VhidEntry {
+    /// An entry with no lease (MASTER holds until the controller says otherwise).
+    pub const fn new(state: VhidState, mode: BalanceMode, vmac: [u8; 6]) -> Self {
+        Self {
+            state: state as u8,
+            mode: mode as u8,
+            vmac,
+            lease_until_ns: 0,
+        }
+    }
+
+    /// The same entry with a MASTER lease until `until_ns` (CLOCK_MONOTONIC).
+    pub const fn with_lease(mut self, until_ns: u64) -> Self {
+        self.lease_until_ns = until_ns;
+        self
+    }
 }
 
 /// One balancing group (one carp interface with carpnodes), the value of `carp_balance`, an array

@@ -77,10 +77,14 @@ pub fn vhid_entry(vhid: u8) -> Option<&'static VhidEntry> {
     VHIDS.get(vhid as u32)
 }
 
-/// True when the vhid's state is MASTER.
+/// True when the vhid's state is MASTER and its lease (if any) has not run out.
 #[inline(always)]
 pub fn is_master(entry: &VhidEntry) -> bool {
+    // The lease is checked only for MASTER entries that carry one, so other frames pay nothing.
     entry.state == VhidState::Master as u8
+        && (entry.lease_until_ns == 0
+            // SAFETY: the helper has no preconditions.
+            || unsafe { aya_ebpf::helpers::bpf_ktime_get_coarse_ns() } <= entry.lease_until_ns)
 }
 
 /// The vhid serving a virtual address, if any.

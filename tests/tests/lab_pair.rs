@@ -114,13 +114,24 @@ fn sigkill_master_backup_takes_over_same_mac() {
     let took = t0.elapsed();
     // Master-down = 3 * advbase + advskew/256 = ~3.4 s.
     assert!(took < Duration::from_secs(6), "takeover took {took:?}");
-    // The client forgets the VIP's MAC and asks again: gw2's XDP answers (with the same virtual MAC).
+    // The client forgets the VIP's MAC and asks again: gw2's XDP answers (with the same virtual MAC),
+    // and gw1's dataplane, whose controller is dead and whose MASTER lease ran out, stays silent.
     let before = arp_replies(&pair, "gw2");
+    let gw1_before = stats(&pair, "gw1");
     pair.client.run("ip neigh flush dev eth0");
     assert!(pair.client_reaches_vip(Duration::from_secs(3)));
     assert!(
         arp_replies(&pair, "gw2") > before,
         "gw2 did not answer ARP for the VIP"
+    );
+    let gw1_after = stats(&pair, "gw1");
+    assert_eq!(
+        gw1_after.arp_replies, gw1_before.arp_replies,
+        "the killed master's dataplane must not keep answering ARP"
+    );
+    assert!(
+        gw1_after.arp_dropped_backup > gw1_before.arp_dropped_backup,
+        "the killed master's dataplane saw the request and dropped it"
     );
     assert_eq!(pair.client_vip_mac().as_deref(), Some(VMAC1));
     assert!(pair.gw2.run("ip -o addr show dev carp0").contains(VIP));
@@ -198,10 +209,14 @@ fn restart_after_sigkill_needs_no_cleanup() {
 }
 
 /// ARP replies sent by a gateway's XDP program for vhid 1 (read through its pinned counters map).
-fn arp_replies(pair: &Pair, gw: &str) -> u64 {
+fn stats(pair: &Pair, gw: &str) -> carp_common::maps::CarpStats {
     let maps =
         carp::dataplane::maps::Maps::open_pinned(&pair.bpffs.join(gw), "eth0").expect("pins");
-    maps.stats(1).expect("carp_stats").arp_replies
+    maps.stats(1).expect("carp_stats")
+}
+
+fn arp_replies(pair: &Pair, gw: &str) -> u64 {
+    stats(pair, gw).arp_replies
 }
 
 fn ucarp(pair: &Pair, advskew: u8) -> Daemon {

@@ -128,14 +128,7 @@ impl Lab {
             };
             let vhid = LEADER + i as u8;
             self.maps
-                .set_vhid(
-                    vhid,
-                    VhidEntry {
-                        state: state as u8,
-                        mode: mode as u8,
-                        vmac: node_mac(vhid),
-                    },
-                )
+                .set_vhid(vhid, VhidEntry::new(state, mode, node_mac(vhid)))
                 .expect("set vhid");
         }
         self.maps

@@ -60,11 +60,7 @@ impl Lab {
 }
 
 fn entry(state: VhidState) -> VhidEntry {
-    VhidEntry {
-        state: state as u8,
-        mode: BalanceMode::None as u8,
-        vmac: VMAC1,
-    }
+    VhidEntry::new(state, BalanceMode::None, VMAC1)
 }
 
 fn good_carp(vhid: u8) -> Vec<u8> {
@@ -401,4 +397,31 @@ type CounterOf = fn(&CarpStats) -> u64;
 
 fn total_errors(s: &CarpStats) -> u64 {
     s.badttl + s.badlen + s.hdrops + s.badsum + s.badver + s.badvhid
+}
+
+/// A MASTER entry whose lease ran out (its controller died) no longer answers ARP or takes frames to the
+/// virtual MAC; a live lease does.
+#[test]
+fn expired_master_lease_acts_as_backup() {
+    root_or_skip!("expired_master_lease_acts_as_backup");
+    let mut lab = Lab::new(VhidState::Master);
+    let req = arp_request(CLIENT_MAC, [10, 0, 0, 100], VIP, None);
+    let mut to_vmac = eth(VMAC1, CLIENT_MAC, 0x0800, None);
+    to_vmac.extend(ipv4([10, 0, 0, 100], [8, 8, 8, 8], 17, 64, 8));
+    to_vmac.extend_from_slice(&[0; 8]);
+    lab.maps
+        .set_vhid(1, entry(VhidState::Master).with_lease(1))
+        .expect("set vhid");
+    assert_eq!(lab.run(&req).0, XDP_DROP);
+    assert_eq!(lab.run(&to_vmac).0, XDP_DROP);
+    let s = lab.stats(1);
+    assert_eq!(
+        (s.arp_replies, s.arp_dropped_backup, s.vmac_dropped),
+        (0, 1, 1)
+    );
+    lab.maps
+        .set_vhid(1, entry(VhidState::Master).with_lease(u64::MAX))
+        .expect("set vhid");
+    assert_eq!(lab.run(&req).0, XDP_TX);
+    assert_eq!(lab.run(&to_vmac).0, XDP_PASS);
 }

@@ -46,11 +46,7 @@ fn veth_attach_advert_event_arp_reply_bpftool_and_detach() {
     assert!(!dp.adopted);
     maps.set_vhid(
         1,
-        VhidEntry {
-            state: VhidState::Master as u8,
-            mode: BalanceMode::None as u8,
-            vmac: VMAC,
-        },
+        VhidEntry::new(VhidState::Master, BalanceMode::None, VMAC),
     )
     .expect("vhid");
     maps.add_vip(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 1)
@@ -177,11 +173,7 @@ fn native_mode_on_veth_with_xdp_on_the_peer_answers_arp() {
     );
     maps.set_vhid(
         1,
-        VhidEntry {
-            state: VhidState::Master as u8,
-            mode: BalanceMode::None as u8,
-            vmac: VMAC,
-        },
+        VhidEntry::new(VhidState::Master, BalanceMode::None, VMAC),
     )
     .expect("vhid");
     maps.add_vip(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 1)

@@ -266,8 +266,9 @@ pub fn run() -> Result<()> {
         "gw1 crashes: SIGKILL its carpd and cut its link, while the client pings every 100 ms",
     );
     println!(
-        "    (SIGKILL alone leaves gw1's XDP program and carp0 serving, by design, for a hitless restart;\n     \
-         cutting eth0 makes it a dead gateway)"
+        "    (after a SIGKILL alone, gw1's XDP program stays attached for a hitless restart and stops acting\n     \
+         as MASTER when its lease runs out, three advert intervals after carpd's last advert;\n     \
+         cutting eth0 as well makes gw1 a dead gateway)"
     );
     let ping_log = lab.dir.join("ping.log");
     let mut ping = Command::new("nsenter")

@@ -186,11 +186,13 @@ fn set_arp_announce(carpdev: &str) {
 }
 
 fn vhid_entry(state: VhidState, vmac: [u8; 6]) -> VhidEntry {
-    VhidEntry {
-        state: state as u8,
-        mode: BalanceMode::None as u8,
-        vmac,
-    }
+    VhidEntry::new(state, BalanceMode::None, vmac)
+}
+
+/// How long the dataplane keeps acting as MASTER without hearing from the controller: three advert
+/// intervals plus 10 ms for a late timer and the kernel clock's tick resolution.
+fn lease_len(advbase: u8, advskew: u8) -> std::time::Duration {
+    3 * crate::engine::advert_interval(advbase, advskew) + std::time::Duration::from_millis(10)
 }
 
 fn map_state(state: State) -> VhidState {
@@ -667,8 +669,11 @@ impl Daemon {
                 advskew,
                 demote,
                 counter,
-                bow_out: _,
+                bow_out,
             } => {
+                if !bow_out && self.ifs[i].state == State::Master {
+                    self.renew_lease(i, advbase, advskew);
+                }
                 let c = &self.ifs[i];
                 let repr = AdvertRepr {
                     vhid,
@@ -741,14 +746,28 @@ impl Daemon {
         Ok(())
     }
 
+    /// Extends the dataplane's MASTER lease of interface `i` by three advert intervals (plus slack for a
+    /// late timer), about when peers would declare this node dead if its adverts stopped.
+    fn renew_lease(&mut self, i: usize, advbase: u8, advskew: u8) {
+        let until = self.now().as_nanos() + lease_len(advbase, advskew).as_nanos() as u64;
+        let c = &self.ifs[i];
+        let entry = vhid_entry(VhidState::Master, c.vmac).with_lease(until);
+        if let Err(e) = self.devs[c.dev].maps.set_vhid(c.cfg.vhid, entry) {
+            tracing::error!("{}: renewing the MASTER lease failed: {e}", c.cfg.name);
+        }
+    }
+
     /// Makes the dataplane and the carp interface match a state.
     async fn apply_state(&mut self, i: usize, state: State) {
+        let mut entry = vhid_entry(map_state(state), self.ifs[i].vmac);
+        if state == State::Master {
+            let (advbase, advskew) = (self.ifs[i].cfg.advbase, self.ifs[i].cfg.advskew);
+            let until = self.now().as_nanos() + lease_len(advbase, advskew).as_nanos() as u64;
+            entry = entry.with_lease(until);
+        }
         let c = &self.ifs[i];
         let name = c.cfg.name.clone();
-        if let Err(e) = self.devs[c.dev]
-            .maps
-            .set_vhid(c.cfg.vhid, vhid_entry(map_state(state), c.vmac))
-        {
+        if let Err(e) = self.devs[c.dev].maps.set_vhid(c.cfg.vhid, entry) {
             tracing::error!("{name}: writing the vhid state to the dataplane failed: {e}");
         }
         let (index, addresses) = (c.index, c.cfg.addresses.clone());

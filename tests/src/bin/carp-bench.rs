@@ -40,11 +40,7 @@ fn main() -> anyhow::Result<()> {
     let mut maps = dp.maps()?;
     maps.set_vhid(
         1,
-        VhidEntry {
-            state: VhidState::Master as u8,
-            mode: BalanceMode::None as u8,
-            vmac: [0, 0, 0x5e, 0, 1, 1],
-        },
+        VhidEntry::new(VhidState::Master, BalanceMode::None, [0, 0, 0x5e, 0, 1, 1]),
     )?;
     maps.add_vip(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 1)?;
     let vip6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
