@@ -8,12 +8,14 @@
 //! - `auth`: the HMAC-SHA1 key and input (spec §2), replay cookie and loop detection (spec §3).
 //! - `engine`: the election rules (spec §4), one state machine per vhid, and interface-group demotion.
 //! - `config`: carpd's TOML configuration, validated with file:line:key errors.
+//! - `control`: the control-socket protocol between carpd and carpctl (requests, reports, client).
 //! - `daemon`: carpd itself: the engine driven by real time, the XDP dataplane, netlink and AF_PACKET.
 //! - `sim`: a deterministic N-node simulator over virtual time.
 
 pub mod auth;
 pub mod balance;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod engine;

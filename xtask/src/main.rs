@@ -31,8 +31,17 @@ enum Command {
         no_lint: bool,
     },
     /// Set up, then run the benchmarks (needs root): XDP ns/packet against a trivial XDP_PASS program,
-    /// written to target/bench/results.json (BENCHMARKS.md keeps the latest table).
-    Bench,
+    /// written to target/bench/results.json, then the client-observed failover outage of carpd, ucarp
+    /// and keepalived in the pair lab, written to target/bench/failover.json (BENCHMARKS.md keeps the
+    /// latest tables).
+    Bench {
+        /// One repetition per failover scenario instead of three.
+        #[arg(long)]
+        quick: bool,
+        /// Also leave carpd at advbase 0 idle for N minutes and count false failovers.
+        #[arg(long, default_value_t = 0)]
+        idle_minutes: u64,
+    },
     /// Set up, then fuzz every parser (advert, config, ifconfig) for N seconds each with cargo-fuzz on
     /// nightly, starting from the seed corpora in fuzz/seeds. Crashes land in fuzz/artifacts/.
     Fuzz {
@@ -62,9 +71,12 @@ fn main() -> Result<()> {
             setup::ensure_all()?;
             test(no_lint)
         }
-        Command::Bench => {
+        Command::Bench {
+            quick,
+            idle_minutes,
+        } => {
             setup::ensure_all()?;
-            bench()
+            bench(quick, idle_minutes)
         }
         Command::Fuzz { seconds, targets } => {
             setup::ensure_all()?;
@@ -94,7 +106,7 @@ fn sim(args: &[String]) -> Result<()> {
     cargo_sim(&args)
 }
 
-fn bench() -> Result<()> {
+fn bench(quick: bool, idle_minutes: u64) -> Result<()> {
     util::step(
         "XDP fast path through BPF_PROG_TEST_RUN (each case next to a trivial XDP_PASS program)",
     );
@@ -111,7 +123,41 @@ fn bench() -> Result<()> {
             "--",
             "target/bench/results.json",
         ],
-    )
+    )?;
+    util::step(
+        "failover: client-observed outage of carpd, ucarp and keepalived in the pair lab (probe every 5 ms)",
+    );
+    // The bench runs the carpd next to it; build it here so it is the current one.
+    util::run(
+        "cargo",
+        &[
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "carp-userspace",
+            "--bin",
+            "carpd",
+        ],
+    )?;
+    let idle = idle_minutes.to_string();
+    let mut args = vec![
+        "run",
+        "--quiet",
+        "--release",
+        "-p",
+        "carp-tests",
+        "--bin",
+        "carp-failover-bench",
+        "--",
+        "target/bench/failover.json",
+        "--idle-minutes",
+        &idle,
+    ];
+    if quick {
+        args.push("--quick");
+    }
+    util::run("cargo", &args)
 }
 
 /// The cargo-fuzz targets in fuzz/fuzz_targets.

@@ -1,5 +1,712 @@
-//! carpctl, the CLI for carpd. Not built yet: it lands with the control-socket issue (#5).
-fn main() {
-    eprintln!("carpctl: not implemented yet (issue #5); see README.md");
-    std::process::exit(1);
+//! carpctl, the command line for a running carpd (design §2). It parses and checks the operator's
+//! input (so a typo is reported precisely and never reaches the daemon), sends one request over the
+//! control socket (`carp::control`), and prints the answer as a table or as JSON. Exit codes: 0 ok,
+//! 1 error with a one-line reason, 2 usage.
+use std::{
+    io::{IsTerminal, Write},
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
+
+use carp::{
+    control::{
+        self, CountersReport, DemoteOp, ForceTo, GroupStatus, Request, Response, SYSCTLS, Setting,
+        StatusReport, check_adv, parse_sysctl_value, unknown_sysctl,
+    },
+    ifconfig::{IfconfigCommand, IfconfigSpec, parse_ifconfig_args},
+};
+use clap::{CommandFactory, Parser, Subcommand};
+
+/// How long carpctl waits for carpd's answer.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+const EXAMPLES: &str = "\
+Examples:
+  carpctl status                          every carp interface, its state and its groups
+  carpctl status --json                   the same for scripts (fields: see design §2)
+  carpctl counters --watch 1              XDP and election counters, refreshed every second
+  carpctl set carp0 advskew 200           make this node less preferred (next advert carries it)
+  carpctl set carp0 state backup          hand MASTER over to a peer now
+  carpctl demote carp +1                  raise group carp's demote counter by one
+  carpctl sysctl net.inet.carp.preempt=1  let a more preferred backup take over
+  carpctl ifconfig carp0 advskew 254      OpenBSD ifconfig syntax
+  carpctl ifconfig -g carp carpdemote 50  demote a whole group (maintenance)
+  carpctl ifconfig carp0 down             bow out: the peer takes over at once
+
+Runtime changes last until carpd restarts or reloads its config (systemctl reload carpd):
+make them permanent in /etc/carp/carp.toml.";
+
+/// carpctl: inspect and steer a running carpd (CARP for Linux with an XDP dataplane).
+///
+/// carpctl talks to carpd over its control socket (root only). It shows the state of every carp
+/// interface, the counters of the XDP dataplane, and changes settings at runtime: advbase/advskew,
+/// forced state, passphrase, up/down, group demotion and the net.inet.carp sysctls, either with its
+/// own commands or with OpenBSD's ifconfig(8) carp syntax. A change takes effect with the next
+/// advert, and carpd logs it.
+#[derive(Parser, Debug)]
+#[command(name = "carpctl", version, after_help = EXAMPLES, arg_required_else_help = true)]
+struct Cli {
+    /// carpd's control socket.
+    #[arg(long, value_name = "PATH", default_value = control::DEFAULT_SOCKET, global = true)]
+    control_socket: PathBuf,
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell) and exit.
+    #[arg(long, value_name = "SHELL", hide = true)]
+    generate_completions: Option<clap_complete::Shell>,
+    /// Write man pages (carpctl.1, carpctl-<command>.1) into DIR and exit.
+    #[arg(long, value_name = "DIR", hide = true)]
+    generate_man: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Show every carp interface (state, advbase, advskew, demote, addresses) and every group.
+    #[command(
+        after_help = "Example:\n  carpctl status --json | jq '.interfaces[] | {name, state}'"
+    )]
+    Status {
+        /// JSON instead of a table: preempt, interfaces[], groups[] (design §2).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the per-vhid counters: XDP (carp_stats, summed over CPUs) and the election's.
+    #[command(after_help = "Example:\n  carpctl counters --watch 1")]
+    Counters {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Refresh every SECS seconds in place until interrupted.
+        #[arg(long, value_name = "SECS")]
+        watch: Option<f64>,
+    },
+    /// Change runtime settings of a carp interface: advbase N, advskew N, state master|backup,
+    /// pass X, up, down.
+    ///
+    /// Several settings may be given at once; they are checked together and applied together, or
+    /// none is. `down` on a MASTER sends a bow-out advert, so a backup takes over at once.
+    #[command(
+        after_help = "Examples:\n  carpctl set carp0 advbase 1 advskew 100\n  \
+                            carpctl set carp0 state master\n  carpctl set carp0 down"
+    )]
+    Set {
+        /// The carp interface, e.g. carp0.
+        carpif: String,
+        /// KEY VALUE pairs (advbase, advskew, state, pass) and the words up, down.
+        #[arg(required = true, num_args = 1.., allow_hyphen_values = true, value_name = "KEY VALUE")]
+        settings: Vec<String>,
+    },
+    /// Show (no value), set (N) or adjust (+N, -N) an interface group's demote counter.
+    ///
+    /// Every member of the group advertises the sum of its groups' counters; a node with a higher
+    /// demote count yields MASTER to one with a lower count.
+    #[command(after_help = "Examples:\n  carpctl demote carp 50\n  carpctl demote carp -50")]
+    Demote {
+        /// The group (\"carp\" holds every carp interface).
+        group: String,
+        /// N (0..=255), +N or -N.
+        #[arg(allow_hyphen_values = true, value_name = "N|+N|-N")]
+        value: Option<String>,
+    },
+    /// Show every interface group and its demote counter.
+    Groups {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read or write net.inet.carp.preempt, net.inet.carp.allow or net.inet.carp.log.
+    #[command(after_help = "Examples:\n  carpctl sysctl net.inet.carp.preempt\n  \
+                            carpctl sysctl net.inet.carp.preempt=1")]
+    Sysctl {
+        /// NAME or NAME=VALUE.
+        #[arg(value_name = "NAME[=VALUE]")]
+        setting: String,
+    },
+    /// OpenBSD ifconfig(8) carp syntax: `IF [options]` or `-g GROUP [-]carpdemote [N]`.
+    ///
+    /// Runtime options: advbase, advskew, pass, state, up, down. Without options, shows the
+    /// interface the way ifconfig does. Settings that define the interface (vhid, carpdev,
+    /// addresses, ...) belong in the config file.
+    #[command(after_help = "Examples:\n  carpctl ifconfig carp0 advskew 254\n  \
+                            carpctl ifconfig -g test carpdemote 50\n  carpctl ifconfig carp0 down")]
+    Ifconfig {
+        /// The ifconfig arguments.
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<String>,
+    },
+    /// pfsync-style state sync status (not implemented yet, issue #7).
+    Sync {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Synced flows (not implemented yet, issue #7).
+    Flows {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-execute carpd in place without a failover (not implemented yet).
+    Restart,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(shell) = cli.generate_completions {
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "carpctl",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
+    }
+    if let Some(dir) = &cli.generate_man {
+        return match write_man(dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&format!("writing man pages to {}: {e}", dir.display())),
+        };
+    }
+    let Some(command) = cli.command else {
+        let _ = Cli::command().print_help();
+        return ExitCode::from(2);
+    };
+    match run(&cli.control_socket, command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(reason: &str) -> ExitCode {
+    eprintln!("carpctl: {reason}");
+    ExitCode::FAILURE
+}
+
+/// carpctl.1 and one page per subcommand (carpctl-status.1, ...).
+fn write_man(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let cmd = Cli::command();
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut buf)?;
+    std::fs::write(dir.join("carpctl.1"), buf)?;
+    for sub in cmd.get_subcommands() {
+        let name = format!("carpctl-{}", sub.get_name());
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(sub.clone())
+            .title(name.clone())
+            .render(&mut buf)?;
+        std::fs::write(dir.join(format!("{name}.1")), buf)?;
+    }
+    Ok(())
+}
+
+fn call(socket: &Path, request: &Request) -> Result<Response, String> {
+    match control::call(socket, request, TIMEOUT).map_err(|e| e.to_string())? {
+        Response::Error(e) => Err(e),
+        r => Ok(r),
+    }
+}
+
+fn unexpected(r: &Response) -> String {
+    format!("carpd sent an unexpected answer: {r:?}")
+}
+
+fn run(socket: &Path, command: Cmd) -> Result<(), String> {
+    match command {
+        Cmd::Status { json } => {
+            let status = status(socket)?;
+            if json {
+                print_json(&status);
+            } else {
+                print!("{}", status_table(&status));
+            }
+        }
+        Cmd::Counters { json, watch } => match watch {
+            None => {
+                let c = counters(socket)?;
+                if json {
+                    print_json(&c);
+                } else {
+                    print!("{}", counters_table(&c));
+                }
+            }
+            Some(secs) => {
+                if !(secs.is_finite() && secs > 0.0) {
+                    return Err(format!("--watch {secs}: give a number of seconds above 0"));
+                }
+                watch_counters(socket, json, Duration::from_secs_f64(secs))?;
+            }
+        },
+        Cmd::Set { carpif, settings } => {
+            let changes = parse_settings(&settings)?;
+            done(call(
+                socket,
+                &Request::Set {
+                    iface: carpif,
+                    changes,
+                },
+            )?)?;
+        }
+        Cmd::Demote { group, value } => {
+            let change = value.as_deref().map(parse_demote).transpose()?;
+            match call(socket, &Request::Demote { group, change })? {
+                Response::Groups(g) => print!("{}", groups_table(&g)),
+                r => return Err(unexpected(&r)),
+            }
+        }
+        Cmd::Groups { json } => match call(socket, &Request::Groups)? {
+            Response::Groups(g) if json => print_json(&g),
+            Response::Groups(g) => print!("{}", groups_table(&g)),
+            r => return Err(unexpected(&r)),
+        },
+        Cmd::Sysctl { setting } => {
+            let (name, value) = match setting.split_once('=') {
+                Some((n, v)) => (n.trim().to_string(), Some(v.trim().to_string())),
+                None => (setting.trim().to_string(), None),
+            };
+            if !SYSCTLS.contains(&name.as_str()) {
+                return Err(unknown_sysctl(&name));
+            }
+            if let Some(v) = &value {
+                parse_sysctl_value(&name, v)?;
+            }
+            match call(socket, &Request::Sysctl { name, value })? {
+                Response::Sysctl { name, value } => println!("{name}={value}"),
+                r => return Err(unexpected(&r)),
+            }
+        }
+        Cmd::Ifconfig { args } => {
+            let cmd = parse_ifconfig_args(&args).map_err(|e| format!("ifconfig: {e}"))?;
+            match ifconfig_request(cmd)? {
+                Some(request) => match call(socket, &request)? {
+                    Response::Groups(g) => print!("{}", groups_table(&g)),
+                    r => done(r)?,
+                },
+                None => {
+                    let status = status(socket)?;
+                    print!("{}", ifconfig_show(&status, &args[0])?);
+                }
+            }
+        }
+        Cmd::Sync { .. } | Cmd::Flows { .. } => {
+            return Err("pfsync-style sync is not implemented yet (issue #7)".into());
+        }
+        Cmd::Restart => {
+            return Err(
+                "hitless restart (carpctl restart / SIGUSR2) is not implemented yet; \
+                 `systemctl restart carpd` restarts with a bow-out (the peer takes over meanwhile)"
+                    .into(),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn done(r: Response) -> Result<(), String> {
+    match r {
+        Response::Done(lines) => {
+            for l in lines {
+                println!("{l}");
+            }
+            Ok(())
+        }
+        r => Err(unexpected(&r)),
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("reports serialise")
+    );
+}
+
+fn status(socket: &Path) -> Result<StatusReport, String> {
+    match call(socket, &Request::Status)? {
+        Response::Status(s) => Ok(s),
+        r => Err(unexpected(&r)),
+    }
+}
+
+fn counters(socket: &Path) -> Result<CountersReport, String> {
+    match call(socket, &Request::Counters)? {
+        Response::Counters(c) => Ok(c),
+        r => Err(unexpected(&r)),
+    }
+}
+
+fn watch_counters(socket: &Path, json: bool, every: Duration) -> Result<(), String> {
+    let tty = std::io::stdout().is_terminal();
+    loop {
+        let c = counters(socket)?;
+        let body = if json {
+            serde_json::to_string(&c).expect("reports serialise") + "\n"
+        } else {
+            counters_table(&c)
+        };
+        let mut out = std::io::stdout().lock();
+        // On a terminal, redraw in place; in a pipe, one block per refresh.
+        let _ = if tty {
+            write!(
+                out,
+                "\x1b[H\x1b[2J(every {:.1} s, Ctrl-C to stop)\n{body}",
+                every.as_secs_f64()
+            )
+        } else {
+            writeln!(out, "{body}")
+        };
+        let _ = out.flush();
+        drop(out);
+        std::thread::sleep(every);
+    }
+}
+
+/// `set` arguments: KEY VALUE pairs and the words up/down.
+fn parse_settings(args: &[String]) -> Result<Vec<Setting>, String> {
+    let mut out = Vec::new();
+    let mut it = args.iter();
+    while let Some(key) = it.next() {
+        let mut value = |what: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("set: {key} needs a value ({what})"))
+        };
+        let number = |key: &str, v: String| -> Result<u8, String> {
+            let n: u32 = v
+                .parse()
+                .map_err(|_| format!("set: {key} {v:?} is not a number (0..=254)"))?;
+            check_adv(key, n).map_err(|e| format!("set: {e}"))
+        };
+        let s = match key.as_str() {
+            "advbase" => Setting::Advbase(number("advbase", value("0..=254 seconds")?)?),
+            "advskew" => Setting::Advskew(number("advskew", value("0..=254")?)?),
+            "state" => match value("master or backup")?.to_ascii_lowercase().as_str() {
+                "master" => Setting::State(ForceTo::Master),
+                "backup" => Setting::State(ForceTo::Backup),
+                other => return Err(format!("set: state {other}: use master or backup")),
+            },
+            "pass" => Setting::Pass(value("the passphrase, at most 19 bytes")?),
+            "up" => Setting::Up,
+            "down" => Setting::Down,
+            other => {
+                return Err(format!(
+                    "set: unknown setting {other:?} (advbase, advskew, state, pass, up, down)"
+                ));
+            }
+        };
+        out.push(s);
+    }
+    Ok(out)
+}
+
+/// `demote GROUP N|+N|-N`.
+fn parse_demote(v: &str) -> Result<DemoteOp, String> {
+    let bad = || format!("demote {v:?}: use N (0..=255), +N or -N");
+    if let Some(n) = v.strip_prefix('+') {
+        let n: u8 = n.parse().map_err(|_| bad())?;
+        Ok(DemoteOp::Adjust(i32::from(n)))
+    } else if let Some(n) = v.strip_prefix('-') {
+        let n: u8 = n.parse().map_err(|_| bad())?;
+        Ok(DemoteOp::Adjust(-i32::from(n)))
+    } else {
+        v.parse().map(DemoteOp::Set).map_err(|_| bad())
+    }
+}
+
+/// Turns a parsed ifconfig line into a request (None: just show the interface).
+fn ifconfig_request(cmd: IfconfigCommand) -> Result<Option<Request>, String> {
+    let (name, spec) = match cmd {
+        IfconfigCommand::GroupDemote { group, change } => {
+            return Ok(Some(Request::Demote {
+                group,
+                change: Some(DemoteOp::Adjust(i32::from(change.delta()))),
+            }));
+        }
+        IfconfigCommand::Interface { name, spec } => (name, spec),
+    };
+    let IfconfigSpec {
+        addresses,
+        vhid,
+        advbase,
+        advskew,
+        pass,
+        carpdev,
+        carppeer,
+        carpnodes,
+        balancing,
+        state,
+        description,
+        groups,
+        up,
+        lladdr,
+        mtu,
+        carpdemote,
+    } = spec;
+    let fixed = [
+        ("addresses", !addresses.is_empty()),
+        ("vhid", vhid.is_some()),
+        ("carpdev", carpdev.is_some()),
+        ("carppeer", carppeer.is_some()),
+        ("carpnodes", carpnodes.is_some()),
+        ("balancing", balancing.is_some()),
+        ("description", description.is_some()),
+        ("group", !groups.is_empty()),
+        ("lladdr", lladdr.is_some()),
+        ("mtu", mtu.is_some()),
+        ("carpdemote", carpdemote.is_some()),
+    ];
+    if let Some((what, _)) = fixed.iter().find(|(_, given)| *given) {
+        return Err(format!(
+            "ifconfig {name}: {what} cannot be changed on a running carp interface; \
+             edit the config and reload (systemctl reload carpd); nothing changed"
+        ));
+    }
+    let mut changes = Vec::new();
+    if let Some(v) = advbase {
+        changes.push(Setting::Advbase(v));
+    }
+    if let Some(v) = advskew {
+        changes.push(Setting::Advskew(v));
+    }
+    if let Some(p) = pass {
+        changes.push(Setting::Pass(p));
+    }
+    if let Some(s) = state {
+        changes.push(Setting::State(match s.as_str() {
+            "master" => ForceTo::Master,
+            "backup" => ForceTo::Backup,
+            other => {
+                return Err(format!(
+                    "ifconfig {name}: state {other}: use master or backup"
+                ));
+            }
+        }));
+    }
+    match up {
+        Some(true) => changes.push(Setting::Up),
+        Some(false) => changes.push(Setting::Down),
+        None => {}
+    }
+    if changes.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Request::Set {
+        iface: name,
+        changes,
+    }))
+}
+
+/// One interface the way OpenBSD's ifconfig prints a carp interface.
+fn ifconfig_show(status: &StatusReport, name: &str) -> Result<String, String> {
+    let i = status
+        .interfaces
+        .iter()
+        .find(|i| i.name == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = status.interfaces.iter().map(|i| i.name.as_str()).collect();
+            format!("no carp interface {name} (carpd runs {})", names.join(", "))
+        })?;
+    let mut s = format!(
+        "{}: carp: {} carpdev {} vhid {} advbase {} advskew {}\n",
+        i.name, i.state, i.carpdev, i.vhid, i.advbase, i.advskew
+    );
+    s += &format!("\tgroups: {}\n", i.groups.join(" "));
+    s += &format!("\tdemote: {}\n", i.demote);
+    for a in &i.addresses {
+        let family = if a.contains(':') { "inet6" } else { "inet" };
+        s += &format!("\t{family} {a}\n");
+    }
+    Ok(s)
+}
+
+/// Left-aligned columns, two spaces apart.
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(c, s)| format!("{s:<w$}", w = widths[c]))
+            .collect();
+        out += line.join("  ").trim_end();
+        out.push('\n');
+    }
+    out
+}
+
+fn status_table(s: &StatusReport) -> String {
+    let mut out = format!(
+        "net.inet.carp.preempt={} allow={} log={}\n\n",
+        u8::from(s.preempt),
+        u8::from(s.allow),
+        s.log
+    );
+    let mut rows = vec![
+        [
+            "INTERFACE",
+            "CARPDEV",
+            "VHID",
+            "STATE",
+            "ADVBASE",
+            "ADVSKEW",
+            "DEMOTE",
+            "LAST MASTER",
+            "ADDRESSES",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for i in &s.interfaces {
+        rows.push(vec![
+            i.name.clone(),
+            i.carpdev.clone(),
+            i.vhid.to_string(),
+            i.state.clone(),
+            i.advbase.to_string(),
+            i.advskew.to_string(),
+            i.demote.to_string(),
+            i.last_master.clone().unwrap_or_else(|| "-".into()),
+            i.addresses.join(" "),
+        ]);
+    }
+    out += &table(&rows);
+    out.push('\n');
+    out += &groups_table(&s.groups);
+    out
+}
+
+fn groups_table(groups: &[GroupStatus]) -> String {
+    let mut rows = vec![["GROUP", "DEMOTE", "MEMBERS"].map(String::from).to_vec()];
+    for g in groups {
+        rows.push(vec![
+            g.name.clone(),
+            g.demote.to_string(),
+            g.members.join(" "),
+        ]);
+    }
+    table(&rows)
+}
+
+fn counters_table(c: &CountersReport) -> String {
+    let mut out = String::new();
+    for v in &c.vhids {
+        out += &format!(
+            "{} vhid {} on {}: {}, became MASTER {} time(s), last master {}, last advert {}\n",
+            v.name,
+            v.vhid,
+            v.carpdev,
+            v.state,
+            v.transitions_to_master,
+            v.last_master.as_deref().unwrap_or("-"),
+            v.last_advert_age_seconds
+                .map(|a| format!("{a:.1} s ago"))
+                .unwrap_or_else(|| "never".into()),
+        );
+        match &v.dataplane {
+            Some(d) => {
+                let rows: Vec<Vec<String>> = d
+                    .fields()
+                    .iter()
+                    .map(|(k, n)| vec![format!("  {k}"), n.to_string()])
+                    .collect();
+                out += &table(&rows);
+            }
+            None => out += "  (the dataplane counters could not be read)\n",
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn settings_parse_and_ranges() {
+        assert_eq!(
+            parse_settings(&args("advbase 1 advskew 254 state MASTER down")).unwrap(),
+            vec![
+                Setting::Advbase(1),
+                Setting::Advskew(254),
+                Setting::State(ForceTo::Master),
+                Setting::Down
+            ]
+        );
+        assert!(
+            parse_settings(&args("advskew 255"))
+                .unwrap_err()
+                .contains("0..=254")
+        );
+        assert!(
+            parse_settings(&args("advskew"))
+                .unwrap_err()
+                .contains("needs a value")
+        );
+        assert!(
+            parse_settings(&args("frob 1"))
+                .unwrap_err()
+                .contains("unknown setting")
+        );
+        assert_eq!(parse_demote("+5"), Ok(DemoteOp::Adjust(5)));
+        assert_eq!(parse_demote("-5"), Ok(DemoteOp::Adjust(-5)));
+        assert_eq!(parse_demote("50"), Ok(DemoteOp::Set(50)));
+        assert!(parse_demote("256").is_err());
+    }
+
+    #[test]
+    fn ifconfig_lines_become_requests() {
+        let r = ifconfig_request(parse_ifconfig_args(&args("carp0 advskew 254")).unwrap());
+        assert_eq!(
+            r.unwrap(),
+            Some(Request::Set {
+                iface: "carp0".into(),
+                changes: vec![Setting::Advskew(254)]
+            })
+        );
+        let r = ifconfig_request(parse_ifconfig_args(&args("-g test carpdemote 50")).unwrap());
+        assert_eq!(
+            r.unwrap(),
+            Some(Request::Demote {
+                group: "test".into(),
+                change: Some(DemoteOp::Adjust(50))
+            })
+        );
+        let r = ifconfig_request(parse_ifconfig_args(&args("carp0 down")).unwrap());
+        assert_eq!(
+            r.unwrap(),
+            Some(Request::Set {
+                iface: "carp0".into(),
+                changes: vec![Setting::Down]
+            })
+        );
+        let e = ifconfig_request(parse_ifconfig_args(&args("carp0 vhid 5")).unwrap());
+        assert!(e.unwrap_err().contains("vhid cannot be changed"));
+        assert!(parse_ifconfig_args(&args("carp0 vhid 0")).is_err());
+        assert!(parse_ifconfig_args(&args("carp0 advskew 255")).is_err());
+    }
 }

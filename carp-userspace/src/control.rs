@@ -1,0 +1,442 @@
+//! The control-socket protocol between carpd and carpctl (design §2), and a small blocking client.
+//!
+//! What this module owns: the request and response types (one JSON object per line in each
+//! direction, one request per connection), the report types behind `carpctl status|counters|groups
+//! --json`, the validation both ends share (ranges, sysctl names), and `call`, which turns "no socket"
+//! or "permission denied" into the one-line reasons carpctl prints. The server side lives in
+//! `daemon::control`; it owns the engine's answers, this module owns only their shape.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use carp_common::maps::CarpStats;
+use serde::{Deserialize, Serialize};
+
+/// Where carpd listens and carpctl connects by default.
+pub const DEFAULT_SOCKET: &str = "/run/carp/carpd.sock";
+/// The longest request or response line accepted (a status of 255 vhids fits easily).
+pub const MAX_LINE: usize = 1 << 20;
+/// The highest advbase and advskew an operator may set (255 is reserved for the bow-out advert).
+pub const MAX_ADV: u8 = 254;
+/// The sysctls carpctl can read and write (OpenBSD's `net.inet.carp.*`).
+pub const SYSCTLS: [&str; 3] = [
+    "net.inet.carp.preempt",
+    "net.inet.carp.allow",
+    "net.inet.carp.log",
+];
+
+/// One request from carpctl (or the metrics responder) to carpd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "request")]
+pub enum Request {
+    /// Every carp interface and group (`carpctl status`).
+    Status,
+    /// Per-vhid counters from the dataplane and the engine (`carpctl counters`).
+    Counters,
+    /// The demote groups (`carpctl groups`).
+    Groups,
+    /// Runtime settings of one carp interface (`carpctl set`, `carpctl ifconfig carpN ...`).
+    Set {
+        /// The carp interface, e.g. "carp0".
+        iface: String,
+        /// The changes, applied together or not at all.
+        changes: Vec<Setting>,
+    },
+    /// Read (None) or change a group's demote counter (`carpctl demote`, `ifconfig -g`).
+    Demote {
+        /// The interface group.
+        group: String,
+        /// The change; None only reads the counter.
+        change: Option<DemoteOp>,
+    },
+    /// Read (None) or write one of [`SYSCTLS`].
+    Sysctl {
+        /// The full name, e.g. "net.inet.carp.preempt".
+        name: String,
+        /// The new value as typed, e.g. "1".
+        value: Option<String>,
+    },
+}
+
+/// One runtime setting of a carp interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Setting {
+    /// Base advert interval in seconds, 0..=254.
+    Advbase(u8),
+    /// Skew in 1/256 s, 0..=254.
+    Advskew(u8),
+    /// Force MASTER (true) or BACKUP (false).
+    State(ForceTo),
+    /// A new passphrase (at most 19 bytes).
+    Pass(String),
+    /// Administratively up.
+    Up,
+    /// Administratively down: a MASTER bows out, then goes INIT.
+    Down,
+}
+
+/// The state `set CARPIF state ...` forces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForceTo {
+    /// Run the master-down path now.
+    Master,
+    /// Stop advertising and wait for the master-down timer.
+    Backup,
+}
+
+/// How a group's demote counter moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DemoteOp {
+    /// Set the counter (`demote GROUP N`).
+    Set(u8),
+    /// Add a signed amount (`demote GROUP +N|-N`, `ifconfig -g GROUP [-]carpdemote N`); the result
+    /// must stay in 0..=255, as OpenBSD's kernel insists.
+    Adjust(i32),
+}
+
+/// carpd's answer to one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    /// Answer to `Status`.
+    Status(StatusReport),
+    /// Answer to `Counters`.
+    Counters(CountersReport),
+    /// Answer to `Groups` and `Demote`.
+    Groups(Vec<GroupStatus>),
+    /// Answer to `Sysctl`: the value after the request.
+    Sysctl {
+        /// The full name.
+        name: String,
+        /// The value, as `sysctl` prints it.
+        value: String,
+    },
+    /// A change was applied; what it did, one line per change.
+    Done(Vec<String>),
+    /// The request was refused and nothing changed; the one-line reason.
+    Error(String),
+}
+
+/// `carpctl status --json` (design §2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// `net.inet.carp.preempt`.
+    pub preempt: bool,
+    /// `net.inet.carp.allow`.
+    pub allow: bool,
+    /// `net.inet.carp.log`.
+    pub log: u8,
+    /// Every carp interface, in config order.
+    pub interfaces: Vec<InterfaceStatus>,
+    /// Every demote group, sorted by name.
+    pub groups: Vec<GroupStatus>,
+}
+
+/// One carp interface in `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceStatus {
+    /// e.g. "carp0".
+    pub name: String,
+    /// The parent interface.
+    pub carpdev: String,
+    /// The (first) vhid.
+    pub vhid: u8,
+    /// INIT, BACKUP or MASTER: the state of the first (lowest vhid) node.
+    pub state: String,
+    /// Running advbase.
+    pub advbase: u8,
+    /// Running advskew.
+    pub advskew: u8,
+    /// The demote byte it advertises (sum of its groups' counters).
+    pub demote: u8,
+    /// Virtual addresses with prefix length.
+    pub addresses: Vec<String>,
+    /// Balancing mode.
+    pub balancing: String,
+    /// Its carpnodes (one per vhid).
+    pub nodes: Vec<NodeStatus>,
+    /// Its groups, "carp" included.
+    pub groups: Vec<String>,
+    /// Source address of the last master heard while BACKUP.
+    pub last_master: Option<String>,
+}
+
+/// One carpnode of an interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Its vhid.
+    pub vhid: u8,
+    /// INIT, BACKUP or MASTER.
+    pub state: String,
+    /// Its advskew.
+    pub advskew: u8,
+}
+
+/// One demote group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStatus {
+    /// Group name ("carp" always exists).
+    pub name: String,
+    /// Its demote counter.
+    pub demote: u8,
+    /// Its carp interfaces.
+    pub members: Vec<String>,
+}
+
+/// `carpctl counters --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CountersReport {
+    /// One entry per vhid.
+    pub vhids: Vec<VhidCounters>,
+}
+
+/// The counters of one vhid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VhidCounters {
+    /// The carp interface.
+    pub name: String,
+    /// The parent interface.
+    pub carpdev: String,
+    /// The vhid.
+    pub vhid: u8,
+    /// Its state now.
+    pub state: String,
+    /// How many times it became MASTER since carpd started.
+    pub transitions_to_master: u64,
+    /// Source address of the last master heard while BACKUP.
+    pub last_master: Option<String>,
+    /// Seconds since the XDP program last accepted an advert for this vhid (None: never).
+    pub last_advert_age_seconds: Option<f64>,
+    /// The dataplane's per-vhid counters summed over CPUs (None if the map could not be read).
+    pub dataplane: Option<DataplaneCounters>,
+}
+
+/// The XDP program's per-vhid counters (`carp_stats`), named as bpftool shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataplaneCounters {
+    /// IPv4 adverts received.
+    pub ipackets: u64,
+    /// IPv6 adverts received.
+    pub ipackets6: u64,
+    /// TTL or hop limit not 255.
+    pub badttl: u64,
+    /// Too short.
+    pub badlen: u64,
+    /// Bad headers.
+    pub hdrops: u64,
+    /// Bad checksum.
+    pub badsum: u64,
+    /// Bad version.
+    pub badver: u64,
+    /// No such vhid here.
+    pub badvhid: u64,
+    /// Adverts handed to carpd.
+    pub adverts_to_controller: u64,
+    /// Adverts lost because the ring buffer was full.
+    pub events_lost: u64,
+    /// ARP replies sent by XDP.
+    pub arp_replies: u64,
+    /// Neighbour advertisements sent by XDP.
+    pub na_replies: u64,
+    /// ARP requests for a VIP dropped while not MASTER.
+    pub arp_dropped_backup: u64,
+    /// Frames to the virtual MAC passed.
+    pub vmac_passed: u64,
+    /// Frames to the virtual MAC dropped.
+    pub vmac_dropped: u64,
+    /// Balanced frames this node serves.
+    pub balanced_pass: u64,
+    /// Balanced frames another node serves.
+    pub balanced_drop: u64,
+}
+
+impl From<&CarpStats> for DataplaneCounters {
+    fn from(s: &CarpStats) -> Self {
+        DataplaneCounters {
+            ipackets: s.ipackets,
+            ipackets6: s.ipackets6,
+            badttl: s.badttl,
+            badlen: s.badlen,
+            hdrops: s.hdrops,
+            badsum: s.badsum,
+            badver: s.badver,
+            badvhid: s.badvhid,
+            adverts_to_controller: s.adverts_to_controller,
+            events_lost: s.events_lost,
+            arp_replies: s.arp_replies,
+            na_replies: s.na_replies,
+            arp_dropped_backup: s.arp_dropped_backup,
+            vmac_passed: s.vmac_passed,
+            vmac_dropped: s.vmac_dropped,
+            balanced_pass: s.balanced_pass,
+            balanced_drop: s.balanced_drop,
+        }
+    }
+}
+
+impl DataplaneCounters {
+    /// Every counter as (name, value), in bpftool's order (tables and metrics iterate this).
+    pub fn fields(&self) -> [(&'static str, u64); 17] {
+        [
+            ("ipackets", self.ipackets),
+            ("ipackets6", self.ipackets6),
+            ("badttl", self.badttl),
+            ("badlen", self.badlen),
+            ("hdrops", self.hdrops),
+            ("badsum", self.badsum),
+            ("badver", self.badver),
+            ("badvhid", self.badvhid),
+            ("adverts_to_controller", self.adverts_to_controller),
+            ("events_lost", self.events_lost),
+            ("arp_replies", self.arp_replies),
+            ("na_replies", self.na_replies),
+            ("arp_dropped_backup", self.arp_dropped_backup),
+            ("vmac_passed", self.vmac_passed),
+            ("vmac_dropped", self.vmac_dropped),
+            ("balanced_pass", self.balanced_pass),
+            ("balanced_drop", self.balanced_drop),
+        ]
+    }
+}
+
+/// Checks an advbase or advskew value; the error names the key and the allowed range.
+pub fn check_adv(key: &str, value: u32) -> Result<u8, String> {
+    if value > u32::from(MAX_ADV) {
+        return Err(format!(
+            "{key} {value} is out of range: use 0..={MAX_ADV} (255 is reserved for the bow-out advert)"
+        ));
+    }
+    Ok(value as u8)
+}
+
+/// Parses a sysctl value for `name`: booleans as 0/1 (or true/false), `log` as 0..=7.
+pub fn parse_sysctl_value(name: &str, value: &str) -> Result<u8, String> {
+    let v = value.trim();
+    match name {
+        "net.inet.carp.preempt" | "net.inet.carp.allow" => match v {
+            "0" | "false" | "off" => Ok(0),
+            "1" | "true" | "on" => Ok(1),
+            _ => Err(format!("{name}={v}: the value must be 0 or 1")),
+        },
+        "net.inet.carp.log" => match v.parse::<u8>() {
+            Ok(n) if n <= 7 => Ok(n),
+            _ => Err(format!("{name}={v}: the value must be 0..=7")),
+        },
+        _ => Err(unknown_sysctl(name)),
+    }
+}
+
+/// The error for a sysctl name carpd does not have.
+pub fn unknown_sysctl(name: &str) -> String {
+    format!("unknown sysctl {name} (known: {})", SYSCTLS.join(", "))
+}
+
+/// Why talking to carpd failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing listens at the path.
+    #[error("carpd is not running (no socket at {}); start it with `systemctl start carpd`", .0.display())]
+    NotRunning(PathBuf),
+    /// The socket is root-only.
+    #[error("permission denied on {}: carpctl must run as root", .0.display())]
+    PermissionDenied(PathBuf),
+    /// Any other socket error.
+    #[error("talking to carpd at {}: {}", .0.display(), .1)]
+    Io(PathBuf, std::io::Error),
+    /// carpd answered something that is not a response.
+    #[error("carpd sent an unreadable answer: {0}")]
+    Protocol(String),
+}
+
+/// Sends one request to the carpd listening at `path` and waits (at most `timeout`) for the answer.
+pub fn call(path: &Path, request: &Request, timeout: Duration) -> Result<Response, ClientError> {
+    let io = |e: std::io::Error| ClientError::Io(path.to_path_buf(), e);
+    let mut stream = UnixStream::connect(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            ClientError::NotRunning(path.to_path_buf())
+        }
+        std::io::ErrorKind::PermissionDenied => ClientError::PermissionDenied(path.to_path_buf()),
+        _ => io(e),
+    })?;
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io)?;
+    let mut line =
+        serde_json::to_string(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).map_err(io)?;
+    let mut answer = String::new();
+    BufReader::new(&stream)
+        .take(MAX_LINE as u64)
+        .read_line(&mut answer)
+        .map_err(io)?;
+    if answer.is_empty() {
+        return Err(ClientError::Protocol(
+            "the connection closed without an answer".into(),
+        ));
+    }
+    serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_as_one_json_line() {
+        let reqs = [
+            Request::Status,
+            Request::Set {
+                iface: "carp0".into(),
+                changes: vec![
+                    Setting::Advskew(254),
+                    Setting::State(ForceTo::Master),
+                    Setting::Down,
+                ],
+            },
+            Request::Demote {
+                group: "test".into(),
+                change: Some(DemoteOp::Adjust(-5)),
+            },
+            Request::Sysctl {
+                name: "net.inet.carp.preempt".into(),
+                value: Some("1".into()),
+            },
+        ];
+        for r in reqs {
+            let s = serde_json::to_string(&r).unwrap();
+            assert!(!s.contains('\n'));
+            assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn ranges_and_sysctls() {
+        assert_eq!(check_adv("advskew", 254), Ok(254));
+        assert!(check_adv("advskew", 255).unwrap_err().contains("0..=254"));
+        assert_eq!(parse_sysctl_value("net.inet.carp.preempt", "1"), Ok(1));
+        assert!(parse_sysctl_value("net.inet.carp.log", "8").is_err());
+        assert!(
+            parse_sysctl_value("net.inet.carp.nope", "1")
+                .unwrap_err()
+                .contains("unknown sysctl")
+        );
+    }
+
+    #[test]
+    fn no_socket_says_carpd_is_not_running() {
+        let e = call(
+            Path::new("/nonexistent/carpd.sock"),
+            &Request::Status,
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("carpd is not running"), "{e}");
+    }
+}
