@@ -437,7 +437,7 @@ impl Cx<'_> {
             }
             (None, Some(pf)) => {
                 let path = self.relative(pf.get_ref());
-                let text = std::fs::read_to_string(&path).map_err(|e| {
+                let text = read_secret(&path).map_err(|e| {
                     self.err(
                         &pf.span(),
                         format!("{ctx}: pass_file = {:?}: {e}", pf.get_ref()),
@@ -678,38 +678,26 @@ impl Cx<'_> {
     }
 }
 
-/// Parses OpenBSD's `carpnodes vhid:advskew,...`; nodes come back sorted by vhid (the first is the leader).
+/// Reads a file holding a secret (a carp passphrase, a sync key), refusing one that other users can read:
+/// whoever knows the passphrase can take over every VIP of the vhid.
+pub fn read_secret(path: &Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o007 != 0 {
+        return Err(format!(
+            "readable by every user (mode {mode:04o}); make it private with `chmod 600 {}`",
+            path.display()
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| e.to_string())
+}
+
+/// Parses OpenBSD's `carpnodes vhid:advskew,...` (the ifconfig parser's rules; in a TOML string spaces
+/// after the commas are allowed too); nodes come back sorted by vhid (the first is the leader).
 pub fn parse_carpnodes(s: &str) -> Result<Vec<(u8, u8)>, String> {
-    let mut nodes = Vec::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (v, k) = part
-            .split_once(':')
-            .ok_or_else(|| format!("{part:?} is not vhid:advskew"))?;
-        let vhid: u8 = v
-            .trim()
-            .parse()
-            .ok()
-            .filter(|&v| v >= 1)
-            .ok_or_else(|| format!("{part:?}: vhid must be 1..=255"))?;
-        let skew: u8 = k
-            .trim()
-            .parse()
-            .ok()
-            .filter(|&k| k <= 254)
-            .ok_or_else(|| format!("{part:?}: advskew must be 0..=254"))?;
-        if nodes.iter().any(|&(x, _)| x == vhid) {
-            return Err(format!("vhid {vhid} is listed twice"));
-        }
-        nodes.push((vhid, skew));
-    }
-    if nodes.is_empty() {
-        return Err("no carpnode given".into());
-    }
-    if nodes.len() > 32 {
-        return Err("at most 32 carpnodes".into());
-    }
-    nodes.sort();
-    Ok(nodes)
+    let compact: Vec<&str> = s.split(',').map(str::trim).collect();
+    crate::ifconfig::parse_carpnodes(&compact.join(",")).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -837,7 +825,25 @@ up_script = "/etc/carp/up"
         let dir = std::env::temp_dir().join(format!("carp-config-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("carp0.pass"), "hunter2\n").unwrap();
+        let private = |mode| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                dir.join("carp0.pass"),
+                std::fs::Permissions::from_mode(mode),
+            )
+            .unwrap();
+        };
         let text = "[[interface]]\nname = \"carp0\"\ncarpdev = \"eth0\"\nvhid = 1\npass_file = \"carp0.pass\"\naddresses = [\"10.0.0.1/24\"]\n";
+        private(0o644);
+        let err = Config::parse(&dir.join("carp.toml"), text).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("readable by every user (mode 0644)")
+                && err.to_string().contains("chmod 600"),
+            "{err}"
+        );
+        assert_eq!(err.line, Some(5));
+        private(0o600);
         let c = Config::parse(&dir.join("carp.toml"), text).unwrap();
         assert_eq!(c.interfaces[0].pass, "hunter2");
         let err =
