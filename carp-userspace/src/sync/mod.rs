@@ -24,4 +24,4 @@ pub use state::{
     ConnState, Direction, Endpoint, FlowId, FlowKey, FlowState, FlowUpdate, MergeOutcome, Peer,
     merge, merge_update, seq_cmp,
 };
-pub use wire::{Message, PacketBuilder, PacketRepr, SyncPacket, SyncRejection};
+pub use wire::{Message, PacketBuilder, PacketRepr, SyncPacket, SyncRejection, seal_raw};
