@@ -11,6 +11,7 @@
 //! - `control`: the control-socket protocol between carpd and carpctl (requests, reports, client).
 //! - `daemon`: carpd itself: the engine driven by real time, the XDP dataplane, netlink and AF_PACKET.
 //! - `sim`: a deterministic N-node simulator over virtual time.
+//! - `sync`: pfsync-style flow-state replication, sans-IO: wire format, HMAC, merge rules, engine.
 
 pub mod auth;
 pub mod balance;
@@ -21,4 +22,5 @@ pub mod dataplane;
 pub mod engine;
 pub mod ifconfig;
 pub mod sim;
+pub mod sync;
 pub mod wire;

@@ -4,7 +4,9 @@
 use carp::{
     auth::{AuthContext, AuthInput, Key},
     config::Config,
+    engine::Time,
     ifconfig::{parse_ifconfig_args, parse_ifconfig_line},
+    sync::{PacketRepr, SyncConfig, SyncEngine, SyncEvent, SyncKey, seal_raw},
     wire::ip::{Encap, emit_frame, receive_frame},
 };
 use std::{
@@ -96,4 +98,45 @@ fn ifconfig_inputs() {
         let args: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
         let _ = parse_ifconfig_args(&args);
     }
+}
+
+#[test]
+fn sync_inputs() {
+    const NOW_MS: u64 = 1_000_000_000_000;
+    let key = SyncKey::from_bytes(b"fuzz sync key").expect("key");
+    let all = inputs("sync");
+    assert!(
+        !all.is_empty(),
+        "the sync seed corpus is in fuzz/seeds/sync"
+    );
+    let mut accepted = 0;
+    for (path, data) in all {
+        // Same modes as fuzz/fuzz_targets/sync.rs: 0 = raw packet, else count + messages to sign.
+        let packet = match data.split_first() {
+            Some((0, rest)) => rest.to_vec(),
+            Some((_, rest)) if rest.len() >= 2 => seal_raw(
+                &key,
+                2,
+                1,
+                u16::from_be_bytes([rest[0], rest[1]]),
+                &rest[2..],
+            ),
+            _ => continue,
+        };
+        if let Ok(p) = PacketRepr::parse(&packet, &key, NOW_MS) {
+            accepted += 1;
+            let again = p.emit(&key, NOW_MS);
+            assert_eq!(
+                PacketRepr::parse(&again, &key, NOW_MS),
+                Ok(p),
+                "{}",
+                path.display()
+            );
+        }
+        let mut engine = SyncEngine::new(SyncConfig::new(1), key.clone()).expect("config");
+        let now = Time::from_millis(NOW_MS);
+        engine.handle(now, SyncEvent::Packet(&packet));
+        engine.handle(now + std::time::Duration::from_secs(60), SyncEvent::Timer);
+    }
+    assert!(accepted > 0, "the seeds include valid signed packets");
 }

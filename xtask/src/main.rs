@@ -161,7 +161,7 @@ fn bench(quick: bool, idle_minutes: u64) -> Result<()> {
 }
 
 /// The cargo-fuzz targets in fuzz/fuzz_targets.
-const FUZZ_TARGETS: [&str; 3] = ["advert", "config", "ifconfig"];
+const FUZZ_TARGETS: [&str; 4] = ["advert", "config", "ifconfig", "sync"];
 
 fn fuzz(seconds: u64, only: &[String]) -> Result<()> {
     if util::output("cargo", &["fuzz", "--version"]).is_none() {

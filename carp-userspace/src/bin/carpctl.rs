@@ -196,11 +196,10 @@ fn write_man(dir: &Path) -> std::io::Result<()> {
     clap_mangen::Man::new(cmd.clone()).render(&mut buf)?;
     std::fs::write(dir.join("carpctl.1"), buf)?;
     for sub in cmd.get_subcommands() {
-        let name = format!("carpctl-{}", sub.get_name());
+        // clap names need a &'static str; leaking a dozen short strings in a one-shot generator is fine.
+        let name: &'static str = Box::leak(format!("carpctl-{}", sub.get_name()).into_boxed_str());
         let mut buf = Vec::new();
-        clap_mangen::Man::new(sub.clone())
-            .title(name.clone())
-            .render(&mut buf)?;
+        clap_mangen::Man::new(sub.clone().name(name)).render(&mut buf)?;
         std::fs::write(dir.join(format!("{name}.1")), buf)?;
     }
     Ok(())

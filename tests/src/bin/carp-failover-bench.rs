@@ -8,13 +8,16 @@
 //! probes are requests that never got a reply. Every scenario runs in a fresh lab (so no daemon's
 //! leftovers, e.g. the pinned XDP program a SIGKILLed carpd leaves serving by design, can help the next
 //! one), `--reps` times (3; 1 with `--quick` or `CARP_BENCH_QUICK=1`), reported as median and max.
-//! `--idle-minutes N` adds an idle run of carpd at advbase 0 that counts false failovers.
+//! `--idle-minutes N` adds an idle run of carpd at advbase 0 that counts false failovers (and one of
+//! keepalived VRRPv3 at 10 ms with `--idle-keepalived`, to compare under the same load).
+//! `CARP_BENCH_CARPD_FIFO=N` runs carpd under SCHED_FIFO priority N.
 //!
-//! Usage: `carp-failover-bench [OUT.json] [--quick] [--reps N] [--idle-minutes N] [--only SUBSTR]`.
+//! Usage: `carp-failover-bench [OUT.json] [--quick] [--reps N] [--idle-minutes N] [--idle-keepalived]
+//! [--only SUBSTR]`.
 use anyhow::{Context, Result, bail, ensure};
 use carp_tests::{
     lab::{Daemon, Pair, VIP},
-    netns::Netns,
+    netns::{Netns, PacketSocket},
 };
 use std::{
     os::fd::AsRawFd,
@@ -142,6 +145,7 @@ fn main() -> Result<()> {
     let mut out = PathBuf::from("target/bench/failover.json");
     let mut reps = 3usize;
     let mut idle_minutes = 0u64;
+    let mut idle_keepalived = false;
     let mut only: Option<String> = None;
     if std::env::var("CARP_BENCH_QUICK").is_ok_and(|v| v == "1") {
         reps = 1;
@@ -152,6 +156,7 @@ fn main() -> Result<()> {
             "--quick" => reps = 1,
             "--reps" => reps = args.next().context("--reps N")?.parse()?,
             "--idle-minutes" => idle_minutes = args.next().context("--idle-minutes N")?.parse()?,
+            "--idle-keepalived" => idle_keepalived = true,
             "--only" => only = Some(args.next().context("--only SUBSTR")?),
             _ if a.starts_with("--") => bail!("unknown option {a}"),
             _ => out = PathBuf::from(a),
@@ -189,25 +194,28 @@ fn main() -> Result<()> {
             let r = run_once(&carpd, PREFIX, imp, fault)
                 .with_context(|| format!("{label}, repetition {}", rep + 1))?;
             eprintln!(
-                "  {label} #{}: outage {:.1} ms, lost {}, fault->new MASTER logged {}, fault->first reply after the gap {:.1} ms",
+                "  {label} #{}: outage {:.1} ms, lost {}, fault->new MASTER logged {}, fault->first reply after the gap {:.1} ms, gw2 false MASTER before the fault {}",
                 rep + 1,
                 ms(r.outage),
                 r.lost,
                 r.takeover_logged
                     .map_or("?".into(), |d| format!("{:.1} ms", ms(d))),
                 r.resume_after_fault.map_or(f64::NAN, ms),
+                r.flaps_before,
             );
             runs.push(r);
         }
         results.push(Scenario { imp, fault, runs });
     }
     judge_and_print(&mut results);
-    let idle = if idle_minutes > 0 {
-        Some(idle_run(&carpd, idle_minutes)?)
-    } else {
-        None
-    };
-    write_json(&out, &results, idle.as_ref())?;
+    let mut idle = Vec::new();
+    if idle_minutes > 0 {
+        idle.push(idle_run(&carpd, Impl::Carpd(0), idle_minutes)?);
+        if idle_keepalived {
+            idle.push(idle_run(&carpd, Impl::KeepalivedV3, idle_minutes)?);
+        }
+    }
+    write_json(&out, &results, &idle)?;
     println!("written to {}", out.display());
     Ok(())
 }
@@ -273,23 +281,26 @@ fn start(pair: &Pair, carpd: &Path, imp: Impl, gw: &str, preempt: bool) -> Resul
             std::fs::write(&cfg, carpd_config(advbase, skew, preempt))?;
             let bpffs = pair.bpffs.join(gw);
             let sock = pair.dir.join(format!("{gw}.sock"));
+            // CARP_BENCH_CARPD_FIFO=N runs carpd under SCHED_FIFO priority N (chrt), to tell
+            // scheduling latency apart from anything in carpd itself.
+            let fifo = std::env::var("CARP_BENCH_CARPD_FIFO").ok();
+            let mut argv: Vec<&str> = Vec::new();
+            if let Some(prio) = fifo.as_deref() {
+                argv.extend(["chrt", "-f", prio]);
+            }
+            argv.extend([
+                carpd.to_str().unwrap(),
+                "-c",
+                cfg.to_str().unwrap(),
+                "--bpffs",
+                bpffs.to_str().unwrap(),
+                "--control-socket",
+                sock.to_str().unwrap(),
+                "--log",
+                "info",
+            ]);
             Gw {
-                daemon: Daemon::spawn(
-                    ns,
-                    gw,
-                    &pair.dir,
-                    &[
-                        carpd.to_str().unwrap(),
-                        "-c",
-                        cfg.to_str().unwrap(),
-                        "--bpffs",
-                        bpffs.to_str().unwrap(),
-                        "--control-socket",
-                        sock.to_str().unwrap(),
-                        "--log",
-                        "info",
-                    ],
-                ),
+                daemon: Daemon::spawn(ns, gw, &pair.dir, &argv),
                 vrrp_pid: None,
             }
         }
@@ -392,6 +403,8 @@ fn crate_sh(cmd: &str) -> Result<()> {
 
 /// One repetition's measurement.
 struct Run {
+    /// gw2's false MASTER transitions between its start and the fault.
+    flaps_before: usize,
     outage: Duration,
     lost: u64,
     sent: u64,
@@ -427,21 +440,42 @@ fn run_once(carpd: &Path, prefix: &str, imp: Impl, fault: Fault) -> Result<Run> 
     );
     // Let gw2 hear a couple of adverts so its master-down timer runs from a steady state.
     std::thread::sleep(Duration::from_millis(1500));
+    // At advbase 0 a loaded machine can make gw2 flap to MASTER and straight back before the fault
+    // (the idle run counts these); count them and wait for gw2 to be BACKUP again rather than abort.
+    let flaps_before = gw2.daemon.log().matches(imp.master_needle()).count();
+    let end_wait = Instant::now() + Duration::from_secs(5);
+    while is_master(&gw2.daemon, imp) && Instant::now() < end_wait {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     ensure!(
-        !gw2.daemon.log().contains(imp.master_needle()),
-        "gw2 became MASTER before the fault:\n{}",
+        !is_master(&gw2.daemon, imp),
+        "gw2 is MASTER before the fault:\n{}",
         gw2.daemon.log()
     );
     let skip = gw2.daemon.log().len();
-    let prober = Prober::start(&pair.client)?;
-    std::thread::sleep(PRE);
-
-    // The fault, with its instant on both clocks (log lines carry wall-clock timestamps).
     let link = if fault == Fault::Kill {
         Some(LinkCutter::new(&pair.gw1)?)
     } else {
         None
     };
+    // Listen on gw1's switch port: the fault comes right after one of gw1's adverts, the worst case
+    // for a dead master (the backup waits a whole master-down), so figures compare with the theory
+    // and between implementations instead of depending on where in the advert interval the kill fell.
+    let prober = Prober::start(&pair.client)?;
+    std::thread::sleep(PRE);
+    // Opened only now: a socket opened earlier would hand back an advert queued long ago.
+    let port = format!("{prefix}-p0");
+    let sniff = pair.sw.in_ns(move || PacketSocket::open(&port, 100));
+    ensure!(
+        sniff
+            .recv_until(Duration::from_secs(3), |f| {
+                f.len() > 30 && f[12..14] == [8, 0] && f[23] == 112 && f[26..30] == [10, 0, 0, 11]
+            })
+            .is_some(),
+        "no advert from gw1 seen on its switch port"
+    );
+
+    // The fault, with its instant on both clocks (log lines carry wall-clock timestamps).
     let (fault_at, fault_wall) = match fault {
         Fault::Kill => {
             let pids = gw1.kill_pids();
@@ -491,6 +525,7 @@ fn run_once(carpd: &Path, prefix: &str, imp: Impl, fault: Fault) -> Result<Run> 
     drop(gw2);
     drop(gw1);
     Ok(Run {
+        flaps_before,
         outage: m.outage,
         lost: m.lost,
         sent: m.sent,
@@ -498,6 +533,18 @@ fn run_once(carpd: &Path, prefix: &str, imp: Impl, fault: Fault) -> Result<Run> 
         resume_after_fault: m.resume_after_fault,
         last_before: m.last_before,
     })
+}
+
+/// True if the gateway's last transition made it MASTER.
+fn is_master(d: &Daemon, imp: Impl) -> bool {
+    match imp {
+        Impl::Carpd(_) => d.carpd_state().as_deref() == Some("MASTER"),
+        Impl::Ucarp => d.ucarp_state().as_deref() == Some("MASTER"),
+        _ => {
+            let log = d.log();
+            log.rfind("Entering MASTER STATE") > log.rfind("Entering BACKUP STATE")
+        }
+    }
 }
 
 /// Wall-clock time of a log line: carpd's RFC 3339 prefix (`2026-11-29T02:10:11.123456Z`); ucarp
@@ -872,8 +919,9 @@ fn judge_and_print(all: &mut [Scenario]) {
     }
 }
 
-/// Result of the idle run.
+/// Result of an idle run.
 struct Idle {
+    imp: Impl,
     minutes: u64,
     false_failovers: usize,
     outage: Duration,
@@ -881,12 +929,11 @@ struct Idle {
     sent: u64,
 }
 
-/// carpd at advbase 0 (the tightest timers) left alone for `minutes` while the client probes: any
-/// transition after the election is a false failover.
-fn idle_run(carpd: &Path, minutes: u64) -> Result<Idle> {
-    eprintln!("idle run: carpd advbase 0 (advskew 0/2) for {minutes} min");
+/// `imp` left alone for `minutes` while the client probes: every takeover by the BACKUP (gw2) after
+/// the election is a false failover.
+fn idle_run(carpd: &Path, imp: Impl, minutes: u64) -> Result<Idle> {
+    eprintln!("idle run: {} {} for {minutes} min", imp.name(), imp.mode());
     let pair = Pair::new("cfi");
-    let imp = Impl::Carpd(0);
     let gw1 = start(&pair, carpd, imp, "gw1", false)?;
     ensure!(
         gw1.daemon
@@ -899,16 +946,14 @@ fn idle_run(carpd: &Path, minutes: u64) -> Result<Idle> {
     );
     ensure!(pair.client_reaches_vip(Duration::from_secs(5)));
     std::thread::sleep(Duration::from_secs(1));
-    let t1 = gw1.daemon.log().matches(" -> ").count();
-    let t2 = gw2.daemon.log().matches(" -> ").count();
+    let takeovers = || gw2.daemon.log().matches(imp.master_needle()).count();
+    let before = takeovers();
     let prober = Prober::start(&pair.client)?;
     let from = Instant::now();
     std::thread::sleep(Duration::from_secs(60 * minutes));
     let to = Instant::now();
     let probes = prober.stop();
-    let false_failovers = gw1.daemon.log().matches(" -> ").count() - t1
-        + gw2.daemon.log().matches(" -> ").count()
-        - t2;
+    let false_failovers = takeovers() - before;
     if false_failovers > 0 {
         eprintln!(
             "--- gw1 ---\n{}\n--- gw2 ---\n{}",
@@ -918,6 +963,7 @@ fn idle_run(carpd: &Path, minutes: u64) -> Result<Idle> {
     }
     let m = probes.measure(from, to, from);
     let idle = Idle {
+        imp,
         minutes,
         false_failovers,
         outage: m.outage,
@@ -925,8 +971,10 @@ fn idle_run(carpd: &Path, minutes: u64) -> Result<Idle> {
         sent: m.sent,
     };
     println!(
-        "idle {} min, carpd advbase 0: {} transitions after the election (false failovers), longest reply gap {:.1} ms, {} of {} probes lost",
+        "idle {} min, {} {}: {} false failovers (takeovers by the BACKUP), longest reply gap {:.1} ms, {} of {} probes lost",
         idle.minutes,
+        imp.name(),
+        imp.mode(),
         idle.false_failovers,
         ms(idle.outage),
         idle.lost,
@@ -935,7 +983,7 @@ fn idle_run(carpd: &Path, minutes: u64) -> Result<Idle> {
     Ok(idle)
 }
 
-fn write_json(out: &Path, all: &[Scenario], idle: Option<&Idle>) -> Result<()> {
+fn write_json(out: &Path, all: &[Scenario], idle: &[Idle]) -> Result<()> {
     let opt = |d: Option<Duration>| d.map_or("null".into(), |d| format!("{:.2}", ms(d)));
     let mut rows = Vec::new();
     for s in all {
@@ -947,7 +995,8 @@ fn write_json(out: &Path, all: &[Scenario], idle: Option<&Idle>) -> Result<()> {
             .iter()
             .map(|r| {
                 format!(
-                    "{{\"outage_ms\":{:.2},\"lost\":{},\"sent\":{},\"fault_to_master_logged_ms\":{},\"fault_to_last_reply_before_gap_ms\":{},\"fault_to_first_reply_after_gap_ms\":{}}}",
+                    "{{\"false_master_before_fault\":{},\"outage_ms\":{:.2},\"lost\":{},\"sent\":{},\"fault_to_master_logged_ms\":{},\"fault_to_last_reply_before_gap_ms\":{},\"fault_to_first_reply_after_gap_ms\":{}}}",
+                    r.flaps_before,
                     ms(r.outage),
                     r.lost,
                     r.sent,
@@ -970,25 +1019,31 @@ fn write_json(out: &Path, all: &[Scenario], idle: Option<&Idle>) -> Result<()> {
             runs.join(",")
         ));
     }
-    let idle = idle.map_or("null".into(), |i| {
-        format!(
-            "{{\"minutes\":{},\"mode\":\"carpd advbase 0, advskew 0/2\",\"false_failovers\":{},\"longest_gap_ms\":{:.2},\"lost\":{},\"sent\":{}}}",
-            i.minutes,
-            i.false_failovers,
-            ms(i.outage),
-            i.lost,
-            i.sent
-        )
-    });
+    let idle: Vec<String> = idle
+        .iter()
+        .map(|i| {
+            format!(
+                "{{\"implementation\":{:?},\"mode\":{:?},\"minutes\":{},\"false_failovers\":{},\"longest_gap_ms\":{:.2},\"lost\":{},\"sent\":{}}}",
+                i.imp.name(),
+                i.imp.mode(),
+                i.minutes,
+                i.false_failovers,
+                ms(i.outage),
+                i.lost,
+                i.sent
+            )
+        })
+        .collect();
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(
         out,
         format!(
-            "{{\"probe_interval_ms\":{},\"scenarios\":[\n{}\n],\"idle\":{idle}}}\n",
+            "{{\"probe_interval_ms\":{},\"scenarios\":[\n{}\n],\"idle\":[{}]}}\n",
             PROBE.as_millis(),
-            rows.join(",\n")
+            rows.join(",\n"),
+            idle.join(",")
         ),
     )?;
     Ok(())
