@@ -1,5 +1,5 @@
 //! The 36-byte CARP header as the kernel reads it (the userspace twin is carp-userspace's wire::advert).
-use crate::packet::{csum_add, csum_fold};
+use crate::packet::csum_fold;
 use carp_common::proto::CARP_HEADER_LEN;
 
 /// CARP header bytes.
@@ -33,6 +33,17 @@ impl CarpHdr {
     /// True when the Internet checksum over the 36 bytes comes out right (no pseudo-header).
     #[inline(always)]
     pub fn checksum_ok(&self) -> bool {
-        csum_fold(csum_add(0, &self.bytes)) == 0xffff
+        // The one's-complement sum is byte-order independent (RFC 1071), so native 16-bit loads do: 18
+        // loads instead of 36 byte loads and shifts. Every CARP header starts at an even offset (14 or
+        // 18 bytes of L2, then 20 + 4n or 40 bytes of IP) of a frame whose start XDP keeps aligned.
+        let words = self.bytes.as_ptr().cast::<u16>();
+        let mut sum: u32 = 0;
+        let mut i = 0;
+        while i < CARP_HEADER_LEN / 2 {
+            // SAFETY: i < 18 keeps the read inside the 36 bytes; see above for the alignment.
+            sum += unsafe { words.add(i).read() } as u32;
+            i += 1;
+        }
+        csum_fold(sum) == 0xffff
     }
 }
