@@ -194,6 +194,9 @@ pub struct Config {
     /// The carp interfaces, in file order.
     #[serde(rename = "interface")]
     pub interfaces: Vec<InterfaceConfig>,
+    /// Health trackers (`[[track]]`, see `crate::track`).
+    #[serde(rename = "track", skip_serializing_if = "Vec::is_empty")]
+    pub tracks: Vec<crate::track::TrackConfig>,
 }
 
 impl Config {
@@ -252,10 +255,13 @@ impl Config {
             }
             interfaces.push(iface);
         }
+        let tracks =
+            crate::track::validate(path, text, raw.track.unwrap_or_default(), &interfaces)?;
         Ok(Config {
             file: path.into(),
             carp,
             interfaces,
+            tracks,
         })
     }
 
@@ -281,6 +287,7 @@ impl Config {
 struct RawConfig {
     carp: Option<RawCarp>,
     interface: Option<Vec<Spanned<RawInterface>>>,
+    track: Option<Vec<Spanned<crate::track::RawTrack>>>,
     // Parsed by the pfsync issue; accepted here so a full config checks.
     #[allow(dead_code)]
     pfsync: Option<toml::Table>,

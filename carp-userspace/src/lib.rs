@@ -12,6 +12,7 @@
 //! - `daemon`: carpd itself: the engine driven by real time, the XDP dataplane, netlink and AF_PACKET.
 //! - `sim`: a deterministic N-node simulator over virtual time.
 //! - `sync`: pfsync-style flow-state replication, sans-IO: wire format, HMAC, merge rules, engine.
+//! - `track`: `[[track]]` health checks that demote an interface group while they fail.
 
 pub mod auth;
 pub mod balance;
@@ -23,4 +24,5 @@ pub mod engine;
 pub mod ifconfig;
 pub mod sim;
 pub mod sync;
+pub mod track;
 pub mod wire;

@@ -59,7 +59,8 @@ fn help_teaches() {
         "--check",
         "--bpffs",
         "--xdp-mode",
-        "NOT SERVED YET",
+        "--metrics",
+        "carpctl",
         "SIGTERM",
         "[[interface]]",
     ] {

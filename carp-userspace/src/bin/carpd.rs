@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use carp::{config::Config, dataplane::AttachMode};
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 /// carpd: CARP (OpenBSD's Common Address Redundancy Protocol) for Linux, with an XDP dataplane.
 ///
@@ -38,14 +38,17 @@ use clap::Parser;
 ///   addresses = ["10.0.0.1/24"]
 ///
 /// Check it first: carpd -c /etc/carp/carp.toml --check
+///
+/// Once it runs: carpctl status, carpctl counters --watch 1, carpctl ifconfig carp0 advskew 200
+/// (see carpctl --help); metrics with --metrics 127.0.0.1:9273.
 #[derive(Parser, Debug)]
 #[command(name = "carpd", version, verbatim_doc_comment)]
 struct Cli {
     /// The config file (TOML, see above).
     #[arg(short = 'c', long = "config", value_name = "FILE", default_value = carp::config::DEFAULT_CONFIG)]
     config: PathBuf,
-    /// Control socket for carpctl. NOT SERVED YET: accepted so unit files can name it already.
-    #[arg(long, value_name = "PATH", default_value = "/run/carp/carpd.sock")]
+    /// Control socket for carpctl (root only, mode 0600).
+    #[arg(long, value_name = "PATH", default_value = carp::control::DEFAULT_SOCKET)]
     control_socket: PathBuf,
     /// bpffs directory for the pinned maps and XDP link (<DIR>/<carpdev>/carp_stats, ...).
     #[arg(long, value_name = "DIR", default_value = carp::dataplane::DEFAULT_BPFFS)]
@@ -56,16 +59,44 @@ struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. info, debug, carp=debug. Overrides RUST_LOG.
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
-    /// Prometheus metrics listen address. NOT SERVED YET: accepted and ignored.
+    /// Serve OpenMetrics (Prometheus) at http://ADDR/metrics, e.g. 127.0.0.1:9273: per-vhid state,
+    /// advbase/advskew/demote, transitions, last master, the XDP counters and group demotion.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
     /// Validate the config, print it normalised (passphrases redacted) and exit: 0 if valid, 1 if not.
     #[arg(long)]
     check: bool,
+    /// Print a completion script for SHELL and exit (packaging).
+    #[arg(long, value_name = "SHELL", hide = true)]
+    generate_completions: Option<clap_complete::Shell>,
+    /// Write the man page carpd.8 into DIR and exit (packaging).
+    #[arg(long, value_name = "DIR", hide = true)]
+    generate_man: Option<PathBuf>,
+}
+
+/// `--generate-man DIR`: carpd.8 from the clap definition, so the page never drifts from --help.
+fn write_man(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(Cli::command())
+        .section("8")
+        .render(&mut buf)?;
+    std::fs::write(dir.join("carpd.8"), buf)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(shell) = cli.generate_completions {
+        clap_complete::generate(shell, &mut Cli::command(), "carpd", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    if let Some(dir) = &cli.generate_man {
+        if let Err(e) = write_man(dir) {
+            eprintln!("carpd: writing the man page to {}: {e}", dir.display());
+            return ExitCode::FAILURE;
+        }
+        return ExitCode::SUCCESS;
+    }
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -89,14 +120,12 @@ fn main() -> ExitCode {
         // journald and log files get plain text; a terminal gets colours.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if cli.metrics.is_some() {
-        tracing::warn!("--metrics is not served yet; ignoring it");
-    }
     let options = carp::daemon::Options {
         config_path: cli.config,
         bpffs: cli.bpffs,
         xdp_mode: cli.xdp_mode,
         control_socket: cli.control_socket,
+        metrics: cli.metrics,
     };
     match carp::daemon::run(config, options) {
         Ok(()) => ExitCode::SUCCESS,

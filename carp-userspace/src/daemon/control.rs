@@ -2,7 +2,8 @@
 //!
 //! What this module owns: the root-only Unix socket (mode 0600, peers checked with SO_PEERCRED),
 //! one task per connection that reads one JSON request line and writes one JSON response line, the
-//! OpenMetrics responder (`--metrics ADDR`), systemd's READY=1 notification, and the daemon's
+//! OpenMetrics responder (`--metrics ADDR`), starting the `[[track]]` checkers (`crate::track`),
+//! systemd's READY=1 notification, and the daemon's
 //! answers to each request (`Daemon::on_control`). The tasks never touch the engine: they pass a
 //! `Msg` over an mpsc channel to the main loop, which owns the engine and replies on a oneshot, so a
 //! request is handled between two engine events like any other input and its effect (an advert, a
@@ -59,9 +60,14 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the control socket at `path` (and the metrics endpoint at `metrics`), then tells
-    /// systemd the daemon is ready: this is the last step of start-up, so READY=1 means carpctl works.
-    pub fn start(path: &Path, metrics: Option<SocketAddr>) -> Result<Server> {
+    /// Binds the control socket at `path` (and the metrics endpoint at `metrics`), starts the
+    /// `[[track]]` checkers, then tells systemd the daemon is ready: this is the last step of
+    /// start-up, so READY=1 means carpctl works.
+    pub fn start(
+        path: &Path,
+        metrics: Option<SocketAddr>,
+        tracks: &[crate::track::TrackConfig],
+    ) -> Result<Server> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
@@ -88,9 +94,11 @@ impl Server {
                 .with_context(|| format!("binding the metrics endpoint {addr}"))?;
             std_listener.set_nonblocking(true)?;
             let listener = TcpListener::from_std(std_listener)?;
-            tasks.push(tokio::spawn(accept_metrics(listener, tx)));
+            tasks.push(tokio::spawn(accept_metrics(listener, tx.clone())));
             tracing::info!("metrics at http://{addr}/metrics");
         }
+        // Trackers talk to the main loop exactly as carpctl does (`carpctl demote GROUP +N`).
+        tasks.extend(crate::track::spawn(tracks, tx));
         tracing::info!("control socket {}", path.display());
         notify_ready();
         Ok(Server {
@@ -619,7 +627,8 @@ impl Daemon {
             },
         };
         if new != old {
-            tracing::info!("carpctl: group {group}: demote {old} -> {new}");
+            // A tracker or carpctl asked; a tracker logs its own reason just before.
+            tracing::info!("group {group}: demote {old} -> {new}");
             self.feed(HostEvent::GroupSet {
                 group: group.to_string(),
                 value: new,

@@ -18,6 +18,7 @@
 //! for a VIP are pre-empted by the XDP responder (it answers while MASTER and drops requests otherwise). On real NICs the carpdev joins
 //! 224.0.0.18 / ff02::12 so the NIC's multicast filter admits adverts (`netio`).
 
+pub mod control;
 pub mod hooks;
 pub mod netio;
 pub mod netlink;
@@ -64,8 +65,10 @@ pub struct Options {
     pub bpffs: PathBuf,
     /// XDP attach mode.
     pub xdp_mode: AttachMode,
-    /// Control socket path (not served yet).
+    /// Control socket path (carpctl).
     pub control_socket: PathBuf,
+    /// OpenMetrics listen address (`--metrics`).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Runs the daemon until a planned stop (Ok) or a start-up failure (Err, nothing left half-started).
@@ -117,6 +120,7 @@ enum Wake {
     Link(Option<LinkEvent>),
     Stop(&'static str),
     Reload,
+    Control(control::Msg),
 }
 
 struct Daemon {
@@ -379,6 +383,12 @@ impl Daemon {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
+        // Last step of start-up (it also sends systemd READY=1): carpctl works from here on.
+        let mut ctl = control::Server::start(
+            &self.options.control_socket,
+            self.options.metrics,
+            &self.config.tracks,
+        )?;
         self.feed(HostEvent::Start).await;
         for d in 0..self.devs.len() {
             if !self.devs[d].running {
@@ -413,6 +423,7 @@ impl Daemon {
                 _ = term.recv() => Wake::Stop("SIGTERM"),
                 _ = int.recv() => Wake::Stop("SIGINT"),
                 _ = hup.recv() => Wake::Reload,
+                msg = ctl.next() => Wake::Control(msg),
             };
             match wake {
                 Wake::Timer => self.on_timer().await,
@@ -430,6 +441,7 @@ impl Daemon {
                     }
                 }
                 Wake::Reload => self.reload().await,
+                Wake::Control(msg) => self.on_control(msg).await,
             }
         }
     }

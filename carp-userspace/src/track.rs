@@ -1,0 +1,378 @@
+//! Health tracking: `[[track]]` config entries that demote an interface group while a check fails
+//! (issue #5). A check is an interface (failing while not up with carrier), a script (failing while it
+//! exits non-zero or outlives its interval) or a file (failing while it exists, or while its content is a
+//! given string). Rise/fall counts debounce flapping checks.
+//!
+//! What this module owns: the entries' validation (with the config file's line numbers), the pure
+//! rise/fall state machine (`Health`), and the tokio tasks that run the checks. The tasks change
+//! nothing themselves: they send `+N`/`-N` group demotions to carpd's main loop through the same
+//! channel as carpctl, so a tracker's effect is exactly an operator's `carpctl demote GROUP +N`.
+//! Trackers are read at start-up; SIGHUP does not change them (restart carpd for new `[[track]]`s).
+
+use std::{
+    ops::Range,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use toml::Spanned;
+
+use crate::{
+    config::{ConfigError, InterfaceConfig},
+    control::{DemoteOp, Request, Response},
+    daemon::control::Msg,
+    engine::DEFAULT_GROUP,
+};
+
+/// One validated `[[track]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrackConfig {
+    /// The interface group demoted while the check fails ("carp" by default).
+    pub group: String,
+    /// How much the group's counter rises while failing (1..=255, default 1).
+    pub demote: u8,
+    /// What is checked.
+    #[serde(flatten)]
+    pub check: Check,
+    /// For a file check: the content that means "failing" (None: existing means failing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// Time between checks (default 1 s); also a script's time limit.
+    #[serde(serialize_with = "seconds")]
+    pub interval: Duration,
+    /// Consecutive good checks before a failing check counts as recovered (default 1).
+    pub rise: u32,
+    /// Consecutive bad checks before it counts as failing (default 1).
+    pub fall: u32,
+}
+
+/// What a tracker checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Check {
+    /// An interface: failing while it is not up with carrier (IFF_UP and IFF_RUNNING).
+    Interface(String),
+    /// A script run without arguments: failing while it exits non-zero or takes longer than the interval.
+    Script(PathBuf),
+    /// A file: failing while it exists, or, with `content`, while its trimmed content equals it.
+    File(PathBuf),
+}
+
+impl Check {
+    /// A short name for logs: `interface eth3`, `script /etc/carp/check`, `file /run/maint`.
+    pub fn describe(&self) -> String {
+        match self {
+            Check::Interface(i) => format!("interface {i}"),
+            Check::Script(p) => format!("script {}", p.display()),
+            Check::File(file) => format!("file {}", file.display()),
+        }
+    }
+}
+
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// A `[[track]]` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrack {
+    group: Option<Spanned<String>>,
+    demote: Option<Spanned<i64>>,
+    interface: Option<Spanned<String>>,
+    script: Option<Spanned<String>>,
+    file: Option<Spanned<String>>,
+    content: Option<Spanned<String>>,
+    interval: Option<Spanned<toml::Value>>,
+    rise: Option<Spanned<i64>>,
+    fall: Option<Spanned<i64>>,
+}
+
+/// Validates the `[[track]]` entries against the carp interfaces (their groups must exist).
+pub fn validate(
+    file: &Path,
+    text: &str,
+    raw: Vec<Spanned<RawTrack>>,
+    interfaces: &[InterfaceConfig],
+) -> Result<Vec<TrackConfig>, ConfigError> {
+    let err = |span: &Range<usize>, message: String| ConfigError {
+        file: file.into(),
+        line: Some(text[..span.start.min(text.len())].matches('\n').count() + 1),
+        message,
+    };
+    let mut out = Vec::new();
+    for (n, entry) in raw.into_iter().enumerate() {
+        let span = entry.span();
+        let t = entry.into_inner();
+        let ctx = format!("track #{}", n + 1);
+        let count = |v: &Option<Spanned<i64>>, key: &str, lo: i64, hi: i64, default: i64| match v {
+            None => Ok(default),
+            Some(v) if (lo..=hi).contains(v.get_ref()) => Ok(*v.get_ref()),
+            Some(v) => Err(err(
+                &v.span(),
+                format!("{ctx}: {key} = {}: out of range {lo}..={hi}", v.get_ref()),
+            )),
+        };
+        let demote = count(&t.demote, "demote", 1, 255, 1)? as u8;
+        let rise = count(&t.rise, "rise", 1, 1000, 1)? as u32;
+        let fall = count(&t.fall, "fall", 1, 1000, 1)? as u32;
+        let interval = match &t.interval {
+            None => Duration::from_secs(1),
+            Some(v) => {
+                let secs = match v.get_ref() {
+                    toml::Value::Integer(i) => *i as f64,
+                    toml::Value::Float(f) => *f,
+                    _ => f64::NAN,
+                };
+                if !(0.05..=3600.0).contains(&secs) {
+                    return Err(err(
+                        &v.span(),
+                        format!(
+                            "{ctx}: interval = {}: give seconds in 0.05..=3600",
+                            v.get_ref()
+                        ),
+                    ));
+                }
+                Duration::from_secs_f64(secs)
+            }
+        };
+        let group = match &t.group {
+            None => DEFAULT_GROUP.to_string(),
+            Some(g) => {
+                let name = g.get_ref();
+                let known = name == DEFAULT_GROUP
+                    || interfaces
+                        .iter()
+                        .any(|i| i.groups.iter().any(|x| x == name));
+                if !known {
+                    return Err(err(
+                        &g.span(),
+                        format!(
+                            "{ctx}: group = {name:?}: no carp interface is in this group (add it to an interface's groups)"
+                        ),
+                    ));
+                }
+                name.clone()
+            }
+        };
+        let check = match (&t.interface, &t.script, &t.file) {
+            (Some(i), None, None) => Check::Interface(i.get_ref().clone()),
+            (None, Some(s), None) => Check::Script(PathBuf::from(s.get_ref())),
+            (None, None, Some(f)) => Check::File(PathBuf::from(f.get_ref())),
+            _ => {
+                return Err(err(
+                    &span,
+                    format!("{ctx}: give exactly one of interface, script or file"),
+                ));
+            }
+        };
+        if let (Some(c), false) = (&t.content, matches!(check, Check::File(_))) {
+            return Err(err(
+                &c.span(),
+                format!("{ctx}: content only goes with file"),
+            ));
+        }
+        out.push(TrackConfig {
+            group,
+            demote,
+            check,
+            content: t.content.map(Spanned::into_inner),
+            interval,
+            rise,
+            fall,
+        });
+    }
+    Ok(out)
+}
+
+/// The rise/fall debouncer of one tracker; starts healthy.
+#[derive(Debug, Clone)]
+pub struct Health {
+    rise: u32,
+    fall: u32,
+    failing: bool,
+    streak: u32,
+}
+
+impl Health {
+    /// A healthy tracker that needs `rise` good and `fall` bad checks in a row to change.
+    pub fn new(rise: u32, fall: u32) -> Health {
+        Health {
+            rise: rise.max(1),
+            fall: fall.max(1),
+            failing: false,
+            streak: 0,
+        }
+    }
+
+    /// Whether it counts as failing now.
+    pub fn failing(&self) -> bool {
+        self.failing
+    }
+
+    /// Feeds one check result; returns the new verdict when it changes (true = now failing).
+    pub fn observe(&mut self, ok: bool) -> Option<bool> {
+        // A result that agrees with the verdict resets the streak of the opposite result.
+        if ok != self.failing {
+            self.streak = 0;
+            return None;
+        }
+        self.streak += 1;
+        let needed = if self.failing { self.rise } else { self.fall };
+        if self.streak >= needed {
+            self.failing = !self.failing;
+            self.streak = 0;
+            return Some(self.failing);
+        }
+        None
+    }
+}
+
+/// Whether an interface of this network namespace is up with carrier (SIOCGIFFLAGS: /sys/class/net
+/// may show another namespace than the process's).
+pub fn interface_ok(name: &str) -> bool {
+    if name.len() >= libc::IFNAMSIZ {
+        return false;
+    }
+    // SAFETY: a plain socket; the fd is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads into req, which lives for the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } != 0 {
+        return false;
+    }
+    // SAFETY: the kernel filled the flags member of the union.
+    let flags = i32::from(unsafe { req.ifr_ifru.ifru_flags });
+    flags & libc::IFF_UP != 0 && flags & libc::IFF_RUNNING != 0
+}
+
+/// Runs one check: true = healthy.
+pub async fn check_once(check: &Check, content: Option<&str>, limit: Duration) -> bool {
+    match check {
+        Check::Interface(name) => interface_ok(name),
+        Check::Script(path) => {
+            let child = tokio::process::Command::new(path)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .status();
+            matches!(tokio::time::timeout(limit, child).await, Ok(Ok(s)) if s.success())
+        }
+        Check::File(file) => match content {
+            None => !file.exists(),
+            Some(c) => std::fs::read_to_string(file).map_or(true, |s| s.trim() != c),
+        },
+    }
+}
+
+/// Starts one task per tracker; each sends group demotions over `tx` while its check fails.
+pub fn spawn(tracks: &[TrackConfig], tx: mpsc::Sender<Msg>) -> Vec<tokio::task::JoinHandle<()>> {
+    tracks
+        .iter()
+        .cloned()
+        .map(|t| tokio::spawn(run(t, tx.clone())))
+        .collect()
+}
+
+async fn run(t: TrackConfig, tx: mpsc::Sender<Msg>) {
+    let what = t.check.describe();
+    let mut health = Health::new(t.rise, t.fall);
+    let mut tick = tokio::time::interval(t.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let ok = check_once(&t.check, t.content.as_deref(), t.interval).await;
+        let Some(failing) = health.observe(ok) else {
+            continue;
+        };
+        let delta = i32::from(t.demote) * if failing { 1 } else { -1 };
+        tracing::info!(
+            "track {what}: {}; group {} demote {delta:+}",
+            if failing { "failing" } else { "recovered" },
+            t.group
+        );
+        let (reply, answer) = oneshot::channel();
+        let request = Request::Demote {
+            group: t.group.clone(),
+            change: Some(DemoteOp::Adjust(delta)),
+        };
+        if tx.send(Msg { request, reply }).await.is_err() {
+            return;
+        }
+        if let Ok(Response::Error(e)) = answer.await {
+            tracing::warn!("track {what}: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rise_and_fall_debounce() {
+        let mut h = Health::new(2, 3);
+        assert_eq!(h.observe(false), None);
+        assert_eq!(h.observe(false), None);
+        assert_eq!(h.observe(true), None, "a good check resets the bad streak");
+        assert_eq!(h.observe(false), None);
+        assert_eq!(h.observe(false), None);
+        assert_eq!(h.observe(false), Some(true));
+        assert!(h.failing());
+        assert_eq!(h.observe(true), None);
+        assert_eq!(h.observe(true), Some(false));
+    }
+
+    #[test]
+    fn entries_validate_with_file_lines() {
+        use crate::config::Config;
+        let base = "[[interface]]\nname = \"carp0\"\ncarpdev = \"eth0\"\nvhid = 1\npass = \"x\"\n\
+                    addresses = [\"10.0.0.1/24\"]\ngroups = [\"outside\"]\n";
+        let parse = |tail: &str| Config::parse(Path::new("c.toml"), &format!("{base}{tail}"));
+        let c = parse(
+            "[[track]]\ninterface = \"eth3\"\ngroup = \"outside\"\ndemote = 5\n\
+             [[track]]\nfile = \"/run/maint\"\ncontent = \"1\"\ninterval = 0.5\nfall = 2\n",
+        )
+        .unwrap();
+        assert_eq!(c.tracks.len(), 2);
+        assert_eq!(c.tracks[0].check, Check::Interface("eth3".into()));
+        assert_eq!(
+            (c.tracks[0].group.as_str(), c.tracks[0].demote),
+            ("outside", 5)
+        );
+        assert_eq!(c.tracks[1].group, "carp");
+        assert_eq!(c.tracks[1].interval, Duration::from_millis(500));
+        assert_eq!(c.tracks[1].content.as_deref(), Some("1"));
+        let printed = c.to_toml();
+        assert!(printed.contains("interface = \"eth3\""), "{printed}");
+        let e = parse("[[track]]\ninterface = \"eth3\"\ngroup = \"nope\"\n").unwrap_err();
+        assert_eq!(e.line, Some(10));
+        assert!(e.message.contains("group = \"nope\""), "{e}");
+        let e = parse("[[track]]\ninterface = \"eth3\"\ndemote = 0\n").unwrap_err();
+        assert!(
+            e.message.contains("demote = 0: out of range 1..=255"),
+            "{e}"
+        );
+        let e = parse("[[track]]\ninterface = \"eth3\"\nfile = \"/x\"\n").unwrap_err();
+        assert!(e.message.contains("exactly one of"), "{e}");
+        let e = parse("[[track]]\nscript = \"/x\"\ninterval = 0\n").unwrap_err();
+        assert!(e.message.contains("interval"), "{e}");
+    }
+
+    #[test]
+    fn lo_is_up_and_a_missing_interface_fails() {
+        assert!(!interface_ok("nosuchif0"));
+    }
+}
