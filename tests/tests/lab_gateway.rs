@@ -1,0 +1,115 @@
+//! Labs beyond the plain pair: a split brain healed, and the product's gateway topology (carp0 outside,
+//! carp1 inside, preempt on) where losing one link moves both carp interfaces to the other gateway through
+//! the demote counter of group "carp", and its return moves them back. Real carpd processes; root only.
+use carp_tests::{
+    lab::{Daemon, Pair, VIP, VMAC1},
+    require_root, sh,
+};
+use std::time::Duration;
+
+/// Waits until `d` logs `needle` after byte `skip` of its log, or fails with the log.
+fn expect(d: &Daemon, skip: usize, needle: &str, secs: u64) {
+    assert!(
+        d.wait_log_after(skip, needle, Duration::from_secs(secs)),
+        "{}: no {needle:?} within {secs} s:\n{}",
+        d.name,
+        d.log()
+    );
+}
+
+#[test]
+fn split_brain_heals_to_exactly_one_master() {
+    if !require_root("split_brain_heals_to_exactly_one_master") {
+        return;
+    }
+    let pair = Pair::new("csb");
+    let gw1 = pair.carpd(&pair.gw1, "gw1", &Pair::config(0));
+    expect(&gw1, 0, "carp0 vhid 1: BACKUP -> MASTER", 8);
+    let gw2 = pair.carpd(&pair.gw2, "gw2", &Pair::config(100));
+    expect(&gw2, 0, "carp0 vhid 1: INIT -> BACKUP", 5);
+
+    // Take gw2's port out of the bridge: its link stays up (no carrier loss), it just hears nobody.
+    pair.sw.run("ip link set csb-p1 nomaster");
+    expect(&gw2, 0, "carp0 vhid 1: BACKUP -> MASTER", 8);
+    assert_eq!(
+        gw1.carpd_state().as_deref(),
+        Some("MASTER"),
+        "split brain: both MASTER"
+    );
+
+    let skip1 = gw1.log().len();
+    let skip2 = gw2.log().len();
+    pair.sw.run("ip link set csb-p1 master br0");
+    // The less preferred master yields as soon as it hears the other's advert.
+    expect(&gw2, skip2, "carp0 vhid 1: MASTER -> BACKUP", 5);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !gw1.log()[skip1..].contains("MASTER ->"),
+        "gw1 must stay MASTER:\n{}",
+        gw1.log()
+    );
+    assert_eq!(gw1.carpd_state().as_deref(), Some("MASTER"));
+    assert_eq!(gw2.carpd_state().as_deref(), Some("BACKUP"));
+    pair.client.run("ip neigh flush dev eth0");
+    assert!(pair.client_reaches_vip(Duration::from_secs(3)));
+    assert_eq!(pair.client_vip_mac().as_deref(), Some(VMAC1));
+}
+
+/// carp0 on eth0 (outside, VIP 10.0.0.1) and carp1 on eth1 (inside, VIP 192.168.100.1), preempt on.
+fn gateway_config(advskew: u8) -> String {
+    format!(
+        "[carp]\npreempt = true\n\n\
+         [[interface]]\nname = \"carp0\"\ncarpdev = \"eth0\"\nvhid = 1\npass = \"outside\"\n\
+         advskew = {advskew}\naddresses = [\"{VIP}/24\"]\ngroups = [\"outside\"]\n\n\
+         [[interface]]\nname = \"carp1\"\ncarpdev = \"eth1\"\nvhid = 2\npass = \"inside\"\n\
+         advskew = {advskew}\naddresses = [\"192.168.100.1/24\"]\ngroups = [\"inside\"]\n"
+    )
+}
+
+#[test]
+fn gateway_both_carp_interfaces_fail_over_together_and_come_back() {
+    if !require_root("gateway_both_carp_interfaces_fail_over_together_and_come_back") {
+        return;
+    }
+    let pair = Pair::new("cgw");
+    // The inside network: a second bridge and an eth1 on each gateway.
+    pair.sw
+        .run("ip link add br1 type bridge && ip link set br1 up");
+    for (i, ns) in [&pair.gw1, &pair.gw2].into_iter().enumerate() {
+        sh(&format!(
+            "ip link add cgw-q{i} netns {} type veth peer name eth1 netns {}",
+            pair.sw.name, ns.name
+        ));
+        pair.sw.run(&format!("ip link set cgw-q{i} master br1 up"));
+        ns.run(&format!(
+            "ip link set eth1 up && ip addr add 192.168.100.{}/24 dev eth1",
+            11 + i
+        ));
+    }
+    let gw1 = pair.carpd(&pair.gw1, "gw1", &gateway_config(0));
+    expect(&gw1, 0, "carp0 vhid 1: BACKUP -> MASTER", 8);
+    expect(&gw1, 0, "carp1 vhid 2: BACKUP -> MASTER", 8);
+    let gw2 = pair.carpd(&pair.gw2, "gw2", &gateway_config(100));
+    expect(&gw2, 0, "carp0 vhid 1: INIT -> BACKUP", 5);
+    expect(&gw2, 0, "carp1 vhid 2: INIT -> BACKUP", 5);
+    std::thread::sleep(Duration::from_secs(2));
+
+    // gw1 loses its outside link: carp0 goes INIT and group "carp" is demoted, so carp1 on gw1
+    // advertises demote 1 and gw2 takes carp1 too, not just carp0.
+    let (skip1, skip2) = (gw1.log().len(), gw2.log().len());
+    pair.sw.run("ip link set cgw-p0 down");
+    expect(&gw1, skip1, "carp0 vhid 1: MASTER -> INIT", 5);
+    expect(&gw2, skip2, "carp1 vhid 2: BACKUP -> MASTER", 6);
+    expect(&gw2, skip2, "carp0 vhid 1: BACKUP -> MASTER", 8);
+    expect(&gw1, skip1, "carp1 vhid 2: MASTER -> BACKUP", 5);
+
+    // The link comes back: the demotion is lifted and, with preempt, gw1 takes both back.
+    let (skip1, skip2) = (gw1.log().len(), gw2.log().len());
+    pair.sw.run("ip link set cgw-p0 up");
+    expect(&gw1, skip1, "carp0 vhid 1: INIT -> BACKUP", 5);
+    expect(&gw1, skip1, "carp1 vhid 2: BACKUP -> MASTER", 6);
+    expect(&gw1, skip1, "carp0 vhid 1: BACKUP -> MASTER", 8);
+    expect(&gw2, skip2, "carp0 vhid 1: MASTER -> BACKUP", 5);
+    expect(&gw2, skip2, "carp1 vhid 2: MASTER -> BACKUP", 5);
+    assert!(pair.client_reaches_vip(Duration::from_secs(3)));
+}
