@@ -113,3 +113,30 @@ fn gateway_both_carp_interfaces_fail_over_together_and_come_back() {
     expect(&gw2, skip2, "carp1 vhid 2: MASTER -> BACKUP", 5);
     assert!(pair.client_reaches_vip(Duration::from_secs(3)));
 }
+
+/// A node with the wrong passphrase on the segment: its adverts fail the HMAC check, the MASTER stays
+/// MASTER, and the failure is logged once (rate-limited), not once per advert.
+#[test]
+fn wrong_password_adverts_are_logged_once_and_change_nothing() {
+    if !require_root("wrong_password_adverts_are_logged_once_and_change_nothing") {
+        return;
+    }
+    let pair = Pair::new("cwp");
+    let gw1 = pair.carpd(&pair.gw1, "gw1", &Pair::config(0));
+    expect(&gw1, 0, "carp0 vhid 1: BACKUP -> MASTER", 8);
+    // The stranger cannot verify gw1 either, so it declares itself MASTER and advertises every second.
+    let stranger = pair.carpd(
+        &pair.gw2,
+        "gw2",
+        &Pair::config(100).replace("labpass", "wrongpass"),
+    );
+    expect(&stranger, 0, "carp0 vhid 1: BACKUP -> MASTER", 8);
+    std::thread::sleep(Duration::from_secs(4));
+    let log = gw1.log();
+    assert_eq!(
+        log.matches("fails HMAC").count(),
+        1,
+        "one line for many bad adverts:\n{log}"
+    );
+    assert!(!log.contains("MASTER -> "), "gw1 stayed MASTER:\n{log}");
+}

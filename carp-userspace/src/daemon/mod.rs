@@ -22,6 +22,7 @@ pub mod control;
 pub mod hooks;
 pub mod netio;
 pub mod netlink;
+pub mod ratelog;
 
 use std::{
     fs::File,
@@ -112,6 +113,8 @@ struct CarpIf {
     last_event_ktime: u64,
     // The newest authenticated advert heard, for the stalled-controller check.
     last_verified: Option<Advert>,
+    // Adverts that failed the HMAC check (the carpstats badauth counter), logged rate-limited.
+    badauth: ratelog::RateLog,
 }
 
 enum Wake {
@@ -307,6 +310,7 @@ impl Daemon {
             state: State::Init,
             last_event_ktime: 0,
             last_verified: None,
+            badauth: ratelog::RateLog::default(),
         });
         let maps = &mut self.devs[dev].maps;
         maps.set_vhid(cfg.vhid, vhid_entry(VhidState::Init, vmac))?;
@@ -526,11 +530,14 @@ impl Daemon {
                 _ => IpAddr::V4(Ipv4Addr::new(ev.src[0], ev.src[1], ev.src[2], ev.src[3])),
             };
             if !self.ifs[i].auth.verify_repr(&repr) {
-                tracing::warn!(
-                    "{} vhid {}: advert from {src} fails HMAC (wrong pass or addresses?)",
-                    self.ifs[i].cfg.name,
-                    repr.vhid
-                );
+                if let Some(n) = self.ifs[i].badauth.hit(std::time::Instant::now()) {
+                    tracing::warn!(
+                        "{} vhid {}: advert from {src} fails HMAC (wrong pass or addresses?); {n} since the last such line, {} in all (logged at most once a minute)",
+                        self.ifs[i].cfg.name,
+                        repr.vhid,
+                        self.ifs[i].badauth.total
+                    );
+                }
                 continue;
             }
             let advert = Advert {

@@ -1,0 +1,49 @@
+//! Rate-limited logging of bad input: a stranger flooding adverts with a wrong passphrase must not flood
+//! the journal too. Each cause is logged the first time, then at most once per interval with the number
+//! of occurrences in between; the counts themselves are never lost.
+use std::time::{Duration, Instant};
+
+/// How often one cause may be logged again.
+pub const LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// One cause's log budget and count.
+#[derive(Debug, Default)]
+pub struct RateLog {
+    last: Option<Instant>,
+    since_last: u64,
+    /// Every occurrence ever, logged or not.
+    pub total: u64,
+}
+
+impl RateLog {
+    /// Counts one occurrence; returns `Some(n)` when it should be logged now, `n` being the occurrences
+    /// since the last line (1 for the first).
+    pub fn hit(&mut self, now: Instant) -> Option<u64> {
+        self.total += 1;
+        self.since_last += 1;
+        match self.last {
+            Some(t) if now.duration_since(t) < LOG_INTERVAL => None,
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.since_last))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_first_then_once_per_interval_with_the_count() {
+        let mut r = RateLog::default();
+        let t0 = Instant::now();
+        assert_eq!(r.hit(t0), Some(1));
+        for _ in 0..49_999 {
+            assert_eq!(r.hit(t0 + Duration::from_secs(1)), None);
+        }
+        assert_eq!(r.hit(t0 + LOG_INTERVAL), Some(50_000));
+        assert_eq!(r.total, 50_001);
+    }
+}
