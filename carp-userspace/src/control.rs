@@ -60,6 +60,8 @@ pub enum Request {
         /// The new value as typed, e.g. "1".
         value: Option<String>,
     },
+    /// Hitless restart (`carpctl restart`): carpd answers, then re-executes itself in place as on SIGUSR2.
+    Restart,
 }
 
 /// One runtime setting of a carp interface.

@@ -382,7 +382,6 @@ fn every_carpctl_command_against_a_live_carpd() {
             "pfsync-style sync is not implemented yet (issue #7)",
         );
     }
-    refused(&sock, &["restart"], "not implemented yet");
 
     // Root only: the socket refuses everyone else.
     let o = Command::new("setpriv")
@@ -429,6 +428,23 @@ fn every_carpctl_command_against_a_live_carpd() {
     assert!(get(&format!("carp_vhid_transitions_to_master_total{{{l}}}")) >= 2.0);
     assert!(get(&format!("carp_dataplane_vmac_passed_total{{{l}}}")) >= 0.0);
     assert!(scrape(&pair, "/nope").starts_with("HTTP/1.1 404"));
+
+    // `carpctl restart` answers first, then carpd re-executes in place (same PID) and resumes MASTER;
+    // runtime changes are gone (the config file rules again). The peer's view is lab_pair.rs's test.
+    let (skip, pid) = (gw1.log().len(), gw1.pid());
+    assert!(ok(&sock, &["restart"]).contains("re-executes"));
+    assert!(
+        gw1.wait_log_after(skip, "carp0: resumed vhid 1 as MASTER", SETTLE),
+        "{}",
+        gw1.log()
+    );
+    // Re-executed, not spawned-and-exited: the very process the test started still runs.
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    assert!(st.contains("State:") && !st.contains("zombie"), "{st}");
+    assert!(!gw1.log()[skip..].contains("bowing out"));
+    let s = status(&sock);
+    assert_eq!(s["interfaces"][0]["state"], json!("MASTER"));
+    assert_eq!(s["interfaces"][0]["advbase"], json!(1));
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Real carpd processes (and a real ucarp) in the "pair" lab: election by advskew, failover after SIGKILL
 //! with the client keeping the same virtual MAC, takeover through the bow-out on SIGTERM, restart after
-//! SIGKILL, a second carpd refused, and interop with ucarp as master and as backup. Needs root.
+//! SIGKILL, a second carpd refused, interop with ucarp as master and as backup, and hitless restarts
+//! (SIGUSR2 re-exec, SIGKILL and start) that the peer never notices. Needs root.
 use carp_tests::{
     lab::{Daemon, Pair, VIP, VMAC1},
     require_root,
@@ -579,4 +580,91 @@ fn stalled_backup_controller_does_not_fail_over_falsely() {
         "{}",
         gw1.log()
     );
+}
+
+/// Pings the VIP from the client every 10 ms, `count` times; returns (sent, received) when done.
+fn ping_vip_fast(pair: &Pair, count: u32) -> std::thread::JoinHandle<(u32, u32)> {
+    let ns = pair.client.name.clone();
+    std::thread::spawn(move || {
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{ns}"))
+            .args(["ping", "-n", "-q", "-i", "0.01", "-W", "1", "-c"])
+            .arg(count.to_string())
+            .arg(VIP)
+            .output()
+            .expect("run ping");
+        let text = String::from_utf8_lossy(&out.stdout);
+        // "400 packets transmitted, 399 received, ..."
+        let line = text
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or_else(|| panic!("no ping summary: {text}"));
+        let num = |word: &str| -> u32 {
+            let words: Vec<&str> = line.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+            let at = words.iter().position(|w| *w == word).expect("summary word");
+            words[at - 1].parse().expect("a count")
+        };
+        (num("packets"), num("received"))
+    })
+}
+
+#[test]
+fn hitless_restart_sigusr2_and_sigkill_no_failover() {
+    if !require_root("hitless_restart_sigusr2_and_sigkill_no_failover") {
+        return;
+    }
+    let pair = Pair::new("cphr");
+    let (mut gw1, gw2) = elect(&pair);
+    assert!(pair.client_reaches_vip(Duration::from_secs(3)));
+    let pid = gw1.pid();
+
+    // Both ways of restarting: re-exec on SIGUSR2 (same PID), then SIGKILL and a new start.
+    for how in ["SIGUSR2", "SIGKILL"] {
+        let (skip1, skip2) = (gw1.log().len(), gw2.log().len());
+        // 400 pings a 10 ms: ~4 s, beyond gw2's master-down interval (~3.4 s) after the restart.
+        let ping = ping_vip_fast(&pair, 400);
+        std::thread::sleep(Duration::from_millis(300));
+        if how == "SIGUSR2" {
+            gw1.signal(libc::SIGUSR2);
+        } else {
+            gw1.kill9();
+            gw1 = pair.carpd(&pair.gw1, "gw1", &Pair::config(0));
+        }
+        assert!(
+            gw1.wait_log_after(
+                skip1,
+                "carp0: resumed vhid 1 as MASTER",
+                Duration::from_secs(3)
+            ),
+            "{how}: gw1 did not resume:\n{}",
+            gw1.log()
+        );
+        let log = gw1.log()[skip1..].to_string();
+        assert!(log.contains("adopted"), "{how}: {log}");
+        assert!(log.contains("kept the carp interface"), "{how}: {log}");
+        assert!(
+            !log.contains("removed a stale carp interface"),
+            "{how}: {log}"
+        );
+        if how == "SIGUSR2" {
+            // Re-executed, not spawned-and-exited: the very process the test started still runs.
+            let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            assert!(st.contains("State:") && !st.contains("zombie"), "{st}");
+            assert!(log.contains("hitless restart"), "{log}");
+            assert!(!log.contains("bowing out"), "{log}");
+        }
+        let (sent, received) = ping.join().expect("ping thread");
+        assert!(
+            sent >= 390 && sent - received <= 1,
+            "{how}: {received} of {sent} pings answered"
+        );
+        // Past the master-down interval: gw2 never saw the master go away.
+        std::thread::sleep(Duration::from_millis(500));
+        let log2 = gw2.log()[skip2..].to_string();
+        assert!(!log2.contains(" -> "), "{how}: gw2 changed state:\n{log2}");
+        assert!(pair.gw1.run("ip -o addr show dev carp0").contains(VIP));
+        assert_eq!(pair.client_vip_mac().as_deref(), Some(VMAC1));
+    }
+    assert_eq!(gw1.carpd_state().as_deref(), Some("MASTER"));
+    assert_eq!(gw2.carpd_state().as_deref(), Some("BACKUP"));
 }

@@ -152,7 +152,7 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Re-execute carpd in place without a failover (not implemented yet).
+    /// Re-execute carpd in place without a failover (same as SIGUSR2): MASTERs stay MASTER.
     Restart,
 }
 
@@ -296,13 +296,7 @@ fn run(socket: &Path, command: Cmd) -> Result<(), String> {
         Cmd::Sync { .. } | Cmd::Flows { .. } => {
             return Err("pfsync-style sync is not implemented yet (issue #7)".into());
         }
-        Cmd::Restart => {
-            return Err(
-                "hitless restart (carpctl restart / SIGUSR2) is not implemented yet; \
-                 `systemctl restart carpd` restarts with a bow-out (the peer takes over meanwhile)"
-                    .into(),
-            );
-        }
+        Cmd::Restart => done(call(socket, &Request::Restart)?)?,
     }
     Ok(())
 }

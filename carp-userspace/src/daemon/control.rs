@@ -126,8 +126,13 @@ impl Drop for Server {
     }
 }
 
-/// Tells systemd (Type=notify) that carpd is up: one datagram to $NOTIFY_SOCKET, as sd_notify(3) does.
+/// Tells systemd (Type=notify) that carpd is up.
 fn notify_ready() {
+    notify("READY=1");
+}
+
+/// Sends one sd_notify(3) state (e.g. "READY=1") to $NOTIFY_SOCKET; a no-op outside systemd.
+pub(super) fn notify(state: &str) {
     let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };
@@ -140,11 +145,11 @@ fn notify_ready() {
             Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name)?,
             None => std::os::unix::net::SocketAddr::from_pathname(Path::new(&target))?,
         };
-        sock.send_to_addr(b"READY=1", &addr)?;
+        sock.send_to_addr(state.as_bytes(), &addr)?;
         Ok(())
     })();
     if let Err(e) = result {
-        tracing::warn!("telling systemd we are ready (NOTIFY_SOCKET): {e}");
+        tracing::warn!("telling systemd {state:?} (NOTIFY_SOCKET): {e}");
     }
 }
 
@@ -400,8 +405,20 @@ impl Daemon {
             },
             Request::Demote { group, change } => self.demote(&group, change).await,
             Request::Sysctl { name, value } => self.sysctl(&name, value.as_deref()).await,
+            Request::Restart => self.request_restart(),
         };
         let _ = msg.reply.send(response);
+    }
+
+    /// `carpctl restart`: the main loop re-executes carpd once this answer is on its way (as on SIGUSR2).
+    fn request_restart(&mut self) -> Response {
+        if self.stopping {
+            return Response::Error("carpd is stopping (planned stop with bow-out)".into());
+        }
+        self.restart = true;
+        Response::Done(vec![
+            "carpd re-executes itself in place; MASTERs stay MASTER (hitless restart)".into(),
+        ])
     }
 
     fn group_report(&self) -> Vec<GroupStatus> {

@@ -4,8 +4,18 @@
 //!
 //! What this module owns: start-up (a per-carpdev lock, attaching or adopting the dataplane, replacing a
 //! stale carp interface left by a killed carpd), the loop, signals (SIGTERM/SIGINT = planned stop with
-//! bow-out and make-before-break; SIGHUP = reload), and clean-up. The IO pieces live in `netio` (frames),
-//! `netlink` (links and addresses) and `hooks` (operator scripts).
+//! bow-out and make-before-break; SIGHUP = reload; SIGUSR2 = hitless restart), and clean-up. The IO pieces
+//! live in `netio` (frames), `netlink` (links and addresses) and `hooks` (operator scripts).
+//!
+//! Hitless restart (SIGUSR2, `carpctl restart`, or SIGKILL and a new start): the XDP link and maps are
+//! pinned, so the dataplane keeps forwarding and answering ARP while no carpd runs. A new carpd adopts the
+//! pins and resumes every vhid whose `carp_vhids` entry is MASTER with a lease still valid as MASTER at once:
+//! it keeps the carp interface and its VIPs, renews the lease and advertises immediately, so the peers never
+//! miss three adverts and never fail over. Any other vhid starts as usual (INIT, then BACKUP). SIGUSR2
+//! re-executes `/proc/self/exe` with the same argv rather than spawning a child and exiting: the PID stays,
+//! so systemd's Type=notify main PID (and a supervisor holding the child) stays valid without MAINPID=, and
+//! there is never a second carpd competing for the locks; systemd is told RELOADING=1 before and READY=1
+//! once the new image serves the control socket.
 //!
 //! Time: engine `Time` is CLOCK_MONOTONIC in nanoseconds, the same clock as the kernel's
 //! `bpf_ktime_get_ns`, so the kernel's advert timestamps compare directly with engine deadlines.
@@ -25,6 +35,7 @@ pub mod netlink;
 pub mod ratelog;
 
 use std::{
+    collections::HashMap,
     fs::File,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd, BorrowedFd, OwnedFd},
@@ -78,16 +89,68 @@ pub fn run(config: Config, options: Options) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    rt.block_on(async move {
+    let exit = rt.block_on(async move {
         let mut daemon = Daemon::new(config, options)?;
         // On a failed set-up, clean-up removes whatever was created: never a half-started daemon.
         let result = match daemon.setup().await {
             Ok(()) => daemon.run().await,
             Err(e) => Err(e),
         };
-        daemon.cleanup().await;
+        if !matches!(result, Ok(Exit::Restart)) {
+            daemon.cleanup().await;
+        }
+        // Dropping the daemon closes the locks, the maps and the sockets; the pins keep the dataplane.
+        drop(daemon);
         result
-    })
+    })?;
+    drop(rt);
+    match exit {
+        Exit::Stop => Ok(()),
+        Exit::Restart => Err(reexec()),
+    }
+}
+
+/// Signals whose handlers the new image installs only after start-up: blocked across the execve so one
+/// arriving meanwhile waits (pending) instead of killing carpd with the default action.
+const DEFERRED_SIGNALS: [i32; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR2];
+
+/// Blocks (true) or unblocks (false) `DEFERRED_SIGNALS` in the calling thread.
+fn block_signals(block: bool) {
+    // SAFETY: a sigset_t built with sigemptyset/sigaddset, passed to pthread_sigmask for this thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in DEFERRED_SIGNALS {
+            libc::sigaddset(&mut set, sig);
+        }
+        let how = if block {
+            libc::SIG_BLOCK
+        } else {
+            libc::SIG_UNBLOCK
+        };
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
+}
+
+/// Re-executes this binary with the same argv (same PID); returns only on failure.
+fn reexec() -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_else(|| "carpd".into());
+    tracing::info!("hitless restart: re-executing /proc/self/exe");
+    control::notify(&format!(
+        "RELOADING=1\nMONOTONIC_USEC={}",
+        monotonic().as_nanos() / 1000
+    ));
+    block_signals(true);
+    let err = std::process::Command::new("/proc/self/exe")
+        .arg0(arg0)
+        .args(args)
+        .exec();
+    block_signals(false);
+    anyhow::anyhow!(
+        "hitless restart: execve /proc/self/exe failed: {err}; the dataplane keeps its MASTER lease until it expires, start carpd again"
+    )
 }
 
 /// One carpdev: its dataplane, its sockets and its lock.
@@ -97,6 +160,8 @@ struct Carpdev {
     running: bool,
     maps: Maps,
     netio: NetIo,
+    // vhids the adopted dataplane showed as MASTER with a valid lease: a restarted carpd resumes these.
+    inherited: HashMap<u8, VhidEntry>,
     _dataplane: Dataplane,
     _lock: File,
 }
@@ -115,6 +180,9 @@ struct CarpIf {
     last_verified: Option<Advert>,
     // Adverts that failed the HMAC check (the carpstats badauth counter), logged rate-limited.
     badauth: ratelog::RateLog,
+    // Resuming a MASTER from a previous carpd: until the engine says MASTER, its transitions must not
+    // touch the kernel (no VIP flush, no BACKUP in the map), or the restart would not be hitless.
+    resuming: bool,
 }
 
 enum Wake {
@@ -122,6 +190,7 @@ enum Wake {
     Ring(usize),
     Link(Option<LinkEvent>),
     Stop(&'static str),
+    Restart,
     Reload,
     Control(control::Msg),
 }
@@ -137,6 +206,16 @@ struct Daemon {
     nl_rx: Notifications,
     last_now: Time,
     stopping: bool,
+    // SIGUSR2 or `carpctl restart`: leave the loop and re-execute (no bow-out, no clean-up).
+    restart: bool,
+}
+
+/// Why the main loop ended.
+enum Exit {
+    /// Planned stop: clean up everything.
+    Stop,
+    /// Hitless restart: leave the dataplane, the carp interfaces and the VIPs as they are and re-execute.
+    Restart,
 }
 
 /// CLOCK_MONOTONIC as engine time.
@@ -225,6 +304,7 @@ impl Daemon {
             nl_rx,
             last_now: Time::ZERO,
             stopping: false,
+            restart: false,
         })
     }
 
@@ -261,11 +341,38 @@ impl Daemon {
         // SAFETY: `fd` is an OwnedFd we just duplicated; it stays open and unchanged while the AsyncFd owns it.
         let ring_fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
             .map_err(|e| anyhow::anyhow!("registering the ring buffer: {e}"))?;
-        // This config is the truth from now on: carp interfaces re-add their vhids and VIPs.
-        for vhid in 1..=255u8 {
+        // A previous carpd's MASTERs whose lease still runs are resumed, untouched (hitless restart);
+        // only an adopted dataplane can have them, and only vhids this config has on this carpdev count.
+        let now = monotonic().as_nanos();
+        let mut inherited = HashMap::new();
+        let mut kept_vips = Vec::new();
+        for cfg in self.config.interfaces.iter().filter(|c| c.carpdev == name) {
+            let Ok(entry) = maps.vhid(cfg.vhid) else {
+                continue;
+            };
+            if dp.adopted
+                && entry.state == VhidState::Master as u8
+                && now <= entry.lease_until_ns
+                && entry.vmac == virtual_mac(cfg.vhid)
+            {
+                inherited.insert(cfg.vhid, entry);
+                kept_vips.extend(
+                    cfg.addresses
+                        .iter()
+                        .map(|a| crate::dataplane::maps::vip_key(a.addr)),
+                );
+            }
+        }
+        // Otherwise this config is the truth from now on: carp interfaces re-add their vhids and VIPs.
+        for vhid in (1..=255u8).filter(|v| !inherited.contains_key(v)) {
             maps.set_vhid(vhid, vhid_entry(VhidState::Unconfigured, [0; 6]))?;
         }
-        let stale: Vec<_> = maps.vips.keys().filter_map(|k| k.ok()).collect();
+        let stale: Vec<_> = maps
+            .vips
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !kept_vips.contains(k))
+            .collect();
         for key in stale {
             let _ = maps.vips.remove(&key);
         }
@@ -279,6 +386,7 @@ impl Daemon {
             running,
             maps,
             netio,
+            inherited,
             _dataplane: dp,
             _lock: lock,
         });
@@ -292,14 +400,31 @@ impl Daemon {
             Some(d) => d,
             None => self.attach_carpdev(&cfg.carpdev).await?,
         };
-        if self.nl.delete_if_exists(&cfg.name).await? {
-            tracing::info!("{}: removed a stale carp interface", cfg.name);
-        }
         let vmac = virtual_mac(cfg.vhid);
-        let index = self
-            .nl
-            .create_carp_if(&cfg.name, self.devs[dev].ifindex, vmac)
-            .await?;
+        // A MASTER left by the previous carpd keeps its carp interface (and so its VIPs): deleting and
+        // re-creating it would drop traffic to the VIPs.
+        let kept = match self.devs[dev].inherited.remove(&cfg.vhid) {
+            Some(_) => if_index(&cfg.name).ok(),
+            None => None,
+        };
+        let index = match kept {
+            Some(index) => {
+                tracing::info!(
+                    "{}: kept the carp interface of the previous carpd (vhid {} MASTER, lease valid)",
+                    cfg.name,
+                    cfg.vhid
+                );
+                index
+            }
+            None => {
+                if self.nl.delete_if_exists(&cfg.name).await? {
+                    tracing::info!("{}: removed a stale carp interface", cfg.name);
+                }
+                self.nl
+                    .create_carp_if(&cfg.name, self.devs[dev].ifindex, vmac)
+                    .await?
+            }
+        };
         let auth = AuthContext::new(&cfg.key(), &AuthInput::with_addrs(cfg.vhid, cfg.vips()));
         self.ifs.push(CarpIf {
             cfg: cfg.clone(),
@@ -311,9 +436,12 @@ impl Daemon {
             last_event_ktime: 0,
             last_verified: None,
             badauth: ratelog::RateLog::default(),
+            resuming: kept.is_some(),
         });
         let maps = &mut self.devs[dev].maps;
-        maps.set_vhid(cfg.vhid, vhid_entry(VhidState::Init, vmac))?;
+        if kept.is_none() {
+            maps.set_vhid(cfg.vhid, vhid_entry(VhidState::Init, vmac))?;
+        }
         for a in &cfg.addresses {
             maps.add_vip(a.addr, cfg.vhid)?;
         }
@@ -383,10 +511,13 @@ impl Daemon {
         }
     }
 
-    async fn run(&mut self) -> Result<()> {
+    async fn run(&mut self) -> Result<Exit> {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
+        let mut usr2 = signal(SignalKind::user_defined2())?;
+        // The handlers are in place: signals held back across a hitless restart's execve come in now.
+        block_signals(false);
         // Last step of start-up (it also sends systemd READY=1): carpctl works from here on.
         let mut ctl = control::Server::start(
             &self.options.control_socket,
@@ -411,10 +542,39 @@ impl Daemon {
                 .await;
             }
         }
+        // Resume the previous carpd's MASTERs now, before any timer: the forced master-down path
+        // renews the lease and advertises at once.
+        for i in 0..self.ifs.len() {
+            if self.ifs[i].resuming && self.ifs[i].state == State::Backup {
+                let iface = self.ifs[i].cfg.name.clone();
+                self.feed(HostEvent::Force {
+                    iface,
+                    state: ForcedState::Master,
+                })
+                .await;
+            }
+        }
+        // A vhid that could not resume (its carpdev is down): the kernel follows the engine after all.
+        for i in 0..self.ifs.len() {
+            if std::mem::take(&mut self.ifs[i].resuming) {
+                let state = self.ifs[i].state;
+                tracing::info!(
+                    "{}: not resumed as MASTER (engine state {state})",
+                    self.ifs[i].cfg.name
+                );
+                self.apply_state(i, state).await;
+            }
+        }
         loop {
             if self.stopping && self.ifs.iter().all(|i| i.state != State::Master) {
                 tracing::info!("stopped");
-                return Ok(());
+                return Ok(Exit::Stop);
+            }
+            if self.restart {
+                // `carpctl restart` was answered on a oneshot; give its connection task a moment to
+                // write the answer before the image goes (the MASTER lease covers ~3 advert intervals).
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return Ok(Exit::Restart);
             }
             let sleep = match self.host.next_deadline() {
                 Some(t) => t - monotonic(),
@@ -427,6 +587,7 @@ impl Daemon {
                 _ = term.recv() => Wake::Stop("SIGTERM"),
                 _ = int.recv() => Wake::Stop("SIGINT"),
                 _ = hup.recv() => Wake::Reload,
+                _ = usr2.recv() => Wake::Restart,
                 msg = ctl.next() => Wake::Control(msg),
             };
             match wake {
@@ -443,6 +604,13 @@ impl Daemon {
                         })
                         .await;
                     }
+                }
+                Wake::Restart if self.stopping => {
+                    tracing::warn!("SIGUSR2: ignored, a planned stop is under way");
+                }
+                Wake::Restart => {
+                    tracing::info!("SIGUSR2: hitless restart (no bow-out, VIPs stay)");
+                    return Ok(Exit::Restart);
                 }
                 Wake::Reload => self.reload().await,
                 Wake::Control(msg) => self.on_control(msg).await,
@@ -666,6 +834,20 @@ impl Daemon {
         let vhid = self.ifs[i].cfg.vhid;
         if let Some((from, to, reason)) = action.transition() {
             self.ifs[i].state = to;
+            if self.ifs[i].resuming {
+                if to != State::Master {
+                    // On the way to the forced MASTER: the kernel already is MASTER, leave it be.
+                    tracing::debug!("{name} vhid {vhid}: {from} -> {to} while resuming");
+                    return;
+                }
+                self.ifs[i].resuming = false;
+                self.apply_state(i, to).await;
+                // No up script: nothing changed for the network, the previous carpd ran it already.
+                tracing::info!(
+                    "{name}: resumed vhid {vhid} as MASTER (the previous carpd's lease was valid)"
+                );
+                return;
+            }
             self.apply_state(i, to).await;
             // Logged once the dataplane and the carp interface are in the new state, so whoever
             // reads the line (an operator, a test) can rely on it.
