@@ -212,6 +212,12 @@ pub struct VhidCounters {
     pub state: String,
     /// How many times it became MASTER since carpd started.
     pub transitions_to_master: u64,
+    /// Adverts sent since carpd started (carpstats opackets).
+    #[serde(default)]
+    pub opackets: u64,
+    /// Adverts that failed the HMAC check since carpd started (carpstats badauth).
+    #[serde(default)]
+    pub badauth: u64,
     /// Source address of the last master heard while BACKUP.
     pub last_master: Option<String>,
     /// Seconds since the XDP program last accepted an advert for this vhid (None: never).

@@ -342,6 +342,8 @@ fn every_carpctl_command_against_a_live_carpd() {
     let v = &c["vhids"][0];
     assert_eq!((&v["name"], &v["vhid"]), (&json!("carp0"), &json!(1)));
     assert!(v["transitions_to_master"].as_u64().unwrap() >= 2, "{c}");
+    assert!(v["opackets"].as_u64().unwrap() > 0, "adverts sent: {c}");
+    assert!(v["badauth"].is_u64(), "{c}");
     for f in [
         "ipackets",
         "badvhid",

@@ -140,3 +140,23 @@ fn wrong_password_adverts_are_logged_once_and_change_nothing() {
     );
     assert!(!log.contains("MASTER -> "), "gw1 stayed MASTER:\n{log}");
 }
+
+/// `net.inet.carp.allow = 0` (config `allow = false`): the node accepts no advert, as OpenBSD does, so it
+/// does not see the MASTER and takes over itself.
+#[test]
+fn allow_false_ignores_every_advert() {
+    if !require_root("allow_false_ignores_every_advert") {
+        return;
+    }
+    let pair = Pair::new("cal");
+    let gw1 = pair.carpd(&pair.gw1, "gw1", &Pair::config(0));
+    expect(&gw1, 0, "carp0 vhid 1: BACKUP -> MASTER", 8);
+    let deaf = Pair::config(100).replace("preempt = false", "preempt = false\nallow = false");
+    let gw2 = pair.carpd(&pair.gw2, "gw2", &deaf);
+    expect(
+        &gw2,
+        0,
+        "carp0 vhid 1: BACKUP -> MASTER (master down timer expired)",
+        8,
+    );
+}

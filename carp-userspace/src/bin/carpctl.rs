@@ -600,12 +600,14 @@ fn counters_table(c: &CountersReport) -> String {
     let mut out = String::new();
     for v in &c.vhids {
         out += &format!(
-            "{} vhid {} on {}: {}, became MASTER {} time(s), last master {}, last advert {}\n",
+            "{} vhid {} on {}: {}, became MASTER {} time(s), {} adverts sent, {} failed HMAC, last master {}, last advert {}\n",
             v.name,
             v.vhid,
             v.carpdev,
             v.state,
             v.transitions_to_master,
+            v.opackets,
+            v.badauth,
             v.last_master.as_deref().unwrap_or("-"),
             v.last_advert_age_seconds
                 .map(|a| format!("{a:.1} s ago"))

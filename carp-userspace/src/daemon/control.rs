@@ -341,6 +341,18 @@ pub fn render_metrics(status: &StatusReport, counters: &CountersReport) -> Strin
         "Times each vhid became MASTER since carpd started",
         transitions.clone(),
     );
+    let opackets = Family::<Labels, Counter>::default();
+    reg.register(
+        "carp_vhid_opackets",
+        "Adverts sent for each vhid since carpd started",
+        opackets.clone(),
+    );
+    let badauth = Family::<Labels, Counter>::default();
+    reg.register(
+        "carp_vhid_badauth",
+        "Adverts for each vhid that failed the HMAC check since carpd started",
+        badauth.clone(),
+    );
     let age = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     reg.register(
         "carp_vhid_last_advert_age_seconds",
@@ -365,6 +377,8 @@ pub fn render_metrics(status: &StatusReport, counters: &CountersReport) -> Strin
         transitions
             .get_or_create(&l)
             .inc_by(v.transitions_to_master);
+        opackets.get_or_create(&l).inc_by(v.opackets);
+        badauth.get_or_create(&l).inc_by(v.badauth);
         if let Some(a) = v.last_advert_age_seconds {
             age.get_or_create(&l).set(a);
         }
@@ -501,6 +515,8 @@ impl Daemon {
                     vhid,
                     state: h.vhid.state().as_str().to_string(),
                     transitions_to_master: h.vhid.transitions_to_master(),
+                    opackets: c.opackets,
+                    badauth: c.badauth.total,
                     last_master: h.vhid.last_master().map(|a| a.to_string()),
                     last_advert_age_seconds: last
                         .map(|l| now.saturating_sub(l.ktime_ns) as f64 / 1e9),
@@ -744,6 +760,8 @@ mod tests {
                 vhid: 1,
                 state: "MASTER".into(),
                 transitions_to_master: 2,
+                opackets: 40,
+                badauth: 3,
                 last_master: None,
                 last_advert_age_seconds: Some(0.5),
                 dataplane: Some(DataplaneCounters {
@@ -756,6 +774,8 @@ mod tests {
         let labels = r#"interface="carp0",carpdev="eth0",vhid="1""#;
         for want in [
             format!(r#"carp_vhid_state{{{labels},state="MASTER"}} 1"#),
+            format!("carp_vhid_opackets_total{{{labels}}} 40"),
+            format!("carp_vhid_badauth_total{{{labels}}} 3"),
             format!(r#"carp_vhid_state{{{labels},state="BACKUP"}} 0"#),
             format!("carp_vhid_transitions_to_master_total{{{labels}}} 2"),
             format!("carp_dataplane_ipackets_total{{{labels}}} 7"),

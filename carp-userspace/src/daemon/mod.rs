@@ -180,6 +180,8 @@ struct CarpIf {
     last_verified: Option<Advert>,
     // Adverts that failed the HMAC check (the carpstats badauth counter), logged rate-limited.
     badauth: ratelog::RateLog,
+    // Adverts sent (the carpstats opackets counter).
+    opackets: u64,
     // Resuming a MASTER from a previous carpd: until the engine says MASTER, its transitions must not
     // touch the kernel (no VIP flush, no BACKUP in the map), or the restart would not be hitless.
     resuming: bool,
@@ -436,6 +438,7 @@ impl Daemon {
             last_event_ktime: 0,
             last_verified: None,
             badauth: ratelog::RateLog::default(),
+            opackets: 0,
             resuming: kept.is_some(),
         });
         let maps = &mut self.devs[dev].maps;
@@ -679,6 +682,10 @@ impl Daemon {
     /// Processes every pending advert event of one carpdev.
     async fn drain(&mut self, d: usize) {
         let events = self.devs[d].maps.drain_events();
+        // net.inet.carp.allow = 0: like OpenBSD, accept no advert at all (the kernel still counts them).
+        if !self.config.carp.allow {
+            return;
+        }
         for ev in events {
             let Ok(packet) = AdvertPacket::new_checked(&ev.carp[..]) else {
                 continue;
@@ -884,8 +891,9 @@ impl Daemon {
                     counter,
                     digest: c.auth.sign(&counter),
                 };
-                if let Err(e) = self.send_advert(i, &repr) {
-                    tracing::warn!("{name} vhid {vhid}: sending an advert failed: {e:#}");
+                match self.send_advert(i, &repr) {
+                    Ok(()) => self.ifs[i].opackets += 1,
+                    Err(e) => tracing::warn!("{name} vhid {vhid}: sending an advert failed: {e:#}"),
                 }
             }
             Action::GratuitousArp { delayed } => {
