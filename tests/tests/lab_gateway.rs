@@ -160,3 +160,36 @@ fn allow_false_ignores_every_advert() {
         8,
     );
 }
+
+/// Adverts the XDP program drops (here: TTL 254, and a vhid nobody configured) are counted in the kernel
+/// and reported by carpd in one rate-limited line per cause, never one per advert; the MASTER is unmoved.
+#[test]
+fn dataplane_drops_are_logged_once_per_cause() {
+    if !require_root("dataplane_drops_are_logged_once_per_cause") {
+        return;
+    }
+    use carp_tests::{frames, netns::PacketSocket};
+    let pair = Pair::new("cdl");
+    let gw1 = pair.carpd(&pair.gw1, "gw1", &Pair::config(0));
+    expect(&gw1, 0, "carp0 vhid 1: BACKUP -> MASTER", 8);
+    pair.client.in_ns(|| {
+        let sock = PacketSocket::open("eth0", 100);
+        let carp = frames::carp_header(0x21, 1, 0, 1, 0);
+        let unknown = frames::carp_header(0x21, 9, 0, 1, 0);
+        for _ in 0..200 {
+            sock.send(&frames::advert_v4([10, 0, 0, 100], 1, 254, &carp, None));
+            sock.send(&frames::advert_v4([10, 0, 0, 100], 9, 255, &unknown, None));
+        }
+    });
+    expect(&gw1, 0, "(badttl)", 6);
+    expect(&gw1, 0, "(badvhid)", 6);
+    std::thread::sleep(Duration::from_secs(3));
+    let log = gw1.log();
+    assert_eq!(log.matches("(badttl)").count(), 1, "{log}");
+    assert_eq!(log.matches("(badvhid)").count(), 1, "{log}");
+    assert!(
+        log.contains("advert(s): TTL or hop limit not 255 (badttl)"),
+        "{log}"
+    );
+    assert!(!log.contains("MASTER -> "), "{log}");
+}

@@ -162,6 +162,8 @@ struct Carpdev {
     netio: NetIo,
     // vhids the adopted dataplane showed as MASTER with a valid lease: a restarted carpd resumes these.
     inherited: HashMap<u8, VhidEntry>,
+    // Per drop cause (ratelog::DATAPLANE_CAUSES): the kernel total last seen and its log budget.
+    audit: [(u64, ratelog::RateLog); 6],
     _dataplane: Dataplane,
     _lock: File,
 }
@@ -189,6 +191,7 @@ struct CarpIf {
 
 enum Wake {
     Timer,
+    Audit,
     Ring(usize),
     Link(Option<LinkEvent>),
     Stop(&'static str),
@@ -276,6 +279,9 @@ fn set_arp_announce(carpdev: &str) {
 fn vhid_entry(state: VhidState, vmac: [u8; 6]) -> VhidEntry {
     VhidEntry::new(state, BalanceMode::None, vmac)
 }
+
+/// How often the controller reads the dataplane's drop counters for the log.
+const AUDIT_INTERVAL: Duration = Duration::from_secs(2);
 
 /// How long the dataplane keeps acting as MASTER without hearing from the controller: three advert
 /// intervals plus 10 ms for a late timer and the kernel clock's tick resolution.
@@ -389,6 +395,7 @@ impl Daemon {
             maps,
             netio,
             inherited,
+            audit: Default::default(),
             _dataplane: dp,
             _lock: lock,
         });
@@ -568,6 +575,10 @@ impl Daemon {
                 self.apply_state(i, state).await;
             }
         }
+        // The kernel counts bad adverts without logging (never per packet); the controller reads the
+        // counters now and then and logs each cause at most once a minute.
+        let mut audit = tokio::time::interval(AUDIT_INTERVAL);
+        audit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.stopping && self.ifs.iter().all(|i| i.state != State::Master) {
                 tracing::info!("stopped");
@@ -585,6 +596,7 @@ impl Daemon {
             };
             let wake = tokio::select! {
                 _ = tokio::time::sleep(sleep) => Wake::Timer,
+                _ = audit.tick() => Wake::Audit,
                 i = ring_ready(&self.rings) => Wake::Ring(i),
                 ev = netlink::next_event(&mut self.nl_rx) => Wake::Link(ev),
                 _ = term.recv() => Wake::Stop("SIGTERM"),
@@ -595,6 +607,7 @@ impl Daemon {
             };
             match wake {
                 Wake::Timer => self.on_timer().await,
+                Wake::Audit => self.audit_dataplane(),
                 Wake::Ring(d) => self.drain(d).await,
                 Wake::Link(Some(ev)) => self.on_link(ev).await,
                 Wake::Link(None) => bail!("the rtnetlink socket closed"),
@@ -617,6 +630,43 @@ impl Daemon {
                 }
                 Wake::Reload => self.reload().await,
                 Wake::Control(msg) => self.on_control(msg).await,
+            }
+        }
+    }
+
+    /// Logs (rate-limited) the adverts each carpdev's XDP program dropped since the last look, per cause,
+    /// summed over every vhid slot (unknown vhids count in their own slots).
+    fn audit_dataplane(&mut self) {
+        let now = std::time::Instant::now();
+        for dev in &mut self.devs {
+            let mut totals = [0u64; 6];
+            for vhid in 0..=255u8 {
+                let Ok(s) = dev.maps.stats(vhid) else {
+                    continue;
+                };
+                for (t, (cause, _)) in totals.iter_mut().zip(ratelog::DATAPLANE_CAUSES) {
+                    *t += ratelog::cause_count(&s, cause);
+                }
+            }
+            for ((total, (seen, log)), (cause, what)) in totals
+                .iter()
+                .zip(dev.audit.iter_mut())
+                .zip(ratelog::DATAPLANE_CAUSES)
+            {
+                // After a hitless restart the first look also reports what the previous carpd saw: the
+                // counters belong to the dataplane, which outlives controllers.
+                let fresh = total.saturating_sub(*seen);
+                *seen = *total;
+                if fresh == 0 {
+                    continue;
+                }
+                if let Some(n) = log.hit_many(now, fresh) {
+                    tracing::warn!(
+                        "{}: the dataplane dropped {n} advert(s): {what} ({cause}); {} in all (logged at most once a minute)",
+                        dev.name,
+                        log.total
+                    );
+                }
             }
         }
     }

@@ -19,8 +19,13 @@ impl RateLog {
     /// Counts one occurrence; returns `Some(n)` when it should be logged now, `n` being the occurrences
     /// since the last line (1 for the first).
     pub fn hit(&mut self, now: Instant) -> Option<u64> {
-        self.total += 1;
-        self.since_last += 1;
+        self.hit_many(now, 1)
+    }
+
+    /// Counts `n` occurrences at once (read from a kernel counter); like `hit` otherwise.
+    pub fn hit_many(&mut self, now: Instant, n: u64) -> Option<u64> {
+        self.total += n;
+        self.since_last += n;
         match self.last {
             Some(t) if now.duration_since(t) < LOG_INTERVAL => None,
             _ => {
@@ -45,5 +50,30 @@ mod tests {
         }
         assert_eq!(r.hit(t0 + LOG_INTERVAL), Some(50_000));
         assert_eq!(r.total, 50_001);
+        assert_eq!(r.hit_many(t0 + LOG_INTERVAL, 7), None);
+        assert_eq!(r.hit_many(t0 + 2 * LOG_INTERVAL, 3), Some(10));
+    }
+}
+
+/// The dataplane's drop causes the controller reports: the carpstats counter name, what it means.
+pub const DATAPLANE_CAUSES: [(&str, &str); 6] = [
+    ("badttl", "TTL or hop limit not 255"),
+    ("badlen", "IP payload shorter than a CARP header"),
+    ("hdrops", "truncated frame"),
+    ("badsum", "bad CARP checksum"),
+    ("badver", "CARP version not 2"),
+    ("badvhid", "a vhid not configured on this carpdev"),
+];
+
+/// The value of one of `DATAPLANE_CAUSES` in a counter set.
+pub fn cause_count(s: &carp_common::maps::CarpStats, cause: &str) -> u64 {
+    match cause {
+        "badttl" => s.badttl,
+        "badlen" => s.badlen,
+        "hdrops" => s.hdrops,
+        "badsum" => s.badsum,
+        "badver" => s.badver,
+        "badvhid" => s.badvhid,
+        _ => 0,
     }
 }
