@@ -36,25 +36,6 @@ impl RateLog {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn logs_first_then_once_per_interval_with_the_count() {
-        let mut r = RateLog::default();
-        let t0 = Instant::now();
-        assert_eq!(r.hit(t0), Some(1));
-        for _ in 0..49_999 {
-            assert_eq!(r.hit(t0 + Duration::from_secs(1)), None);
-        }
-        assert_eq!(r.hit(t0 + LOG_INTERVAL), Some(50_000));
-        assert_eq!(r.total, 50_001);
-        assert_eq!(r.hit_many(t0 + LOG_INTERVAL, 7), None);
-        assert_eq!(r.hit_many(t0 + 2 * LOG_INTERVAL, 3), Some(10));
-    }
-}
-
 /// The dataplane's drop causes the controller reports: the carpstats counter name, what it means.
 pub const DATAPLANE_CAUSES: [(&str, &str); 6] = [
     ("badttl", "TTL or hop limit not 255"),
@@ -75,5 +56,24 @@ pub fn cause_count(s: &carp_common::maps::CarpStats, cause: &str) -> u64 {
         "badver" => s.badver,
         "badvhid" => s.badvhid,
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_first_then_once_per_interval_with_the_count() {
+        let mut r = RateLog::default();
+        let t0 = Instant::now();
+        assert_eq!(r.hit(t0), Some(1));
+        for _ in 0..49_999 {
+            assert_eq!(r.hit(t0 + Duration::from_secs(1)), None);
+        }
+        assert_eq!(r.hit(t0 + LOG_INTERVAL), Some(50_000));
+        assert_eq!(r.total, 50_001);
+        assert_eq!(r.hit_many(t0 + LOG_INTERVAL, 7), None);
+        assert_eq!(r.hit_many(t0 + 2 * LOG_INTERVAL, 3), Some(10));
     }
 }
