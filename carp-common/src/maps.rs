@@ -32,6 +32,7 @@ pub const MAP_BALANCE: &str = "carp_balance";
 /// The first block mirrors `struct carpstats` input counters (spec §7); the rest are the dataplane's own.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct CarpStats {
     /// IPv4 adverts received.
     pub ipackets: u64,
@@ -67,6 +68,54 @@ pub struct CarpStats {
     pub balanced_pass: u64,
     /// Frames dropped by the balancing filter.
     pub balanced_drop: u64,
+}
+
+impl CarpStats {
+    /// Every counter as (name, value), in declaration order (bpftool's, tables' and metrics').
+    pub fn fields(&self) -> [(&'static str, u64); 17] {
+        [
+            ("ipackets", self.ipackets),
+            ("ipackets6", self.ipackets6),
+            ("badttl", self.badttl),
+            ("badlen", self.badlen),
+            ("hdrops", self.hdrops),
+            ("badsum", self.badsum),
+            ("badver", self.badver),
+            ("badvhid", self.badvhid),
+            ("adverts_to_controller", self.adverts_to_controller),
+            ("events_lost", self.events_lost),
+            ("arp_replies", self.arp_replies),
+            ("na_replies", self.na_replies),
+            ("arp_dropped_backup", self.arp_dropped_backup),
+            ("vmac_passed", self.vmac_passed),
+            ("vmac_dropped", self.vmac_dropped),
+            ("balanced_pass", self.balanced_pass),
+            ("balanced_drop", self.balanced_drop),
+        ]
+    }
+
+    /// Field-wise sum (per-CPU values into one total).
+    pub fn add(&self, o: &Self) -> Self {
+        Self {
+            ipackets: self.ipackets + o.ipackets,
+            ipackets6: self.ipackets6 + o.ipackets6,
+            badttl: self.badttl + o.badttl,
+            badlen: self.badlen + o.badlen,
+            hdrops: self.hdrops + o.hdrops,
+            badsum: self.badsum + o.badsum,
+            badver: self.badver + o.badver,
+            badvhid: self.badvhid + o.badvhid,
+            adverts_to_controller: self.adverts_to_controller + o.adverts_to_controller,
+            events_lost: self.events_lost + o.events_lost,
+            arp_replies: self.arp_replies + o.arp_replies,
+            na_replies: self.na_replies + o.na_replies,
+            arp_dropped_backup: self.arp_dropped_backup + o.arp_dropped_backup,
+            vmac_passed: self.vmac_passed + o.vmac_passed,
+            vmac_dropped: self.vmac_dropped + o.vmac_dropped,
+            balanced_pass: self.balanced_pass + o.balanced_pass,
+            balanced_drop: self.balanced_drop + o.balanced_drop,
+        }
+    }
 }
 
 /// State of a vhid as the dataplane sees it (written by the controller).

@@ -13,7 +13,6 @@ use std::{
     time::Duration,
 };
 
-use carp_common::maps::CarpStats;
 use serde::{Deserialize, Serialize};
 
 /// Where carpd listens and carpctl connects by default.
@@ -226,93 +225,8 @@ pub struct VhidCounters {
     pub dataplane: Option<DataplaneCounters>,
 }
 
-/// The XDP program's per-vhid counters (`carp_stats`), named as bpftool shows them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DataplaneCounters {
-    /// IPv4 adverts received.
-    pub ipackets: u64,
-    /// IPv6 adverts received.
-    pub ipackets6: u64,
-    /// TTL or hop limit not 255.
-    pub badttl: u64,
-    /// Too short.
-    pub badlen: u64,
-    /// Bad headers.
-    pub hdrops: u64,
-    /// Bad checksum.
-    pub badsum: u64,
-    /// Bad version.
-    pub badver: u64,
-    /// No such vhid here.
-    pub badvhid: u64,
-    /// Adverts handed to carpd.
-    pub adverts_to_controller: u64,
-    /// Adverts lost because the ring buffer was full.
-    pub events_lost: u64,
-    /// ARP replies sent by XDP.
-    pub arp_replies: u64,
-    /// Neighbour advertisements sent by XDP.
-    pub na_replies: u64,
-    /// ARP requests for a VIP dropped while not MASTER.
-    pub arp_dropped_backup: u64,
-    /// Frames to the virtual MAC passed.
-    pub vmac_passed: u64,
-    /// Frames to the virtual MAC dropped.
-    pub vmac_dropped: u64,
-    /// Balanced frames this node serves.
-    pub balanced_pass: u64,
-    /// Balanced frames another node serves.
-    pub balanced_drop: u64,
-}
-
-impl From<&CarpStats> for DataplaneCounters {
-    fn from(s: &CarpStats) -> Self {
-        DataplaneCounters {
-            ipackets: s.ipackets,
-            ipackets6: s.ipackets6,
-            badttl: s.badttl,
-            badlen: s.badlen,
-            hdrops: s.hdrops,
-            badsum: s.badsum,
-            badver: s.badver,
-            badvhid: s.badvhid,
-            adverts_to_controller: s.adverts_to_controller,
-            events_lost: s.events_lost,
-            arp_replies: s.arp_replies,
-            na_replies: s.na_replies,
-            arp_dropped_backup: s.arp_dropped_backup,
-            vmac_passed: s.vmac_passed,
-            vmac_dropped: s.vmac_dropped,
-            balanced_pass: s.balanced_pass,
-            balanced_drop: s.balanced_drop,
-        }
-    }
-}
-
-impl DataplaneCounters {
-    /// Every counter as (name, value), in bpftool's order (tables and metrics iterate this).
-    pub fn fields(&self) -> [(&'static str, u64); 17] {
-        [
-            ("ipackets", self.ipackets),
-            ("ipackets6", self.ipackets6),
-            ("badttl", self.badttl),
-            ("badlen", self.badlen),
-            ("hdrops", self.hdrops),
-            ("badsum", self.badsum),
-            ("badver", self.badver),
-            ("badvhid", self.badvhid),
-            ("adverts_to_controller", self.adverts_to_controller),
-            ("events_lost", self.events_lost),
-            ("arp_replies", self.arp_replies),
-            ("na_replies", self.na_replies),
-            ("arp_dropped_backup", self.arp_dropped_backup),
-            ("vmac_passed", self.vmac_passed),
-            ("vmac_dropped", self.vmac_dropped),
-            ("balanced_pass", self.balanced_pass),
-            ("balanced_drop", self.balanced_drop),
-        ]
-    }
-}
+/// The XDP program's per-vhid counters (`carp_stats`), summed over CPUs, named as bpftool shows them.
+pub use carp_common::maps::CarpStats as DataplaneCounters;
 
 /// Checks an advbase or advskew value; the error names the key and the allowed range.
 pub fn check_adv(key: &str, value: u32) -> Result<u8, String> {

@@ -520,7 +520,7 @@ impl Daemon {
                     last_master: h.vhid.last_master().map(|a| a.to_string()),
                     last_advert_age_seconds: last
                         .map(|l| now.saturating_sub(l.ktime_ns) as f64 / 1e9),
-                    dataplane: maps.stats(vhid).ok().map(|s| DataplaneCounters::from(&s)),
+                    dataplane: maps.stats(vhid).ok(),
                 }
             })
             .collect();

@@ -143,7 +143,7 @@ impl Maps {
             .map_err(map_err(MAP_STATS))?;
         Ok(per_cpu
             .iter()
-            .fold(CarpStats::default(), |acc, s| add_stats(&acc, s)))
+            .fold(CarpStats::default(), |acc, s| acc.add(s)))
     }
 
     /// The last good advert seen for a vhid (ktime 0 = none yet).
@@ -185,27 +185,4 @@ pub fn vip_key(addr: IpAddr) -> VipKey {
         }
     }
     key
-}
-
-/// Field-wise sum of two counter sets.
-pub fn add_stats(a: &CarpStats, b: &CarpStats) -> CarpStats {
-    CarpStats {
-        ipackets: a.ipackets + b.ipackets,
-        ipackets6: a.ipackets6 + b.ipackets6,
-        badttl: a.badttl + b.badttl,
-        badlen: a.badlen + b.badlen,
-        hdrops: a.hdrops + b.hdrops,
-        badsum: a.badsum + b.badsum,
-        badver: a.badver + b.badver,
-        badvhid: a.badvhid + b.badvhid,
-        adverts_to_controller: a.adverts_to_controller + b.adverts_to_controller,
-        events_lost: a.events_lost + b.events_lost,
-        arp_replies: a.arp_replies + b.arp_replies,
-        na_replies: a.na_replies + b.na_replies,
-        arp_dropped_backup: a.arp_dropped_backup + b.arp_dropped_backup,
-        vmac_passed: a.vmac_passed + b.vmac_passed,
-        vmac_dropped: a.vmac_dropped + b.vmac_dropped,
-        balanced_pass: a.balanced_pass + b.balanced_pass,
-        balanced_drop: a.balanced_drop + b.balanced_drop,
-    }
 }
