@@ -323,7 +323,43 @@ fn load_with_pins(dir: &Path) -> Result<Ebpf, DataplaneError> {
     Ok(loader.load(XDP_OBJECT)?)
 }
 
+/// Where the bpffs lives on every distribution that has one.
+const SYS_FS_BPF: &str = "/sys/fs/bpf";
+
+/// True when a bpffs is mounted at /sys/fs/bpf.
+fn sys_fs_bpf_mounted() -> bool {
+    std::fs::read_to_string("/proc/self/mounts").is_ok_and(|m| {
+        m.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(1) == Some(&SYS_FS_BPF) && f.get(2) == Some(&"bpf")
+        })
+    })
+}
+
+/// Mounts the bpffs at /sys/fs/bpf when pins go there and nothing is mounted (systemd normally does it;
+/// a bare netns lab or a minimal system may not), as bpftool does when it pins.
+fn ensure_sys_fs_bpf(dir: &Path) {
+    if !dir.starts_with(SYS_FS_BPF) || sys_fs_bpf_mounted() {
+        return;
+    }
+    let (src, target, fstype) = (c"bpf", c"/sys/fs/bpf", c"bpf");
+    // SAFETY: NUL-terminated constant strings and no data argument.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        tracing::info!("mounted a bpffs at {SYS_FS_BPF} for the pins");
+    }
+}
+
 fn mkdir_bpffs(dir: &Path) -> Result<(), DataplaneError> {
+    ensure_sys_fs_bpf(dir);
     std::fs::create_dir_all(dir).map_err(|e| DataplaneError::Pin {
         path: dir.into(),
         message: format!(
