@@ -168,30 +168,30 @@ impl Netlink {
             .with_context(|| format!("adding {addr} to link {index}"))
     }
 
-    /// The addresses on a link.
-    pub async fn addrs(&self, index: u32) -> Result<Vec<IpAddr>> {
-        let msgs: Vec<_> = self
+    /// The kernel's address messages for one link.
+    async fn addr_messages(
+        &self,
+        index: u32,
+    ) -> Result<Vec<rtnetlink::packet_route::address::AddressMessage>> {
+        Ok(self
             .handle
             .address()
             .get()
             .set_link_index_filter(index)
             .execute()
             .try_collect()
-            .await?;
+            .await?)
+    }
+
+    /// The addresses on a link.
+    pub async fn addrs(&self, index: u32) -> Result<Vec<IpAddr>> {
+        let msgs = self.addr_messages(index).await?;
         Ok(msgs.iter().filter_map(address_of).collect())
     }
 
     /// Removes every address of a link.
     pub async fn flush_addrs(&self, index: u32) -> Result<()> {
-        let msgs: Vec<_> = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute()
-            .try_collect()
-            .await?;
-        for m in msgs {
+        for m in self.addr_messages(index).await? {
             self.handle.address().del(m).execute().await?;
         }
         Ok(())
