@@ -4,7 +4,6 @@
 //! interface MAC in the IP modes' ARP/NA replies. The bucket hash is written again below from the spec's
 //! words (raw network-order words folded, then ntohl), not taken from carp::balance, so a mistake
 //! shared by the product's two implementations cannot hide. Needs root (fails under CI=true when not).
-use aya::programs::{TestRun, TestRunOptions};
 use carp::dataplane::{Dataplane, maps::Maps};
 use carp_common::maps::{
     BalanceGroup, BalanceMode, CarpStats, MAX_CARPNODES, VhidEntry, VhidState,
@@ -145,17 +144,7 @@ impl Lab {
     }
 
     fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
-        let mut out = vec![0u8; frame.len() + 256];
-        let prog = self.dp.program().expect("program");
-        let res = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ..TestRunOptions::new()
-            })
-            .expect("BPF_PROG_TEST_RUN");
-        out.truncate(res.data_size_out as usize);
-        (res.return_value, out)
+        carp_tests::run_xdp(self.dp.program().expect("program"), frame)
     }
 
     fn stats(&self, vhid: u8) -> CarpStats {

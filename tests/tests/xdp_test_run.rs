@@ -1,7 +1,6 @@
 //! The real XDP program in the kernel through BPF_PROG_TEST_RUN: every verdict and counter of advert
 //! intake, the ARP and NS responder, the virtual-MAC filter, VLAN tags, truncation at every length and
 //! unrelated traffic. Needs root (fails under CI=true when not root).
-use aya::programs::{TestRun, TestRunOptions};
 use carp::dataplane::{Dataplane, maps::Maps};
 use carp_common::maps::{BalanceMode, CarpStats, VhidEntry, VhidState};
 use carp_tests::{frames::*, require_root};
@@ -41,17 +40,7 @@ impl Lab {
 
     /// Runs one frame; returns the verdict and the frame as the program left it.
     fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
-        let mut out = vec![0u8; frame.len() + 256];
-        let prog = self.dp.program().expect("program");
-        let res = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ..TestRunOptions::new()
-            })
-            .expect("BPF_PROG_TEST_RUN");
-        out.truncate(res.data_size_out as usize);
-        (res.return_value, out)
+        carp_tests::run_xdp(self.dp.program().expect("program"), frame)
     }
 
     fn stats(&self, vhid: u8) -> CarpStats {
