@@ -11,8 +11,13 @@ pub struct Netns {
 }
 
 impl Netns {
-    /// Creates (or re-creates) a namespace with loopback up.
+    /// Creates (or re-creates) a namespace with loopback up. Its name is `name` prefixed with
+    /// `$CARP_LAB_TAG` when set, so that two checkouts can run their labs on one machine at once.
     pub fn new(name: &str) -> Self {
+        let name = &format!(
+            "{}{name}",
+            std::env::var("CARP_LAB_TAG").unwrap_or_default()
+        );
         let _ = std::process::Command::new("ip")
             .args(["netns", "del", name])
             .status();
