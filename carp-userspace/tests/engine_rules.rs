@@ -178,6 +178,21 @@ fn master_down_expiry_becomes_master_then_advert_then_arp() {
 }
 
 #[test]
+fn master_adverts_keep_their_phase_after_a_late_wakeup() {
+    // advbase 0: a 3.9 ms interval; wake-ups 1 ms late must not stretch it to 4.9 ms for the peers.
+    let (mut v, t0) = master(cfg(0, 0));
+    let iv = advert_interval(0, 0);
+    assert_eq!(v.next_deadline(), Some(t0 + iv));
+    let late = t0 + iv + Duration::from_millis(1);
+    assert_eq!(adverts(&v.handle(late, Event::Timer)).len(), 1);
+    assert_eq!(v.next_deadline(), Some(t0 + iv * 2), "phase kept");
+    // Late by more than a whole interval: one advert now (no burst), the phase restarts from now.
+    let very_late = t0 + iv * 5;
+    assert_eq!(adverts(&v.handle(very_late, Event::Timer)).len(), 1);
+    assert_eq!(v.next_deadline(), Some(very_late + iv));
+}
+
+#[test]
 fn delayed_gratuitous_arp_after_two_more_adverts() {
     let (mut v, _) = master(cfg(1, 0));
     let t1 = v.next_deadline().unwrap();

@@ -218,6 +218,20 @@ impl Daemon {
         self.child.id()
     }
 
+    /// The process's effective and bounding capability sets, as /proc/<pid>/status shows them.
+    pub fn capabilities(&self) -> (u64, u64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .unwrap_or_else(|| panic!("no {name} for {}: {status}", self.name))
+        };
+        (field("CapEff:"), field("CapBnd:"))
+    }
+
     /// Everything it logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()

@@ -18,8 +18,10 @@ impl Netns {
             "{}{name}",
             std::env::var("CARP_LAB_TAG").unwrap_or_default()
         );
+        // A leftover from a killed run would make `ip netns add` fail; usually there is none.
         let _ = std::process::Command::new("ip")
             .args(["netns", "del", name])
+            .stderr(std::process::Stdio::null())
             .status();
         sh(&format!("ip netns add {name}"));
         let ns = Self { name: name.into() };

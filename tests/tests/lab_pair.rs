@@ -608,6 +608,9 @@ fn ping_vip_fast(pair: &Pair, count: u32) -> std::thread::JoinHandle<(u32, u32)>
     })
 }
 
+/// CAP_NET_ADMIN (12), CAP_NET_RAW (13), CAP_PERFMON (38), CAP_BPF (39): all carpd keeps after start-up.
+const RUNTIME_CAPS: u64 = 1 << 12 | 1 << 13 | 1 << 38 | 1 << 39;
+
 #[test]
 fn hitless_restart_sigusr2_and_sigkill_no_failover() {
     if !require_root("hitless_restart_sigusr2_and_sigkill_no_failover") {
@@ -617,6 +620,11 @@ fn hitless_restart_sigusr2_and_sigkill_no_failover() {
     let (mut gw1, gw2) = elect(&pair);
     assert!(pair.client_reaches_vip(Duration::from_secs(3)));
     let pid = gw1.pid();
+    assert_eq!(
+        gw1.capabilities(),
+        (RUNTIME_CAPS, RUNTIME_CAPS),
+        "after start-up"
+    );
 
     // Both ways of restarting: re-exec on SIGUSR2 (same PID), then SIGKILL and a new start.
     for how in ["SIGUSR2", "SIGKILL"] {
@@ -640,6 +648,8 @@ fn hitless_restart_sigusr2_and_sigkill_no_failover() {
             gw1.log()
         );
         let log = gw1.log()[skip1..].to_string();
+        // Least privilege survives the re-exec (which starts from the reduced bounding set) and a new start.
+        assert_eq!(gw1.capabilities(), (RUNTIME_CAPS, RUNTIME_CAPS), "{how}");
         assert!(log.contains("adopted"), "{how}: {log}");
         assert!(log.contains("kept the carp interface"), "{how}: {log}");
         assert!(

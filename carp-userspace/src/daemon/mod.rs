@@ -32,6 +32,7 @@ pub mod control;
 pub mod hooks;
 pub mod netio;
 pub mod netlink;
+pub mod privs;
 pub mod ratelog;
 
 use std::{
@@ -534,6 +535,15 @@ impl Daemon {
             self.options.metrics,
             &self.config.tracks,
         )?;
+        // Everything that needed more than the runtime capabilities (bpffs mount, a low metrics port)
+        // is done: from here on a compromise of carpd or of a hook gets at most these four.
+        let dropped = privs::drop_to_runtime().context("dropping capabilities")?;
+        if !dropped.is_empty() {
+            tracing::info!(
+                "dropped {} capabilities, keeping net_admin, net_raw, bpf, perfmon",
+                dropped.len()
+            );
+        }
         self.feed(HostEvent::Start).await;
         for d in 0..self.devs.len() {
             if !self.devs[d].running {

@@ -503,7 +503,17 @@ impl Vhid {
         }
         match self.state {
             State::Master if self.advert_at.is_some_and(|t| t <= now) => {
+                let due = self.advert_at.unwrap_or(now);
                 self.send_advert(now, out);
+                // Keep the advert phase: a wake-up that came late (timer rounding, a busy CPU) must not
+                // push every later advert back too, or the interval the peers see grows beyond the
+                // nominal one and eats their master-down margin (at advbase 0 tokio's 1 ms rounding
+                // alone turned 3.9 ms into 4-5 ms). Catching up never sends a burst: at most one advert
+                // per wake-up, and after a delay of a whole interval or more the phase restarts from now.
+                let next = due + self.config.advert_interval();
+                if next > now {
+                    self.advert_at = Some(next);
+                }
             }
             State::Backup if self.master_down_at.is_some_and(|t| t <= now) => {
                 self.master_down(now, reason::MASTER_DOWN, out);
