@@ -47,6 +47,30 @@ pub fn carpd_binary() -> PathBuf {
     .clone()
 }
 
+/// Starts carpd in `ns` as `name` with `config`, written to `<dir>/<name>.toml`; its control socket is
+/// `<dir>/<name>.sock`, its log `<dir>/<name>.log` and its pins go under `<bpffs>/<name>`.
+pub fn spawn_carpd(ns: &Netns, name: &str, dir: &Path, bpffs: &Path, config: &str) -> Daemon {
+    let cfg = dir.join(format!("{name}.toml"));
+    std::fs::write(&cfg, config).expect("write config");
+    let pins = bpffs.join(name);
+    Daemon::spawn(
+        ns,
+        name,
+        dir,
+        &[
+            carpd_binary().to_str().unwrap(),
+            "-c",
+            cfg.to_str().unwrap(),
+            "--bpffs",
+            pins.to_str().unwrap(),
+            "--control-socket",
+            dir.join(format!("{name}.sock")).to_str().unwrap(),
+            "--log",
+            "info",
+        ],
+    )
+}
+
 /// The pair topology; everything is removed on drop.
 pub struct Pair {
     /// Namespace holding br0.
@@ -114,25 +138,7 @@ impl Pair {
 
     /// Starts carpd in `ns` as `name` (e.g. "gw1") with `config`.
     pub fn carpd(&self, ns: &Netns, name: &str, config: &str) -> Daemon {
-        let cfg = self.dir.join(format!("{name}.toml"));
-        std::fs::write(&cfg, config).expect("write config");
-        let bpffs = self.bpffs.join(name);
-        Daemon::spawn(
-            ns,
-            name,
-            &self.dir,
-            &[
-                carpd_binary().to_str().unwrap(),
-                "-c",
-                cfg.to_str().unwrap(),
-                "--bpffs",
-                bpffs.to_str().unwrap(),
-                "--control-socket",
-                self.dir.join(format!("{name}.sock")).to_str().unwrap(),
-                "--log",
-                "info",
-            ],
-        )
+        spawn_carpd(ns, name, &self.dir, &self.bpffs, config)
     }
 
     /// True if the client gets an echo reply from the VIP within `timeout` (one ping a 200 ms).

@@ -2,6 +2,7 @@
 //! independently of the product's own wire module (so a shared mistake cannot hide), and network
 //! namespaces.
 
+pub mod chaos;
 pub mod frames;
 pub mod lab;
 pub mod netns;

@@ -51,6 +51,18 @@ enum Command {
         /// Only these targets (default: all).
         targets: Vec<String>,
     },
+    /// Set up, then run a chaos test (needs root): three carpd gateways and a client pinging the VIP,
+    /// with random SIGKILLs and restarts, link flaps, partitions and heals and demote changes; fails if
+    /// there are ever two MASTERs (after a heal) or none for longer than master-down plus one interval,
+    /// and prints a report with the longest client outage.
+    Chaos {
+        /// Minutes of faults.
+        #[arg(long, default_value_t = 5)]
+        minutes: u64,
+        /// Seed of the fault sequence (default: random, printed for replay).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// Run a simulator scenario and print its timeline (`cargo xtask sim --list` lists them).
     Sim {
         /// Scenario name, or --list.
@@ -81,6 +93,10 @@ fn main() -> Result<()> {
         Command::Fuzz { seconds, targets } => {
             setup::ensure_all()?;
             fuzz(seconds, &targets)
+        }
+        Command::Chaos { minutes, seed } => {
+            setup::ensure_all()?;
+            chaos(minutes, seed)
         }
         Command::Sim { args } => sim(&args),
     }
@@ -197,6 +213,26 @@ fn fuzz(seconds: u64, only: &[String]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn chaos(minutes: u64, seed: Option<u64>) -> Result<()> {
+    let minutes = minutes.to_string();
+    let seed = seed.map(|s| s.to_string());
+    let mut args = vec![
+        "run",
+        "--quiet",
+        "-p",
+        "carp-tests",
+        "--bin",
+        "carp-chaos",
+        "--",
+        "--minutes",
+        &minutes,
+    ];
+    if let Some(seed) = &seed {
+        args.extend(["--seed", seed]);
+    }
+    util::run("cargo", &args)
 }
 
 fn demo() -> Result<()> {
