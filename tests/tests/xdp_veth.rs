@@ -25,7 +25,10 @@ fn veth_attach_advert_event_arp_reply_bpftool_and_detach() {
     let bpffs = bpffs_dir("veth");
     let gw = Netns::new("carpt-veth-gw");
     let client = Netns::new("carpt-veth-cl");
-    sh("ip link add cxva netns carpt-veth-gw type veth peer name cxvb netns carpt-veth-cl");
+    sh(&format!(
+        "ip link add cxva netns {} type veth peer name cxvb netns {}",
+        gw.name, client.name
+    ));
     gw.run("ip link set cxva up");
     client.run(&format!(
         "ip link set cxvb address {} && ip link set cxvb up",
@@ -146,7 +149,10 @@ fn native_mode_on_veth_with_xdp_on_the_peer_answers_arp() {
     let bpffs = bpffs_dir("native");
     let gw = Netns::new("carpt-native-gw");
     let client = Netns::new("carpt-native-cl");
-    sh("ip link add cxna netns carpt-native-gw type veth peer name cxnb netns carpt-native-cl");
+    sh(&format!(
+        "ip link add cxna netns {} type veth peer name cxnb netns {}",
+        gw.name, client.name
+    ));
     gw.run("ip link set cxna up");
     client.run(&format!(
         "ip link set cxnb address {} && ip link set cxnb up",
