@@ -907,11 +907,17 @@ impl Daemon {
             match self.ifs.iter().position(|c| c.cfg.name == n.name) {
                 Some(i) if self.ifs[i].cfg == *n => unchanged += 1,
                 Some(_) => {
+                    let skews = match n.carpnodes.len() {
+                        1 => format!("advskew {}", n.advskew),
+                        _ => format!(
+                            "carpnodes {}",
+                            crate::config::format_carpnodes(&n.carpnodes)
+                        ),
+                    };
                     tracing::info!(
-                        "SIGHUP: {}: advbase {} carpnodes {} (state kept)",
+                        "SIGHUP: {}: advbase {} {skews} (state kept)",
                         n.name,
-                        n.advbase,
-                        crate::config::format_carpnodes(&n.carpnodes)
+                        n.advbase
                     );
                     for j in self.nodes_of(&n.name) {
                         let mut vc = self.host.interfaces()[j].vhid.config().clone();
