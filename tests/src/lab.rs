@@ -116,6 +116,9 @@ pub struct Cluster {
     pub client: Netns,
     /// The client's addresses.
     pub client_addrs: Vec<std::net::Ipv4Addr>,
+    /// Further clients `<p>-cl2`, `<p>-cl3`, ... with one address each (10.0.0.200, .201, ...): each
+    /// has its own ARP cache, which `arp` balancing needs.
+    pub more_clients: Vec<Netns>,
     /// A bpffs directory of this lab; each daemon gets a subdirectory.
     pub bpffs: PathBuf,
     /// A scratch directory for configs, logs and control sockets.
@@ -125,16 +128,28 @@ pub struct Cluster {
 impl Cluster {
     /// Builds `gateways` gateways and a client with `client_addrs` addresses (at most 150).
     pub fn new(prefix: &str, gateways: usize, client_addrs: usize) -> Cluster {
-        assert!((1..=9).contains(&gateways) && (1..=150).contains(&client_addrs));
+        Self::with_clients(prefix, gateways, client_addrs, 0)
+    }
+
+    /// `new` plus `more` single-address clients (at most 50).
+    pub fn with_clients(
+        prefix: &str,
+        gateways: usize,
+        client_addrs: usize,
+        more: usize,
+    ) -> Cluster {
+        assert!((1..=9).contains(&gateways) && (1..=150).contains(&client_addrs) && more <= 50);
         let names: Vec<(String, String)> = (0..gateways)
             .map(|g| (format!("gw{}", g + 1), format!("10.0.0.{}", 11 + g)))
             .chain([("cl".to_string(), "10.0.0.100".to_string())])
+            .chain((0..more).map(|c| (format!("cl{}", c + 2), format!("10.0.0.{}", 200 + c))))
             .collect();
         let hosts: Vec<(&str, &str)> = names
             .iter()
             .map(|(n, a)| (n.as_str(), a.as_str()))
             .collect();
         let (sw, mut gws) = lan(prefix, &hosts);
+        let more_clients = gws.split_off(gateways + 1);
         let client = gws.pop().expect("client");
         let client_addrs: Vec<std::net::Ipv4Addr> = (0..client_addrs)
             .map(|i| std::net::Ipv4Addr::new(10, 0, 0, 100 + i as u8))
@@ -151,6 +166,7 @@ impl Cluster {
             gws,
             client,
             client_addrs,
+            more_clients,
             bpffs,
             dir,
         }

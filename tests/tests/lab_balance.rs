@@ -169,13 +169,15 @@ fn resolve_vip(cluster: &Cluster) -> String {
 /// Waits until gateway `g`'s group lease has run out (its carpd was killed).
 fn wait_lease_expired(cluster: &Cluster, g: usize) {
     let end = Instant::now() + Duration::from_secs(10);
-    while cluster
-        .maps(g)
-        .balance(LEADER)
-        .expect("group")
-        .lease_until_ns
-        >= monotonic_ns()
-    {
+    // The group's lease (the IP filter, ARP in `arp` mode) and every node's (its MAC's filter).
+    let lease = || {
+        let maps = cluster.maps(g);
+        let group = maps.balance(LEADER).expect("group").lease_until_ns;
+        (1..=3u8)
+            .map(|v| maps.vhid(v).expect("vhid").lease_until_ns)
+            .fold(group, u64::max)
+    };
+    while lease() >= monotonic_ns() {
         assert!(
             Instant::now() < end,
             "the killed gateway's lease never ran out"
@@ -363,4 +365,112 @@ fn counters_transitions(cluster: &Cluster, g: usize) -> Vec<u64> {
 fn restart(cluster: &Cluster, g: usize, config: &str) -> Daemon {
     let _ = std::fs::remove_file(cluster.socket(g));
     cluster.carpd(g, config)
+}
+
+/// Every gateway's vmac_passed per node vhid 1..=n.
+fn node_passes(cluster: &Cluster, n: u8) -> Vec<Vec<u64>> {
+    (0..cluster.gws.len())
+        .map(|g| {
+            let maps = cluster.maps(g);
+            (1..=n)
+                .map(|v| maps.stats(v).expect("stats").vmac_passed)
+                .collect()
+        })
+        .collect()
+}
+
+/// `arp` mode, two gateways, four single-address clients: each client's ARP request is answered by
+/// the MASTER of node ntohl(spa) % 2 with that node's MAC, and its datagrams are taken by exactly that
+/// gateway; a SIGKILLed gateway's node moves (the switch relearns its MAC from the new master's
+/// adverts, no client re-ARPs) and comes back under preempt.
+#[test]
+fn arp_mode_each_requester_served_by_its_node() {
+    root_or_skip!("arp_mode_each_requester_served_by_its_node");
+    let cluster = Cluster::with_clients("bala", 2, 1, 4);
+    let _a = cluster.carpd(0, &config("1:0,2:100", "arp"));
+    let mut b = cluster.carpd(1, &config("1:100,2:0", "arp"));
+    let layout: [(usize, &[&str]); 2] = [(0, &["MASTER", "BACKUP"]), (1, &["BACKUP", "MASTER"])];
+    wait_nodes(&cluster, &layout, Duration::from_secs(20));
+    let clients: Vec<(usize, u8)> = cluster
+        .more_clients
+        .iter()
+        .enumerate()
+        .map(|(c, ns)| {
+            let addr = Ipv4Addr::new(10, 0, 0, 200 + c as u8);
+            let node = (addr.to_bits() % 2) as u8;
+            let mac = resolve_from(ns);
+            assert_eq!(
+                mac,
+                format!("00:00:5e:00:01:{:02x}", node + 1),
+                "client {addr}: answered with its node's MAC"
+            );
+            (c, node)
+        })
+        .collect();
+    let arp_round = |owners: &[usize], what: &str| {
+        let before = node_passes(&cluster, 2);
+        let mut want = before.clone();
+        for &(c, node) in &clients {
+            send_from(&cluster.more_clients[c], 40);
+            want[owners[node as usize]][node as usize] += 40;
+        }
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = node_passes(&cluster, 2);
+            if got == want {
+                break;
+            }
+            assert!(
+                Instant::now() < end,
+                "{what}: vmac_passed per gateway and node {got:?}, want {want:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    arp_round(&[0, 1], "both up");
+    b.kill9();
+    wait_nodes(
+        &cluster,
+        &[(0, &["MASTER", "MASTER"])],
+        Duration::from_secs(10),
+    );
+    wait_lease_expired(&cluster, 1);
+    arp_round(&[0, 0], "B killed");
+    let _b = restart(&cluster, 1, &config("1:100,2:0", "arp"));
+    wait_nodes(&cluster, &layout, Duration::from_secs(20));
+    // The bridge relearns node 2's MAC from B's next advert.
+    std::thread::sleep(Duration::from_millis(1500));
+    arp_round(&[0, 1], "B back");
+}
+
+/// Resolves the VIP from `ns` (one ping) and returns the MAC it learned.
+fn resolve_from(ns: &carp_tests::netns::Netns) -> String {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let _ = std::process::Command::new("nsenter")
+            .args([
+                &format!("--net=/run/netns/{}", ns.name),
+                "ping",
+                "-c1",
+                "-W1",
+                &VIP.to_string(),
+            ])
+            .output();
+        let out = ns.run(&format!("ip neigh show {VIP}"));
+        if let Some(mac) = out.split_whitespace().skip_while(|w| *w != "lladdr").nth(1) {
+            return mac.to_string();
+        }
+        assert!(Instant::now() < end, "{} never resolved the VIP", ns.name);
+    }
+}
+
+/// Sends `count` UDP datagrams to the VIP from `ns`.
+fn send_from(ns: &carp_tests::netns::Netns, count: usize) {
+    ns.in_ns(move || {
+        let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("bind");
+        for k in 0..count {
+            s.send_to(&(k as u32).to_be_bytes(), (VIP, 9))
+                .expect("send");
+        }
+    });
 }
