@@ -7,7 +7,7 @@
 //! its return moves them back under preempt. Needs root (fails under CI=true when not).
 use carp::{
     balance::bucket_v4,
-    control::{Request, Response, call},
+    control::{Request, Response, Setting, call},
 };
 use carp_tests::{
     lab::{Cluster, Daemon},
@@ -206,7 +206,7 @@ fn even_enough(shares: &[u64], owners_per_gw: &[usize]) {
 fn ip_two_gateways_split_failover_and_return() {
     root_or_skip!("ip_two_gateways_split_failover_and_return");
     let cluster = Cluster::new("bal2", 2, 64);
-    let _a = cluster.carpd(0, &config("1:0,2:100", "ip"));
+    let a = cluster.carpd(0, &config("1:0,2:100", "ip"));
     let mut b = cluster.carpd(1, &config("1:100,2:0", "ip"));
     wait_nodes(
         &cluster,
@@ -224,6 +224,29 @@ fn ip_two_gateways_split_failover_and_return() {
     }
     let shares = round(&cluster, &[0, 1], "both up");
     even_enough(&shares, &[1, 1]);
+
+    // A hitless restart of A (SIGUSR2) resumes its MASTER node and leaves its BACKUP node alone:
+    // no transition anywhere, the masks stay, the split stays exact.
+    let b_transitions = counters_transitions(&cluster, 1);
+    let skip = a.log().len();
+    a.signal(libc::SIGUSR2);
+    assert!(
+        a.wait_log_after(
+            skip,
+            "carp0: resumed vhid 1 as MASTER",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        a.log()
+    );
+    wait_nodes(
+        &cluster,
+        &[(0, &["MASTER", "BACKUP"]), (1, &["BACKUP", "MASTER"])],
+        Duration::from_secs(5),
+    );
+    assert_eq!((mask(&cluster, 0), mask(&cluster, 1)), (0b01, 0b10));
+    round(&cluster, &[0, 1], "A restarted hitlessly");
+    assert_eq!(counters_transitions(&cluster, 1), b_transitions);
 
     let a_transitions = counters_transitions(&cluster, 0);
     b.kill9();
@@ -318,6 +341,40 @@ fn ip_stealth_never_teaches_the_switch_the_interface_mac() {
     );
     assert_eq!(resolve_vip(&cluster), "00:00:5e:00:01:01");
     round(&cluster, &[0, 1], "ip-stealth");
+
+    // carpctl set: carpnodes sets each node's advskew, advskew only the leader's (OpenBSD); the vhids
+    // cannot change at runtime.
+    let set = |changes: Vec<Setting>| {
+        call(
+            &cluster.socket(0),
+            &Request::Set {
+                iface: "carp0".into(),
+                changes,
+            },
+            Duration::from_secs(2),
+        )
+        .expect("set")
+    };
+    let skews = || match call(&cluster.socket(0), &Request::Status, Duration::from_secs(2)) {
+        Ok(Response::Status(s)) => s.interfaces[0]
+            .nodes
+            .iter()
+            .map(|n| (n.vhid, n.advskew))
+            .collect::<Vec<_>>(),
+        other => panic!("status: {other:?}"),
+    };
+    assert!(matches!(
+        set(vec![Setting::Carpnodes(vec![(2, 30), (1, 5)])]),
+        Response::Done(_)
+    ));
+    assert_eq!(skews(), vec![(1, 5), (2, 30)]);
+    assert!(matches!(set(vec![Setting::Advskew(7)]), Response::Done(_)));
+    assert_eq!(skews(), vec![(1, 7), (2, 30)]);
+    match set(vec![Setting::Carpnodes(vec![(1, 0), (3, 0)])]) {
+        Response::Error(e) => assert!(e.contains("the vhids must stay [1, 2]"), "{e}"),
+        other => panic!("changing the vhids was accepted: {other:?}"),
+    }
+    assert_eq!(skews(), vec![(1, 7), (2, 30)], "nothing changed");
     // A few more adverts go by before the bridge is asked.
     std::thread::sleep(Duration::from_secs(2));
     let fdb = cluster.sw.run("bridge fdb show br br0");

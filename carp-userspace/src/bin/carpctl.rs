@@ -723,6 +723,23 @@ mod tests {
                 changes: vec![Setting::Advskew(254)]
             })
         );
+        let r = ifconfig_request(parse_ifconfig_args(&args("carp0 carpnodes 2:50,1:0")).unwrap());
+        assert_eq!(
+            r.unwrap(),
+            Some(Request::Set {
+                iface: "carp0".into(),
+                changes: vec![Setting::Carpnodes(vec![(1, 0), (2, 50)])]
+            })
+        );
+        assert_eq!(
+            parse_settings(&args("carpnodes 1:0,2:50")).unwrap(),
+            vec![Setting::Carpnodes(vec![(1, 0), (2, 50)])]
+        );
+        assert!(
+            ifconfig_request(parse_ifconfig_args(&args("carp0 balancing ip")).unwrap())
+                .unwrap_err()
+                .contains("balancing cannot be changed")
+        );
         let r = ifconfig_request(parse_ifconfig_args(&args("-g test carpdemote 50")).unwrap());
         assert_eq!(
             r.unwrap(),
