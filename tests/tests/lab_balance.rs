@@ -85,6 +85,33 @@ fn counters(cluster: &Cluster) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// Every gateway's UDP NoPorts counter (/proc/net/snmp of its namespace): each datagram the stack
+/// receives for the VIP's closed port 9 counts once, so it shows what got past XDP, and how often.
+fn udp_noports(cluster: &Cluster) -> Vec<u64> {
+    cluster
+        .gws
+        .iter()
+        .map(|ns| {
+            let snmp = ns.run("cat /proc/net/snmp");
+            let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+            let (names, values) = (
+                udp.next().expect("Udp header"),
+                udp.next().expect("Udp values"),
+            );
+            let col = names
+                .split_whitespace()
+                .position(|n| n == "NoPorts")
+                .expect("NoPorts");
+            values
+                .split_whitespace()
+                .nth(col)
+                .expect("value")
+                .parse()
+                .expect("number")
+        })
+        .collect()
+}
+
 /// Gateway `g`'s local mask.
 fn mask(cluster: &Cluster, g: usize) -> u32 {
     cluster.maps(g).balance(LEADER).expect("group").local_mask
@@ -107,6 +134,7 @@ fn round(cluster: &Cluster, owners: &[usize], what: &str) -> Vec<u64> {
     let n = owners.len() as u8;
     let gws = cluster.gws.len();
     let before = counters(cluster);
+    let noports_before = udp_noports(cluster);
     let sent = cluster.send_flows(VIP, 2, 5);
     let total: u64 = sent.iter().map(|(_, c)| c).sum();
     let mut want = vec![0u64; gws];
@@ -141,6 +169,17 @@ fn round(cluster: &Cluster, owners: &[usize], what: &str) -> Vec<u64> {
     );
     let want_drops: Vec<u64> = want.iter().map(|w| total - w).collect();
     assert_eq!(drops, want_drops, "{what}: dropped by every other gateway");
+    // And the stack behind XDP got exactly those, once each (ICMP port-unreachable is rate limited,
+    // NoPorts is not).
+    let delivered: Vec<u64> = udp_noports(cluster)
+        .iter()
+        .zip(&noports_before)
+        .map(|(a, b)| a - b)
+        .collect();
+    assert_eq!(
+        delivered, want,
+        "{what}: datagrams the gateways' UDP stacks received"
+    );
     eprintln!("{what}: {total} datagrams, accepted per gateway {passes:?}");
     passes
 }
