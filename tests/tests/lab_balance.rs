@@ -327,7 +327,7 @@ fn ip_three_gateways_kill_moves_only_its_nodes() {
     ];
     let _a = cluster.carpd(0, &configs[0]);
     let mut b = cluster.carpd(1, &configs[1]);
-    let _c = cluster.carpd(2, &configs[2]);
+    let mut c = cluster.carpd(2, &configs[2]);
     let layout: [(usize, &[&str]); 3] = [
         (0, &["MASTER", "BACKUP", "BACKUP"]),
         (1, &["BACKUP", "MASTER", "BACKUP"]),
@@ -362,6 +362,27 @@ fn ip_three_gateways_kill_moves_only_its_nodes() {
     let _b = restart(&cluster, 1, &configs[1]);
     wait_nodes(&cluster, &layout, Duration::from_secs(20));
     round(&cluster, &[0, 1, 2], "second back");
+
+    // A planned stop (SIGTERM) of the third bows out: its node goes to the backup with the lower skew
+    // (the second gateway) at once, not after a master-down interval, and carpd exits 0.
+    let t0 = Instant::now();
+    c.signal(libc::SIGTERM);
+    wait_nodes(
+        &cluster,
+        &[
+            (0, &["MASTER", "BACKUP", "BACKUP"]),
+            (1, &["BACKUP", "MASTER", "MASTER"]),
+        ],
+        Duration::from_secs(10),
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "bow-out takeover took {:?}",
+        t0.elapsed()
+    );
+    let status = c.wait_exit(Duration::from_secs(10)).expect("carpd exits");
+    assert!(status.success(), "{status:?}");
+    assert_eq!((mask(&cluster, 0), mask(&cluster, 1)), (0b001, 0b110));
 }
 
 /// `ip-stealth`: the unicast interface MAC 00:00:5e:00:01:<leader> is what the client learns, and
