@@ -212,3 +212,38 @@ impl Daemon {
         lease_len(vc.advbase, vc.advskew)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn iface(balancing: &str) -> InterfaceConfig {
+        let text = format!(
+            "[[interface]]\nname = \"carp0\"\ncarpdev = \"eth0\"\ncarpnodes = \"3:0,7:100\"\nbalancing = \"{balancing}\"\naddresses = [\"10.0.0.1/24\"]\n"
+        );
+        crate::config::Config::parse(Path::new("t.toml"), &text)
+            .expect("config")
+            .interfaces
+            .remove(0)
+    }
+
+    #[test]
+    fn node_entries_carry_the_mode_and_the_right_mac() {
+        let ip = iface("ip");
+        let e = node_entry(&ip, 1, VhidState::Backup);
+        assert_eq!(e.mode, carp_common::maps::BalanceMode::Ip as u8);
+        assert_eq!(
+            e.vmac,
+            virtual_mac(7),
+            "a node keeps its own MAC in the IP modes"
+        );
+        // arp mode: every node's frames go to the carp interface, whose MAC is the leader's.
+        let arp = iface("arp");
+        assert_eq!(entry_mac(&arp, 1), virtual_mac(3));
+        assert_eq!(
+            node_entry(&arp, 0, VhidState::Master).state,
+            VhidState::Master as u8
+        );
+    }
+}
