@@ -288,6 +288,7 @@ fn ip_two_gateways_split_failover_and_return() {
     assert_eq!(counters_transitions(&cluster, 1), b_transitions);
 
     let a_transitions = counters_transitions(&cluster, 0);
+    let garp = watch_gratuitous_arp(&cluster.client.name, Duration::from_secs(6));
     b.kill9();
     wait_nodes(
         &cluster,
@@ -301,6 +302,11 @@ fn ip_two_gateways_split_failover_and_return() {
         "only node 2 moved to A"
     );
     wait_lease_expired(&cluster, 1);
+    assert_eq!(
+        garp.join().expect("capture"),
+        None,
+        "ip mode sends no gratuitous ARP on failover (the interface MAC never moves)"
+    );
     round(&cluster, &[0, 0], "B killed");
 
     let _b = restart(&cluster, 1, &config("1:100,2:0", "ip"));
@@ -590,4 +596,26 @@ fn send_from(ns: &carp_tests::netns::Netns, count: usize) {
                 .expect("send");
         }
     });
+}
+
+/// Captures on the eth0 of namespace `ns` for `dur` and returns the first ARP request whose sender is
+/// the VIP (a gratuitous ARP), if any.
+fn watch_gratuitous_arp(ns: &str, dur: Duration) -> std::thread::JoinHandle<Option<Vec<u8>>> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(&path).expect("open netns");
+        // SAFETY: setns on this thread only; the fd is valid for the call.
+        assert_eq!(
+            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
+        let sock = carp_tests::netns::PacketSocket::open("eth0", 200);
+        sock.recv_until(dur, |f| {
+            f.len() >= 42
+                && f[12..14] == [0x08, 0x06]
+                && f[20..22] == [0, 1]
+                && f[28..32] == VIP.octets()
+        })
+    })
 }
