@@ -284,6 +284,12 @@ fn ip_two_gateways_split_failover_and_return() {
         Duration::from_secs(5),
     );
     assert_eq!((mask(&cluster, 0), mask(&cluster, 1)), (0b01, 0b10));
+    assert!(
+        cluster.gws[0]
+            .run("ip maddr show dev eth0")
+            .contains("01:00:5e:00:01:01"),
+        "the NIC filter keeps the interface MAC across a hitless restart"
+    );
     round(&cluster, &[0, 1], "A restarted hitlessly");
     assert_eq!(counters_transitions(&cluster, 1), b_transitions);
 
@@ -388,6 +394,11 @@ fn ip_three_gateways_kill_moves_only_its_nodes() {
     );
     let status = c.wait_exit(Duration::from_secs(10)).expect("carpd exits");
     assert!(status.success(), "{status:?}");
+    let maddr = cluster.gws[2].run("ip maddr show dev eth0");
+    assert!(
+        !maddr.contains("01:00:5e:00:01:01"),
+        "a planned stop takes the interface MAC out of the NIC's filter: {maddr}"
+    );
     assert_eq!((mask(&cluster, 0), mask(&cluster, 1)), (0b001, 0b110));
 }
 

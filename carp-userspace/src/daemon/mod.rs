@@ -527,6 +527,7 @@ impl Daemon {
         }
         if c.cfg.is_balanced() {
             let _ = maps.clear_balance(c.cfg.vhid);
+            Daemon::release_balance_macs(&c.cfg);
         }
         for a in &c.cfg.addresses {
             let _ = maps.remove_vip(a.addr);
@@ -1163,6 +1164,7 @@ impl Daemon {
     /// Removes what this process created: VIPs, carp interfaces, the dataplane and its pins.
     async fn cleanup(&mut self) {
         for c in self.ifs.iter().filter(|c| c.node == 0) {
+            Daemon::release_balance_macs(&c.cfg);
             if let Err(e) = self.nl.delete(c.index).await {
                 tracing::warn!("{}: deleting the carp interface: {e}", c.cfg.name);
             }

@@ -13,8 +13,9 @@
 //! - the MACs: the `carp_vhids` MAC of each node, the source MAC of each node's adverts (stealth: the
 //!   carpdev's own MAC in `ip` and `ip-stealth`, so switches never learn the interface MAC; the
 //!   interface MAC in `ip-unicast`; the node's own virtual MAC in `none` and `arp`), and the NIC
-//!   filter: the `ip` multicast MAC and the `arp` node MACs are added to the carpdev's address lists
-//!   with PACKET_ADD_MEMBERSHIP (held by a socket, so they go when carpd goes).
+//!   filter: the `ip` multicast MAC goes into the carpdev's multicast list with SIOCADDMULTI (it
+//!   outlives a hitless restart and is removed on a planned stop), the `arp` node MACs into its
+//!   unicast list with PACKET_ADD_MEMBERSHIP (held by a socket, so they go when carpd goes).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -71,6 +72,41 @@ pub(super) fn hw_addr(ifname: &str) -> std::io::Result<[u8; 6]> {
         *m = *d as u8;
     }
     Ok(mac)
+}
+
+/// Adds (SIOCADDMULTI) or removes (SIOCDELMULTI) a multicast MAC in `ifname`'s multicast list. An
+/// ioctl entry outlives carpd (unlike a socket's membership), so a hitless restart keeps it; adding it
+/// twice is harmless (the kernel keeps one "global" reference).
+pub(super) fn multicast_mac(ifname: &str, mac: [u8; 6], add: bool) -> std::io::Result<()> {
+    // SAFETY: plain socket(2); the fd is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; zeroed is a valid start.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(ifname.bytes().take(15)) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: writing the hwaddr member of the union we then pass to the kernel.
+    unsafe {
+        req.ifr_ifru.ifru_hwaddr.sa_family = libc::AF_UNSPEC as u16;
+        for (d, m) in req.ifr_ifru.ifru_hwaddr.sa_data.iter_mut().zip(mac) {
+            *d = m as libc::c_char;
+        }
+    }
+    let op = if add {
+        libc::SIOCADDMULTI
+    } else {
+        libc::SIOCDELMULTI
+    };
+    // SAFETY: the ioctl reads ifr_name and ifr_hwaddr of a valid ifreq.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), op, &mut req) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Adds `macs` to the address filter of interface `ifindex` (multicast MACs to its multicast list,
@@ -141,16 +177,25 @@ impl Daemon {
     /// the lease).
     pub(super) fn setup_balance(&mut self, i: usize) -> anyhow::Result<()> {
         let cfg = self.ifs[i].cfg.clone();
+        let dev = self.ifs[i].dev;
+        if cfg.balancing == Balancing::Ip {
+            let mac = balance::interface_mac(cfg.balancing.mode(), cfg.vhid);
+            multicast_mac(&cfg.carpdev, mac, true).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: adding {mac:02x?} to {}'s multicast list: {e}",
+                    cfg.name,
+                    cfg.carpdev
+                )
+            })?;
+        }
+        // The leader's MAC is the macvlan's own, in the unicast list already.
         let macs: Vec<[u8; 6]> = match cfg.balancing {
-            Balancing::Ip => vec![balance::interface_mac(cfg.balancing.mode(), cfg.vhid)],
-            // The leader's MAC is the macvlan's own, in the list already.
             Balancing::Arp => cfg.carpnodes[1..]
                 .iter()
                 .map(|n| virtual_mac(n.vhid))
                 .collect(),
             _ => Vec::new(),
         };
-        let dev = self.ifs[i].dev;
         if !macs.is_empty() {
             let sock = hold_macs(self.devs[dev].ifindex, &macs).map_err(|e| {
                 anyhow::anyhow!(
@@ -164,6 +209,21 @@ impl Daemon {
         let old = self.devs[dev].maps.balance(cfg.vhid).ok();
         let lease = old.map(|g| g.lease_until_ns).unwrap_or(0);
         self.write_balance(i, lease)
+    }
+
+    /// Takes the `ip` multicast MAC of a carp interface out of its carpdev's multicast list (planned
+    /// stop, interface removed); a hitless restart leaves it.
+    pub(super) fn release_balance_macs(cfg: &InterfaceConfig) {
+        if cfg.balancing == Balancing::Ip {
+            let mac = balance::interface_mac(cfg.balancing.mode(), cfg.vhid);
+            if let Err(e) = multicast_mac(&cfg.carpdev, mac, false) {
+                tracing::warn!(
+                    "{}: removing {mac:02x?} from {}'s multicast list: {e}",
+                    cfg.name,
+                    cfg.carpdev
+                );
+            }
+        }
     }
 
     /// Rewrites the `carp_balance` entry of node `i`'s interface from its nodes' states; a
