@@ -4,7 +4,7 @@
 //! controller only adopts pins whose layout it understands, so changing any struct here must bump it.
 
 /// Version of the map layout; part of the pin path.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 /// Entries in the per-vhid arrays: index = vhid, index 0 counts frames whose vhid could not be read.
 pub const VHID_SLOTS: u32 = 256;
 /// Maximum number of virtual addresses across all vhids of one carpdev.
@@ -201,12 +201,19 @@ pub struct BalanceGroup {
     pub pad: [u8; 2],
     /// Bit i set when the i-th carpnode in ascending vhid order is MASTER on this host.
     pub local_mask: u32,
+    /// CLOCK_MONOTONIC ns until which `local_mask` holds; 0 = no expiry. The same MASTER lease as
+    /// `VhidEntry::lease_until_ns`, renewed with every advert a local MASTER node sends: when the
+    /// controller dies the dataplane stops taking this host's buckets about when the peers' BACKUP
+    /// nodes take them over, instead of both hosts accepting them.
+    pub lease_until_ns: u64,
     /// The interface MAC: 01:00:5e:00:01:<leader> for `ip`, 00:00:5e:00:01:<leader> otherwise.
     pub mac: [u8; 6],
     /// The carpdev's own MAC: Ethernet source of ARP/NA replies in `ip` and `ip-stealth` (spec §6).
     pub src_mac: [u8; 6],
     /// The carpnodes' vhids in ascending order (first N used); `arp` mode replies with 00:00:5e:00:01:<vhid>.
     pub vhids: [u8; MAX_CARPNODES],
+    /// Always zero; keeps the value free of padding.
+    pub pad2: [u8; 4],
 }
 
 /// Key of `carp_vips`: a virtual address (IPv4 in the first four bytes, the rest zero).

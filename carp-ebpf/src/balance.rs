@@ -11,6 +11,9 @@
 //! module first. For IPv4 `fold = src ^ dst`, for IPv6 the XOR of the eight 32-bit words of source and
 //! destination, `h = ntohl(fold) % N`, and the frame is accepted (XDP_PASS, `balanced_pass`) iff bit h
 //! of the local mask is set, else dropped (`balanced_drop`), both counted in the leader vhid's slot.
+//! The local mask holds only while the group's MASTER lease runs (`lease_until_ns`, as for a vhid).
+//! An accepted `ip`-mode frame leaves with the multicast bit of its destination cleared, i.e. addressed
+//! to 00:00:5e:00:01:<leader>, the carp interface's own (unicast) MAC.
 //! N = 0 drops everything (spec). A frame to the interface MAC whose IP destination is multicast or
 //! limited broadcast is genuinely multicast and passes uncounted, as do non-IP frames (the L3 filter
 //! runs at IP input only) and frames too short for their IP header (the stack discards those).
@@ -102,13 +105,21 @@ pub fn ip_filter(ctx: &XdpContext, l2: L2, leader: u8, group: &BalanceGroup) -> 
         _ => Decision::Unfiltered,
     };
     let accept = match decision {
-        Decision::Fold(fold) => owns(group.nodes, group.local_mask, fold),
+        Decision::Fold(fold) => owns(group.nodes, live_mask(group), fold),
         Decision::Exempt => true,
         Decision::Unfiltered => return xdp_action::XDP_PASS,
     };
     let counters = Counters::of(leader);
     if accept {
         counters.bump(|s| &mut s.balanced_pass);
+        // `ip` mode: clear the multicast bit (OpenBSD's tag that clears M_MCAST), so the frame goes
+        // up as unicast to 00:00:5e:00:01:<leader>, the carp interface's own MAC: the carp interface
+        // receives it once, like any unicast frame, and the stack's L2-multicast rules never apply.
+        if group.mode == BalanceMode::Ip as u8
+            && let Ok(eth) = crate::eth::header(ctx)
+        {
+            eth.dst[0] = 0;
+        }
         xdp_action::XDP_PASS
     } else {
         counters.bump(|s| &mut s.balanced_drop);
@@ -135,6 +146,20 @@ fn class_of(decision: Decision) -> u64 {
         Decision::Fold(fold) => CLASS_FOLD | fold as u64,
         Decision::Exempt => CLASS_EXEMPT,
         Decision::Unfiltered => CLASS_UNFILTERED,
+    }
+}
+
+/// The group's local mask while its MASTER lease holds, else 0 (a dead controller's buckets stop
+/// here about when the peers take them over). The clock is read only for a group with a lease.
+#[inline(always)]
+fn live_mask(group: &BalanceGroup) -> u32 {
+    if group.lease_until_ns == 0
+        // SAFETY: the helper has no preconditions.
+        || unsafe { aya_ebpf::helpers::bpf_ktime_get_coarse_ns() } <= group.lease_until_ns
+    {
+        group.local_mask
+    } else {
+        0
     }
 }
 
@@ -292,7 +317,7 @@ pub fn arp_owner(leader: u8, spa: [u8; 4]) -> Option<(u8, bool)> {
     // SAFETY: a read of a live local.
     let idx = unsafe { core::ptr::read_volatile(&idx) } & (MAX_CARPNODES as u32 - 1);
     let vhid = *group.vhids.get(idx as usize)?;
-    Some((vhid, (group.local_mask >> idx) & 1 == 1))
+    Some((vhid, (live_mask(group) >> idx) & 1 == 1))
 }
 
 /// The (sender hardware address, Ethernet source) of an ARP/NA reply for a VIP of `vhid`: the

@@ -3,14 +3,16 @@
 //! not relearned yet) never handles traffic twice.
 //!
 //! A balancing group's interface MAC (spec §6) is the exception: it is taken in every state and the L3
-//! filter in `balance` decides, so the group table is consulted before the vhid table.
+//! filter in `balance` decides, so the group table is consulted before the vhid table. In `arp` mode
+//! each carpnode has its own MAC, taken while that node is MASTER here and handed to the carp
+//! interface re-addressed to its MAC.
 use crate::{
     balance,
     eth::{self, L2},
     maps::{count, is_master, vhid_entry},
 };
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use carp_common::maps::VhidState;
+use carp_common::maps::{BalanceMode, VhidState};
 
 /// The verdict for a frame no other decision claimed.
 #[inline(always)]
@@ -42,6 +44,13 @@ pub fn filter(ctx: &XdpContext, l2: L2) -> u32 {
     }
     if is_master(entry) {
         count(vhid, |s| &mut s.vmac_passed);
+        // `arp` mode: the controller sets every node's vmac to the carp interface's MAC (the
+        // leader's); a frame to another node's MAC is re-addressed to it so the carp interface
+        // (one macvlan per carp interface) receives it instead of the stack discarding it as
+        // PACKET_OTHERHOST.
+        if entry.mode == BalanceMode::Arp as u8 {
+            eth.dst = entry.vmac;
+        }
         xdp_action::XDP_PASS
     } else {
         count(vhid, |s| &mut s.vmac_dropped);

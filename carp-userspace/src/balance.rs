@@ -132,9 +132,11 @@ pub fn group(
         nodes: nodes.len() as u8,
         pad: [0; 2],
         local_mask: local_mask(nodes),
+        lease_until_ns: 0,
         mac: interface_mac(mode, vhids[0]),
         src_mac,
         vhids: slots,
+        pad2: [0; 4],
     };
     check_group(&g)?;
     Ok(g)
@@ -147,9 +149,11 @@ pub fn unused_group() -> BalanceGroup {
         nodes: 0,
         pad: [0; 2],
         local_mask: 0,
+        lease_until_ns: 0,
         mac: [0; 6],
         src_mac: [0; 6],
         vhids: [0; MAX_CARPNODES],
+        pad2: [0; 4],
     }
 }
 

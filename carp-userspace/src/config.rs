@@ -120,12 +120,74 @@ pub enum InitialState {
     Backup,
 }
 
-/// A balancing mode (spec §6). Only `none` is implemented yet.
+/// A balancing mode (spec §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Balancing {
     /// Plain failover.
     None,
+    /// Multicast interface MAC 01:00:5e:00:01:<leader>, L3 hash filter, stealth source MAC.
+    Ip,
+    /// Unicast interface MAC 00:00:5e:00:01:<leader> never used as a source, L3 hash filter.
+    IpStealth,
+    /// Unicast interface MAC used as a source (hubs, mirror ports), L3 hash filter.
+    IpUnicast,
+    /// Linux-only: each node keeps its own MAC and answers ARP for its share of requesters.
+    Arp,
+}
+
+impl Balancing {
+    /// The mode as written in the config and by ifconfig.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balancing::None => "none",
+            Balancing::Ip => "ip",
+            Balancing::IpStealth => "ip-stealth",
+            Balancing::IpUnicast => "ip-unicast",
+            Balancing::Arp => "arp",
+        }
+    }
+
+    /// The dataplane's code for the mode.
+    pub fn mode(self) -> carp_common::maps::BalanceMode {
+        use carp_common::maps::BalanceMode as M;
+        match self {
+            Balancing::None => M::None,
+            Balancing::Ip => M::Ip,
+            Balancing::IpStealth => M::IpStealth,
+            Balancing::IpUnicast => M::IpUnicast,
+            Balancing::Arp => M::Arp,
+        }
+    }
+
+    /// True for `ip`, `ip-stealth` and `ip-unicast`.
+    pub fn is_ip(self) -> bool {
+        matches!(
+            self,
+            Balancing::Ip | Balancing::IpStealth | Balancing::IpUnicast
+        )
+    }
+
+    /// Parses a mode name.
+    pub fn parse(s: &str) -> Option<Balancing> {
+        Some(match s {
+            "none" => Balancing::None,
+            "ip" => Balancing::Ip,
+            "ip-stealth" => Balancing::IpStealth,
+            "ip-unicast" => Balancing::IpUnicast,
+            "arp" => Balancing::Arp,
+            _ => return None,
+        })
+    }
+}
+
+/// One carpnode of a carp interface: its own vhid, advskew and election (spec §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CarpNode {
+    /// The node's vhid.
+    pub vhid: u8,
+    /// The node's advskew.
+    pub advskew: u8,
 }
 
 /// One carp interface, validated and normalised.
@@ -157,14 +219,35 @@ pub struct InterfaceConfig {
     /// Unicast peer (carppeer) instead of the multicast group.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer: Option<IpAddr>,
-    /// Balancing mode.
+    /// Balancing mode (`none` when there is one carpnode; more than one node with `none` means `ip`).
     pub balancing: Balancing,
+    /// The carpnodes in ascending vhid order; the first is the leader, whose vhid and advskew are
+    /// `vhid` and `advskew` above. One node for a plain carp interface.
+    #[serde(serialize_with = "carpnodes_str", skip_serializing_if = "single_node")]
+    pub carpnodes: Vec<CarpNode>,
     /// Hook run on becoming MASTER: `<script> <carpif> MASTER <vip...>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub up_script: Option<PathBuf>,
     /// Hook run on leaving MASTER: `<script> <carpif> <state> <vip...>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub down_script: Option<PathBuf>,
+}
+
+fn carpnodes_str<S: serde::Serializer>(nodes: &[CarpNode], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_carpnodes(nodes))
+}
+
+fn single_node(nodes: &[CarpNode]) -> bool {
+    nodes.len() <= 1
+}
+
+/// `vhid:advskew,...` in OpenBSD's syntax.
+pub fn format_carpnodes(nodes: &[CarpNode]) -> String {
+    nodes
+        .iter()
+        .map(|n| format!("{}:{}", n.vhid, n.advskew))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn redact<S: serde::Serializer>(_: &str, s: S) -> Result<S::Ok, S::Error> {
@@ -180,6 +263,11 @@ impl InterfaceConfig {
     /// The virtual addresses without prefixes.
     pub fn vips(&self) -> Vec<IpAddr> {
         self.addresses.iter().map(|a| a.addr).collect()
+    }
+
+    /// True when the interface load-balances (several carpnodes, or a balancing mode).
+    pub fn is_balanced(&self) -> bool {
+        self.balancing != Balancing::None
     }
 }
 
@@ -244,14 +332,16 @@ impl Config {
                     ),
                 ));
             }
-            if !vhids.insert((iface.carpdev.clone(), iface.vhid)) {
-                return Err(cx.err(
-                    &span,
-                    format!(
-                        "interface {}: vhid = {}: already used on carpdev {}",
-                        iface.name, iface.vhid, iface.carpdev
-                    ),
-                ));
+            for node in &iface.carpnodes {
+                if !vhids.insert((iface.carpdev.clone(), node.vhid)) {
+                    return Err(cx.err(
+                        &span,
+                        format!(
+                            "interface {}: vhid = {}: already used on carpdev {}",
+                            iface.name, node.vhid, iface.carpdev
+                        ),
+                    ));
+                }
             }
             interfaces.push(iface);
         }
@@ -395,26 +485,34 @@ impl Cx<'_> {
             ));
         }
 
-        // carpnodes: parsed fully, but only a single node is implemented so far.
-        let mut node: Option<(u8, u8)> = None;
+        // carpnodes: the leader (lowest vhid) gives the interface's vhid and advskew.
+        let mut nodes: Vec<(u8, u8)> = Vec::new();
         if let Some(cn) = &raw.carpnodes {
-            let nodes = parse_carpnodes(cn.get_ref()).map_err(|m| {
+            nodes = parse_carpnodes(cn.get_ref()).map_err(|m| {
                 self.err(
                     &cn.span(),
                     format!("{ctx}: carpnodes = {:?}: {m}", cn.get_ref()),
                 )
             })?;
+            // The normalised output repeats the leader's vhid and advskew; anything else is a mistake.
             if nodes.len() > 1 {
-                return Err(self.err(
-                    &cn.span(),
-                    format!(
-                        "{ctx}: carpnodes = {:?}: more than one carpnode (load balancing) is not implemented yet",
-                        cn.get_ref()
-                    ),
-                ));
+                let (lv, ls) = nodes[0];
+                for (key, v, want) in [("vhid", &raw.vhid, lv), ("advskew", &raw.advskew, ls)] {
+                    if let Some(v) = v
+                        && *v.get_ref() != i64::from(want)
+                    {
+                        return Err(self.err(
+                            &v.span(),
+                            format!(
+                                "{ctx}: {key} = {}: give each node's vhid and advskew inside carpnodes only (e.g. carpnodes = \"1:0,2:100\")",
+                                v.get_ref()
+                            ),
+                        ));
+                    }
+                }
             }
-            node = nodes.first().copied();
         }
+        let node = nodes.first().copied();
 
         let vhid = match (&raw.vhid, node) {
             (Some(v), _) => self.ranged(v, 1, 255, &ctx, "vhid")?,
@@ -555,25 +653,56 @@ impl Cx<'_> {
             }
         };
 
-        let balancing = match &raw.balancing {
+        let mut balancing = match &raw.balancing {
             None => Balancing::None,
-            Some(b) => match b.get_ref().as_str() {
-                "none" => Balancing::None,
-                m @ ("ip" | "ip-stealth" | "ip-unicast" | "arp") => {
-                    return Err(self.err(
-                        &b.span(),
-                        format!("{ctx}: balancing = {m:?}: not implemented yet (only \"none\")"),
-                    ));
-                }
-                other => {
-                    return Err(self.err(
-                        &b.span(),
-                        format!(
-                            "{ctx}: balancing = {other:?}: use none, ip, ip-stealth, ip-unicast or arp"
-                        ),
-                    ));
-                }
-            },
+            Some(b) => Balancing::parse(b.get_ref()).ok_or_else(|| {
+                self.err(
+                    &b.span(),
+                    format!(
+                        "{ctx}: balancing = {:?}: use none, ip, ip-stealth, ip-unicast or arp",
+                        b.get_ref()
+                    ),
+                )
+            })?,
+        };
+        // OpenBSD: more than one carpnode with balancing none silently means ip.
+        if nodes.len() > 1 && balancing == Balancing::None {
+            balancing = Balancing::Ip;
+        }
+        if balancing != Balancing::None && peer.is_some() {
+            let span = raw
+                .peer
+                .as_ref()
+                .map(|p| p.span())
+                .unwrap_or(name_span.clone());
+            return Err(self.err(
+                &span,
+                format!(
+                    "{ctx}: peer: a unicast carppeer cannot be combined with balancing {}",
+                    balancing.as_str()
+                ),
+            ));
+        }
+        if balancing == Balancing::Arp && !addresses.iter().any(|a| a.addr.is_ipv4()) {
+            let span = raw
+                .balancing
+                .as_ref()
+                .map(|p| p.span())
+                .unwrap_or(name_span.clone());
+            return Err(self.err(
+                &span,
+                format!(
+                    "{ctx}: balancing = \"arp\": needs an IPv4 address (ARP balances IPv4 only)"
+                ),
+            ));
+        }
+        let carpnodes = if nodes.is_empty() {
+            vec![CarpNode { vhid, advskew }]
+        } else {
+            nodes
+                .iter()
+                .map(|&(vhid, advskew)| CarpNode { vhid, advskew })
+                .collect()
         };
 
         let script =
@@ -601,6 +730,7 @@ impl Cx<'_> {
             description: raw.description.map(|d| d.into_inner()),
             peer,
             balancing,
+            carpnodes,
             up_script: script(&raw.up_script, "up_script")?,
             down_script: script(&raw.down_script, "down_script")?,
         })
@@ -788,10 +918,25 @@ up_script = "/etc/carp/up"
                 "vhid = 1\npass = \"01234567890123456789\"\n",
                 ":6: interface carp0: pass:",
             ),
-            ("vhid = 1\nbalancing = \"ip\"\n", "not implemented yet"),
             (
-                "vhid = 1\ncarpnodes = \"1:0,2:100\"\n",
-                "not implemented yet",
+                "vhid = 1\nbalancing = \"ipx\"\n",
+                ":6: interface carp0: balancing = \"ipx\": use none",
+            ),
+            (
+                "vhid = 2\ncarpnodes = \"1:0,2:100\"\n",
+                ":5: interface carp0: vhid = 2: give each node's vhid and advskew inside carpnodes",
+            ),
+            (
+                "carpnodes = \"1:0,2:100\"\nadvskew = 3\n",
+                ":6: interface carp0: advskew = 3: give each node",
+            ),
+            (
+                "carpnodes = \"1:0,2:100,1:4\"\n",
+                ":5: interface carp0: carpnodes = ",
+            ),
+            (
+                "carpnodes = \"1:0,2:100\"\npeer = \"10.0.0.2\"\n",
+                ":6: interface carp0: peer: a unicast carppeer cannot be combined with balancing ip",
             ),
             ("vhid = 1\nstate = \"init\"\n", "state = \"init\""),
             ("vhid = 1\npeer = \"224.0.0.18\"\n", "unicast IPv4"),
@@ -825,6 +970,66 @@ up_script = "/etc/carp/up"
         let c = parse("[[interface]]\nname = \"carp0\"\ncarpdev = \"eth0\"\ncarpnodes = \"7:40\"\naddresses = [\"10.0.0.1\"]\n").unwrap();
         assert_eq!((c.interfaces[0].vhid, c.interfaces[0].advskew), (7, 40));
         assert_eq!(c.interfaces[0].addresses[0].prefix, 32);
+    }
+
+    #[test]
+    fn carpnodes_are_sorted_and_none_means_ip() {
+        let text = "[[interface]]\nname = \"carp0\"\ncarpdev = \"eth0\"\ncarpnodes = \"2:100,1:0\"\naddresses = [\"10.0.0.1/24\"]\n";
+        let c = parse(text).unwrap();
+        let i = &c.interfaces[0];
+        assert_eq!(i.balancing, Balancing::Ip);
+        assert_eq!((i.vhid, i.advskew), (1, 0));
+        assert_eq!(
+            i.carpnodes,
+            vec![
+                CarpNode {
+                    vhid: 1,
+                    advskew: 0
+                },
+                CarpNode {
+                    vhid: 2,
+                    advskew: 100
+                }
+            ]
+        );
+        let out = c.to_toml();
+        assert!(out.contains("carpnodes = \"1:0,2:100\""), "{out}");
+        assert!(out.contains("balancing = \"ip\""), "{out}");
+        assert_eq!(parse(&out.replace("<redacted>", "")).unwrap(), c);
+        let stealth =
+            parse(&text.replace("addresses", "balancing = \"ip-stealth\"\naddresses")).unwrap();
+        assert_eq!(stealth.interfaces[0].balancing, Balancing::IpStealth);
+        // A node's vhid clashes with another interface on the same carpdev.
+        let other = "[[interface]]\nname = \"carp1\"\ncarpdev = \"eth0\"\nvhid = 2\naddresses = [\"10.0.1.1/24\"]\n";
+        let err = parse(&format!("{text}{other}")).unwrap_err();
+        assert!(
+            err.contains(":6: interface carp1: vhid = 2: already used on carpdev eth0"),
+            "{err}"
+        );
+        let err = parse(&format!("{other}{text}")).unwrap_err();
+        assert!(
+            err.contains(":6: interface carp0: vhid = 2: already used"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn ifconfig_line_with_carpnodes_and_balancing() {
+        let text = "[[interface]]\nname = \"carp0\"\nifconfig = 'inet 10.0.0.1 255.255.255.0 carpnodes 1:0,2:100,3:50 balancing arp pass x carpdev eth0'\n";
+        let c = parse(text).unwrap();
+        let i = &c.interfaces[0];
+        assert_eq!(i.balancing, Balancing::Arp);
+        assert_eq!(i.carpnodes.len(), 3);
+        assert_eq!((i.vhid, i.advskew, i.carpnodes[2].vhid), (1, 0, 3));
+        let err = parse(&text.replace(
+            "carpnodes 1:0,2:100,3:50",
+            "carpnodes 1:0,2:100,3:50 advskew 4",
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with("/etc/carp/carp.toml:3: interface carp0: ifconfig: "),
+            "{err}"
+        );
     }
 
     #[test]

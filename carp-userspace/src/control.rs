@@ -79,6 +79,9 @@ pub enum Setting {
     Up,
     /// Administratively down: a MASTER bows out, then goes INIT.
     Down,
+    /// Per-node advskew of a carp interface with carpnodes, as `vhid:advskew` pairs; the vhids must
+    /// be the interface's (changing them needs a config reload).
+    Carpnodes(Vec<(u8, u8)>),
 }
 
 /// The state `set CARPIF state ...` forces.

@@ -8,8 +8,7 @@
 //!
 //! Not covered yet: sync link cuts and "no synced flow lost" need the pfsync-style transport in carpd
 //! (issue #7); the report says so rather than claiming it.
-use crate::lab::{Daemon, VIP, carpd_binary, spawn_carpd};
-use crate::{bpffs_dir, netns::Netns, sh};
+use crate::lab::{Cluster, Daemon, VIP, carpd_binary};
 use carp::control::{self, DemoteOp, Request, Response};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::path::{Path, PathBuf};
@@ -112,100 +111,28 @@ impl Report {
     }
 }
 
-/// Three gateways and a client on one bridge, removed on drop.
-struct Cluster {
-    sw: Netns,
-    gws: Vec<Netns>,
-    client: Netns,
-    ports: Vec<String>,
-    bpffs: PathBuf,
-    dir: PathBuf,
+fn config(g: usize) -> String {
+    format!(
+        "[carp]\npreempt = true\n\n[[interface]]\nname = \"carp0\"\ncarpdev = \"eth0\"\nvhid = 1\n\
+         pass = \"chaospass\"\nadvbase = 1\nadvskew = {}\naddresses = [\"{VIP}/24\"]\n",
+        ADVSKEW[g]
+    )
 }
 
-impl Cluster {
-    fn new(prefix: &str) -> Cluster {
-        assert!(prefix.len() <= 6, "veth names must stay under 16 bytes");
-        let sw = Netns::new(&format!("{prefix}-sw"));
-        sw.run("ip link add br0 type bridge && ip link set br0 up");
-        let gws: Vec<Netns> = (1..=ADVSKEW.len())
-            .map(|i| Netns::new(&format!("{prefix}-gw{i}")))
-            .collect();
-        let client = Netns::new(&format!("{prefix}-cl"));
-        let mut ports = Vec::new();
-        let hosts = gws
-            .iter()
-            .enumerate()
-            .map(|(i, ns)| (ns, format!("10.0.0.{}", 11 + i)))
-            .chain([(&client, "10.0.0.100".to_string())]);
-        for (i, (ns, ip)) in hosts.enumerate() {
-            let port = format!("{prefix}-p{i}");
-            sh(&format!(
-                "ip link add {port} netns {} type veth peer name eth0 netns {}",
-                sw.name, ns.name
-            ));
-            sw.run(&format!("ip link set {port} master br0 up"));
-            ns.run(&format!(
-                "ip link set eth0 up && ip addr add {ip}/24 dev eth0"
-            ));
-            ports.push(port);
-        }
-        let bpffs = bpffs_dir(prefix);
-        let dir = std::env::temp_dir().join(format!("carp-chaos-{prefix}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("chaos dir");
-        Cluster {
-            sw,
-            gws,
-            client,
-            ports,
-            bpffs,
-            dir,
-        }
-    }
-
-    fn config(i: usize) -> String {
-        format!(
-            "[carp]\npreempt = true\n\n[[interface]]\nname = \"carp0\"\ncarpdev = \"eth0\"\nvhid = 1\n\
-             pass = \"chaospass\"\nadvbase = 1\nadvskew = {}\naddresses = [\"{VIP}/24\"]\n",
-            ADVSKEW[i]
-        )
-    }
-
-    fn start(&self, i: usize) -> Daemon {
-        spawn_carpd(
-            &self.gws[i],
-            &format!("gw{}", i + 1),
-            &self.dir,
-            &self.bpffs,
-            &Self::config(i),
-        )
-    }
-
-    fn socket(&self, i: usize) -> PathBuf {
-        self.dir.join(format!("gw{}.sock", i + 1))
-    }
-
-    /// The switch drops every frame from or to gateway `i` (its link stays up), or stops doing so.
-    fn partition(&self, i: usize, cut: bool) {
-        let table = format!("chaos{i}");
-        if cut {
-            let port = &self.ports[i];
-            self.sw.run(&format!(
-                "nft add table bridge {table} && \
-                 nft add chain bridge {table} drops '{{ type filter hook forward priority 0; }}' && \
-                 nft add rule bridge {table} drops iifname {port} drop && \
-                 nft add rule bridge {table} drops oifname {port} drop"
-            ));
-        } else {
-            self.sw.run(&format!("nft delete table bridge {table}"));
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.bpffs);
-        let _ = std::fs::remove_dir_all(&self.dir);
+/// The switch drops every frame from or to gateway `g` (its link stays up), or stops doing so. Gateway
+/// g's switch port is `<prefix>-p<g>` (see `lab::lan`).
+fn partition(lab: &Cluster, prefix: &str, g: usize, cut: bool) {
+    let table = format!("chaos{g}");
+    if cut {
+        let port = format!("{prefix}-p{g}");
+        lab.sw.run(&format!(
+            "nft add table bridge {table} && \
+             nft add chain bridge {table} drops '{{ type filter hook forward priority 0; }}' && \
+             nft add rule bridge {table} drops iifname {port} drop && \
+             nft add rule bridge {table} drops oifname {port} drop"
+        ));
+    } else {
+        lab.sw.run(&format!("nft delete table bridge {table}"));
     }
 }
 
@@ -284,8 +211,10 @@ fn ping_stats(out: &str) -> (u64, u64, Duration) {
 /// Runs one chaos run and returns its report (panics if the lab cannot be built).
 pub fn run(opts: &Options) -> Report {
     carpd_binary();
-    let lab = Cluster::new(&opts.prefix);
-    let mut daemons: Vec<Option<Daemon>> = (0..lab.gws.len()).map(|i| Some(lab.start(i))).collect();
+    let lab = Cluster::new(&opts.prefix, ADVSKEW.len(), 1);
+    let mut daemons: Vec<Option<Daemon>> = (0..lab.gws.len())
+        .map(|g| Some(lab.carpd(g, &config(g))))
+        .collect();
     // Every carpd answers and gw1 (advskew 0) is MASTER before faults start.
     let ready = Instant::now() + Duration::from_secs(15);
     while state_of(&lab.socket(0)).as_deref() != Some("MASTER") {
@@ -346,7 +275,7 @@ pub fn run(opts: &Options) -> Report {
                     d.kill9();
                 }
                 std::thread::sleep(hold);
-                daemons[gw] = Some(lab.start(gw));
+                daemons[gw] = Some(lab.carpd(gw, &config(gw)));
             }
             Fault::LinkFlap => {
                 lab.gws[gw].run("ip link set eth0 down");
@@ -355,9 +284,9 @@ pub fn run(opts: &Options) -> Report {
             }
             Fault::Partition => {
                 let cut = Instant::now();
-                lab.partition(gw, true);
+                partition(&lab, &opts.prefix, gw, true);
                 std::thread::sleep(hold);
-                lab.partition(gw, false);
+                partition(&lab, &opts.prefix, gw, false);
                 partitions.push((cut, Instant::now()));
             }
             Fault::Demote => {

@@ -47,12 +47,45 @@ pub fn carpd_binary() -> PathBuf {
     .clone()
 }
 
-/// Starts carpd in `ns` as `name` with `config`, written to `<dir>/<name>.toml`; its control socket is
-/// `<dir>/<name>.sock`, its log `<dir>/<name>.log` and its pins go under `<bpffs>/<name>`.
-pub fn spawn_carpd(ns: &Netns, name: &str, dir: &Path, bpffs: &Path, config: &str) -> Daemon {
+/// Builds ns `<prefix>-sw` holding bridge br0 and, per (suffix, address), ns `<prefix>-<suffix>` with an
+/// eth0 on br0 carrying the address/24 (prefix at most 6 bytes, so veth names stay under 16 bytes).
+pub fn lan(prefix: &str, hosts: &[(&str, &str)]) -> (Netns, Vec<Netns>) {
+    assert!(prefix.len() <= 6, "veth names must stay under 16 bytes");
+    let sw = Netns::new(&format!("{prefix}-sw"));
+    let nss: Vec<Netns> = hosts
+        .iter()
+        .map(|(suffix, _)| Netns::new(&format!("{prefix}-{suffix}")))
+        .collect();
+    sw.run("ip link add br0 type bridge && ip link set br0 up");
+    for (i, (ns, (_, ip))) in nss.iter().zip(hosts).enumerate() {
+        let port = format!("{prefix}-p{i}");
+        crate::sh(&format!(
+            "ip link add {port} netns {} type veth peer name eth0 netns {}",
+            sw.name, ns.name
+        ));
+        sw.run(&format!("ip link set {port} master br0 up"));
+        ns.run(&format!(
+            "ip link set eth0 up && ip addr add {ip}/24 dev eth0"
+        ));
+    }
+    (sw, nss)
+}
+
+/// A fresh bpffs directory and scratch directory (configs, logs, sockets) for a lab.
+fn lab_dirs(prefix: &str) -> (PathBuf, PathBuf) {
+    let bpffs = bpffs_dir(prefix);
+    let dir = std::env::temp_dir().join(format!("carp-lab-{prefix}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("lab dir");
+    (bpffs, dir)
+}
+
+/// Writes `config` to `<dir>/<name>.toml` and starts carpd as `name` in `ns`, with pins under
+/// `<bpffs>/<name>` and the control socket `<dir>/<name>.sock`.
+pub fn spawn_carpd(dir: &Path, bpffs: &Path, ns: &Netns, name: &str, config: &str) -> Daemon {
     let cfg = dir.join(format!("{name}.toml"));
     std::fs::write(&cfg, config).expect("write config");
-    let pins = bpffs.join(name);
+    let bpffs = bpffs.join(name);
     Daemon::spawn(
         ns,
         name,
@@ -62,13 +95,144 @@ pub fn spawn_carpd(ns: &Netns, name: &str, dir: &Path, bpffs: &Path, config: &st
             "-c",
             cfg.to_str().unwrap(),
             "--bpffs",
-            pins.to_str().unwrap(),
+            bpffs.to_str().unwrap(),
             "--control-socket",
             dir.join(format!("{name}.sock")).to_str().unwrap(),
             "--log",
             "info",
         ],
     )
+}
+
+/// The "cluster" lab for active-active balancing: ns `<p>-sw` with br0, gateways `<p>-gw1`..`<p>-gwN`
+/// (eth0 10.0.0.11, .12, ...) and `<p>-cl`, a client whose eth0 holds many addresses (10.0.0.100 and
+/// up), so flows from many sources can be sent to the VIP 10.0.0.1. Removed on drop.
+pub struct Cluster {
+    /// Namespace holding br0.
+    pub sw: Netns,
+    /// The gateways; gateway g is named `gw<g+1>` (logs, sockets, pins).
+    pub gws: Vec<Netns>,
+    /// The client.
+    pub client: Netns,
+    /// The client's addresses.
+    pub client_addrs: Vec<std::net::Ipv4Addr>,
+    /// Further clients `<p>-cl2`, `<p>-cl3`, ... with one address each (10.0.0.200, .201, ...): each
+    /// has its own ARP cache, which `arp` balancing needs.
+    pub more_clients: Vec<Netns>,
+    /// A bpffs directory of this lab; each daemon gets a subdirectory.
+    pub bpffs: PathBuf,
+    /// A scratch directory for configs, logs and control sockets.
+    pub dir: PathBuf,
+}
+
+impl Cluster {
+    /// Builds `gateways` gateways and a client with `client_addrs` addresses (at most 150).
+    pub fn new(prefix: &str, gateways: usize, client_addrs: usize) -> Cluster {
+        Self::with_clients(prefix, gateways, client_addrs, 0)
+    }
+
+    /// `new` plus `more` single-address clients (at most 50).
+    pub fn with_clients(
+        prefix: &str,
+        gateways: usize,
+        client_addrs: usize,
+        more: usize,
+    ) -> Cluster {
+        assert!((1..=9).contains(&gateways) && (1..=150).contains(&client_addrs) && more <= 50);
+        let names: Vec<(String, String)> = (0..gateways)
+            .map(|g| (format!("gw{}", g + 1), format!("10.0.0.{}", 11 + g)))
+            .chain([("cl".to_string(), "10.0.0.100".to_string())])
+            .chain((0..more).map(|c| (format!("cl{}", c + 2), format!("10.0.0.{}", 200 + c))))
+            .collect();
+        let hosts: Vec<(&str, &str)> = names
+            .iter()
+            .map(|(n, a)| (n.as_str(), a.as_str()))
+            .collect();
+        let (sw, mut gws) = lan(prefix, &hosts);
+        let more_clients = gws.split_off(gateways + 1);
+        let client = gws.pop().expect("client");
+        let client_addrs: Vec<std::net::Ipv4Addr> = (0..client_addrs)
+            .map(|i| std::net::Ipv4Addr::new(10, 0, 0, 100 + i as u8))
+            .collect();
+        if client_addrs.len() > 1 {
+            client.run(&format!(
+                "for i in $(seq 101 {}); do ip addr add 10.0.0.$i/24 dev eth0; done",
+                99 + client_addrs.len()
+            ));
+        }
+        let (bpffs, dir) = lab_dirs(prefix);
+        Cluster {
+            sw,
+            gws,
+            client,
+            client_addrs,
+            more_clients,
+            bpffs,
+            dir,
+        }
+    }
+
+    /// The name of gateway `g` (`gw1`, ...).
+    pub fn name(g: usize) -> String {
+        format!("gw{}", g + 1)
+    }
+
+    /// Starts carpd on gateway `g` with `config`.
+    pub fn carpd(&self, g: usize, config: &str) -> Daemon {
+        spawn_carpd(&self.dir, &self.bpffs, &self.gws[g], &Self::name(g), config)
+    }
+
+    /// The control socket of gateway `g`'s carpd.
+    pub fn socket(&self, g: usize) -> PathBuf {
+        self.dir.join(format!("{}.sock", Self::name(g)))
+    }
+
+    /// Gateway `g`'s pinned dataplane maps (they outlive a killed carpd).
+    pub fn maps(&self, g: usize) -> carp::dataplane::maps::Maps {
+        carp::dataplane::maps::Maps::open_pinned(&self.bpffs.join(Self::name(g)), "eth0")
+            .expect("open the pinned maps")
+    }
+
+    /// Sends `per_flow` UDP datagrams to `dst`:9 from every client address, over `ports` source ports
+    /// each (one socket per port), paced so that no veth backlog overflows. Returns, per client
+    /// address, how many datagrams it sent.
+    pub fn send_flows(
+        &self,
+        dst: std::net::Ipv4Addr,
+        ports: usize,
+        per_flow: usize,
+    ) -> Vec<(std::net::Ipv4Addr, u64)> {
+        let addrs = self.client_addrs.clone();
+        self.client.in_ns(move || {
+            let mut out = Vec::new();
+            let mut since_pause = 0;
+            for a in addrs {
+                let mut sent = 0;
+                for _ in 0..ports {
+                    let s = std::net::UdpSocket::bind((a, 0)).expect("bind a client address");
+                    for k in 0..per_flow {
+                        s.send_to(&(k as u32).to_be_bytes(), (dst, 9))
+                            .expect("send a datagram");
+                        sent += 1;
+                        since_pause += 1;
+                        if since_pause == 32 {
+                            since_pause = 0;
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                    }
+                }
+                out.push((a, sent));
+            }
+            out
+        })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.bpffs);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// The pair topology; everything is removed on drop.
@@ -90,34 +254,18 @@ pub struct Pair {
 impl Pair {
     /// Builds the lab with namespace names `<prefix>-sw` etc. (prefix at most 6 bytes).
     pub fn new(prefix: &str) -> Pair {
-        assert!(prefix.len() <= 6, "veth names must stay under 16 bytes");
-        let sw = Netns::new(&format!("{prefix}-sw"));
-        let gw1 = Netns::new(&format!("{prefix}-gw1"));
-        let gw2 = Netns::new(&format!("{prefix}-gw2"));
-        let client = Netns::new(&format!("{prefix}-cl"));
-        sw.run("ip link add br0 type bridge && ip link set br0 up");
-        for (i, (ns, ip)) in [
-            (&gw1, "10.0.0.11"),
-            (&gw2, "10.0.0.12"),
-            (&client, "10.0.0.100"),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let port = format!("{prefix}-p{i}");
-            crate::sh(&format!(
-                "ip link add {port} netns {} type veth peer name eth0 netns {}",
-                sw.name, ns.name
-            ));
-            sw.run(&format!("ip link set {port} master br0 up"));
-            ns.run(&format!(
-                "ip link set eth0 up && ip addr add {ip}/24 dev eth0"
-            ));
-        }
-        let bpffs = bpffs_dir(prefix);
-        let dir = std::env::temp_dir().join(format!("carp-lab-{prefix}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("lab dir");
+        let (sw, mut hosts) = lan(
+            prefix,
+            &[
+                ("gw1", "10.0.0.11"),
+                ("gw2", "10.0.0.12"),
+                ("cl", "10.0.0.100"),
+            ],
+        );
+        let client = hosts.pop().expect("client");
+        let gw2 = hosts.pop().expect("gw2");
+        let gw1 = hosts.pop().expect("gw1");
+        let (bpffs, dir) = lab_dirs(prefix);
         Pair {
             sw,
             gw1,
@@ -138,7 +286,7 @@ impl Pair {
 
     /// Starts carpd in `ns` as `name` (e.g. "gw1") with `config`.
     pub fn carpd(&self, ns: &Netns, name: &str, config: &str) -> Daemon {
-        spawn_carpd(ns, name, &self.dir, &self.bpffs, config)
+        spawn_carpd(&self.dir, &self.bpffs, ns, name, config)
     }
 
     /// True if the client gets an echo reply from the VIP within `timeout` (one ping a 200 ms).

@@ -136,9 +136,11 @@ impl Lab {
                 nodes: n as u8,
                 pad: [0; 2],
                 local_mask: mask,
+                lease_until_ns: 0,
                 mac: interface_mac(mode),
                 src_mac: NIC_MAC,
                 vhids,
+                pad2: [0; 4],
             })
             .expect("set balance group");
     }
@@ -628,4 +630,79 @@ fn ip_mode_replies_carry_the_interface_mac() {
             "{mode:?} BACKUP leader"
         );
     }
+}
+
+/// The local mask holds only while the group's MASTER lease runs (a killed controller's buckets stop
+/// being taken about when its peers take them over): an expired lease drops every bucket in the IP
+/// modes and silences the owner in `arp` mode; a live lease changes nothing.
+#[test]
+fn local_mask_follows_the_lease() {
+    root_or_skip!("local_mask_follows_the_lease");
+    let mut lab = Lab::new();
+    let mut rng = Rng(99);
+    let set_lease = |lab: &mut Lab, until: u64| {
+        let mut g = lab.maps.balance(LEADER).expect("group");
+        g.lease_until_ns = until;
+        lab.maps.set_balance(g).expect("set");
+    };
+    for mode in [BalanceMode::Ip, BalanceMode::IpStealth] {
+        let mac = interface_mac(mode);
+        lab.configure(mode, 2, 0b11);
+        for (until, accept) in [(u64::MAX, true), (1, false), (0, true)] {
+            set_lease(&mut lab, until);
+            for _ in 0..20 {
+                let (a, b) = (rng.v4(), rng.v4());
+                lab.expect_filtered(
+                    &ip4_frame(mac, a, b, 6, &TCP, None),
+                    accept,
+                    &format!("{mode:?} lease {until}"),
+                );
+            }
+        }
+    }
+    lab.configure(BalanceMode::Arp, 2, 0b11);
+    let req = arp_request(CLIENT_MAC, [10, 0, 0, 7], VIP, None);
+    set_lease(&mut lab, u64::MAX);
+    assert_eq!(lab.run(&req).0, XDP_TX, "arp mode, live lease");
+    set_lease(&mut lab, 1);
+    assert_eq!(lab.run(&req).0, XDP_DROP, "arp mode, expired lease");
+}
+
+/// What the stack receives: an accepted `ip`-mode frame is re-addressed to the unicast twin of the
+/// interface MAC (the carp interface's own MAC), the stealth/unicast MACs stay as they are, and in
+/// `arp` mode a frame to a MASTER node's MAC is re-addressed to the MAC the controller gave the node
+/// (the carp interface's). Nothing else in the frame changes.
+#[test]
+fn accepted_frames_are_addressed_to_the_carp_interface() {
+    root_or_skip!("accepted_frames_are_addressed_to_the_carp_interface");
+    let mut lab = Lab::new();
+    for mode in [
+        BalanceMode::Ip,
+        BalanceMode::IpStealth,
+        BalanceMode::IpUnicast,
+    ] {
+        lab.configure(mode, 1, 0b1);
+        let f = ip4_frame(interface_mac(mode), [1; 4], [2; 4], 6, &TCP, None);
+        let (verdict, out) = lab.run(&f);
+        assert_eq!(verdict, XDP_PASS, "{mode:?}");
+        assert_eq!(&out[..6], &node_mac(LEADER), "{mode:?} destination");
+        assert_eq!(&out[6..], &f[6..], "{mode:?} rest unchanged");
+    }
+    lab.configure(BalanceMode::Arp, 2, 0b10);
+    let node = LEADER + 1;
+    lab.maps
+        .set_vhid(
+            node,
+            VhidEntry::new(VhidState::Master, BalanceMode::Arp, node_mac(LEADER)),
+        )
+        .expect("set vhid");
+    let f = ip4_frame(node_mac(node), [1; 4], [2; 4], 6, &TCP, None);
+    let (verdict, out) = lab.run(&f);
+    assert_eq!(verdict, XDP_PASS);
+    assert_eq!(
+        &out[..6],
+        &node_mac(LEADER),
+        "arp mode: to the carp interface"
+    );
+    assert_eq!(&out[6..], &f[6..]);
 }

@@ -387,9 +387,13 @@ fn parse_settings(args: &[String]) -> Result<Vec<Setting>, String> {
             "pass" => Setting::Pass(value("the passphrase, at most 19 bytes")?),
             "up" => Setting::Up,
             "down" => Setting::Down,
+            "carpnodes" => Setting::Carpnodes(
+                carp::config::parse_carpnodes(&value("vhid:advskew,... e.g. 1:0,2:100")?)
+                    .map_err(|e| format!("set: {e}"))?,
+            ),
             other => {
                 return Err(format!(
-                    "set: unknown setting {other:?} (advbase, advskew, state, pass, up, down)"
+                    "set: unknown setting {other:?} (advbase, advskew, carpnodes, state, pass, up, down)"
                 ));
             }
         };
@@ -446,7 +450,6 @@ fn ifconfig_request(cmd: IfconfigCommand) -> Result<Option<Request>, String> {
         ("vhid", vhid.is_some()),
         ("carpdev", carpdev.is_some()),
         ("carppeer", carppeer.is_some()),
-        ("carpnodes", carpnodes.is_some()),
         ("balancing", balancing.is_some()),
         ("description", description.is_some()),
         ("group", !groups.is_empty()),
@@ -466,6 +469,9 @@ fn ifconfig_request(cmd: IfconfigCommand) -> Result<Option<Request>, String> {
     }
     if let Some(v) = advskew {
         changes.push(Setting::Advskew(v));
+    }
+    if let Some(nodes) = carpnodes {
+        changes.push(Setting::Carpnodes(nodes));
     }
     if let Some(p) = pass {
         changes.push(Setting::Pass(p));
@@ -509,6 +515,18 @@ fn ifconfig_show(status: &StatusReport, name: &str) -> Result<String, String> {
         "{}: carp: {} carpdev {} vhid {} advbase {} advskew {}\n",
         i.name, i.state, i.carpdev, i.vhid, i.advbase, i.advskew
     );
+    if i.nodes.len() > 1 {
+        let nodes: Vec<String> = i
+            .nodes
+            .iter()
+            .map(|n| format!("{}:{}:{}", n.state, n.vhid, n.advskew))
+            .collect();
+        s += &format!(
+            "\tcarp: carpnodes {} balancing {}\n",
+            nodes.join(","),
+            i.balancing
+        );
+    }
     s += &format!("\tgroups: {}\n", i.groups.join(" "));
     s += &format!("\tdemote: {}\n", i.demote);
     for a in &i.addresses {
@@ -579,6 +597,28 @@ fn status_table(s: &StatusReport) -> String {
         ]);
     }
     out += &table(&rows);
+    // Carp interfaces with carpnodes: one line per node (OpenBSD's ifconfig prints "carp: carpnodes").
+    let balanced: Vec<_> = s.interfaces.iter().filter(|i| i.nodes.len() > 1).collect();
+    if !balanced.is_empty() {
+        out.push('\n');
+        let mut rows = vec![
+            ["INTERFACE", "BALANCING", "NODE VHID", "STATE", "ADVSKEW"]
+                .map(String::from)
+                .to_vec(),
+        ];
+        for i in balanced {
+            for n in &i.nodes {
+                rows.push(vec![
+                    i.name.clone(),
+                    i.balancing.clone(),
+                    n.vhid.to_string(),
+                    n.state.clone(),
+                    n.advskew.to_string(),
+                ]);
+            }
+        }
+        out += &table(&rows);
+    }
     out.push('\n');
     out += &groups_table(&s.groups);
     out
@@ -682,6 +722,23 @@ mod tests {
                 iface: "carp0".into(),
                 changes: vec![Setting::Advskew(254)]
             })
+        );
+        let r = ifconfig_request(parse_ifconfig_args(&args("carp0 carpnodes 2:50,1:0")).unwrap());
+        assert_eq!(
+            r.unwrap(),
+            Some(Request::Set {
+                iface: "carp0".into(),
+                changes: vec![Setting::Carpnodes(vec![(1, 0), (2, 50)])]
+            })
+        );
+        assert_eq!(
+            parse_settings(&args("carpnodes 1:0,2:50")).unwrap(),
+            vec![Setting::Carpnodes(vec![(1, 0), (2, 50)])]
+        );
+        assert!(
+            ifconfig_request(parse_ifconfig_args(&args("carp0 balancing ip")).unwrap())
+                .unwrap_err()
+                .contains("balancing cannot be changed")
         );
         let r = ifconfig_request(parse_ifconfig_args(&args("-g test carpdemote 50")).unwrap());
         assert_eq!(

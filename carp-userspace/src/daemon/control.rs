@@ -401,6 +401,8 @@ struct Plan {
     i: usize,
     advbase: Option<u8>,
     advskew: Option<u8>,
+    // Per node index in `ifs`: the new advskew.
+    node_skews: Vec<(usize, u8)>,
     pass: Option<(String, Key)>,
     force: Option<ForceTo>,
     up: Option<bool>,
@@ -442,13 +444,18 @@ impl Daemon {
             .map(|(name, demote)| GroupStatus {
                 name: name.to_string(),
                 demote,
-                members: self
-                    .host
-                    .interfaces()
-                    .iter()
-                    .filter(|c| groups.groups_of(&c.name).contains(&name))
-                    .map(|c| c.name.clone())
-                    .collect(),
+                members: {
+                    let mut m: Vec<String> = self
+                        .host
+                        .interfaces()
+                        .iter()
+                        .filter(|c| groups.groups_of(&c.name).contains(&name))
+                        .map(|c| c.name.clone())
+                        .collect();
+                    // Every carpnode of an interface is an engine entry under its name.
+                    m.dedup();
+                    m
+                },
             })
             .collect()
     }
@@ -458,6 +465,7 @@ impl Daemon {
             .ifs
             .iter()
             .zip(self.host.interfaces())
+            .filter(|(c, _)| c.node == 0)
             .map(|(c, h)| {
                 let vc = h.vhid.config();
                 let state = h.vhid.state().as_str().to_string();
@@ -470,15 +478,19 @@ impl Daemon {
                     advskew: vc.advskew,
                     demote: h.vhid.demote(),
                     addresses: c.cfg.addresses.iter().map(|a| a.to_string()).collect(),
-                    balancing: serde_json::to_value(c.cfg.balancing)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_else(|| "none".into()),
-                    nodes: vec![NodeStatus {
-                        vhid: vc.vhid,
-                        state,
-                        advskew: vc.advskew,
-                    }],
+                    balancing: c.cfg.balancing.as_str().to_string(),
+                    nodes: self
+                        .nodes_of(&c.cfg.name)
+                        .into_iter()
+                        .map(|j| {
+                            let n = &self.host.interfaces()[j].vhid;
+                            NodeStatus {
+                                vhid: n.config().vhid,
+                                state: n.state().as_str().to_string(),
+                                advskew: n.config().advskew,
+                            }
+                        })
+                        .collect(),
                     groups: self
                         .host
                         .groups()
@@ -507,7 +519,7 @@ impl Daemon {
             .zip(self.host.interfaces())
             .map(|(c, h)| {
                 let maps = &self.devs[c.dev].maps;
-                let vhid = c.cfg.vhid;
+                let vhid = c.vhid;
                 let last = maps.last_advert(vhid).ok().filter(|l| l.ktime_ns != 0);
                 VhidCounters {
                     name: c.cfg.name.clone(),
@@ -553,6 +565,7 @@ impl Daemon {
             i,
             advbase: None,
             advskew: None,
+            node_skews: Vec::new(),
             pass: None,
             force: None,
             up: None,
@@ -568,6 +581,30 @@ impl Daemon {
                 Setting::State(s) => plan.force = Some(*s),
                 Setting::Up => plan.up = Some(true),
                 Setting::Down => plan.up = Some(false),
+                Setting::Carpnodes(nodes) => {
+                    let have: Vec<u8> = self.ifs[i].cfg.carpnodes.iter().map(|n| n.vhid).collect();
+                    let mut want: Vec<u8> = nodes.iter().map(|n| n.0).collect();
+                    want.sort_unstable();
+                    if want != have {
+                        return Err(format!(
+                            "{iface}: carpnodes {}: the vhids must stay {have:?} (changing them needs a config reload)",
+                            nodes
+                                .iter()
+                                .map(|(v, s)| format!("{v}:{s}"))
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        ));
+                    }
+                    for &(vhid, skew) in nodes {
+                        check_adv("advskew", u32::from(skew))?;
+                        let j = self
+                            .nodes_of(iface)
+                            .into_iter()
+                            .find(|&j| self.ifs[j].vhid == vhid)
+                            .expect("vhids checked");
+                        plan.node_skews.push((j, skew));
+                    }
+                }
             }
         }
         Ok(plan)
@@ -577,28 +614,57 @@ impl Daemon {
         let i = plan.i;
         let name = self.ifs[i].cfg.name.clone();
         let mut done = Vec::new();
+        let nodes = self.nodes_of(&name);
         if let Some((pass, key)) = plan.pass {
-            let c = &mut self.ifs[i];
-            c.auth = AuthContext::new(&key, &AuthInput::with_addrs(c.cfg.vhid, c.cfg.vips()));
-            c.cfg.pass = pass;
+            for &j in &nodes {
+                let c = &mut self.ifs[j];
+                c.auth = AuthContext::new(&key, &AuthInput::with_addrs(c.vhid, c.cfg.vips()));
+                c.cfg.pass = pass.clone();
+            }
             done.push(format!("{name}: pass changed"));
         }
-        if plan.advbase.is_some() || plan.advskew.is_some() {
-            let mut vc = self.host.interfaces()[i].vhid.config().clone();
-            let (old_base, old_skew) = (vc.advbase, vc.advskew);
-            vc.advbase = plan.advbase.unwrap_or(vc.advbase);
-            vc.advskew = plan.advskew.unwrap_or(vc.advskew);
-            // The running config follows, so SIGHUP compares the file with what really runs.
-            self.ifs[i].cfg.advbase = vc.advbase;
-            self.ifs[i].cfg.advskew = vc.advskew;
-            done.push(format!(
-                "{name}: advbase {old_base} -> {}, advskew {old_skew} -> {}",
-                vc.advbase, vc.advskew
-            ));
-            let now = self.now();
-            let actions = self.host.reconfigure(now, &name, vc);
-            for a in actions {
-                self.carry_out(a.iface, a.action).await;
+        // advbase is the interface's (every node); advskew is the leader's, as OpenBSD's ifconfig
+        // advskew sets the first node's; carpnodes sets each node's.
+        let mut skews: Vec<(usize, u8)> = plan.node_skews.clone();
+        if let Some(s) = plan.advskew {
+            skews.retain(|(j, _)| *j != i);
+            skews.push((i, s));
+        }
+        if plan.advbase.is_some() || !skews.is_empty() {
+            for &j in &nodes {
+                let mut vc = self.host.interfaces()[j].vhid.config().clone();
+                let (old_base, old_skew) = (vc.advbase, vc.advskew);
+                vc.advbase = plan.advbase.unwrap_or(vc.advbase);
+                if let Some(&(_, s)) = skews.iter().find(|(k, _)| *k == j) {
+                    vc.advskew = s;
+                }
+                if (vc.advbase, vc.advskew) == (old_base, old_skew) && plan.advbase.is_none() {
+                    continue;
+                }
+                // The running config follows, so SIGHUP compares the file with what really runs.
+                let node = self.ifs[j].node;
+                for &k in &nodes {
+                    let cfg = &mut self.ifs[k].cfg;
+                    cfg.advbase = vc.advbase;
+                    cfg.carpnodes[node].advskew = vc.advskew;
+                    if node == 0 {
+                        cfg.advskew = vc.advskew;
+                    }
+                }
+                let what = if nodes.len() > 1 {
+                    format!("{name} vhid {}", vc.vhid)
+                } else {
+                    name.clone()
+                };
+                done.push(format!(
+                    "{what}: advbase {old_base} -> {}, advskew {old_skew} -> {}",
+                    vc.advbase, vc.advskew
+                ));
+                let now = self.now();
+                let actions = self.host.reconfigure(now, &name, vc);
+                for a in actions {
+                    self.carry_out(a.iface, a.action).await;
+                }
             }
         }
         if let Some(up) = plan.up {

@@ -32,6 +32,7 @@ pub mod control;
 pub mod hooks;
 pub mod netio;
 pub mod netlink;
+pub mod nodes;
 pub mod privs;
 pub mod ratelog;
 
@@ -158,6 +159,8 @@ fn reexec() -> anyhow::Error {
 struct Carpdev {
     name: String,
     ifindex: u32,
+    // The carpdev's own MAC: the stealth source of adverts and ARP replies (spec §6).
+    mac: [u8; 6],
     running: bool,
     maps: Maps,
     netio: NetIo,
@@ -169,11 +172,20 @@ struct Carpdev {
     _lock: File,
 }
 
-/// One carp interface as the daemon runs it (index = the engine's interface index).
+/// One carpnode of a carp interface as the daemon runs it (index = the engine's interface index); a
+/// plain carp interface is one node. The nodes of one interface share `cfg`, `dev` and `index`.
 struct CarpIf {
     cfg: InterfaceConfig,
+    // Position in cfg.carpnodes (0 = the leader, the lowest vhid).
+    node: usize,
+    // This node's vhid and virtual MAC 00:00:5e:00:01:<vhid>.
+    vhid: u8,
     dev: usize,
     vmac: [u8; 6],
+    // Leader only: the socket holding the balancing MACs in the carpdev's address filter.
+    membership: Option<OwnedFd>,
+    // Leader only: the carp interface is up with its VIPs (some node MASTER, for a balanced one).
+    if_up: bool,
     auth: AuthContext,
     index: u32,
     state: State,
@@ -355,21 +367,33 @@ impl Daemon {
         let now = monotonic().as_nanos();
         let mut inherited = HashMap::new();
         let mut kept_vips = Vec::new();
+        let mut kept_groups = Vec::new();
         for cfg in self.config.interfaces.iter().filter(|c| c.carpdev == name) {
-            let Ok(entry) = maps.vhid(cfg.vhid) else {
-                continue;
-            };
-            if dp.adopted
-                && entry.state == VhidState::Master as u8
-                && now <= entry.lease_until_ns
-                && entry.vmac == virtual_mac(cfg.vhid)
-            {
-                inherited.insert(cfg.vhid, entry);
-                kept_vips.extend(
-                    cfg.addresses
-                        .iter()
-                        .map(|a| crate::dataplane::maps::vip_key(a.addr)),
-                );
+            for (n, node) in cfg.carpnodes.iter().enumerate() {
+                let Ok(entry) = maps.vhid(node.vhid) else {
+                    continue;
+                };
+                if dp.adopted
+                    && entry.state == VhidState::Master as u8
+                    && now <= entry.lease_until_ns
+                    && entry
+                        == nodes::node_entry(cfg, n, VhidState::Master)
+                            .with_lease(entry.lease_until_ns)
+                {
+                    inherited.insert(node.vhid, entry);
+                    kept_groups.push(cfg.vhid);
+                    kept_vips.extend(
+                        cfg.addresses
+                            .iter()
+                            .map(|a| crate::dataplane::maps::vip_key(a.addr)),
+                    );
+                }
+            }
+        }
+        // Balancing groups of interfaces with no resumed node start over.
+        for leader in (1..=255u8).filter(|v| !kept_groups.contains(v)) {
+            if maps.balance(leader).is_ok_and(|g| g.mode != 0) {
+                maps.clear_balance(leader)?;
             }
         }
         // Otherwise this config is the truth from now on: carp interfaces re-add their vhids and VIPs.
@@ -386,12 +410,14 @@ impl Daemon {
             let _ = maps.vips.remove(&key);
         }
         set_arp_announce(name);
+        let mac = nodes::hw_addr(name).with_context(|| format!("reading {name}'s MAC"))?;
         let running = self.nl.is_running(ifindex).await.unwrap_or(true);
         let netio = NetIo::open(name, ifindex).with_context(|| format!("sockets on {name}"))?;
         self.rings.push(ring_fd);
         self.devs.push(Carpdev {
             name: name.into(),
             ifindex,
+            mac,
             running,
             maps,
             netio,
@@ -412,10 +438,15 @@ impl Daemon {
         };
         let vmac = virtual_mac(cfg.vhid);
         // A MASTER left by the previous carpd keeps its carp interface (and so its VIPs): deleting and
-        // re-creating it would drop traffic to the VIPs.
-        let kept = match self.devs[dev].inherited.remove(&cfg.vhid) {
-            Some(_) => if_index(&cfg.name).ok(),
-            None => None,
+        // re-creating it would drop traffic to the VIPs. For carpnodes, any resumed node keeps it.
+        let resumed: Vec<bool> = cfg
+            .carpnodes
+            .iter()
+            .map(|n| self.devs[dev].inherited.remove(&n.vhid).is_some())
+            .collect();
+        let kept = match resumed.contains(&true) {
+            true => if_index(&cfg.name).ok(),
+            false => None,
         };
         let index = match kept {
             Some(index) => {
@@ -435,30 +466,45 @@ impl Daemon {
                     .await?
             }
         };
-        let auth = AuthContext::new(&cfg.key(), &AuthInput::with_addrs(cfg.vhid, cfg.vips()));
-        self.ifs.push(CarpIf {
-            cfg: cfg.clone(),
-            dev,
-            vmac,
-            auth,
-            index,
-            state: State::Init,
-            last_event_ktime: 0,
-            last_verified: None,
-            badauth: ratelog::RateLog::default(),
-            opackets: 0,
-            resuming: kept.is_some(),
-        });
-        let maps = &mut self.devs[dev].maps;
-        if kept.is_none() {
-            maps.set_vhid(cfg.vhid, vhid_entry(VhidState::Init, vmac))?;
+        let leader = self.ifs.len();
+        for (n, node) in cfg.carpnodes.iter().enumerate() {
+            let auth = AuthContext::new(&cfg.key(), &AuthInput::with_addrs(node.vhid, cfg.vips()));
+            let resuming = kept.is_some() && resumed[n];
+            self.ifs.push(CarpIf {
+                cfg: cfg.clone(),
+                node: n,
+                vhid: node.vhid,
+                dev,
+                vmac: virtual_mac(node.vhid),
+                membership: None,
+                if_up: n == 0 && kept.is_some(),
+                auth,
+                index,
+                state: State::Init,
+                last_event_ktime: 0,
+                last_verified: None,
+                badauth: ratelog::RateLog::default(),
+                opackets: 0,
+                resuming,
+            });
+            if !resuming {
+                self.devs[dev]
+                    .maps
+                    .set_vhid(node.vhid, nodes::node_entry(cfg, n, VhidState::Init))?;
+            }
+            let mut vc = vhid_config(cfg, &self.config, &self.devs[dev].name);
+            vc.vhid = node.vhid;
+            vc.advskew = node.advskew;
+            self.host
+                .add_interface(&cfg.name, &cfg.carpdev, &cfg.groups, vc);
         }
+        let maps = &mut self.devs[dev].maps;
         for a in &cfg.addresses {
             maps.add_vip(a.addr, cfg.vhid)?;
         }
-        let vc = vhid_config(cfg, &self.config, &self.devs[dev].name);
-        self.host
-            .add_interface(&cfg.name, &cfg.carpdev, &cfg.groups, vc);
+        if cfg.is_balanced() {
+            self.setup_balance(leader)?;
+        }
         Ok(())
     }
 
@@ -474,8 +520,16 @@ impl Daemon {
         })
         .await;
         let c = self.ifs.remove(i);
+        // The other carpnodes of the interface follow their leader out.
+        self.ifs.retain(|o| o.cfg.name != name);
         let maps = &mut self.devs[c.dev].maps;
-        let _ = maps.set_vhid(c.cfg.vhid, vhid_entry(VhidState::Unconfigured, [0; 6]));
+        for node in &c.cfg.carpnodes {
+            let _ = maps.set_vhid(node.vhid, vhid_entry(VhidState::Unconfigured, [0; 6]));
+        }
+        if c.cfg.is_balanced() {
+            let _ = maps.clear_balance(c.cfg.vhid);
+            Daemon::release_balance_macs(&c.cfg);
+        }
         for a in &c.cfg.addresses {
             let _ = maps.remove_vip(a.addr);
         }
@@ -566,12 +620,11 @@ impl Daemon {
         // renews the lease and advertises at once.
         for i in 0..self.ifs.len() {
             if self.ifs[i].resuming && self.ifs[i].state == State::Backup {
-                let iface = self.ifs[i].cfg.name.clone();
-                self.feed(HostEvent::Force {
-                    iface,
-                    state: ForcedState::Master,
-                })
-                .await;
+                // One node, not every node of its interface: a carpnode that was BACKUP stays so.
+                let now = self.now();
+                for a in self.host.force_node(now, i, ForcedState::Master) {
+                    self.carry_out(a.iface, a.action).await;
+                }
             }
         }
         // A vhid that could not resume (its carpdev is down): the kernel follows the engine after all.
@@ -689,7 +742,7 @@ impl Daemon {
         }
         let now = self.now();
         for i in 0..self.ifs.len() {
-            let (state, vhid, dev) = (self.ifs[i].state, self.ifs[i].cfg.vhid, self.ifs[i].dev);
+            let (state, vhid, dev) = (self.ifs[i].state, self.ifs[i].vhid, self.ifs[i].dev);
             let due = self.host.interfaces()[i]
                 .vhid
                 .next_deadline()
@@ -756,7 +809,7 @@ impl Daemon {
             let Some(i) = self
                 .ifs
                 .iter()
-                .position(|c| c.dev == d && c.cfg.vhid == repr.vhid)
+                .position(|c| c.dev == d && c.vhid == repr.vhid)
             else {
                 continue;
             };
@@ -811,7 +864,7 @@ impl Daemon {
                 let Some(i) = self.ifs.iter().position(|c| c.index == index) else {
                     return;
                 };
-                if self.ifs[i].state != State::Master {
+                if !self.any_master(&self.ifs[i].cfg.name.clone()) {
                     return;
                 }
                 if let Some(a) = self.ifs[i]
@@ -864,21 +917,29 @@ impl Daemon {
         for n in &new.interfaces {
             match self.ifs.iter().position(|c| c.cfg.name == n.name) {
                 Some(i) if self.ifs[i].cfg == *n => unchanged += 1,
-                Some(i) => {
-                    let mut vc = self.host.interfaces()[i].vhid.config().clone();
-                    vc.advbase = n.advbase;
-                    vc.advskew = n.advskew;
+                Some(_) => {
+                    let skews = match n.carpnodes.len() {
+                        1 => format!("advskew {}", n.advskew),
+                        _ => format!(
+                            "carpnodes {}",
+                            crate::config::format_carpnodes(&n.carpnodes)
+                        ),
+                    };
                     tracing::info!(
-                        "SIGHUP: {}: advbase {} advskew {} (state kept)",
+                        "SIGHUP: {}: advbase {} {skews} (state kept)",
                         n.name,
-                        n.advbase,
-                        n.advskew
+                        n.advbase
                     );
-                    self.ifs[i].cfg = n.clone();
-                    let now = self.now();
-                    let actions = self.host.reconfigure(now, &n.name, vc);
-                    for a in actions {
-                        self.carry_out(a.iface, a.action).await;
+                    for j in self.nodes_of(&n.name) {
+                        let mut vc = self.host.interfaces()[j].vhid.config().clone();
+                        vc.advbase = n.advbase;
+                        vc.advskew = n.carpnodes[self.ifs[j].node].advskew;
+                        self.ifs[j].cfg = n.clone();
+                        let now = self.now();
+                        let actions = self.host.reconfigure(now, &n.name, vc);
+                        for a in actions {
+                            self.carry_out(a.iface, a.action).await;
+                        }
                     }
                 }
                 None => {
@@ -891,14 +952,19 @@ impl Daemon {
                 }
             }
         }
-        self.config.interfaces = self.ifs.iter().map(|c| c.cfg.clone()).collect();
+        self.config.interfaces = self
+            .ifs
+            .iter()
+            .filter(|c| c.node == 0)
+            .map(|c| c.cfg.clone())
+            .collect();
         tracing::info!("SIGHUP: config reloaded ({unchanged} carp interface(s) unchanged)");
     }
 
     /// Carries out one engine action for carp interface `i`.
     async fn carry_out(&mut self, i: usize, action: Action) {
         let name = self.ifs[i].cfg.name.clone();
-        let vhid = self.ifs[i].cfg.vhid;
+        let vhid = self.ifs[i].vhid;
         if let Some((from, to, reason)) = action.transition() {
             self.ifs[i].state = to;
             if self.ifs[i].resuming {
@@ -915,10 +981,26 @@ impl Daemon {
                 );
                 return;
             }
+            let if_was_up = self.leader_if_up(i);
             self.apply_state(i, to).await;
             // Logged once the dataplane and the carp interface are in the new state, so whoever
             // reads the line (an operator, a test) can rely on it.
             tracing::info!("{name} vhid {vhid}: {from} -> {to} ({reason})");
+            if self.ifs[i].cfg.is_balanced() {
+                // The hooks follow the carp interface: up when its first node became MASTER here,
+                // down when its last one left.
+                let is_up = self.leader_if_up(i);
+                let script = match (if_was_up, is_up) {
+                    (false, true) => self.ifs[i].cfg.up_script.clone(),
+                    (true, false) => self.ifs[i].cfg.down_script.clone(),
+                    _ => None,
+                };
+                let state = if is_up { "MASTER" } else { to.as_str() };
+                if let Some(s) = script {
+                    hooks::spawn(s, name, state, self.ifs[i].cfg.vips());
+                }
+                return;
+            }
             let script = if to == State::Master {
                 self.ifs[i].cfg.up_script.clone()
             } else if from == State::Master {
@@ -956,6 +1038,9 @@ impl Daemon {
                     Err(e) => tracing::warn!("{name} vhid {vhid}: sending an advert failed: {e:#}"),
                 }
             }
+            // Balanced interfaces send none: in the IP modes the interface MAC never moves (spec
+            // §6), and OpenBSD announces only with balancing none.
+            Action::GratuitousArp { .. } if self.ifs[i].cfg.is_balanced() => {}
             Action::GratuitousArp { delayed } => {
                 let c = &self.ifs[i];
                 let netio = &self.devs[c.dev].netio;
@@ -978,6 +1063,7 @@ impl Daemon {
     }
 
     fn send_advert(&mut self, i: usize, repr: &AdvertRepr) -> Result<()> {
+        let src_mac = self.advert_mac(i);
         let c = &self.ifs[i];
         let dev = &mut self.devs[c.dev];
         let addrs = netio::interface_addrs(&dev.name);
@@ -996,7 +1082,7 @@ impl Daemon {
                 format!("{} has no IPv4 address to send adverts from", dev.name)
             })?;
             dev.netio
-                .send_group_advert(repr, &Encap::group_v4(src, rand::random()), c.vmac)?;
+                .send_group_advert(repr, &Encap::group_v4(src, rand::random()), src_mac)?;
         }
         if vips.iter().any(IpAddr::is_ipv6) {
             let ll = addrs.iter().find_map(|a| match a {
@@ -1010,7 +1096,7 @@ impl Daemon {
                 )
             })?;
             dev.netio
-                .send_group_advert(repr, &Encap::group_v6(src), c.vmac)?;
+                .send_group_advert(repr, &Encap::group_v6(src), src_mac)?;
         }
         Ok(())
     }
@@ -1018,30 +1104,57 @@ impl Daemon {
     /// Extends the dataplane's MASTER lease of interface `i` by three advert intervals (plus slack for a
     /// late timer), about when peers would declare this node dead if its adverts stopped.
     fn renew_lease(&mut self, i: usize, advbase: u8, advskew: u8) {
-        let until = self.now().as_nanos() + lease_len(advbase, advskew).as_nanos() as u64;
+        let len = lease_len(advbase, advskew);
+        let until = self.now().as_nanos() + len.as_nanos() as u64;
         let c = &self.ifs[i];
-        let entry = vhid_entry(VhidState::Master, c.vmac).with_lease(until);
-        if let Err(e) = self.devs[c.dev].maps.set_vhid(c.cfg.vhid, entry) {
+        let entry = nodes::node_entry(&c.cfg, c.node, VhidState::Master).with_lease(until);
+        if let Err(e) = self.devs[c.dev].maps.set_vhid(c.vhid, entry) {
             tracing::error!("{}: renewing the MASTER lease failed: {e}", c.cfg.name);
         }
+        self.sync_balance(i, Some(len));
+    }
+
+    /// True when the carp interface of node `i` is up with its VIPs.
+    fn leader_if_up(&self, i: usize) -> bool {
+        let name = &self.ifs[i].cfg.name;
+        self.ifs
+            .iter()
+            .find(|c| &c.cfg.name == name)
+            .is_some_and(|c| c.if_up)
     }
 
     /// Makes the dataplane and the carp interface match a state.
     async fn apply_state(&mut self, i: usize, state: State) {
-        let mut entry = vhid_entry(map_state(state), self.ifs[i].vmac);
+        let c = &self.ifs[i];
+        let mut entry = nodes::node_entry(&c.cfg, c.node, map_state(state));
+        let len = self.node_lease(i);
         if state == State::Master {
-            let (advbase, advskew) = (self.ifs[i].cfg.advbase, self.ifs[i].cfg.advskew);
-            let until = self.now().as_nanos() + lease_len(advbase, advskew).as_nanos() as u64;
+            let until = self.now().as_nanos() + len.as_nanos() as u64;
             entry = entry.with_lease(until);
         }
         let c = &self.ifs[i];
         let name = c.cfg.name.clone();
-        if let Err(e) = self.devs[c.dev].maps.set_vhid(c.cfg.vhid, entry) {
+        if let Err(e) = self.devs[c.dev].maps.set_vhid(c.vhid, entry) {
             tracing::error!("{name}: writing the vhid state to the dataplane failed: {e}");
         }
+        // A balanced interface is up while any of its nodes is MASTER here; its bits in the
+        // dataplane's mask follow every node's transition.
+        let up = if self.ifs[i].cfg.is_balanced() {
+            self.sync_balance(i, (state == State::Master).then_some(len));
+            let up = self.any_master(&name);
+            let leader = self.nodes_of(&name)[0];
+            if self.ifs[leader].if_up == up {
+                return;
+            }
+            self.ifs[leader].if_up = up;
+            up
+        } else {
+            state == State::Master
+        };
+        let c = &self.ifs[i];
         let (index, addresses) = (c.index, c.cfg.addresses.clone());
         let result = async {
-            if state == State::Master {
+            if up {
                 self.nl.set_up(index, true).await?;
                 for a in addresses {
                     self.nl.add_addr(index, a).await?;
@@ -1060,7 +1173,8 @@ impl Daemon {
 
     /// Removes what this process created: VIPs, carp interfaces, the dataplane and its pins.
     async fn cleanup(&mut self) {
-        for c in &self.ifs {
+        for c in self.ifs.iter().filter(|c| c.node == 0) {
+            Daemon::release_balance_macs(&c.cfg);
             if let Err(e) = self.nl.delete(c.index).await {
                 tracing::warn!("{}: deleting the carp interface: {e}", c.cfg.name);
             }
@@ -1078,6 +1192,7 @@ impl Daemon {
 
 /// True when two configs of one carp interface differ at most in settings that apply in place.
 fn same_identity(a: &InterfaceConfig, b: &InterfaceConfig) -> bool {
+    let vhids = |c: &InterfaceConfig| c.carpnodes.iter().map(|n| n.vhid).collect::<Vec<_>>();
     (
         &a.carpdev,
         a.vhid,
@@ -1086,6 +1201,7 @@ fn same_identity(a: &InterfaceConfig, b: &InterfaceConfig) -> bool {
         a.peer,
         &a.groups,
         a.balancing,
+        vhids(a),
     ) == (
         &b.carpdev,
         b.vhid,
@@ -1094,6 +1210,7 @@ fn same_identity(a: &InterfaceConfig, b: &InterfaceConfig) -> bool {
         b.peer,
         &b.groups,
         b.balancing,
+        vhids(b),
     )
 }
 

@@ -4,6 +4,11 @@
 //! events (a carpdev's link, `carpdemote` on a group, a received advert on a carpdev) into engine
 //! events for the right vhids, so the daemon and the simulator share one composition instead of
 //! each re-implementing "link down = INIT + demote +1 on its groups, and the others advertise".
+//!
+//! A carp interface with carpnodes (spec §6) is added once per node, under the same name: each node
+//! is its own `CarpIf` entry with its own vhid and election, while the name ties them to one demote
+//! group membership (so a lost carpdev demotes the interface once, not once per node). Events that
+//! name an interface (up, down, forced state, demotion) reach every node of it.
 
 use std::time::Duration;
 
@@ -105,7 +110,8 @@ impl Host {
         }
     }
 
-    /// Adds a carp interface (in INIT, down) in group "carp" plus `groups`; returns its index.
+    /// Adds a carp interface (in INIT, down) in group "carp" plus `groups`; returns its index. Adding
+    /// the same name again adds another carpnode of that interface.
     pub fn add_interface<S: AsRef<str>>(
         &mut self,
         name: &str,
@@ -136,9 +142,16 @@ impl Host {
         &self.ifaces
     }
 
-    /// The index of a carp interface by name.
+    /// The index of a carp interface by name (its first node).
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.ifaces.iter().position(|i| i.name == name)
+    }
+
+    /// The indices of every node of a carp interface, in the order they were added.
+    pub fn indices_of(&self, name: &str) -> Vec<usize> {
+        (0..self.ifaces.len())
+            .filter(|&i| self.ifaces[i].name == name)
+            .collect()
     }
 
     /// The demote groups.
@@ -172,12 +185,12 @@ impl Host {
                 }
             }
             HostEvent::Up(name) => {
-                if let Some(i) = self.index_of(&name) {
+                for i in self.indices_of(&name) {
                     self.feed(now, i, Event::Up, &mut out);
                 }
             }
             HostEvent::Down { iface, linger } => {
-                if let Some(i) = self.index_of(&iface) {
+                for i in self.indices_of(&iface) {
                     self.feed(now, i, Event::Down { linger }, &mut out);
                 }
             }
@@ -229,7 +242,7 @@ impl Host {
                 self.apply_demote(now, change, &mut out);
             }
             HostEvent::Force { iface, state } => {
-                if let Some(i) = self.index_of(&iface) {
+                for i in self.indices_of(&iface) {
                     self.feed(now, i, Event::Force(state), &mut out);
                 }
             }
@@ -246,22 +259,38 @@ impl Host {
         out
     }
 
-    /// New election settings (advbase, advskew, preempt, ...) for one interface, keeping its state
-    /// (`Event::Reconfigure`); used by the daemon's SIGHUP reload.
+    /// Forced state on one node (index into `interfaces`) only; `HostEvent::Force` forces every
+    /// node of an interface, as OpenBSD's `ifconfig carpN state` does. Used to resume one node after
+    /// a restart.
+    pub fn force_node(&mut self, now: Time, i: usize, state: ForcedState) -> Vec<HostAction> {
+        let mut out = Vec::new();
+        if i < self.ifaces.len() {
+            self.feed(now, i, Event::Force(state), &mut out);
+        }
+        out
+    }
+
+    /// New election settings (advbase, advskew, preempt, ...) for the node of interface `name` whose
+    /// vhid is `config.vhid`, keeping its state (`Event::Reconfigure`); used by the daemon's SIGHUP
+    /// reload and `carpctl set`.
     pub fn reconfigure(&mut self, now: Time, name: &str, config: VhidConfig) -> Vec<HostAction> {
         let mut out = Vec::new();
-        if let Some(i) = self.index_of(name) {
+        let node = self
+            .ifaces
+            .iter()
+            .position(|i| i.name == name && i.vhid.config().vhid == config.vhid);
+        if let Some(i) = node {
             self.feed(now, i, Event::Reconfigure(config), &mut out);
         }
         out
     }
 
-    /// Forgets a carp interface (the caller takes it down first); later interfaces move down one
-    /// index. Returns the actions of the demote change its removal causes on the others.
+    /// Forgets a carp interface with all its nodes (the caller takes it down first); later interfaces
+    /// move down. Returns the actions of the demote change its removal causes on the others.
     pub fn remove_interface(&mut self, now: Time, name: &str) -> Vec<HostAction> {
         let mut out = Vec::new();
-        if let Some(i) = self.index_of(name) {
-            self.ifaces.remove(i);
+        if self.index_of(name).is_some() {
+            self.ifaces.retain(|i| i.name != name);
             let change = self.groups.remove_interface(name);
             self.apply_demote(now, change, &mut out);
         }
@@ -270,7 +299,7 @@ impl Host {
 
     fn apply_demote(&mut self, now: Time, change: super::DemoteChange, out: &mut Vec<HostAction>) {
         for (name, advertise) in change.interfaces {
-            if let Some(i) = self.index_of(&name) {
+            for i in self.indices_of(&name) {
                 let demote = self.groups.demote(&name);
                 self.feed(now, i, Event::Demote { demote, advertise }, out);
             }
@@ -284,5 +313,74 @@ impl Host {
                 .into_iter()
                 .map(|action| HostAction { iface: i, action }),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn two_node_host() -> Host {
+        let mut h = Host::new();
+        h.add_interface(
+            "carp0",
+            "eth0",
+            &["outside"],
+            VhidConfig::new(1, 1, 0, [1; 8]),
+        );
+        h.add_interface(
+            "carp0",
+            "eth0",
+            &["outside"],
+            VhidConfig::new(2, 1, 100, [2; 8]),
+        );
+        h.add_interface(
+            "carp1",
+            "eth0",
+            &[] as &[&str],
+            VhidConfig::new(3, 1, 0, [3; 8]),
+        );
+        h
+    }
+
+    #[test]
+    fn carpnodes_share_the_interface_events() {
+        let mut h = two_node_host();
+        let t = Time::from_nanos(1_000_000_000);
+        h.handle(t, HostEvent::Start);
+        assert_eq!(h.indices_of("carp0"), vec![0, 1]);
+        h.handle(
+            t,
+            HostEvent::Force {
+                iface: "carp0".into(),
+                state: ForcedState::Master,
+            },
+        );
+        let states: Vec<State> = h.interfaces().iter().map(|i| i.vhid.state()).collect();
+        assert_eq!(states, vec![State::Master, State::Master, State::Backup]);
+        // One carpdev loss demotes group carp once, not once per node.
+        h.handle(
+            t,
+            HostEvent::CarpdevLink {
+                carpdev: "eth0".into(),
+                up: false,
+            },
+        );
+        assert_eq!(h.groups().counter("carp"), 2, "carp0 and carp1, once each");
+        assert_eq!(h.groups().counter("outside"), 1);
+        assert!(h.interfaces().iter().all(|i| i.vhid.state() == State::Init));
+        // A reconfiguration reaches only the node with that vhid.
+        let mut vc = h.interfaces()[1].vhid.config().clone();
+        vc.advskew = 7;
+        h.reconfigure(t, "carp0", vc);
+        let skews: Vec<u8> = h
+            .interfaces()
+            .iter()
+            .map(|i| i.vhid.config().advskew)
+            .collect();
+        assert_eq!(skews, vec![0, 7, 0]);
+        h.remove_interface(t, "carp0");
+        assert_eq!(h.interfaces().len(), 1);
+        assert_eq!(h.groups().counter("carp"), 1);
     }
 }

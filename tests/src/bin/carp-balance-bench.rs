@@ -96,6 +96,10 @@ impl Lab {
     /// path runs in softirq context on the sender's CPU during its send calls, and the kernel charges that
     /// time to the sender (tick accounting), so this includes the receiver's work; unlike wall time it
     /// excludes what other processes on this shared machine take.
+    #[expect(
+        clippy::zombie_processes,
+        reason = "reaped with wait4, which also returns its rusage"
+    )]
     fn send(&self, frames: u64) -> Duration {
         let child = std::process::Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", self.tx.name))
@@ -145,15 +149,15 @@ impl Lab {
                 });
                 let mut maps = Maps::open_pinned(bpffs, "rx0").expect("open the pinned maps");
                 // Two carpnodes (vhids 2 and 3), node 2 MASTER here: bucket 0 kept, bucket 1 dropped.
-                maps.set_balance(
-                    carp::balance::group(
-                        BalanceMode::IpUnicast,
-                        &[(2, true), (3, false)],
-                        [2, 0, 0, 0, 0, 2],
-                    )
-                    .expect("balance group"),
+                let mut group = carp::balance::group(
+                    BalanceMode::IpUnicast,
+                    &[(2, true), (3, false)],
+                    [2, 0, 0, 0, 0, 2],
                 )
-                .expect("write carp_balance");
+                .expect("balance group");
+                // As carpd runs it: a MASTER lease, so XDP reads the clock for every frame.
+                group.lease_until_ns = u64::MAX;
+                maps.set_balance(group).expect("write carp_balance");
                 String::new()
             }
             Variant::NftJhash => self.rx.run(
