@@ -31,7 +31,9 @@ enum Command {
         no_lint: bool,
     },
     /// Set up, then run the benchmarks (needs root): XDP ns/packet against a trivial XDP_PASS program,
-    /// written to target/bench/results.json, then the client-observed failover outage of carpd, ucarp
+    /// written to target/bench/results.json, the receive cost per frame of the balancing filter on veth
+    /// next to nftables jhash and xt_cluster (target/bench/balance-veth.json), then the client-observed
+    /// failover outage of carpd, ucarp
     /// and keepalived in the pair lab, written to target/bench/failover.json (BENCHMARKS.md keeps the
     /// latest tables).
     Bench {
@@ -138,6 +140,23 @@ fn bench(quick: bool, idle_minutes: u64) -> Result<()> {
             "carp-bench",
             "--",
             "target/bench/results.json",
+        ],
+    )?;
+    util::step(
+        "balancing receive cost on veth (one trafgen sender): carp-xdp generic/native, nft jhash, xt_cluster",
+    );
+    util::run(
+        "cargo",
+        &[
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "carp-tests",
+            "--bin",
+            "carp-balance-bench",
+            "--",
+            "target/bench/balance-veth.json",
         ],
     )?;
     util::step(
