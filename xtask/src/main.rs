@@ -31,9 +31,10 @@ enum Command {
         no_lint: bool,
     },
     /// Set up, then run the benchmarks (needs root): XDP ns/packet against a trivial XDP_PASS program,
-    /// written to target/bench/results.json, then the client-observed failover outage of carpd, ucarp
-    /// and keepalived in the pair lab, written to target/bench/failover.json (BENCHMARKS.md keeps the
-    /// latest tables).
+    /// written to target/bench/results.json, the sync protocol (1M-flow bulk in memory and over UDP,
+    /// replication lag) written to target/bench/sync.json, then the client-observed failover outage of
+    /// carpd, ucarp and keepalived in the pair lab, written to target/bench/failover.json
+    /// (BENCHMARKS.md keeps the latest tables).
     Bench {
         /// One repetition per failover scenario instead of three.
         #[arg(long)]
@@ -122,6 +123,31 @@ fn bench(quick: bool, idle_minutes: u64) -> Result<()> {
             "carp-bench",
             "--",
             "target/bench/results.json",
+        ],
+    )?;
+    util::step(
+        "sync: 1,000,000-flow bulk in memory and over the UDP transport on lo, replication lag at 50,000 new flows/s",
+    );
+    util::run(
+        "cargo",
+        &[
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "carp-userspace",
+            "--bin",
+            "carp-sync-bench",
+            "--",
+            "--flows",
+            "1000000",
+            "--rounds",
+            if quick { "1" } else { "3" },
+            "--udp",
+            "--rate",
+            "50000",
+            "--json-out",
+            "target/bench/sync.json",
         ],
     )?;
     util::step(

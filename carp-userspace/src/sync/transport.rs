@@ -20,6 +20,8 @@ use super::config::PfsyncConfig;
 
 /// The TTL every sync packet is sent with and must arrive with (a packet from beyond the link has a lower one).
 pub const SYNC_TTL: u8 = 255;
+/// Socket buffer asked for in each direction.
+pub const SOCKET_BUFFER: usize = 4 << 20;
 /// The largest datagram read (a sync packet is at most the configured MTU, 1400 by default).
 pub const MAX_DATAGRAM: usize = 65535;
 
@@ -46,34 +48,38 @@ impl SyncSocket {
     /// Opens the socket on `syncdev`: bound to the device and the port, joined to the group when no
     /// peer is configured, non-blocking.
     pub fn open(cfg: &PfsyncConfig) -> io::Result<SyncSocket> {
+        let bind = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, cfg.port);
+        match cfg.syncpeer {
+            Some(peer) => Self::open_on(&cfg.syncdev, bind, SocketAddrV4::new(peer, cfg.port)),
+            None => {
+                let s = Self::open_on(&cfg.syncdev, bind, SocketAddrV4::new(cfg.group, cfg.port))?;
+                let index = crate::dataplane::if_index(&cfg.syncdev)
+                    .map_err(|e| io::Error::new(io::ErrorKind::NotFound, e.to_string()))?;
+                s.sock.join_multicast_v4_n(
+                    &cfg.group,
+                    &socket2::InterfaceIndexOrAddress::Index(index),
+                )?;
+                Ok(s)
+            }
+        }
+    }
+
+    /// Opens a socket on `dev` bound to `bind` that sends to `dest` (the benchmark runs two on `lo`).
+    pub fn open_on(dev: &str, bind: SocketAddrV4, dest: SocketAddrV4) -> io::Result<SyncSocket> {
         let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
         sock.set_nonblocking(true)?;
         sock.set_cloexec(true)?;
         sock.set_reuse_address(true)?;
-        sock.bind_device(Some(cfg.syncdev.as_bytes()))
-            .map_err(|e| {
-                io::Error::new(e.kind(), format!("SO_BINDTODEVICE {}: {e}", cfg.syncdev))
-            })?;
+        // A bulk transfer arrives in bursts; the kernel caps these at net.core.[rw]mem_max.
+        let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
+        let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
+        sock.bind_device(Some(dev.as_bytes()))
+            .map_err(|e| io::Error::new(e.kind(), format!("SO_BINDTODEVICE {dev}: {e}")))?;
         sock.set_ttl_v4(u32::from(SYNC_TTL))?;
         sock.set_multicast_ttl_v4(u32::from(SYNC_TTL))?;
         sock.set_multicast_loop_v4(false)?;
         set_recvttl(sock.as_raw_fd())?;
-        sock.bind(&SockAddr::from(SocketAddrV4::new(
-            Ipv4Addr::UNSPECIFIED,
-            cfg.port,
-        )))?;
-        let dest = match cfg.syncpeer {
-            Some(peer) => SocketAddrV4::new(peer, cfg.port),
-            None => {
-                let index = crate::dataplane::if_index(&cfg.syncdev)
-                    .map_err(|e| io::Error::new(io::ErrorKind::NotFound, e.to_string()))?;
-                sock.join_multicast_v4_n(
-                    &cfg.group,
-                    &socket2::InterfaceIndexOrAddress::Index(index),
-                )?;
-                SocketAddrV4::new(cfg.group, cfg.port)
-            }
-        };
+        sock.bind(&SockAddr::from(bind))?;
         Ok(SyncSocket {
             sock,
             dest,
