@@ -437,7 +437,7 @@ pub struct FlowStats {
     pub stateful_drop: u64,
     /// Frames of protocols stateful mode does not track (neither TCP, UDP nor ICMP), dropped.
     pub proto_drop: u64,
-    /// Frames passed untracked: ICMP errors, neighbour discovery, fragments, IPv6 hop-by-hop.
+    /// Frames passed untracked: ICMP errors, neighbour discovery, IGMP, fragments, IPv6 hop-by-hop.
     pub untracked_pass: u64,
     /// TCP state changes seen.
     pub tcp_changes: u64,

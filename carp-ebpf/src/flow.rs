@@ -12,8 +12,8 @@
 //! With tracking off a frame costs one array lookup (`carp_flow_conf`) and nothing else.
 //!
 //! Not tracked, passed: ICMP errors and every other non-echo ICMP/ICMPv6 message (neighbour discovery,
-//! PMTU), IPv4 fragments after the first (they carry no ports; reassembly needs the first, which is
-//! checked), IPv6 hop-by-hop (MLD). Stateful mode drops every other protocol (counted as `proto_drop`).
+//! PMTU), IGMP, IPv4 fragments after the first (they carry no ports; reassembly needs the first, which
+//! is checked), IPv6 hop-by-hop (MLD). Stateful mode drops every other protocol (counted as `proto_drop`).
 use crate::{
     eth::L2,
     ipv4::Ipv4Hdr,
@@ -36,6 +36,7 @@ use carp_common::{
 
 const IPPROTO_HOPOPTS: u8 = 0;
 const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_IGMP: u8 = 2;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_ICMPV6: u8 = 58;
@@ -168,6 +169,8 @@ fn l4(ctx: &XdpContext, proto: u8, off: usize, len: u64, icmp: u8) -> Parsed {
             }
             Err(_) => Parsed::Truncated,
         },
+        // Multicast membership is the link's control plane, like neighbour discovery.
+        IPPROTO_IGMP => Parsed::Untracked,
         _ => Parsed::OtherProto,
     }
 }

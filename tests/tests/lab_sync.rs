@@ -411,3 +411,58 @@ fn streams_survive_failover_and_the_returning_master_waits_for_its_bulk_sync() {
     drop(gw2);
     drop(gw1);
 }
+
+/// Without `syncpeer` the gateways sync over the multicast group (224.0.0.240) on eth2: each answers the
+/// other's bulk request and the flows gw1 forwards are learned by gw2.
+#[test]
+fn multicast_sync_replicates_flows() {
+    if !require_root("multicast_sync_replicates_flows") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let gw = Gateway::new("csm");
+    let key = gw.pair.dir.join("sync.key");
+    std::fs::write(&key, KEY).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let multicast =
+        |advskew| sync_config(&gw, advskew, "unused").replace("syncpeer = \"unused\"\n", "");
+    let (sock1, sock2) = (gw.control_socket(1), gw.control_socket(2));
+    let gw1 = gw.carpd(1, &multicast(0));
+    let gw2 = gw.carpd(2, &multicast(100));
+    expect(&gw1, 0, "pfsync: group carp demote +32", 8);
+    expect(&gw2, 0, "pfsync: group carp demote +32", 8);
+    for (d, s) in [(&gw1, &sock1), (&gw2, &sock2)] {
+        assert!(
+            eventually(30, || sync_report(s).bulk == "done"),
+            "{}: bulk transfer not done: {:?}\n{}",
+            d.name,
+            sync_report(s),
+            d.log()
+        );
+        assert_eq!(
+            sync_report(s).destination.as_deref(),
+            Some("224.0.0.240:8240")
+        );
+    }
+    assert!(
+        eventually(15, || {
+            gw1.carpd_state_of("carp0").as_deref() == Some("MASTER")
+                && gw1.carpd_state_of("carp1").as_deref() == Some("MASTER")
+        }),
+        "gw1 MASTER of both:\n{}",
+        gw1.log()
+    );
+    let streams = Streams::start(&gw);
+    streams.assert_alive("through gw1", 10);
+    assert!(
+        eventually(5, || flows(&sock2)
+            .flows
+            .iter()
+            .filter(|f| f.learned)
+            .count()
+            >= 2),
+        "gw2 learned the TCP and UDP flows over multicast: {:?}",
+        flows(&sock2)
+    );
+    drop(streams);
+}

@@ -277,6 +277,10 @@ fn stateful_verdicts() {
     gre.extend([0u8; 4]);
     assert_eq!(out.run(&gre), XDP_DROP);
     assert_eq!(out.run(&icmp4(OUTSIDE, INSIDE, 3, 0)), XDP_PASS);
+    let mut igmp = eth(MAC_B, MAC_A, 0x0800, None);
+    igmp.extend(ipv4(OUTSIDE, [224, 0, 0, 1], 2, 1, 8));
+    igmp.extend([0x11, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(out.run(&igmp), XDP_PASS, "IGMP is the link's control plane");
     // A flow the cluster knows (here: learned from a peer) passes, in both directions.
     let k = key4(6, INSIDE, 40000, OUTSIDE, 80);
     out.table
@@ -308,7 +312,7 @@ fn stateful_verdicts() {
             s.known,
             s.new_flows
         ),
-        (4, 1, 1, 2, 0)
+        (4, 1, 2, 2, 0)
     );
     assert_eq!(out.table.scan().len(), 1, "drops create no flows");
 

@@ -329,7 +329,8 @@ impl Daemon {
         for cfg in self.config.interfaces.clone() {
             self.add_carp_if(&cfg).await?;
         }
-        self.sync = sync::SyncDriver::open(&self.config, &self.options.bpffs)?;
+        let resuming = self.ifs.iter().any(|i| i.resuming);
+        self.sync = sync::SyncDriver::open(&self.config, &self.options.bpffs, resuming)?;
         Ok(())
     }
 

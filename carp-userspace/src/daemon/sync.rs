@@ -137,8 +137,14 @@ fn wall_clock_seq() -> u64 {
 impl SyncDriver {
     /// Writes every carpdev's flow settings and, when flows are tracked, opens the flow table, the
     /// event ring and (with `[pfsync]`) the sync socket. Flows left in the table by a previous carpd are
-    /// adopted without being announced.
-    pub(super) fn open(config: &Config, bpffs: &Path) -> Result<Option<SyncDriver>> {
+    /// adopted without being announced. `resuming`: this carpd resumes MASTERs of a previous one (hitless
+    /// restart); the bulk transfer is still requested, but without the +32 demotion, which would hand
+    /// every resumed MASTER to the peer (preempt) and make the restart anything but hitless.
+    pub(super) fn open(
+        config: &Config,
+        bpffs: &Path,
+        resuming: bool,
+    ) -> Result<Option<SyncDriver>> {
         let carpdevs = config.carpdevs();
         let pfsync = config.pfsync.as_ref();
         let tracking = config.flows.tracking(pfsync);
@@ -199,6 +205,12 @@ impl SyncDriver {
                 // pfsync's one packet per 20 ms would take half an hour for a million flows; 64 packets
                 // a tick (~45,000 flows/s at MTU 1400) still fits the socket buffers with room to spare.
                 sc.bulk_packets_per_tick = BULK_PACKETS_PER_TICK;
+                if resuming {
+                    sc.bulk_demote = 0;
+                    tracing::info!(
+                        "pfsync: resuming a previous carpd's MASTERs: bulk transfer without the demotion"
+                    );
+                }
                 if p.defer {
                     tracing::warn!(
                         "pfsync: defer = true is not implemented in the dataplane yet; running without deferral"
