@@ -299,12 +299,16 @@ mod udp {
         lag_learned: u64,
         lag_wire: u64,
         paced_s: f64,
+        threads_s: f64,
+        threads_learned: u64,
     }
 
     impl Udp {
         pub fn json(&self) -> String {
             format!(
-                ",\"udp_bulk_s\":{:.3},\"udp_bulk_learned\":{},\"udp_bulk_packets\":{},\"udp_bulk_bytes_per_flow\":{:.1},\"udp_bulk_paced_s\":{:.1},\"lag_rate\":{},\"lag_p50_us\":{:.0},\"lag_p99_us\":{:.0},\"lag_max_us\":{:.0},\"lag_flows\":{},\"lag_learned\":{},\"lag_bytes_per_flow\":{:.1}",
+                ",\"udp_bulk_two_threads_s\":{:.3},\"udp_bulk_two_threads_learned\":{},\"udp_bulk_s\":{:.3},\"udp_bulk_learned\":{},\"udp_bulk_packets\":{},\"udp_bulk_bytes_per_flow\":{:.1},\"udp_bulk_paced_s\":{:.1},\"lag_rate\":{},\"lag_p50_us\":{:.0},\"lag_p99_us\":{:.0},\"lag_max_us\":{:.0},\"lag_flows\":{},\"lag_learned\":{},\"lag_bytes_per_flow\":{:.1}",
+                self.threads_s,
+                self.threads_learned,
                 self.bulk_s,
                 self.bulk_learned,
                 self.bulk_packets,
@@ -332,6 +336,10 @@ mod udp {
                 self.bulk_learned,
                 self.bulk_packets,
                 self.bulk_wire as f64 / self.bulk_learned.max(1) as f64
+            );
+            println!(
+                "  the same bulk, sender and receiver on two threads (window {WINDOW} datagrams): {:.3} s ({} learned)",
+                self.threads_s, self.threads_learned
             );
             println!(
                 "  the same bulk at carpd's pacing (64 datagrams per 20 ms): {:.1} s (computed)",
@@ -457,6 +465,85 @@ mod udp {
         (elapsed, b.counters().learned, wa.0, wa.1)
     }
 
+    /// Datagrams the two-thread sender may have in flight (well under a 4 MiB receive buffer).
+    const WINDOW: u64 = 1024;
+
+    /// The bulk with the sender and the receiver on two threads (as on two gateways), the sender never
+    /// more than `WINDOW` datagrams ahead of the receiver (the bench's flow control, not the protocol's).
+    fn bulk_threads(args: &Args) -> (f64, u64) {
+        use std::sync::{
+            Arc,
+            atomic::{AtomicU64, Ordering},
+        };
+        let (mut sa, mut sb) = pair(18260);
+        let mut a = engine(1, args.mtu);
+        let now_ms = 1_000_000_000;
+        for i in 0..args.flows {
+            a.adopt(flow(i, now_ms));
+        }
+        let received = Arc::new(AtomicU64::new(0));
+        let base = Instant::now();
+        let start = Instant::now();
+        let rx = received.clone();
+        let receiver = std::thread::spawn(move || {
+            let mut b = engine(2, 1400);
+            let mut buf = vec![0u8; 65536];
+            let mut wb = (0, 0);
+            let first = b.handle(now(base), SyncEvent::Start);
+            carry(&mut sb, first, &mut wb);
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !matches!(b.bulk_state(), BulkState::Done { .. }) {
+                assert!(
+                    Instant::now() < deadline,
+                    "the bulk did not finish in 120 s"
+                );
+                let mut got = false;
+                while let Some((n, _)) = sb.recv(&mut buf).expect("recv on lo") {
+                    got = true;
+                    rx.fetch_add(1, Ordering::Release);
+                    let acts = b.handle(now(base), SyncEvent::Packet(&buf[..n]));
+                    carry(&mut sb, acts, &mut wb);
+                }
+                if b.next_deadline().is_some_and(|t| t <= now(base)) {
+                    let acts = b.handle(now(base), SyncEvent::Timer);
+                    carry(&mut sb, acts, &mut wb);
+                }
+                if !got {
+                    std::thread::yield_now();
+                }
+            }
+            assert_eq!(b.bulk_state(), BulkState::Done { complete: true });
+            b.counters().learned
+        });
+        let mut buf = vec![0u8; 65536];
+        let mut sent = 0u64;
+        let mut started = false;
+        while !receiver.is_finished() {
+            let mut acts = Vec::new();
+            while let Some((n, _)) = sa.recv(&mut buf).expect("recv on lo") {
+                acts.extend(a.handle(now(base), SyncEvent::Packet(&buf[..n])));
+            }
+            if a.next_deadline().is_some_and(|t| t <= now(base)) {
+                acts.extend(a.handle(now(base), SyncEvent::Timer));
+            }
+            started |= a.bulk_sending();
+            for act in acts {
+                if let SyncAction::Send(b) = act {
+                    while sent >= received.load(Ordering::Acquire) + WINDOW {
+                        std::thread::yield_now();
+                    }
+                    sa.send(&b).expect("send on lo");
+                    sent += 1;
+                }
+            }
+            if !started || !a.bulk_sending() {
+                std::thread::yield_now();
+            }
+        }
+        let learned = receiver.join().expect("receiver thread");
+        (start.elapsed().as_secs_f64(), learned)
+    }
+
     fn lag(args: &Args) -> (Vec<f64>, u64, u64, u64) {
         let (mut sa, mut sb) = pair(18250);
         let mut a = engine(1, args.mtu);
@@ -508,6 +595,7 @@ mod udp {
 
     pub fn run(args: &Args) -> Udp {
         let (bulk_s, bulk_learned, bulk_packets, bulk_wire) = bulk(args);
+        let (threads_s, threads_learned) = bulk_threads(args);
         let (mut lags, lag_flows, lag_learned, lag_wire) = lag(args);
         lags.sort_by(f64::total_cmp);
         let ticks = bulk_packets.div_ceil(64);
@@ -523,6 +611,8 @@ mod udp {
             lag_learned,
             lag_wire,
             paced_s: ticks as f64 * 0.020,
+            threads_s,
+            threads_learned,
         }
     }
 }
