@@ -465,4 +465,10 @@ fn multicast_sync_replicates_flows() {
         flows(&sock2)
     );
     drop(streams);
+    // The sync link going down demotes group carp by one while it is down (spec §8).
+    let skip = gw2.log().len();
+    gw.pair.gw2.run("ip link set eth2 down");
+    expect(&gw2, skip, "pfsync: group carp demote +1 (syncdev down)", 5);
+    gw.pair.gw2.run("ip link set eth2 up");
+    expect(&gw2, skip, "pfsync: group carp demote -1 (syncdev up)", 5);
 }

@@ -305,10 +305,17 @@ impl Daemon {
     /// Sync comes up: demote group "carp" and request the bulk transfer (spec §8).
     pub(super) async fn sync_start(&mut self) {
         let now = self.now();
-        let actions = match self.sync.as_mut().and_then(|s| s.repl.as_mut()) {
-            Some(r) => r.engine.handle(now, SyncEvent::Start),
+        let (mut actions, index) = match self.sync.as_mut().and_then(|s| s.repl.as_mut()) {
+            Some(r) => (r.engine.handle(now, SyncEvent::Start), r.syncdev_index),
             None => return,
         };
+        // A syncdev already down at start holds its +1 like one that goes down later.
+        if let Ok(false) = self.nl.is_running(index).await
+            && let Some(r) = self.sync.as_mut().and_then(|s| s.repl.as_mut())
+        {
+            tracing::warn!("pfsync: syncdev {} is down", r.syncdev);
+            actions.extend(r.engine.handle(now, SyncEvent::Link { up: false }));
+        }
         self.sync_actions(actions).await;
     }
 
