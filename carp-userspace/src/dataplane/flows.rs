@@ -13,7 +13,10 @@ use carp_common::maps::{
     FlowConf, FlowEntry, FlowEvent, FlowKey, FlowStats, LAYOUT_VERSION, MAP_FLOW_CONF,
     MAP_FLOW_EVENTS, MAP_FLOW_STATS, MAP_FLOWS,
 };
-use std::path::Path;
+use std::{
+    os::fd::{AsFd, AsRawFd, OwnedFd},
+    path::Path,
+};
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
     move |e| DataplaneError::Pin {
@@ -59,6 +62,84 @@ pub struct FlowTable {
     pub flows: HashMap<MapData, FlowKey, FlowEntry>,
     /// `carp_flow_events` (absent for readers such as carpctl).
     pub events: Option<RingBuf<MapData>>,
+    // A second descriptor of `carp_flows` for BPF_MAP_LOOKUP_BATCH, which aya 0.14 does not wrap.
+    batch_fd: Option<OwnedFd>,
+}
+
+/// A duplicate of a hash map's descriptor.
+fn dup_fd(map: &Map) -> Option<OwnedFd> {
+    match map {
+        Map::LruHashMap(d) | Map::HashMap(d) => d.fd().as_fd().try_clone_to_owned().ok(),
+        _ => None,
+    }
+}
+
+/// Entries fetched per BPF_MAP_LOOKUP_BATCH call.
+const BATCH: usize = 4096;
+
+/// Every entry of a hash map of `FlowKey -> FlowEntry` with BPF_MAP_LOOKUP_BATCH (thousands per syscall
+/// instead of two syscalls per entry: a full table would otherwise stall carpd's loop for ~100 ms), or
+/// None if the kernel refuses batch operations (before 5.6).
+fn lookup_batch(fd: &OwnedFd) -> Option<Vec<(FlowKey, FlowEntry)>> {
+    // union bpf_attr, the `batch` member (include/uapi/linux/bpf.h).
+    #[repr(C)]
+    #[derive(Default)]
+    struct BatchAttr {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+    }
+    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+    let mut keys = vec![FlowKey::default(); BATCH];
+    let mut values = vec![FlowEntry::default(); BATCH];
+    let mut out = Vec::new();
+    // The hash map's batch token is a bucket index (u32); 8 bytes leave room.
+    let mut token_in = [0u64; 1];
+    let mut token_out = [0u64; 1];
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first {
+                0
+            } else {
+                token_in.as_mut_ptr() as u64
+            },
+            out_batch: token_out.as_mut_ptr() as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: BATCH as u32,
+            map_fd: fd.as_raw_fd() as u32,
+            ..Default::default()
+        };
+        // SAFETY: the attr points at buffers of BATCH keys and values (FlowEntry's size is a multiple of
+        // 8, the kernel's value stride) and at 8-byte tokens, all alive for the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &mut attr as *mut BatchAttr,
+                size_of::<BatchAttr>() as u32,
+            )
+        };
+        let err = (rc < 0).then(std::io::Error::last_os_error);
+        let n = (attr.count as usize).min(BATCH);
+        match err.as_ref().and_then(std::io::Error::raw_os_error) {
+            None | Some(libc::ENOENT) => {
+                out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
+            }
+            _ => return None,
+        }
+        if err.is_some() {
+            return Some(out);
+        }
+        token_in = token_out;
+        first = false;
+    }
 }
 
 /// One carpdev's flow settings and counters.
@@ -83,7 +164,9 @@ impl FlowTable {
     pub fn take(ebpf: &mut Ebpf, with_events: bool) -> Result<Self, DataplaneError> {
         let mut take =
             |name: &'static str| ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name));
-        let flows = take(MAP_FLOWS)?.try_into().map_err(map_err(MAP_FLOWS))?;
+        let map = take(MAP_FLOWS)?;
+        let batch_fd = dup_fd(&map);
+        let flows = map.try_into().map_err(map_err(MAP_FLOWS))?;
         let events = if with_events {
             Some(
                 take(MAP_FLOW_EVENTS)?
@@ -93,7 +176,11 @@ impl FlowTable {
         } else {
             None
         };
-        Ok(Self { flows, events })
+        Ok(Self {
+            flows,
+            events,
+            batch_fd,
+        })
     }
 
     /// Opens the pinned flow table of a carpdev's controller; `with_events` also opens the ring (only
@@ -104,9 +191,9 @@ impl FlowTable {
         with_events: bool,
     ) -> Result<Self, DataplaneError> {
         let dir = pin_dir(bpffs, carpdev);
-        let flows = open(&dir, MAP_FLOWS)?
-            .try_into()
-            .map_err(map_err(MAP_FLOWS))?;
+        let map = open(&dir, MAP_FLOWS)?;
+        let batch_fd = dup_fd(&map);
+        let flows = map.try_into().map_err(map_err(MAP_FLOWS))?;
         let events = if with_events {
             Some(
                 open(&dir, MAP_FLOW_EVENTS)?
@@ -116,11 +203,27 @@ impl FlowTable {
         } else {
             None
         };
-        Ok(Self { flows, events })
+        Ok(Self {
+            flows,
+            events,
+            batch_fd,
+        })
     }
 
     /// Every flow in the table (a snapshot; the LRU may evict or add flows meanwhile).
     pub fn scan(&self) -> Vec<(FlowKey, FlowEntry)> {
+        self.scan_batch()
+            .unwrap_or_else(|| self.flows.iter().filter_map(|r| r.ok()).collect())
+    }
+
+    /// Every flow through BPF_MAP_LOOKUP_BATCH; None if the kernel refused it.
+    pub fn scan_batch(&self) -> Option<Vec<(FlowKey, FlowEntry)>> {
+        self.batch_fd.as_ref().and_then(lookup_batch)
+    }
+
+    /// Every flow, read with two syscalls per entry (the fallback of `scan`; tests check the batch
+    /// read against it).
+    pub fn scan_one_by_one(&self) -> Vec<(FlowKey, FlowEntry)> {
         self.flows.iter().filter_map(|r| r.ok()).collect()
     }
 
