@@ -281,6 +281,252 @@ pub struct AdvertEvent {
     pub pad3: [u8; 4],
 }
 
+/// Name of the flow table (pfsync-style state, issue #7); shared by every carpdev of one carpd.
+pub const MAP_FLOWS: &str = "carp_flows";
+/// Name of the one-entry per-carpdev flow settings array the controller writes.
+pub const MAP_FLOW_CONF: &str = "carp_flow_conf";
+/// Name of the per-carpdev, per-CPU flow counters.
+pub const MAP_FLOW_STATS: &str = "carp_flow_stats";
+/// Name of the flow event ring buffer (new flows, TCP state changes); shared like `carp_flows`.
+pub const MAP_FLOW_EVENTS: &str = "carp_flow_events";
+/// Entries in `carp_flows` (an LRU hash: when full the least recently used flow is evicted).
+pub const FLOW_SLOTS: u32 = 65536;
+
+/// Key of `carp_flows`: a flow's 5-tuple with the endpoints in canonical order, so both directions of
+/// one flow (seen on two carpdevs, or on two gateways) land on one entry.
+///
+/// `lo` is the endpoint whose (address bytes, port) is lower, the same order as the sync module's
+/// `FlowKey` (address first, then port), so the kernel's and the wire's keys agree.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    /// Lower address, network order (IPv4 in the first four bytes, the rest zero).
+    pub lo_addr: [u8; 16],
+    /// Higher address.
+    pub hi_addr: [u8; 16],
+    /// Port of the lower endpoint (host order); the ICMP echo id for ICMP echo flows.
+    pub lo_port: u16,
+    /// Port of the higher endpoint (host order); the ICMP echo id for ICMP echo flows.
+    pub hi_port: u16,
+    /// IP protocol (6, 17, 1, 58).
+    pub proto: u8,
+    /// 4 or 6.
+    pub family: u8,
+    /// Always zero; keeps the key free of padding.
+    pub pad: [u8; 2],
+}
+
+/// A flow's TCP state as the dataplane tracks it from the flags it sees (one value for the flow, not
+/// per direction). The numbers only grow during a connection's life; a SYN on a CLOSED flow starts a new one.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FlowTcpState {
+    /// Not TCP.
+    None = 0,
+    /// A SYN was seen.
+    Syn = 1,
+    /// The SYN-ACK was seen.
+    SynAck = 2,
+    /// The handshake completed (or the flow was picked up mid-stream).
+    Established = 3,
+    /// A FIN was seen in at least one direction.
+    Fin = 4,
+    /// FINs in both directions, or an RST.
+    Closed = 5,
+}
+
+impl FlowTcpState {
+    /// The state of a stored byte (unknown bytes read as `None`).
+    pub const fn from_u8(b: u8) -> FlowTcpState {
+        match b {
+            1 => FlowTcpState::Syn,
+            2 => FlowTcpState::SynAck,
+            3 => FlowTcpState::Established,
+            4 => FlowTcpState::Fin,
+            5 => FlowTcpState::Closed,
+            _ => FlowTcpState::None,
+        }
+    }
+
+    /// The name `carpctl flows` prints.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FlowTcpState::None => "-",
+            FlowTcpState::Syn => "SYN",
+            FlowTcpState::SynAck => "SYN-ACK",
+            FlowTcpState::Established => "ESTABLISHED",
+            FlowTcpState::Fin => "FIN",
+            FlowTcpState::Closed => "CLOSED",
+        }
+    }
+}
+
+/// `FlowEntry::flags`: the flow was learned from a sync peer (inserted by the controller).
+pub const FLOW_LEARNED: u8 = 0x01;
+/// `FlowEntry::flags`: a FIN went from `lo` to `hi`.
+pub const FLOW_FIN_LO: u8 = 0x02;
+/// `FlowEntry::flags`: a FIN went from `hi` to `lo`.
+pub const FLOW_FIN_HI: u8 = 0x04;
+
+/// Value of `carp_flows`. Counters are updated with atomic adds (the entry is shared by every CPU and
+/// both directions); the times and the TCP state are plain stores (a lost race costs one stale value
+/// that the next packet corrects).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEntry {
+    /// The flow number, unique per creator (the sync protocol's flow id).
+    pub id: u64,
+    /// CLOCK_MONOTONIC ns when the flow was created on this node (for learned flows: the peer's age
+    /// of the flow, translated to our clock).
+    pub created_ns: u64,
+    /// CLOCK_MONOTONIC ns of the last packet (`bpf_ktime_get_coarse_ns`).
+    pub last_seen_ns: u64,
+    /// Packets from `lo` to `hi`, and from `hi` to `lo`.
+    pub packets: [u64; 2],
+    /// Bytes (IP length) from `lo` to `hi`, and from `hi` to `lo`.
+    pub bytes: [u64; 2],
+    /// Sync node id of the node that created the flow (the creator of its sync id).
+    pub creator: u32,
+    /// The owner node: the carpnode vhid that forwards the flow (0 without balancing).
+    pub owner: u8,
+    /// A `FlowTcpState` as u8.
+    pub tcp_state: u8,
+    /// `FLOW_LEARNED`, `FLOW_FIN_LO`, `FLOW_FIN_HI`.
+    pub flags: u8,
+    /// Always zero.
+    pub pad: u8,
+}
+
+impl FlowEntry {
+    /// True if the flow came from a sync peer rather than from traffic seen here.
+    pub const fn learned(&self) -> bool {
+        self.flags & FLOW_LEARNED != 0
+    }
+}
+
+/// Flow tracking off: the only cost a frame pays is the lookup of this flag.
+pub const FLOW_MODE_OFF: u8 = 0;
+/// Flows are tracked (and replicated) but no frame is dropped for being unknown.
+pub const FLOW_MODE_TRACK: u8 = 1;
+/// `[flows] stateful = true`: only known flows, and new flows started from the inside, pass.
+pub const FLOW_MODE_STATEFUL: u8 = 2;
+
+/// Per-carpdev flow settings (`carp_flow_conf`, a one-entry array written by the controller).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowConf {
+    /// `FLOW_MODE_OFF`, `FLOW_MODE_TRACK` or `FLOW_MODE_STATEFUL`.
+    pub mode: u8,
+    /// 1 if this carpdev faces the inside: new TCP SYNs and new UDP/ICMP flows may start here.
+    pub inside: u8,
+    /// The owner written into new flows (the carpnode vhid; 0 without balancing).
+    pub owner: u8,
+    /// Always zero.
+    pub pad: u8,
+    /// This node's sync id: the creator of the flows created here.
+    pub node_id: u32,
+    /// Flow events each CPU may send per millisecond; beyond it they are counted as rate-limited.
+    pub events_per_ms: u32,
+    /// Always zero.
+    pub pad2: u32,
+}
+
+/// Per-carpdev flow counters (`carp_flow_stats`, a one-entry per-CPU array).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct FlowStats {
+    /// Flows created by traffic on this carpdev.
+    pub new_flows: u64,
+    /// Frames that matched a known flow.
+    pub known: u64,
+    /// Frames dropped in stateful mode: no known flow and not allowed to start one.
+    pub stateful_drop: u64,
+    /// Frames of protocols stateful mode does not track (neither TCP, UDP nor ICMP), dropped.
+    pub proto_drop: u64,
+    /// Frames passed untracked: ICMP errors, neighbour discovery, IGMP, fragments, IPv6 hop-by-hop.
+    pub untracked_pass: u64,
+    /// TCP state changes seen.
+    pub tcp_changes: u64,
+    /// Events handed to the controller.
+    pub events: u64,
+    /// Events not sent because this CPU's per-millisecond budget was spent.
+    pub events_ratelimited: u64,
+    /// Events not sent because the ring buffer was full.
+    pub events_lost: u64,
+    /// New flows that could not be inserted (map update failed).
+    pub insert_failed: u64,
+}
+
+impl FlowStats {
+    /// Every counter as (name, value), in declaration order.
+    pub fn fields(&self) -> [(&'static str, u64); 10] {
+        [
+            ("new_flows", self.new_flows),
+            ("known", self.known),
+            ("stateful_drop", self.stateful_drop),
+            ("proto_drop", self.proto_drop),
+            ("untracked_pass", self.untracked_pass),
+            ("tcp_changes", self.tcp_changes),
+            ("events", self.events),
+            ("events_ratelimited", self.events_ratelimited),
+            ("events_lost", self.events_lost),
+            ("insert_failed", self.insert_failed),
+        ]
+    }
+
+    /// Field-wise sum (per-CPU values into one total).
+    pub fn add(&self, o: &Self) -> Self {
+        Self {
+            new_flows: self.new_flows + o.new_flows,
+            known: self.known + o.known,
+            stateful_drop: self.stateful_drop + o.stateful_drop,
+            proto_drop: self.proto_drop + o.proto_drop,
+            untracked_pass: self.untracked_pass + o.untracked_pass,
+            tcp_changes: self.tcp_changes + o.tcp_changes,
+            events: self.events + o.events,
+            events_ratelimited: self.events_ratelimited + o.events_ratelimited,
+            events_lost: self.events_lost + o.events_lost,
+            insert_failed: self.insert_failed + o.insert_failed,
+        }
+    }
+}
+
+/// `FlowEvent::kind`: a flow was created here.
+pub const FLOW_EVENT_NEW: u8 = 1;
+/// `FlowEvent::kind`: a flow's TCP state changed.
+pub const FLOW_EVENT_STATE: u8 = 2;
+
+/// A new flow or a TCP state change, handed to the controller through `carp_flow_events`; byte and
+/// packet counts the controller reads by scanning `carp_flows`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEvent {
+    /// `FLOW_EVENT_NEW` or `FLOW_EVENT_STATE`.
+    pub kind: u8,
+    /// Always zero.
+    pub pad: [u8; 7],
+    /// The flow.
+    pub key: FlowKey,
+    /// The entry as it was after this frame.
+    pub entry: FlowEntry,
+}
+
+/// Per-CPU scratch of the flow decision (`carp_flow_scratch`, kernel-internal): the event rate
+/// limit's budget state, and room to build a key and a new entry off the 512-byte BPF stack.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowScratch {
+    /// The millisecond (ktime >> 20) the count belongs to.
+    pub slot: u64,
+    /// Events sent in that slot.
+    pub count: u64,
+    /// The key being looked up.
+    pub key: FlowKey,
+    /// The entry being created.
+    pub entry: FlowEntry,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are repr(C), Copy, contain no pointers and have no padding holes the kernel
@@ -291,4 +537,9 @@ mod pod {
     unsafe impl aya::Pod for super::LastAdvert {}
     unsafe impl aya::Pod for super::AdvertEvent {}
     unsafe impl aya::Pod for super::BalanceGroup {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowEntry {}
+    unsafe impl aya::Pod for super::FlowConf {}
+    unsafe impl aya::Pod for super::FlowStats {}
+    unsafe impl aya::Pod for super::FlowEvent {}
 }

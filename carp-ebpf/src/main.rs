@@ -4,10 +4,14 @@
 //! (helpers are never called there) so `cargo clippy --workspace` and `cargo test --workspace` cover it.
 //!
 //! Layout: one module per header (`eth`, `ipv4`, `ipv6`, `arp`, `carp`) and one per decision
-//! (`advert` intake, `responder` for ARP/NS, `vmac` filter, `balance` for carpnodes load balancing);
+//! (`advert` intake, `responder` for ARP/NS, `vmac` filter, `balance` for carpnodes load balancing,
+//! `flow` for the pfsync-style flow table);
 //! `maps` holds the BTF maps and counters.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// Atomic adds on shared flow entries (`flow`): core's AtomicU64 has no fetch_add on the BPF target.
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 #![cfg_attr(not(target_arch = "bpf"), allow(dead_code))]
 
 mod advert;
@@ -15,6 +19,7 @@ mod arp;
 mod balance;
 mod carp;
 mod eth;
+mod flow;
 mod ipv4;
 mod ipv6;
 mod maps;

@@ -1,12 +1,13 @@
 //! The BTF-described maps the program shares with the controller (names in carp_common::maps), and
 //! the per-vhid counter helper. Counters are per-CPU so the fast path never takes an atomic.
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, PerCpuArray, RingBuf},
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
 use carp_common::maps::{
-    AdvertEvent, BALANCE_SLOTS, BalanceGroup, CarpStats, LastAdvert, MAX_VIPS, VHID_SLOTS,
-    VhidEntry, VhidState, VipKey,
+    AdvertEvent, BALANCE_SLOTS, BalanceGroup, CarpStats, FLOW_SLOTS, FlowConf, FlowEntry,
+    FlowEvent, FlowKey, FlowScratch, FlowStats, LastAdvert, MAX_VIPS, VHID_SLOTS, VhidEntry,
+    VhidState, VipKey,
 };
 
 /// Per-vhid counters (`carp_stats`); index 0 collects frames whose vhid could not be read.
@@ -101,3 +102,29 @@ pub fn balance_group(leader: u8) -> Option<&'static BalanceGroup> {
         .get(leader as u32)
         .filter(|g| g.mode != carp_common::maps::BalanceMode::None as u8)
 }
+
+/// The flow table (`carp_flows`, issue #7): one shared LRU hash, not a per-CPU one, because both
+/// directions of a flow (arriving on different CPUs and different carpdevs) and the controller's
+/// inserts of learned flows must all see one entry; the counters in it are updated with atomic adds.
+/// The controller pins it once and every carpdev's program reuses that pin.
+#[btf_map(name = "carp_flows")]
+pub static FLOWS: LruHashMap<FlowKey, FlowEntry, { FLOW_SLOTS as usize }> = LruHashMap::new();
+
+/// Per-carpdev flow settings (`carp_flow_conf`): the one lookup every frame pays when tracking is off.
+#[btf_map(name = "carp_flow_conf")]
+pub static FLOW_CONF: Array<FlowConf, 1> = Array::new();
+
+/// Per-carpdev flow counters (`carp_flow_stats`).
+#[btf_map(name = "carp_flow_stats")]
+pub static FLOW_STATS: PerCpuArray<FlowStats, 1> = PerCpuArray::new();
+
+/// Per-CPU scratch of the flow decision (kernel-internal, not pinned).
+#[btf_map(name = "carp_flow_scratch")]
+pub static FLOW_SCRATCH: PerCpuArray<FlowScratch, 1> = PerCpuArray::new();
+
+/// Size of the flow event ring buffer: 1 MiB holds about 7,000 events.
+pub const FLOW_EVENTS_BYTES: usize = 1024 * 1024;
+
+/// New flows and TCP state changes for the controller (`carp_flow_events`), shared like `carp_flows`.
+#[btf_map(name = "carp_flow_events")]
+pub static FLOW_EVENTS: RingBuf<FlowEvent, FLOW_EVENTS_BYTES> = RingBuf::new();

@@ -1,7 +1,7 @@
 //! The XDP entry point: parse L2, peek at the L3 protocol, dispatch to one decision. Each decision is its
 //! own BPF function (`#[inline(never)]`) so each gets its own 512-byte stack frame.
 use crate::{
-    advert, eth,
+    advert, eth, flow,
     ipv4::Ipv4Hdr,
     ipv6::{IPPROTO_ICMPV6, Ipv6Hdr},
     packet::ptr_at,
@@ -20,17 +20,17 @@ pub fn carp_xdp(ctx: XdpContext) -> u32 {
         ETH_P_IP => match ptr_at::<Ipv4Hdr>(&ctx, l2.l3) {
             // SAFETY: ptr_at checked the bounds.
             Ok(ip) if unsafe { (*ip).proto } == IPPROTO_CARP => advert::intake_v4(&ctx, l2),
-            _ => vmac::filter(&ctx, l2),
+            _ => flow::after(&ctx, l2, vmac::filter(&ctx, l2)),
         },
         ETH_P_IPV6 => match ptr_at::<Ipv6Hdr>(&ctx, l2.l3) {
             // SAFETY: ptr_at checked the bounds.
             Ok(ip) => match unsafe { (*ip).nexthdr } {
                 IPPROTO_CARP => advert::intake_v6(&ctx, l2),
                 IPPROTO_ICMPV6 => match responder::neighbour_solicit(&ctx, l2) {
-                    xdp_action::XDP_PASS => vmac::filter(&ctx, l2),
+                    xdp_action::XDP_PASS => flow::after(&ctx, l2, vmac::filter(&ctx, l2)),
                     verdict => verdict,
                 },
-                _ => vmac::filter(&ctx, l2),
+                _ => flow::after(&ctx, l2, vmac::filter(&ctx, l2)),
             },
             Err(_) => vmac::filter(&ctx, l2),
         },

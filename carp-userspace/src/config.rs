@@ -285,6 +285,11 @@ pub struct Config {
     /// Health trackers (`[[track]]`, see `crate::track`).
     #[serde(rename = "track", skip_serializing_if = "Vec::is_empty")]
     pub tracks: Vec<crate::track::TrackConfig>,
+    /// Flow replication (`[pfsync]`, see `crate::sync::config`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pfsync: Option<crate::sync::config::PfsyncConfig>,
+    /// The flow table (`[flows]`).
+    pub flows: crate::sync::config::FlowsConfig,
 }
 
 impl Config {
@@ -347,11 +352,15 @@ impl Config {
         }
         let tracks =
             crate::track::validate(path, text, raw.track.unwrap_or_default(), &interfaces)?;
+        let (pfsync, flows) =
+            crate::sync::config::validate(path, text, raw.pfsync, raw.flows, &interfaces)?;
         Ok(Config {
             file: path.into(),
             carp,
             interfaces,
             tracks,
+            pfsync,
+            flows,
         })
     }
 
@@ -378,9 +387,8 @@ struct RawConfig {
     carp: Option<RawCarp>,
     interface: Option<Vec<Spanned<RawInterface>>>,
     track: Option<Vec<Spanned<crate::track::RawTrack>>>,
-    // Parsed by the pfsync issue; accepted here so a full config checks.
-    #[allow(dead_code)]
-    pfsync: Option<toml::Table>,
+    pfsync: Option<Spanned<crate::sync::config::RawPfsync>>,
+    flows: Option<Spanned<crate::sync::config::RawFlows>>,
 }
 
 #[derive(Deserialize)]

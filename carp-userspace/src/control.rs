@@ -61,6 +61,10 @@ pub enum Request {
     },
     /// Hitless restart (`carpctl restart`): carpd answers, then re-executes itself in place as on SIGUSR2.
     Restart,
+    /// Flow replication state and counters (`carpctl sync`).
+    Sync,
+    /// The dataplane's flow table (`carpctl flows`).
+    Flows,
 }
 
 /// One runtime setting of a carp interface.
@@ -115,6 +119,10 @@ pub enum Response {
     Counters(CountersReport),
     /// Answer to `Groups` and `Demote`.
     Groups(Vec<GroupStatus>),
+    /// Answer to `Sync`.
+    Sync(crate::sync::report::SyncReport),
+    /// Answer to `Flows`.
+    Flows(crate::sync::report::FlowsReport),
     /// Answer to `Sysctl`: the value after the request.
     Sysctl {
         /// The full name.

@@ -473,3 +473,86 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// The inside VIP of the gateway lab.
+pub const INSIDE_VIP: &str = "192.168.100.1";
+
+/// The "gateway" lab of design §3, built on [`Pair`] (whose br0 is the outside and whose client is the
+/// outside client, 10.0.0.100): ns `<p>-sw` also holds br1 (the inside); `<p>-gw1`/`<p>-gw2` get eth1 on
+/// br1 (192.168.100.11/.12) and eth2, a veth straight between them (172.16.1.1/.2, the sync link);
+/// `<p>-in` is the inside client (192.168.100.100, default route via the inside VIP). The outside
+/// client routes 192.168.100.0/24 via the outside VIP, and both gateways forward (ip_forward = 1).
+pub struct Gateway {
+    /// The outside half (br0, gw1, gw2, the outside client) and the scratch directories.
+    pub pair: Pair,
+    /// The inside client.
+    pub inside: Netns,
+}
+
+impl Gateway {
+    /// Builds the lab with namespace names `<prefix>-sw` etc. (prefix at most 6 bytes).
+    pub fn new(prefix: &str) -> Gateway {
+        let pair = Pair::new(prefix);
+        let inside = Netns::new(&format!("{prefix}-in"));
+        pair.sw
+            .run("ip link add br1 type bridge && ip link set br1 up");
+        for (i, (ns, ip)) in [
+            (&pair.gw1, "192.168.100.11"),
+            (&pair.gw2, "192.168.100.12"),
+            (&inside, "192.168.100.100"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let port = format!("{prefix}-q{i}");
+            crate::sh(&format!(
+                "ip link add {port} netns {} type veth peer name eth1 netns {}",
+                pair.sw.name, ns.name
+            ));
+            pair.sw.run(&format!("ip link set {port} master br1 up"));
+            ns.run(&format!(
+                "ip link set eth1 up && ip addr add {ip}/24 dev eth1"
+            ));
+        }
+        crate::sh(&format!(
+            "ip link add eth2 netns {} type veth peer name eth2 netns {}",
+            pair.gw1.name, pair.gw2.name
+        ));
+        for (ns, ip) in [(&pair.gw1, "172.16.1.1"), (&pair.gw2, "172.16.1.2")] {
+            ns.run(&format!(
+                "ip link set eth2 up && ip addr add {ip}/24 dev eth2 && sysctl -qw net.ipv4.ip_forward=1"
+            ));
+        }
+        inside.run(&format!("ip route add default via {INSIDE_VIP}"));
+        pair.client
+            .run(&format!("ip route add 192.168.100.0/24 via {VIP}"));
+        Gateway { pair, inside }
+    }
+
+    /// A carpd config for a gateway: carp0 outside (eth0, vhid 1, the VIP), carp1 inside (eth1, vhid 2,
+    /// the inside VIP), both at `advskew`, preempt on, plus `extra` (e.g. `[pfsync]` and `[flows]`).
+    pub fn config(advskew: u8, extra: &str) -> String {
+        format!(
+            "[carp]\npreempt = true\n\n\
+             [[interface]]\nname = \"carp0\"\ncarpdev = \"eth0\"\nvhid = 1\npass = \"outside\"\n\
+             advskew = {advskew}\naddresses = [\"{VIP}/24\"]\ngroups = [\"outside\"]\n\n\
+             [[interface]]\nname = \"carp1\"\ncarpdev = \"eth1\"\nvhid = 2\npass = \"inside\"\n\
+             advskew = {advskew}\naddresses = [\"{INSIDE_VIP}/24\"]\ngroups = [\"inside\"]\n\n{extra}"
+        )
+    }
+
+    /// Starts carpd in gateway `n` (1 or 2) with `config`.
+    pub fn carpd(&self, n: u8, config: &str) -> Daemon {
+        let ns = if n == 1 {
+            &self.pair.gw1
+        } else {
+            &self.pair.gw2
+        };
+        self.pair.carpd(ns, &format!("gw{n}"), config)
+    }
+
+    /// The control socket of gateway `n`'s carpd.
+    pub fn control_socket(&self, n: u8) -> PathBuf {
+        self.pair.dir.join(format!("gw{n}.sock"))
+    }
+}

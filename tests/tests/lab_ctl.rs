@@ -376,14 +376,9 @@ fn every_carpctl_command_against_a_live_carpd() {
         "--watch did not refresh:\n{text}"
     );
 
-    // Not implemented yet, said plainly.
-    for cmd in ["sync", "flows"] {
-        refused(
-            &sock,
-            &[cmd],
-            "pfsync-style sync is not implemented yet (issue #7)",
-        );
-    }
+    // No [pfsync] in this config: sync says so, and the flow table is empty (tracking is off).
+    assert!(ok(&sock, &["sync"]).contains("sync: not configured"));
+    assert!(ok(&sock, &["flows", "--json"]).contains("\"flows\": []"));
 
     // Root only: the socket refuses everyone else.
     let o = Command::new("setpriv")

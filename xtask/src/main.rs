@@ -32,10 +32,10 @@ enum Command {
     },
     /// Set up, then run the benchmarks (needs root): XDP ns/packet against a trivial XDP_PASS program,
     /// written to target/bench/results.json, the receive cost per frame of the balancing filter on veth
-    /// next to nftables jhash and xt_cluster (target/bench/balance-veth.json), then the client-observed
-    /// failover outage of carpd, ucarp
-    /// and keepalived in the pair lab, written to target/bench/failover.json (BENCHMARKS.md keeps the
-    /// latest tables).
+    /// next to nftables jhash and xt_cluster (target/bench/balance-veth.json), the sync protocol (1M-flow
+    /// bulk in memory and over UDP, replication lag) written to target/bench/sync.json, then the
+    /// client-observed failover outage of carpd, ucarp and keepalived in the pair lab, written to
+    /// target/bench/failover.json (BENCHMARKS.md keeps the latest tables).
     Bench {
         /// One repetition per failover scenario instead of three.
         #[arg(long)]
@@ -157,6 +157,31 @@ fn bench(quick: bool, idle_minutes: u64) -> Result<()> {
             "carp-balance-bench",
             "--",
             "target/bench/balance-veth.json",
+        ],
+    )?;
+    util::step(
+        "sync: 1,000,000-flow bulk in memory and over the UDP transport on lo, replication lag at 50,000 new flows/s",
+    );
+    util::run(
+        "cargo",
+        &[
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "carp-userspace",
+            "--bin",
+            "carp-sync-bench",
+            "--",
+            "--flows",
+            "1000000",
+            "--rounds",
+            if quick { "1" } else { "3" },
+            "--udp",
+            "--rate",
+            "50000",
+            "--json-out",
+            "target/bench/sync.json",
         ],
     )?;
     util::step(

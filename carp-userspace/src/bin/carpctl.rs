@@ -140,13 +140,13 @@ enum Cmd {
         )]
         args: Vec<String>,
     },
-    /// pfsync-style state sync status (not implemented yet, issue #7).
+    /// Flow replication ([pfsync]): peer, bulk transfer, demotion, protocol and dataplane counters.
     Sync {
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
-    /// Synced flows (not implemented yet, issue #7).
+    /// The dataplane's flow table: local and learned flows, TCP state, packets and bytes.
     Flows {
         /// JSON instead of a table.
         #[arg(long)]
@@ -293,9 +293,16 @@ fn run(socket: &Path, command: Cmd) -> Result<(), String> {
                 }
             }
         }
-        Cmd::Sync { .. } | Cmd::Flows { .. } => {
-            return Err("pfsync-style sync is not implemented yet (issue #7)".into());
-        }
+        Cmd::Sync { json } => match call(socket, &Request::Sync)? {
+            Response::Sync(r) if json => print_json(&r),
+            Response::Sync(r) => print!("{}", carp::sync::report::sync_text(&r)),
+            r => return Err(unexpected(&r)),
+        },
+        Cmd::Flows { json } => match call(socket, &Request::Flows)? {
+            Response::Flows(r) if json => print_json(&r),
+            Response::Flows(r) => print!("{}", carp::sync::report::flows_table(&r)),
+            r => return Err(unexpected(&r)),
+        },
         Cmd::Restart => done(call(socket, &Request::Restart)?)?,
     }
     Ok(())

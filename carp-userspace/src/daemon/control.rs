@@ -248,11 +248,17 @@ async fn serve_metrics(mut stream: TcpStream, tx: mpsc::Sender<Msg>) {
             ask(&tx, Request::Status).await,
             ask(&tx, Request::Counters).await,
         ) {
-            (Response::Status(s), Response::Counters(c)) => (
-                "200 OK",
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                render_metrics(&s, &c),
-            ),
+            (Response::Status(s), Response::Counters(c)) => {
+                let mut text = render_metrics(&s, &c);
+                if let Response::Sync(r) = ask(&tx, Request::Sync).await {
+                    crate::sync::report::append_metrics(&mut text, &r);
+                }
+                (
+                    "200 OK",
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    text,
+                )
+            }
             _ => (
                 "503 Service Unavailable",
                 "text/plain",
@@ -422,6 +428,8 @@ impl Daemon {
             Request::Demote { group, change } => self.demote(&group, change).await,
             Request::Sysctl { name, value } => self.sysctl(&name, value.as_deref()).await,
             Request::Restart => self.request_restart(),
+            Request::Sync => self.sync_report(),
+            Request::Flows => self.flows_report(),
         };
         let _ = msg.reply.send(response);
     }

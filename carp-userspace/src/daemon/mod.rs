@@ -35,6 +35,7 @@ pub mod netlink;
 pub mod nodes;
 pub mod privs;
 pub mod ratelog;
+pub mod sync;
 
 use std::{
     collections::HashMap,
@@ -211,6 +212,7 @@ enum Wake {
     Restart,
     Reload,
     Control(control::Msg),
+    Sync(sync::SyncWake),
 }
 
 struct Daemon {
@@ -226,6 +228,8 @@ struct Daemon {
     stopping: bool,
     // SIGUSR2 or `carpctl restart`: leave the loop and re-execute (no bow-out, no clean-up).
     restart: bool,
+    // Flow tracking and replication (`[flows]`, `[pfsync]`), when configured.
+    sync: Option<sync::SyncDriver>,
 }
 
 /// Why the main loop ended.
@@ -326,6 +330,7 @@ impl Daemon {
             last_now: Time::ZERO,
             stopping: false,
             restart: false,
+            sync: None,
         })
     }
 
@@ -337,6 +342,8 @@ impl Daemon {
         for cfg in self.config.interfaces.clone() {
             self.add_carp_if(&cfg).await?;
         }
+        let resuming = self.ifs.iter().any(|i| i.resuming);
+        self.sync = sync::SyncDriver::open(&self.config, &self.options.bpffs, resuming)?;
         Ok(())
     }
 
@@ -599,6 +606,7 @@ impl Daemon {
             );
         }
         self.feed(HostEvent::Start).await;
+        self.sync_start().await;
         for d in 0..self.devs.len() {
             if !self.devs[d].running {
                 let carpdev = self.devs[d].name.clone();
@@ -667,12 +675,16 @@ impl Daemon {
                 _ = hup.recv() => Wake::Reload,
                 _ = usr2.recv() => Wake::Restart,
                 msg = ctl.next() => Wake::Control(msg),
+                w = sync::wait(&self.sync) => Wake::Sync(w),
             };
             match wake {
                 Wake::Timer => self.on_timer().await,
                 Wake::Audit => self.audit_dataplane(),
                 Wake::Ring(d) => self.drain(d).await,
-                Wake::Link(Some(ev)) => self.on_link(ev).await,
+                Wake::Link(Some(ev)) => {
+                    self.sync_link(&ev).await;
+                    self.on_link(ev).await
+                }
                 Wake::Link(None) => bail!("the rtnetlink socket closed"),
                 Wake::Stop(sig) => {
                     if !self.stopping {
@@ -693,6 +705,7 @@ impl Daemon {
                 }
                 Wake::Reload => self.reload().await,
                 Wake::Control(msg) => self.on_control(msg).await,
+                Wake::Sync(w) => self.on_sync(w).await,
             }
         }
     }
@@ -1180,6 +1193,7 @@ impl Daemon {
             }
         }
         let devs: Vec<String> = self.devs.iter().map(|d| d.name.clone()).collect();
+        self.sync = None;
         self.rings.clear();
         self.devs.clear();
         for name in devs {

@@ -6,6 +6,7 @@
 //! symlink to it, so operators and bpftool use a stable path while a controller only ever adopts pins
 //! whose layout version it understands.
 
+pub mod flows;
 pub mod maps;
 
 use aya::{
@@ -17,7 +18,8 @@ use aya::{
     },
 };
 use carp_common::maps::{
-    LAYOUT_VERSION, MAP_BALANCE, MAP_EVENTS, MAP_LAST_ADVERT, MAP_STATS, MAP_VHIDS, MAP_VIPS,
+    LAYOUT_VERSION, MAP_BALANCE, MAP_EVENTS, MAP_FLOW_CONF, MAP_FLOW_EVENTS, MAP_FLOW_STATS,
+    MAP_FLOWS, MAP_LAST_ADVERT, MAP_STATS, MAP_VHIDS, MAP_VIPS,
 };
 use std::{
     fmt,
@@ -33,15 +35,21 @@ pub const PROGRAM_NAME: &str = "carp_xdp";
 pub const PASS_PROGRAM_NAME: &str = "carp_pass";
 /// Name of the pinned XDP link.
 pub const LINK_PIN: &str = "link";
-/// Every map the controller pins (all of the object's maps).
-pub const MAP_NAMES: [&str; 6] = [
+/// Every per-carpdev map the controller pins.
+pub const MAP_NAMES: [&str; 8] = [
     MAP_STATS,
     MAP_VHIDS,
     MAP_VIPS,
     MAP_LAST_ADVERT,
     MAP_EVENTS,
     MAP_BALANCE,
+    MAP_FLOW_CONF,
+    MAP_FLOW_STATS,
 ];
+/// Maps shared by every carpdev of one controller (pinned once in `<bpffs>/v<LAYOUT_VERSION>/`, and
+/// linked into each carpdev's directory for bpftool): both directions of a flow cross different
+/// carpdevs, so their programs must see one flow table and the controller reads one event ring.
+pub const SHARED_MAP_NAMES: [&str; 2] = [MAP_FLOWS, MAP_FLOW_EVENTS];
 /// Default bpffs directory for carp pins.
 pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/carp";
 
@@ -282,10 +290,11 @@ impl Dataplane {
             // Unpinning drops the last reference, which detaches the program.
             let _ = link.unpin();
         }
-        for name in MAP_NAMES {
+        for name in MAP_NAMES.iter().chain(&SHARED_MAP_NAMES) {
             let _ = std::fs::remove_file(dir.join(name));
         }
         let _ = std::fs::remove_dir(&dir);
+        flows::remove_shared_pins_if_unused(bpffs);
         let stable = bpffs.join(carpdev);
         if std::fs::symlink_metadata(&stable).is_ok_and(|m| m.file_type().is_symlink()) {
             let _ = std::fs::remove_file(&stable);
@@ -315,12 +324,17 @@ fn named_program_mut<'a>(
 }
 
 fn load_with_pins(dir: &Path) -> Result<Ebpf, DataplaneError> {
-    let paths: Vec<(&str, PathBuf)> = MAP_NAMES.iter().map(|n| (*n, dir.join(n))).collect();
+    let mut paths: Vec<(&str, PathBuf)> = MAP_NAMES.iter().map(|n| (*n, dir.join(n))).collect();
+    // The shared maps live one level up (`<bpffs>/v<N>/`), next to every carpdev's directory.
+    let shared = dir.parent().unwrap_or(dir);
+    paths.extend(SHARED_MAP_NAMES.iter().map(|n| (*n, shared.join(n))));
     let mut loader = EbpfLoader::new();
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }
-    Ok(loader.load(XDP_OBJECT)?)
+    let ebpf = loader.load(XDP_OBJECT)?;
+    flows::link_shared_pins(&ebpf, dir)?;
+    Ok(ebpf)
 }
 
 /// Where the bpffs lives on every distribution that has one.

@@ -1,0 +1,618 @@
+//! carpd's side of flow replication (issue #7): drives the sans-IO `SyncEngine` with the kernel's flow
+//! events, the flow table's counters and the sync socket, and carries out what it asks.
+//!
+//! Data flow: XDP flow events (new flows, TCP state changes; ring `carp_flow_events`) become
+//! `LocalInsert`/`LocalUpdate`; a scan of `carp_flows` once a second reports traffic on flows whose
+//! last-seen time moved (`LocalUpdate`, so byte and packet counts replicate without an event per packet)
+//! and expires idle flows (`LocalDelete`). Packets from the UDP transport go to the engine; the engine's
+//! `Send` goes out on the socket, its `Apply` writes the flow map (learned flows are marked and, because
+//! they are written by us and not by XDP, never come back as events: not re-broadcast), and its
+//! `Demote` adjusts group "carp" in the election engine (the +32 held from start until the bulk
+//! transfer ends or times out, so a fresh node does not preempt before it has the flows).
+//!
+//! What is not done here: `defer` (holding a new flow's first packet in the dataplane until the peer
+//! acknowledges it) is not implemented in the XDP program; with `defer = true` carpd warns and runs
+//! without it. `[pfsync]` and `[flows]` changes take effect on restart, not on SIGHUP.
+
+use std::{
+    collections::{HashMap, HashSet},
+    os::fd::{AsRawFd, BorrowedFd, OwnedFd},
+    path::Path,
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use carp_common::maps::{
+    self as km, FLOW_EVENT_NEW, FLOW_MODE_OFF, FLOW_MODE_STATEFUL, FLOW_MODE_TRACK, FlowConf,
+    FlowTcpState,
+};
+use tokio::io::{Interest, unix::AsyncFd};
+
+use super::{Daemon, monotonic, netlink::LinkEvent};
+use crate::{
+    config::Config,
+    control::Response,
+    dataplane::{
+        flows::{FlowDev, FlowTable},
+        if_index,
+    },
+    engine::{HostEvent, Time},
+    sync::{
+        BulkState, FlowId, FlowOp, SyncAction, SyncConfig, SyncEngine, SyncEvent, SyncKey, flowmap,
+        report::{DataplaneFlowCounters, FlowRow, FlowsReport, SyncReport},
+        transport::{MAX_DATAGRAM, SyncSocket},
+    },
+};
+
+/// How often the flow table is scanned for traffic to report and flows to expire.
+const SCAN_INTERVAL: Duration = Duration::from_secs(1);
+/// Most flow events handled per wake-up (the rest wait for the next turn of the loop).
+const EVENTS_PER_WAKE: usize = 4096;
+/// Most sync packets read per wake-up.
+const PACKETS_PER_WAKE: usize = 256;
+/// Bulk packets sent per 20 ms tick.
+const BULK_PACKETS_PER_TICK: usize = 64;
+
+/// The sync engine with its socket (present only with `[pfsync]`).
+struct Replication {
+    engine: SyncEngine,
+    sock: AsyncFd<SyncSocket>,
+    syncdev: String,
+    syncdev_index: u32,
+}
+
+/// The flow tables, the engine and the transport of one carpd.
+pub(super) struct SyncDriver {
+    repl: Option<Replication>,
+    table: FlowTable,
+    ring: AsyncFd<OwnedFd>,
+    devs: Vec<(String, FlowDev)>,
+    // Kernel key of every flow the engine knows, for deletes and clears by id.
+    keys: HashMap<FlowId, km::FlowKey>,
+    // The last-seen time already reported (or learned) per flow: a later one in a scan is traffic here.
+    reported: HashMap<km::FlowKey, u64>,
+    next_scan: Time,
+    node_id: u32,
+    buf: Vec<u8>,
+    send_errors: u64,
+}
+
+/// What woke the driver.
+pub(super) enum SyncWake {
+    /// Flow events are waiting.
+    Ring,
+    /// A sync packet is waiting.
+    Socket,
+    /// The scan or an engine deadline is due.
+    Timer,
+}
+
+/// This node's sync id from the syncdev's MAC (its low four bytes; never 0).
+fn node_id_from_mac(dev: &str) -> Option<u32> {
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; libc::IFNAMSIZ],
+        family: u16,
+        data: [u8; 14],
+        pad: [u8; 8],
+    }
+    if dev.len() >= libc::IFNAMSIZ {
+        return None;
+    }
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        family: 0,
+        data: [0; 14],
+        pad: [0; 8],
+    };
+    req.name[..dev.len()].copy_from_slice(dev.as_bytes());
+    // SAFETY: plain socket/ioctl/close with a live, correctly sized ifreq (works in this netns, unlike
+    // /sys/class/net, which `nsenter --net` does not remount).
+    let mac = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return None;
+        }
+        let rc = libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut req);
+        libc::close(fd);
+        if rc != 0 {
+            return None;
+        }
+        req.data
+    };
+    let id = u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]]);
+    Some(id.max(1))
+}
+
+/// The wall clock in ns: the first sequence number, so a restarted node's packets are newer than any
+/// its previous life sent (the peers' replay windows remember those).
+fn wall_clock_seq() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        .max(1)
+}
+
+impl SyncDriver {
+    /// Writes every carpdev's flow settings and, when flows are tracked, opens the flow table, the
+    /// event ring and (with `[pfsync]`) the sync socket. Flows left in the table by a previous carpd are
+    /// adopted without being announced. `resuming`: this carpd resumes MASTERs of a previous one (hitless
+    /// restart); the bulk transfer is still requested, but without the +32 demotion, which would hand
+    /// every resumed MASTER to the peer (preempt) and make the restart anything but hitless.
+    pub(super) fn open(
+        config: &Config,
+        bpffs: &Path,
+        resuming: bool,
+    ) -> Result<Option<SyncDriver>> {
+        let carpdevs = config.carpdevs();
+        let pfsync = config.pfsync.as_ref();
+        let tracking = config.flows.tracking(pfsync);
+        let node_id = match pfsync {
+            Some(p) => p
+                .node_id
+                .or_else(|| node_id_from_mac(&p.syncdev))
+                .with_context(|| {
+                    format!(
+                        "pfsync: no MAC address on syncdev {}; set node_id",
+                        p.syncdev
+                    )
+                })?,
+            None => 1,
+        };
+        let mut devs = Vec::new();
+        for dev in &carpdevs {
+            let mut fd = FlowDev::open_pinned(bpffs, dev)
+                .with_context(|| format!("{dev}: the flow maps"))?;
+            let inside = config.flows.inside.contains(dev);
+            fd.set_conf(FlowConf {
+                mode: match (tracking, config.flows.stateful) {
+                    (false, _) => FLOW_MODE_OFF,
+                    (true, false) => FLOW_MODE_TRACK,
+                    (true, true) => FLOW_MODE_STATEFUL,
+                },
+                inside: u8::from(inside),
+                owner: 0,
+                pad: 0,
+                node_id,
+                events_per_ms: config.flows.events_per_ms,
+                pad2: 0,
+            })?;
+            devs.push((dev.clone(), fd));
+        }
+        let Some(first) = carpdevs.first() else {
+            return Ok(None);
+        };
+        if !tracking {
+            return Ok(None);
+        }
+        let table = FlowTable::open_pinned(bpffs, first, true).context("the flow table")?;
+        let ring = table
+            .events
+            .as_ref()
+            .context("the flow event ring is missing")?;
+        // SAFETY: the ring's fd is open for as long as `table` lives; we keep our own duplicate.
+        let fd = unsafe { BorrowedFd::borrow_raw(ring.as_raw_fd()) }.try_clone_to_owned()?;
+        // SAFETY: `fd` is an OwnedFd we just duplicated; it stays open and unchanged while the AsyncFd owns it.
+        let ring = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+            .map_err(|e| anyhow::anyhow!("registering the flow event ring: {e}"))?;
+        let repl = match pfsync {
+            None => None,
+            Some(p) => {
+                let mut sc = SyncConfig::new(node_id);
+                sc.maxupd = p.maxupd;
+                sc.seq_start = wall_clock_seq();
+                // pfsync's one packet per 20 ms would take half an hour for a million flows; 64 packets
+                // a tick (~45,000 flows/s at MTU 1400) still fits the socket buffers with room to spare.
+                sc.bulk_packets_per_tick = BULK_PACKETS_PER_TICK;
+                if resuming {
+                    sc.bulk_demote = 0;
+                    tracing::info!(
+                        "pfsync: resuming a previous carpd's MASTERs: bulk transfer without the demotion"
+                    );
+                }
+                if p.defer {
+                    tracing::warn!(
+                        "pfsync: defer = true is not implemented in the dataplane yet; running without deferral"
+                    );
+                }
+                sc.defer = false;
+                let key = SyncKey::from_bytes(&p.key).context("pfsync: key_file")?;
+                let engine = SyncEngine::new(sc, key).context("pfsync")?;
+                let sock = SyncSocket::open(p)
+                    .with_context(|| format!("pfsync: the sync socket on {}", p.syncdev))?;
+                tracing::info!(
+                    "pfsync: syncdev {} -> {}, node id {node_id}, maxupd {}",
+                    p.syncdev,
+                    sock.dest(),
+                    p.maxupd
+                );
+                let syncdev_index = if_index(&p.syncdev).unwrap_or(0);
+                Some(Replication {
+                    engine,
+                    // SAFETY: the socket owns its fd, which stays open and unchanged while the AsyncFd owns it.
+                    sock: unsafe { AsyncFd::register_with_interest(sock, Interest::READABLE) }
+                        .map_err(|e| anyhow::anyhow!("registering the sync socket: {e}"))?,
+                    syncdev: p.syncdev.clone(),
+                    syncdev_index,
+                })
+            }
+        };
+        let mut driver = SyncDriver {
+            repl,
+            table,
+            ring,
+            devs,
+            keys: HashMap::new(),
+            reported: HashMap::new(),
+            next_scan: monotonic() + SCAN_INTERVAL,
+            node_id,
+            buf: vec![0; MAX_DATAGRAM],
+            send_errors: 0,
+        };
+        let mut adopted = 0;
+        for (k, e) in driver.table.scan() {
+            let f = flowmap::flow_state(&k, &e);
+            driver.keys.insert(f.id, k);
+            driver.reported.insert(k, e.last_seen_ns);
+            if let Some(r) = driver.repl.as_mut() {
+                r.engine.adopt(f);
+            }
+            adopted += 1;
+        }
+        if adopted > 0 {
+            tracing::info!("flows: adopted {adopted} flow(s) left in the dataplane");
+        }
+        Ok(Some(driver))
+    }
+
+    fn deadline(&self) -> Time {
+        let engine = self.repl.as_ref().and_then(|r| r.engine.next_deadline());
+        engine.map_or(self.next_scan, |t| t.min(self.next_scan))
+    }
+}
+
+/// Waits until the driver has work (forever without a driver).
+pub(super) async fn wait(sync: &Option<SyncDriver>) -> SyncWake {
+    let Some(s) = sync else {
+        return std::future::pending().await;
+    };
+    let sleep = s.deadline() - monotonic();
+    let sock = async {
+        match &s.repl {
+            Some(r) => {
+                if let Ok(mut g) = r.sock.readable().await {
+                    g.clear_ready();
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        r = s.ring.readable() => {
+            // Clear before draining: an event that lands during the drain re-arms readiness.
+            if let Ok(mut g) = r {
+                g.clear_ready();
+            }
+            SyncWake::Ring
+        }
+        _ = sock => SyncWake::Socket,
+        _ = tokio::time::sleep(sleep) => SyncWake::Timer,
+    }
+}
+
+impl Daemon {
+    /// Sync comes up: demote group "carp" and request the bulk transfer (spec §8).
+    pub(super) async fn sync_start(&mut self) {
+        let now = self.now();
+        let (mut actions, index) = match self.sync.as_mut().and_then(|s| s.repl.as_mut()) {
+            Some(r) => (r.engine.handle(now, SyncEvent::Start), r.syncdev_index),
+            None => return,
+        };
+        // A syncdev already down at start holds its +1 like one that goes down later.
+        if let Ok(false) = self.nl.is_running(index).await
+            && let Some(r) = self.sync.as_mut().and_then(|s| s.repl.as_mut())
+        {
+            tracing::warn!("pfsync: syncdev {} is down", r.syncdev);
+            actions.extend(r.engine.handle(now, SyncEvent::Link { up: false }));
+        }
+        self.sync_actions(actions).await;
+    }
+
+    /// The syncdev's link changed: the engine holds +1 on group "carp" while it is down.
+    pub(super) async fn sync_link(&mut self, ev: &LinkEvent) {
+        let LinkEvent::Link { index, running } = *ev else {
+            return;
+        };
+        let now = self.now();
+        let actions = match self.sync.as_mut().and_then(|s| s.repl.as_mut()) {
+            Some(r) if r.syncdev_index == index => {
+                r.engine.handle(now, SyncEvent::Link { up: running })
+            }
+            _ => return,
+        };
+        self.sync_actions(actions).await;
+    }
+
+    /// Does whatever is due: flow events, sync packets, the scan, engine timers.
+    pub(super) async fn on_sync(&mut self, _wake: SyncWake) {
+        let Some(s) = self.sync.as_mut() else {
+            return;
+        };
+        let mut actions = Vec::new();
+        let now = monotonic().max(self.last_now);
+        // Kernel events first, so a flow's INS precedes any update the scan might find.
+        for ev in s.table.drain_events(EVENTS_PER_WAKE) {
+            let f = flowmap::flow_state(&ev.key, &ev.entry);
+            s.keys.insert(f.id, ev.key);
+            let seen = s.reported.entry(ev.key).or_insert(0);
+            *seen = (*seen).max(ev.entry.last_seen_ns);
+            if let Some(r) = s.repl.as_mut() {
+                let event = if ev.kind == FLOW_EVENT_NEW {
+                    SyncEvent::LocalInsert(f)
+                } else {
+                    SyncEvent::LocalUpdate(f)
+                };
+                actions.extend(r.engine.handle(now, event));
+            }
+        }
+        if let Some(r) = s.repl.as_mut() {
+            for _ in 0..PACKETS_PER_WAKE {
+                let got = r.sock.get_mut().recv(&mut s.buf);
+                match got {
+                    Ok(Some((len, _src))) => {
+                        actions.extend(r.engine.handle(now, SyncEvent::Packet(&s.buf[..len])));
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!("pfsync: receive on {}: {e}", r.syncdev);
+                        break;
+                    }
+                }
+            }
+        }
+        if now >= s.next_scan {
+            s.next_scan = now + SCAN_INTERVAL;
+            scan(s, now, &mut actions);
+        }
+        if let Some(r) = s.repl.as_mut()
+            && r.engine.next_deadline().is_some_and(|t| t <= now)
+        {
+            actions.extend(r.engine.handle(now, SyncEvent::Timer));
+        }
+        self.sync_actions(actions).await;
+    }
+
+    /// Carries out the engine's actions.
+    async fn sync_actions(&mut self, actions: Vec<SyncAction>) {
+        let mut demotes = Vec::new();
+        if let Some(s) = self.sync.as_mut() {
+            for a in actions {
+                match a {
+                    SyncAction::Send(bytes) => {
+                        if let Some(r) = s.repl.as_mut()
+                            && let Err(e) = r.sock.get_mut().send(&bytes)
+                        {
+                            s.send_errors += 1;
+                            // Once, then every 1000th: a dead sync link must not flood the log.
+                            if s.send_errors % 1000 == 1 {
+                                tracing::warn!(
+                                    "pfsync: send on {}: {e} ({} send errors in all)",
+                                    r.syncdev,
+                                    s.send_errors
+                                );
+                            }
+                        }
+                    }
+                    SyncAction::Apply(op) => apply(s, op),
+                    SyncAction::Demote {
+                        group,
+                        delta,
+                        reason,
+                    } => demotes.push((group, delta, reason)),
+                    // The engine runs with defer off (see the module doc), so it never holds a packet.
+                    SyncAction::Hold { .. } | SyncAction::Release { .. } => {}
+                }
+            }
+        }
+        for (group, delta, reason) in demotes {
+            tracing::info!("pfsync: group {group} demote {delta:+} ({reason})");
+            self.feed(HostEvent::GroupAdjust {
+                group: group.to_string(),
+                delta,
+            })
+            .await;
+        }
+    }
+
+    /// `carpctl sync`.
+    pub(super) fn sync_report(&self) -> Response {
+        let mut r = SyncReport {
+            stateful: self.config.flows.stateful,
+            bulk: "idle".into(),
+            ..Default::default()
+        };
+        if let Some(p) = &self.config.pfsync {
+            r.syncdev = Some(p.syncdev.clone());
+        }
+        if let Some(s) = &self.sync {
+            r.node_id = s.node_id;
+            for (name, dev) in &s.devs {
+                let conf = dev.conf().unwrap_or_default();
+                r.dataplane.push(DataplaneFlowCounters {
+                    carpdev: name.clone(),
+                    mode: match conf.mode {
+                        FLOW_MODE_STATEFUL => "stateful",
+                        FLOW_MODE_TRACK => "track",
+                        _ => "off",
+                    }
+                    .into(),
+                    inside: conf.inside != 0,
+                    counters: dev
+                        .stats()
+                        .unwrap_or_default()
+                        .fields()
+                        .iter()
+                        .map(|(n, v)| (n.to_string(), *v))
+                        .collect(),
+                });
+            }
+            if let Some(rep) = &s.repl {
+                r.enabled = true;
+                r.destination = Some(rep.sock.get_ref().dest().to_string());
+                r.bulk = match rep.engine.bulk_state() {
+                    BulkState::Idle => "idle",
+                    BulkState::Requesting { .. } => "requesting",
+                    BulkState::Receiving { .. } => "receiving",
+                    BulkState::Done { complete: true } => "done",
+                    BulkState::Done { complete: false } => "timed-out",
+                }
+                .into();
+                r.demoted = rep.engine.demoted();
+                r.flows = rep.engine.table().len() as u64;
+                r.counters = rep
+                    .engine
+                    .counters()
+                    .iter()
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), *v))
+                    .collect();
+                let t = rep.sock.get_ref().counters();
+                r.counters.push(("received".into(), t.received));
+                r.counters.push(("badttl".into(), t.badttl));
+                r.counters.push(("oerrors".into(), t.oerrors));
+            }
+        }
+        Response::Sync(r)
+    }
+
+    /// `carpctl flows`.
+    pub(super) fn flows_report(&self) -> Response {
+        let Some(s) = &self.sync else {
+            return Response::Flows(FlowsReport::default());
+        };
+        let now_ns = monotonic().as_nanos();
+        let mut flows: Vec<FlowRow> = s
+            .table
+            .scan()
+            .into_iter()
+            .map(|(k, e)| {
+                let key = flowmap::key_from_kernel(&k);
+                let ep = |e: &crate::sync::Endpoint| match e.addr {
+                    std::net::IpAddr::V6(a) => format!("[{a}]:{}", e.port),
+                    a => format!("{a}:{}", e.port),
+                };
+                FlowRow {
+                    proto: match (k.proto, k.family) {
+                        (6, _) => "tcp".into(),
+                        (17, _) => "udp".into(),
+                        (1, _) => "icmp".into(),
+                        (58, _) => "icmp6".into(),
+                        (p, _) => p.to_string(),
+                    },
+                    lo: ep(&key.lo),
+                    hi: ep(&key.hi),
+                    state: FlowTcpState::from_u8(e.tcp_state).as_str().into(),
+                    creator: e.creator,
+                    id: e.id,
+                    owner: e.owner,
+                    learned: e.learned(),
+                    packets: e.packets,
+                    bytes: e.bytes,
+                    age_s: now_ns.saturating_sub(e.created_ns) / 1_000_000_000,
+                    idle_s: now_ns.saturating_sub(e.last_seen_ns) / 1_000_000_000,
+                }
+            })
+            .collect();
+        flows.sort_by(|a, b| (&a.proto, &a.lo, &a.hi).cmp(&(&b.proto, &b.lo, &b.hi)));
+        Response::Flows(FlowsReport { flows })
+    }
+}
+
+/// One pass over the flow table: report traffic since the last pass, expire idle flows, and forget
+/// flows the LRU evicted.
+fn scan(s: &mut SyncDriver, now: Time, actions: &mut Vec<SyncAction>) {
+    let now_ns = now.as_nanos();
+    let mut present = HashSet::new();
+    for (k, e) in s.table.scan() {
+        let f = flowmap::flow_state(&k, &e);
+        let idle = now_ns.saturating_sub(e.last_seen_ns) / 1_000_000;
+        if idle > flowmap::idle_timeout_ms(k.proto, FlowTcpState::from_u8(e.tcp_state)) {
+            s.table.remove(&k);
+            s.reported.remove(&k);
+            s.keys.remove(&f.id);
+            if let Some(r) = s.repl.as_mut() {
+                actions.extend(r.engine.handle(now, SyncEvent::LocalDelete(f.id)));
+            }
+            continue;
+        }
+        present.insert(f.id);
+        s.keys.insert(f.id, k);
+        let seen = s.reported.entry(k).or_insert(0);
+        if e.last_seen_ns > *seen {
+            *seen = e.last_seen_ns;
+            if let Some(r) = s.repl.as_mut() {
+                actions.extend(r.engine.handle(now, SyncEvent::LocalUpdate(f)));
+            }
+        }
+    }
+    // Our own flows the LRU evicted are deleted cluster-wide. A learned id can be missing because the
+    // key holds another id (both nodes created the same 5-tuple): deleting it would remove the peer's
+    // flow, so learned ids are left to the creator's delete or expiry.
+    if let Some(r) = s.repl.as_mut() {
+        let me = s.node_id;
+        let gone: Vec<FlowId> = r
+            .engine
+            .table()
+            .keys()
+            .filter(|id| id.creator == me && !present.contains(id))
+            .copied()
+            .collect();
+        for id in gone {
+            if let Some(k) = s.keys.remove(&id) {
+                s.reported.remove(&k);
+            }
+            actions.extend(r.engine.handle(now, SyncEvent::LocalDelete(id)));
+        }
+    }
+}
+
+/// Writes one change the engine learned from a peer into the flow map, marked learned.
+fn apply(s: &mut SyncDriver, op: FlowOp) {
+    match op {
+        FlowOp::Insert(f) | FlowOp::Update(f) => {
+            let Some(k) = flowmap::kernel_key(&f.key) else {
+                return;
+            };
+            let entry = match s.table.get(&k) {
+                Some(ours) => flowmap::merge_into_kernel(&ours, &f),
+                None => flowmap::kernel_entry(&f),
+            };
+            if let Err(e) = s.table.insert(k, entry) {
+                tracing::warn!("flows: writing a learned flow: {e}");
+                return;
+            }
+            s.keys.insert(f.id, k);
+            // Written by us, not seen here: a scan must not report it back as local traffic.
+            let seen = s.reported.entry(k).or_insert(0);
+            *seen = (*seen).max(entry.last_seen_ns);
+        }
+        FlowOp::Delete(id) => {
+            if let Some(k) = s.keys.remove(&id) {
+                if s.table.get(&k).is_some_and(|e| e.id == id.id) {
+                    s.table.remove(&k);
+                }
+                s.reported.remove(&k);
+            }
+        }
+        FlowOp::Clear { creator } => {
+            for (k, e) in s.table.scan() {
+                if e.creator == creator && e.learned() {
+                    s.table.remove(&k);
+                    s.reported.remove(&k);
+                }
+            }
+            s.keys.retain(|id, _| id.creator != creator);
+        }
+    }
+}

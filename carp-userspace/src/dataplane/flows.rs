@@ -1,0 +1,320 @@
+//! Typed access to the flow maps (issue #7): the shared flow table `carp_flows` and its event ring
+//! `carp_flow_events`, and each carpdev's `carp_flow_conf` and `carp_flow_stats`.
+//!
+//! The shared maps are pinned once per layout version (`<bpffs>/v<N>/carp_flows`) and each carpdev's
+//! directory gets a second pin of the same map, so `bpftool map dump pinned <bpffs>/<carpdev>/carp_flows`
+//! works like it does for `carp_stats`. The pins go when the last carpdev is detached.
+use super::{DataplaneError, SHARED_MAP_NAMES, pin_dir};
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf},
+};
+use carp_common::maps::{
+    FlowConf, FlowEntry, FlowEvent, FlowKey, FlowStats, LAYOUT_VERSION, MAP_FLOW_CONF,
+    MAP_FLOW_EVENTS, MAP_FLOW_STATS, MAP_FLOWS,
+};
+use std::{
+    os::fd::{AsFd, AsRawFd, OwnedFd},
+    path::Path,
+};
+
+fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
+    move |e| DataplaneError::Pin {
+        path: name.into(),
+        message: e.to_string(),
+    }
+}
+
+/// Pins the shared maps of a freshly loaded object into a carpdev's directory too (for bpftool), unless
+/// that pin is already there.
+pub(super) fn link_shared_pins(ebpf: &Ebpf, dir: &Path) -> Result<(), DataplaneError> {
+    for name in SHARED_MAP_NAMES {
+        let path = dir.join(name);
+        if path.exists() {
+            continue;
+        }
+        let map = ebpf.map(name).ok_or(DataplaneError::MissingMap(name))?;
+        map.pin(&path).map_err(|e| DataplaneError::Pin {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+/// Removes the shared pins once no carpdev directory of this layout is left.
+pub(super) fn remove_shared_pins_if_unused(bpffs: &Path) {
+    let root = bpffs.join(format!("v{LAYOUT_VERSION}"));
+    let in_use = std::fs::read_dir(&root)
+        .map(|d| d.filter_map(|e| e.ok()).any(|e| e.path().is_dir()))
+        .unwrap_or(false);
+    if !in_use {
+        for name in SHARED_MAP_NAMES {
+            let _ = std::fs::remove_file(root.join(name));
+        }
+        let _ = std::fs::remove_dir(&root);
+    }
+}
+
+/// The shared flow table and event ring.
+pub struct FlowTable {
+    /// `carp_flows`.
+    pub flows: HashMap<MapData, FlowKey, FlowEntry>,
+    /// `carp_flow_events` (absent for readers such as carpctl).
+    pub events: Option<RingBuf<MapData>>,
+    // A second descriptor of `carp_flows` for BPF_MAP_LOOKUP_BATCH, which aya 0.14 does not wrap.
+    batch_fd: Option<OwnedFd>,
+}
+
+/// A duplicate of a hash map's descriptor.
+fn dup_fd(map: &Map) -> Option<OwnedFd> {
+    match map {
+        Map::LruHashMap(d) | Map::HashMap(d) => d.fd().as_fd().try_clone_to_owned().ok(),
+        _ => None,
+    }
+}
+
+/// Entries fetched per BPF_MAP_LOOKUP_BATCH call.
+const BATCH: usize = 4096;
+
+/// Every entry of a hash map of `FlowKey -> FlowEntry` with BPF_MAP_LOOKUP_BATCH (thousands per syscall
+/// instead of two syscalls per entry: a full table would otherwise stall carpd's loop for ~100 ms), or
+/// None if the kernel refuses batch operations (before 5.6).
+fn lookup_batch(fd: &OwnedFd) -> Option<Vec<(FlowKey, FlowEntry)>> {
+    // union bpf_attr, the `batch` member (include/uapi/linux/bpf.h).
+    #[repr(C)]
+    #[derive(Default)]
+    struct BatchAttr {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+    }
+    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+    let mut keys = vec![FlowKey::default(); BATCH];
+    let mut values = vec![FlowEntry::default(); BATCH];
+    let mut out = Vec::new();
+    // The hash map's batch token is a bucket index (u32); 8 bytes leave room.
+    let mut token_in = [0u64; 1];
+    let mut token_out = [0u64; 1];
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first {
+                0
+            } else {
+                token_in.as_mut_ptr() as u64
+            },
+            out_batch: token_out.as_mut_ptr() as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: BATCH as u32,
+            map_fd: fd.as_raw_fd() as u32,
+            ..Default::default()
+        };
+        // SAFETY: the attr points at buffers of BATCH keys and values (FlowEntry's size is a multiple of
+        // 8, the kernel's value stride) and at 8-byte tokens, all alive for the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &mut attr as *mut BatchAttr,
+                size_of::<BatchAttr>() as u32,
+            )
+        };
+        let err = (rc < 0).then(std::io::Error::last_os_error);
+        let n = (attr.count as usize).min(BATCH);
+        match err.as_ref().and_then(std::io::Error::raw_os_error) {
+            None | Some(libc::ENOENT) => {
+                out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
+            }
+            _ => return None,
+        }
+        if err.is_some() {
+            return Some(out);
+        }
+        token_in = token_out;
+        first = false;
+    }
+}
+
+/// One carpdev's flow settings and counters.
+pub struct FlowDev {
+    /// `carp_flow_conf`.
+    pub conf: Array<MapData, FlowConf>,
+    /// `carp_flow_stats`.
+    pub stats: PerCpuArray<MapData, FlowStats>,
+}
+
+fn open(dir: &Path, name: &'static str) -> Result<Map, DataplaneError> {
+    let path = dir.join(name);
+    let data = MapData::from_pin(&path).map_err(|e| DataplaneError::Pin {
+        path: path.clone(),
+        message: format!("{e} (is carpd running?)"),
+    })?;
+    Map::from_map_data(data).map_err(map_err(name))
+}
+
+impl FlowTable {
+    /// Takes the flow table out of a loaded object (test_run labs: private maps).
+    pub fn take(ebpf: &mut Ebpf, with_events: bool) -> Result<Self, DataplaneError> {
+        let mut take =
+            |name: &'static str| ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name));
+        let map = take(MAP_FLOWS)?;
+        let batch_fd = dup_fd(&map);
+        let flows = map.try_into().map_err(map_err(MAP_FLOWS))?;
+        let events = if with_events {
+            Some(
+                take(MAP_FLOW_EVENTS)?
+                    .try_into()
+                    .map_err(map_err(MAP_FLOW_EVENTS))?,
+            )
+        } else {
+            None
+        };
+        Ok(Self {
+            flows,
+            events,
+            batch_fd,
+        })
+    }
+
+    /// Opens the pinned flow table of a carpdev's controller; `with_events` also opens the ring (only
+    /// the one controller that consumes events may ask for it).
+    pub fn open_pinned(
+        bpffs: &Path,
+        carpdev: &str,
+        with_events: bool,
+    ) -> Result<Self, DataplaneError> {
+        let dir = pin_dir(bpffs, carpdev);
+        let map = open(&dir, MAP_FLOWS)?;
+        let batch_fd = dup_fd(&map);
+        let flows = map.try_into().map_err(map_err(MAP_FLOWS))?;
+        let events = if with_events {
+            Some(
+                open(&dir, MAP_FLOW_EVENTS)?
+                    .try_into()
+                    .map_err(map_err(MAP_FLOW_EVENTS))?,
+            )
+        } else {
+            None
+        };
+        Ok(Self {
+            flows,
+            events,
+            batch_fd,
+        })
+    }
+
+    /// Every flow in the table (a snapshot; the LRU may evict or add flows meanwhile).
+    pub fn scan(&self) -> Vec<(FlowKey, FlowEntry)> {
+        self.scan_batch()
+            .unwrap_or_else(|| self.flows.iter().filter_map(|r| r.ok()).collect())
+    }
+
+    /// Every flow through BPF_MAP_LOOKUP_BATCH; None if the kernel refused it.
+    pub fn scan_batch(&self) -> Option<Vec<(FlowKey, FlowEntry)>> {
+        self.batch_fd.as_ref().and_then(lookup_batch)
+    }
+
+    /// Every flow, read with two syscalls per entry (the fallback of `scan`; tests check the batch
+    /// read against it).
+    pub fn scan_one_by_one(&self) -> Vec<(FlowKey, FlowEntry)> {
+        self.flows.iter().filter_map(|r| r.ok()).collect()
+    }
+
+    /// One flow.
+    pub fn get(&self, key: &FlowKey) -> Option<FlowEntry> {
+        self.flows.get(key, 0).ok()
+    }
+
+    /// Inserts or replaces a flow.
+    pub fn insert(&mut self, key: FlowKey, entry: FlowEntry) -> Result<(), DataplaneError> {
+        self.flows.insert(key, entry, 0).map_err(map_err(MAP_FLOWS))
+    }
+
+    /// Removes a flow (absent is fine).
+    pub fn remove(&mut self, key: &FlowKey) {
+        let _ = self.flows.remove(key);
+    }
+
+    /// Drains the pending flow events.
+    pub fn drain_events(&mut self, max: usize) -> Vec<FlowEvent> {
+        let mut out = Vec::new();
+        if let Some(ring) = self.events.as_mut() {
+            while out.len() < max {
+                let Some(item) = ring.next() else { break };
+                if item.len() >= size_of::<FlowEvent>() {
+                    // SAFETY: the kernel wrote a whole FlowEvent; read_unaligned copes with alignment.
+                    out.push(unsafe {
+                        std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>())
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+impl FlowDev {
+    /// Takes a carpdev's flow settings and counters out of a loaded object.
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, DataplaneError> {
+        let mut take =
+            |name: &'static str| ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name));
+        Ok(Self {
+            conf: take(MAP_FLOW_CONF)?
+                .try_into()
+                .map_err(map_err(MAP_FLOW_CONF))?,
+            stats: take(MAP_FLOW_STATS)?
+                .try_into()
+                .map_err(map_err(MAP_FLOW_STATS))?,
+        })
+    }
+
+    /// Opens a carpdev's pinned flow settings and counters.
+    pub fn open_pinned(bpffs: &Path, carpdev: &str) -> Result<Self, DataplaneError> {
+        let dir = pin_dir(bpffs, carpdev);
+        Ok(Self {
+            conf: open(&dir, MAP_FLOW_CONF)?
+                .try_into()
+                .map_err(map_err(MAP_FLOW_CONF))?,
+            stats: open(&dir, MAP_FLOW_STATS)?
+                .try_into()
+                .map_err(map_err(MAP_FLOW_STATS))?,
+        })
+    }
+
+    /// Writes the carpdev's flow settings.
+    pub fn set_conf(&mut self, conf: FlowConf) -> Result<(), DataplaneError> {
+        self.conf.set(0, conf, 0).map_err(map_err(MAP_FLOW_CONF))
+    }
+
+    /// Reads the carpdev's flow settings.
+    pub fn conf(&self) -> Result<FlowConf, DataplaneError> {
+        self.conf.get(&0, 0).map_err(map_err(MAP_FLOW_CONF))
+    }
+
+    /// The counters summed over every CPU.
+    pub fn stats(&self) -> Result<FlowStats, DataplaneError> {
+        let per_cpu = self.stats.get(&0, 0).map_err(map_err(MAP_FLOW_STATS))?;
+        Ok(per_cpu
+            .iter()
+            .fold(FlowStats::default(), |acc, s| acc.add(s)))
+    }
+}
+
+impl super::Dataplane {
+    /// The flow table of a loaded object (with its event ring).
+    pub fn flow_table(&mut self) -> Result<FlowTable, DataplaneError> {
+        FlowTable::take(&mut self.ebpf, true)
+    }
+
+    /// The carpdev's flow settings and counters of a loaded object.
+    pub fn flow_dev(&mut self) -> Result<FlowDev, DataplaneError> {
+        FlowDev::take(&mut self.ebpf)
+    }
+}
