@@ -853,8 +853,33 @@ fn arb_spec() -> impl Strategy<Value = IfconfigSpec> {
         (prop::option::of(1u8..=255), prop::option::of(0u8..=254)).prop_map(|(v, s)| (v, s, None)),
         nodes.prop_map(|n| (None, None, Some(n))),
     ];
-    let name = "[a-z][a-z0-9._-]{0,14}";
-    let group = "[a-z][a-z0-9_-]{0,13}[a-z_]";
+    // A name that is itself a keyword ("up", "vhid", ...) is read as a missing value, by design.
+    const KEYWORDS: [&str; 21] = [
+        "vhid",
+        "advbase",
+        "advskew",
+        "pass",
+        "carpdev",
+        "carppeer",
+        "carpnodes",
+        "balancing",
+        "state",
+        "description",
+        "descr",
+        "group",
+        "lladdr",
+        "mtu",
+        "carpdemote",
+        "inet",
+        "inet6",
+        "netmask",
+        "prefixlen",
+        "up",
+        "down",
+    ];
+    let not_keyword = |s: &String| !KEYWORDS.contains(&s.as_str());
+    let name = "[a-z][a-z0-9._-]{0,14}".prop_filter("not a keyword", not_keyword);
+    let group = "[a-z][a-z0-9_-]{0,13}[a-z_]".prop_filter("not a keyword", not_keyword);
     let peer = prop_oneof![
         any::<u32>().prop_map(|a| IpAddr::V4(Ipv4Addr::from(a))),
         any::<u128>().prop_map(|a| IpAddr::V6(Ipv6Addr::from(a))),
