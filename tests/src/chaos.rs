@@ -1,18 +1,20 @@
-//! Chaos runs (issue #8): three gateways run carpd for vhid 1 on one bridge, a client pings the VIP, and a
-//! seeded random sequence of faults hits them one at a time: SIGKILL and restart of carpd, carpdev link
-//! flaps, partitions (the switch drops a gateway's frames while its link stays up) and heals, and demote
-//! changes. A sampler asks every carpd for its state over the control socket every 20 ms. Afterwards the
-//! run checks the two invariants and prints a report with the longest client outage:
+//! Chaos runs (issue #8): three gateways run carpd for vhid 1 on one bridge and replicate their flow
+//! tables over a second bridge (the sync LAN, `[pfsync]` multicast on eth1); a client pings the VIP and
+//! keeps opening UDP flows to it; a seeded random sequence of faults hits the gateways one at a time:
+//! SIGKILL and restart of carpd, carpdev link flaps, partitions (the switch drops a gateway's frames
+//! while its link stays up) and heals, demote changes, and sync link cuts. A sampler asks every carpd for
+//! its state over the control socket every 20 ms. Afterwards the run checks the invariants and prints a
+//! report with the longest client outage:
 //! - outside partitions, never two MASTERs for longer than master-down plus one advert interval;
-//! - never no MASTER for longer than that.
-//!
-//! Not covered yet: sync link cuts and "no synced flow lost" need the pfsync-style transport in carpd
-//! (issue #7); the report says so rather than claiming it.
+//! - never no MASTER for longer than that;
+//! - no synced flow lost: once the faults stop, every gateway's flow table holds every client flow.
 use crate::lab::{Cluster, Daemon, VIP, carpd_binary};
+use crate::{netns::Netns, sh};
 use carp::control::{self, DemoteOp, Request, Response};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, atomic::AtomicBool, atomic::Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// advskew of gw1, gw2 and gw3 (advbase 1): gw1 is the preferred master.
@@ -44,6 +46,8 @@ pub enum Fault {
     Partition,
     /// Group `carp` demoted by 50, restored after the hold time.
     Demote,
+    /// The sync switch drops everything to and from the gateway; healed after the hold time.
+    SyncCut,
 }
 
 /// The outcome of a run.
@@ -63,6 +67,10 @@ pub struct Report {
     pub pings: (u64, u64),
     /// State samples taken.
     pub samples: usize,
+    /// UDP flows the client opened to the VIP.
+    pub flows: usize,
+    /// Per gateway, the client flows missing from its flow table at the end.
+    pub flows_missing: Vec<usize>,
 }
 
 impl Report {
@@ -70,6 +78,12 @@ impl Report {
     pub fn passed(&self) -> bool {
         self.longest_dual_master <= self.bound + SLACK
             && self.longest_no_master <= self.bound + SLACK
+            && self.flows_kept()
+    }
+
+    /// True when the client opened flows and every gateway holds all of them.
+    pub fn flows_kept(&self) -> bool {
+        self.flows > 0 && self.flows_missing.iter().all(|m| *m == 0)
     }
 
     /// The report as printed by `cargo xtask chaos`.
@@ -84,18 +98,19 @@ impl Report {
             }
         };
         format!(
-            "chaos: {} faults ({} kill, {} link flap, {} partition, {} demote), {} state samples\n\
+            "chaos: {} faults ({} kill, {} link flap, {} partition, {} demote, {} sync cut), {} state samples\n\
              bound (master-down + one interval): {} (+{} sampling slack)\n\
              longest two-MASTER stretch outside partitions: {} ({})\n\
              longest no-MASTER stretch: {} ({})\n\
              client: {} of {} pings answered, longest outage {}\n\
-             not checked: sync link cuts and synced flows (carpd has no sync transport yet, issue #7)\n\
+             synced flows: {} opened by the client, missing at the end per gateway {:?} ({})\n\
              result: {}\n",
             self.faults.len(),
             count(Fault::Kill),
             count(Fault::LinkFlap),
             count(Fault::Partition),
             count(Fault::Demote),
+            count(Fault::SyncCut),
             self.samples,
             ms(self.bound),
             ms(SLACK),
@@ -106,33 +121,107 @@ impl Report {
             self.pings.1,
             self.pings.0,
             ms(self.longest_outage),
+            self.flows,
+            self.flows_missing,
+            if self.flows_kept() { "ok" } else { "VIOLATED" },
             if self.passed() { "PASS" } else { "FAIL" },
         )
     }
 }
 
-fn config(g: usize) -> String {
+fn config(g: usize, key: &Path) -> String {
     format!(
         "[carp]\npreempt = true\n\n[[interface]]\nname = \"carp0\"\ncarpdev = \"eth0\"\nvhid = 1\n\
-         pass = \"chaospass\"\nadvbase = 1\nadvskew = {}\naddresses = [\"{VIP}/24\"]\n",
-        ADVSKEW[g]
+         pass = \"chaospass\"\nadvbase = 1\nadvskew = {}\naddresses = [\"{VIP}/24\"]\n\n\
+         [pfsync]\nsyncdev = \"eth1\"\nkey_file = \"{}\"\n",
+        ADVSKEW[g],
+        key.display()
     )
 }
 
-/// The switch drops every frame from or to gateway `g` (its link stays up), or stops doing so. Gateway
-/// g's switch port is `<prefix>-p<g>` (see `lab::lan`).
-fn partition(lab: &Cluster, prefix: &str, g: usize, cut: bool) {
-    let table = format!("chaos{g}");
-    if cut {
-        let port = format!("{prefix}-p{g}");
-        lab.sw.run(&format!(
+/// The sync LAN: ns `<prefix>-ss` holding bridge br0, and per gateway an eth1 on it (172.16.0.11, ...);
+/// gateway g's port there is `<prefix>-s<g>`.
+fn sync_lan(lab: &Cluster, prefix: &str) -> Netns {
+    let ss = Netns::new(&format!("{prefix}-ss"));
+    ss.run("ip link add br0 type bridge && ip link set br0 up");
+    for (g, gw) in lab.gws.iter().enumerate() {
+        let port = format!("{prefix}-s{g}");
+        sh(&format!(
+            "ip link add {port} netns {} type veth peer name eth1 netns {}",
+            ss.name, gw.name
+        ));
+        ss.run(&format!("ip link set {port} master br0 up"));
+        gw.run(&format!(
+            "ip link set eth1 up && ip addr add 172.16.0.{}/24 dev eth1",
+            11 + g
+        ));
+    }
+    ss
+}
+
+/// The client keeps its UDP flows to the VIP alive (one datagram per flow a second) and opens two new
+/// ones a second while `open` is set; returns the source ports of every flow it opened.
+fn client_flows(
+    lab: &Cluster,
+    open: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<Vec<u16>> {
+    lab.client.spawn_in(move || {
+        let mut socks: Vec<std::net::UdpSocket> = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            if open.load(Ordering::Relaxed) {
+                for _ in 0..2 {
+                    let s = std::net::UdpSocket::bind("10.0.0.100:0").expect("bind a client port");
+                    s.connect((VIP, 9)).expect("connect to the VIP");
+                    socks.push(s);
+                }
+            }
+            for s in &socks {
+                let _ = s.send(b"chaos flow");
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        socks
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .map(|a| a.port())
+            .collect()
+    })
+}
+
+/// How many of the client's flows (source ports) a gateway's flow table lacks; all of them when its
+/// carpd does not answer.
+fn missing_flows(socket: &Path, ports: &[u16]) -> usize {
+    let Ok(Response::Flows(report)) =
+        control::call(socket, &Request::Flows, Duration::from_secs(5))
+    else {
+        return ports.len();
+    };
+    let vip = format!("{VIP}:9");
+    ports
+        .iter()
+        .filter(|port| {
+            let client = format!("10.0.0.100:{port}");
+            !report.flows.iter().any(|f| {
+                f.proto == "udp"
+                    && ((f.lo == client && f.hi == vip) || (f.lo == vip && f.hi == client))
+            })
+        })
+        .count()
+}
+
+/// Switch `sw` drops every frame from or to its port `port` (the link stays up), or stops doing so.
+fn cut(sw: &Netns, port: &str, on: bool) {
+    let table = format!("cut_{}", port.replace('-', "_"));
+    if on {
+        sw.run(&format!(
             "nft add table bridge {table} && \
              nft add chain bridge {table} drops '{{ type filter hook forward priority 0; }}' && \
              nft add rule bridge {table} drops iifname {port} drop && \
              nft add rule bridge {table} drops oifname {port} drop"
         ));
     } else {
-        lab.sw.run(&format!("nft delete table bridge {table}"));
+        sw.run(&format!("nft delete table bridge {table}"));
     }
 }
 
@@ -212,8 +301,13 @@ fn ping_stats(out: &str) -> (u64, u64, Duration) {
 pub fn run(opts: &Options) -> Report {
     carpd_binary();
     let lab = Cluster::new(&opts.prefix, ADVSKEW.len(), 1);
+    let ss = sync_lan(&lab, &opts.prefix);
+    let key = lab.dir.join("sync.key");
+    std::fs::write(&key, b"chaos sync key\n").expect("write the sync key");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod the sync key");
     let mut daemons: Vec<Option<Daemon>> = (0..lab.gws.len())
-        .map(|g| Some(lab.carpd(g, &config(g))))
+        .map(|g| Some(lab.carpd(g, &config(g, &key))))
         .collect();
     // Every carpd answers and gw1 (advskew 0) is MASTER before faults start.
     let ready = Instant::now() + Duration::from_secs(15);
@@ -254,6 +348,12 @@ pub fn run(opts: &Options) -> Report {
         out
     });
 
+    let (open, flows_stop) = (
+        Arc::new(AtomicBool::new(true)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let flows = client_flows(&lab, open.clone(), flows_stop.clone());
+
     let mut rng = StdRng::seed_from_u64(opts.seed);
     let mut faults = Vec::new();
     let mut partitions: Vec<(Instant, Instant)> = Vec::new();
@@ -264,7 +364,8 @@ pub fn run(opts: &Options) -> Report {
             Fault::LinkFlap,
             Fault::Partition,
             Fault::Demote,
-        ][rng.random_range(0..4)];
+            Fault::SyncCut,
+        ][rng.random_range(0..5)];
         let gw = rng.random_range(0..lab.gws.len());
         let hold = Duration::from_millis(rng.random_range(1500..5000));
         let settle = Duration::from_millis(rng.random_range(3000..6000));
@@ -275,7 +376,7 @@ pub fn run(opts: &Options) -> Report {
                     d.kill9();
                 }
                 std::thread::sleep(hold);
-                daemons[gw] = Some(lab.carpd(gw, &config(gw)));
+                daemons[gw] = Some(lab.carpd(gw, &config(gw, &key)));
             }
             Fault::LinkFlap => {
                 lab.gws[gw].run("ip link set eth0 down");
@@ -283,22 +384,35 @@ pub fn run(opts: &Options) -> Report {
                 lab.gws[gw].run("ip link set eth0 up");
             }
             Fault::Partition => {
-                let cut = Instant::now();
-                partition(&lab, &opts.prefix, gw, true);
+                let from = Instant::now();
+                cut(&lab.sw, &format!("{}-p{gw}", opts.prefix), true);
                 std::thread::sleep(hold);
-                partition(&lab, &opts.prefix, gw, false);
-                partitions.push((cut, Instant::now()));
+                cut(&lab.sw, &format!("{}-p{gw}", opts.prefix), false);
+                partitions.push((from, Instant::now()));
             }
             Fault::Demote => {
                 demote(&lab.socket(gw), 50);
                 std::thread::sleep(hold);
                 demote(&lab.socket(gw), -50);
             }
+            Fault::SyncCut => {
+                cut(&ss, &format!("{}-s{gw}", opts.prefix), true);
+                std::thread::sleep(hold);
+                cut(&ss, &format!("{}-s{gw}", opts.prefix), false);
+            }
         }
         std::thread::sleep(settle);
     }
     stop.store(true, Ordering::Relaxed);
     sampler.join().expect("sampler thread");
+    // No new flows; the old ones stay alive while the periodic table scans bring every peer up to date.
+    open.store(false, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(5));
+    flows_stop.store(true, Ordering::Relaxed);
+    let ports = flows.join().expect("client flows thread");
+    let flows_missing: Vec<usize> = (0..lab.gws.len())
+        .map(|g| missing_flows(&lab.socket(g), &ports))
+        .collect();
     // SAFETY: SIGINT to our own child, so ping prints its summary and exits.
     unsafe { libc::kill(ping.id() as i32, libc::SIGINT) };
     let _ = ping.wait();
@@ -318,6 +432,8 @@ pub fn run(opts: &Options) -> Report {
         longest_outage,
         pings: (sent, received),
         samples: samples.len(),
+        flows: ports.len(),
+        flows_missing,
     };
     if !report.passed() {
         for d in daemons.iter().flatten() {

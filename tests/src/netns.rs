@@ -40,6 +40,14 @@ impl Netns {
 
     /// Runs `f` on a thread that has entered the namespace, and returns its result.
     pub fn in_ns<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        self.spawn_in(f).join().expect("netns thread")
+    }
+
+    /// Starts `f` on a new thread that has entered the namespace.
+    pub fn spawn_in<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
         let path = format!("/run/netns/{}", self.name);
         std::thread::spawn(move || {
             let file = std::fs::File::open(&path).expect("open netns");
@@ -48,8 +56,6 @@ impl Netns {
             assert_eq!(rc, 0, "setns {path}");
             f()
         })
-        .join()
-        .expect("netns thread")
     }
 }
 
