@@ -4,7 +4,7 @@
 //! controller only adopts pins whose layout it understands, so changing any struct here must bump it.
 
 /// Version of the map layout; part of the pin path.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 /// Entries in the per-vhid arrays: index = vhid, index 0 counts frames whose vhid could not be read.
 pub const VHID_SLOTS: u32 = 256;
 /// Maximum number of virtual addresses across all vhids of one carpdev.
@@ -26,6 +26,12 @@ pub const MAP_LAST_ADVERT: &str = "carp_last_advert";
 pub const MAP_EVENTS: &str = "carp_events";
 /// Name of the balancing-group table the controller writes (spec §6).
 pub const MAP_BALANCE: &str = "carp_balance";
+/// Name of the per-vhid advert rate limits (settings and the vhid bucket) the XDP program keeps.
+pub const MAP_ADVERT_LIMITS: &str = "carp_advert_limits";
+/// Name of the per-(vhid, source) advert buckets, an LRU hash.
+pub const MAP_ADVERT_SOURCES: &str = "carp_advert_sources";
+/// Entries in `carp_advert_sources`: sources tracked at once over every vhid of one carpdev.
+pub const ADVERT_SOURCES: u32 = 1024;
 
 /// Per-vhid counters, the value of `carp_stats` (a per-CPU array indexed by vhid).
 ///
@@ -68,11 +74,14 @@ pub struct CarpStats {
     pub balanced_pass: u64,
     /// Frames dropped by the balancing filter.
     pub balanced_drop: u64,
+    /// Good adverts dropped, not handed over, because their source or their vhid exceeded its event rate
+    /// (`carp_advert_limits`): a flood of valid-looking adverts.
+    pub events_ratelimited: u64,
 }
 
 impl CarpStats {
     /// Every counter as (name, value), in declaration order (bpftool's, tables' and metrics').
-    pub fn fields(&self) -> [(&'static str, u64); 17] {
+    pub fn fields(&self) -> [(&'static str, u64); 18] {
         [
             ("ipackets", self.ipackets),
             ("ipackets6", self.ipackets6),
@@ -91,6 +100,7 @@ impl CarpStats {
             ("vmac_dropped", self.vmac_dropped),
             ("balanced_pass", self.balanced_pass),
             ("balanced_drop", self.balanced_drop),
+            ("events_ratelimited", self.events_ratelimited),
         ]
     }
 
@@ -114,6 +124,7 @@ impl CarpStats {
             vmac_dropped: self.vmac_dropped + o.vmac_dropped,
             balanced_pass: self.balanced_pass + o.balanced_pass,
             balanced_drop: self.balanced_drop + o.balanced_drop,
+            events_ratelimited: self.events_ratelimited + o.events_ratelimited,
         }
     }
 }
@@ -274,6 +285,79 @@ pub struct AdvertEvent {
     pub pad3: [u8; 4],
 }
 
+/// Advert event rate limits of one vhid (value of `carp_advert_limits`, an array indexed by vhid), the
+/// state of its vhid-wide bucket and the bucket of its current main source.
+///
+/// Two token buckets, both GCRA (a bucket is one "theoretical arrival time"; an event is allowed while it
+/// is at most `tolerance_ns` ahead of now, and each allowed event moves it `interval_ns` on): one per
+/// (vhid, source address), checked first, so one flooding source cannot drain the vhid's budget, and a
+/// vhid-wide one, which bounds the controller's work whatever the sources. One source's bucket lives
+/// here (`owner_*`: normally the master's, so the common case needs no hash lookup); every other
+/// source's lives in `carp_advert_sources`. A source takes this slot over only while the owner's bucket
+/// is full (the owner has been quiet), so a bucket is only ever in one of the two places.
+/// The loader writes `AdvertLimit::DEFAULT` into every slot of a fresh map; all-zero settings let
+/// everything through.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AdvertLimit {
+    /// The vhid bucket's theoretical arrival time (CLOCK_MONOTONIC ns, coarse); written by the program.
+    pub vhid_tat_ns: u64,
+    /// ns between two events at the vhid's sustained rate.
+    pub vhid_interval_ns: u64,
+    /// How far ahead of now the vhid bucket may run: (burst - 1) intervals.
+    pub vhid_tolerance_ns: u64,
+    /// ns between two events at one source's sustained rate.
+    pub src_interval_ns: u64,
+    /// How far ahead of now one source's bucket may run: (burst - 1) intervals.
+    pub src_tolerance_ns: u64,
+    /// The bucket of the source that owns this slot; written by the program.
+    pub owner_tat_ns: u64,
+    /// The owner's address (IPv4 in the first four bytes); written by the program.
+    pub owner_addr: [u8; 16],
+    /// The owner's address family, 4 or 6 (0: no owner yet); written by the program.
+    pub owner_family: u8,
+    /// Always zero.
+    pub pad: [u8; 7],
+}
+
+impl AdvertLimit {
+    /// The limits carpd runs with. The fastest legitimate sender is a master at advbase 0, one advert
+    /// every 1/256 s: a source may send twice that (512 events/s, bursts of 64, i.e. 250 ms of backlog
+    /// after a stall), and a vhid eight such sources (4096 events/s, bursts of 512).
+    pub const DEFAULT: AdvertLimit = AdvertLimit::new(4096, 512, 512, 64);
+
+    /// Limits from rates (events per second, at least 1) and bursts (events, at least 1).
+    pub const fn new(vhid_rate: u64, vhid_burst: u64, src_rate: u64, src_burst: u64) -> Self {
+        let vhid_interval_ns = 1_000_000_000 / vhid_rate;
+        let src_interval_ns = 1_000_000_000 / src_rate;
+        AdvertLimit {
+            vhid_tat_ns: 0,
+            vhid_interval_ns,
+            vhid_tolerance_ns: (vhid_burst - 1) * vhid_interval_ns,
+            src_interval_ns,
+            src_tolerance_ns: (src_burst - 1) * src_interval_ns,
+            owner_tat_ns: 0,
+            owner_addr: [0; 16],
+            owner_family: 0,
+            pad: [0; 7],
+        }
+    }
+}
+
+/// Key of `carp_advert_sources`: one advert source of one vhid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SourceKey {
+    /// The vhid.
+    pub vhid: u8,
+    /// 4 or 6.
+    pub family: u8,
+    /// Always zero; keeps the key free of padding.
+    pub pad: [u8; 2],
+    /// The source address (IPv4 in the first four bytes, the rest zero).
+    pub addr: [u8; 16],
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are repr(C), Copy, contain no pointers and have no padding holes the kernel
@@ -284,4 +368,6 @@ mod pod {
     unsafe impl aya::Pod for super::LastAdvert {}
     unsafe impl aya::Pod for super::AdvertEvent {}
     unsafe impl aya::Pod for super::BalanceGroup {}
+    unsafe impl aya::Pod for super::AdvertLimit {}
+    unsafe impl aya::Pod for super::SourceKey {}
 }

@@ -17,7 +17,8 @@ use aya::{
     },
 };
 use carp_common::maps::{
-    LAYOUT_VERSION, MAP_BALANCE, MAP_EVENTS, MAP_LAST_ADVERT, MAP_STATS, MAP_VHIDS, MAP_VIPS,
+    LAYOUT_VERSION, MAP_ADVERT_LIMITS, MAP_ADVERT_SOURCES, MAP_BALANCE, MAP_EVENTS,
+    MAP_LAST_ADVERT, MAP_STATS, MAP_VHIDS, MAP_VIPS,
 };
 use std::{
     fmt,
@@ -34,13 +35,15 @@ pub const PASS_PROGRAM_NAME: &str = "carp_pass";
 /// Name of the pinned XDP link.
 pub const LINK_PIN: &str = "link";
 /// Every map the controller pins (all of the object's maps).
-pub const MAP_NAMES: [&str; 6] = [
+pub const MAP_NAMES: [&str; 8] = [
     MAP_STATS,
     MAP_VHIDS,
     MAP_VIPS,
     MAP_LAST_ADVERT,
     MAP_EVENTS,
     MAP_BALANCE,
+    MAP_ADVERT_LIMITS,
+    MAP_ADVERT_SOURCES,
 ];
 /// Default bpffs directory for carp pins.
 pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/carp";
