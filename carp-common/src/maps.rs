@@ -318,6 +318,9 @@ pub struct AdvertLimit {
     pub owner_family: u8,
     /// Always zero.
     pub pad: [u8; 7],
+    /// The (coarse) clock reading at which an advert of this vhid last found the ring buffer full;
+    /// written by the program, which does not look at the ring again within the same clock tick.
+    pub ring_full_ns: u64,
 }
 
 impl AdvertLimit {
@@ -340,6 +343,7 @@ impl AdvertLimit {
             owner_addr: [0; 16],
             owner_family: 0,
             pad: [0; 7],
+            ring_full_ns: 0,
         }
     }
 }

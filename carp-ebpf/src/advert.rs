@@ -311,8 +311,14 @@ fn accept(ctx: &XdpContext, hdr: &CarpHdr, vhid: u8, counters: Counters, from: &
                 .write(u32::from_ne_bytes([from.family, b[5], b[2], b[4]]));
         }
     }
-    // A full ring makes bpf_ringbuf_reserve fail only after taking its lock; under a flood of adverts
-    // the lock-free fill level says the same for a fraction of the cost.
+    // A full ring makes bpf_ringbuf_reserve fail only after taking its lock; the lock-free fill level
+    // says the same for a fraction of the cost, and once it has said "full" it is believed for the rest
+    // of the clock tick (1-4 ms) instead of being asked again for every advert of a burst. An event
+    // lost that way is still in carp_last_advert, where the controller's stall guard looks.
+    if limit.ring_full_ns == now {
+        counters.bump(|s| &mut s.events_lost);
+        return;
+    }
     // SAFETY: EVENTS is a ring-buffer map; BPF_RB_AVAIL_DATA only reads the producer/consumer positions.
     let queued = unsafe {
         bpf_ringbuf_query(
@@ -321,6 +327,7 @@ fn accept(ctx: &XdpContext, hdr: &CarpHdr, vhid: u8, counters: Counters, from: &
         )
     };
     if queued + EVENT_RECORD_BYTES > EVENTS_BYTES as u64 {
+        limit.ring_full_ns = now;
         counters.bump(|s| &mut s.events_lost);
         return;
     }
@@ -328,6 +335,7 @@ fn accept(ctx: &XdpContext, hdr: &CarpHdr, vhid: u8, counters: Counters, from: &
         return;
     };
     let Some(mut entry) = EVENTS.reserve(0) else {
+        limit.ring_full_ns = now;
         counters.bump(|s| &mut s.events_lost);
         return;
     };
