@@ -305,10 +305,14 @@ fn accept(ctx: &XdpContext, hdr: &CarpHdr, vhid: u8, counters: Counters, from: &
             (*last).ktime_ns = now;
             put_addr((*last).src.as_mut_ptr(), from.src, from.family);
             // family, advbase, advskew, demote: one 32-bit store (the pad after them stays zero).
-            let b = &hdr.bytes;
             core::ptr::addr_of_mut!((*last).family)
                 .cast::<u32>()
-                .write(u32::from_ne_bytes([from.family, b[5], b[2], b[4]]));
+                .write(u32::from_ne_bytes([
+                    from.family,
+                    hdr.advbase(),
+                    hdr.advskew(),
+                    hdr.demote(),
+                ]));
         }
     }
     // A full ring makes bpf_ringbuf_reserve fail only after taking its lock; the lock-free fill level
