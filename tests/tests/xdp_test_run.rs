@@ -530,3 +530,29 @@ fn advert_rate_limit_default_passes_advbase_zero_peers() {
         (1024, 0, 0)
     );
 }
+
+/// IPv6 sources are told apart by all 16 bytes: two link-local addresses that differ only in the last
+/// byte have their own buckets, whichever owns the vhid's slot.
+#[test]
+fn advert_rate_limit_ipv6_sources_differ_in_the_last_byte() {
+    root_or_skip!("advert_rate_limit_ipv6_sources_differ_in_the_last_byte");
+    let mut lab = Lab::new(VhidState::Backup);
+    lab.maps
+        .set_advert_limit(1, AdvertLimit::new(10, 100, 10, 4))
+        .expect("limit");
+    let a = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x12).octets();
+    let b = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x13).octets();
+    let handed = |lab: &mut Lab, src: [u8; 16], n: usize| {
+        let before = lab.stats(1).adverts_to_controller;
+        for _ in 0..n {
+            assert_eq!(lab.run(&advert_v6(src, 1, 255, &good_carp(1))).0, XDP_DROP);
+        }
+        lab.stats(1).adverts_to_controller - before
+    };
+    assert_eq!(handed(&mut lab, a, 20), 4, "a's burst");
+    assert_eq!(handed(&mut lab, b, 20), 4, "b has its own bucket");
+    assert_eq!(handed(&mut lab, a, 5), 0);
+    assert_eq!(lab.stats(1).events_ratelimited, 16 + 16 + 5);
+    let last = lab.maps.last_advert(1).expect("last advert");
+    assert_eq!((last.family, last.src), (6, b));
+}
