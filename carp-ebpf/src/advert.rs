@@ -13,23 +13,18 @@ use crate::{
     eth::{self, L2},
     ipv4::{self, Ipv4Hdr},
     ipv6::{self, Ipv6Hdr},
-    maps::{
-        ADVERT_LIMITS, ADVERT_SOURCES_MAP, Counters, EVENTS, EVENTS_BYTES, LAST_ADVERT, vhid_entry,
-    },
+    maps::{ADVERT_LIMITS, ADVERT_SOURCES_MAP, Counters, EVENTS, LAST_ADVERT, vhid_entry},
     packet::{be16, ptr_at},
 };
 use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_RB_AVAIL_DATA, xdp_action},
-    helpers::{bpf_ktime_get_coarse_ns, bpf_ringbuf_query},
+    bindings::{BPF_ANY, xdp_action},
+    helpers::bpf_ktime_get_coarse_ns,
     programs::XdpContext,
 };
 use carp_common::{
     maps::{AdvertEvent, AdvertLimit, SourceKey, VhidState},
     proto::{CARP_HEADER_LEN, CARP_TTL, CARP_VERSION},
 };
-
-/// Ring space one event takes: the record plus the kernel's 8-byte header, rounded up to 8.
-const EVENT_RECORD_BYTES: u64 = (core::mem::size_of::<AdvertEvent>() as u64 + 8 + 7) & !7;
 
 /// An IPv4 advert (protocol 112).
 #[inline(never)]
@@ -315,23 +310,12 @@ fn accept(ctx: &XdpContext, hdr: &CarpHdr, vhid: u8, counters: Counters, from: &
                 ]));
         }
     }
-    // A full ring makes bpf_ringbuf_reserve fail only after taking its lock; the lock-free fill level
-    // says the same for a fraction of the cost, and once it has said "full" it is believed for the rest
-    // of the clock tick (1-4 ms) instead of being asked again for every advert of a burst. An event
-    // lost that way is still in carp_last_advert, where the controller's stall guard looks.
+    // A full ring makes bpf_ringbuf_reserve fail, after taking the ring's lock; once it has, the ring is
+    // believed full for the rest of the clock tick (1-4 ms), so a burst into a full ring (a stalled
+    // controller) costs one failed reserve per tick, not one per advert, and the good path asks the
+    // ring nothing before its reserve. An event lost that way is still in carp_last_advert, where the
+    // controller's stall guard looks.
     if limit.ring_full_ns == now {
-        counters.bump(|s| &mut s.events_lost);
-        return;
-    }
-    // SAFETY: EVENTS is a ring-buffer map; BPF_RB_AVAIL_DATA only reads the producer/consumer positions.
-    let queued = unsafe {
-        bpf_ringbuf_query(
-            core::ptr::from_ref(&EVENTS).cast_mut().cast(),
-            BPF_RB_AVAIL_DATA as u64,
-        )
-    };
-    if queued + EVENT_RECORD_BYTES > EVENTS_BYTES as u64 {
-        limit.ring_full_ns = now;
         counters.bump(|s| &mut s.events_lost);
         return;
     }

@@ -556,3 +556,27 @@ fn advert_rate_limit_ipv6_sources_differ_in_the_last_byte() {
     let last = lab.maps.last_advert(1).expect("last advert");
     assert_eq!((last.family, last.src), (6, b));
 }
+
+/// A full ring loses events (counted as events_lost, still recorded as the last advert); once drained,
+/// adverts are handed over again from the next clock tick on.
+#[test]
+fn full_ring_counts_events_lost_and_recovers_after_a_drain() {
+    root_or_skip!("full_ring_counts_events_lost_and_recovers_after_a_drain");
+    let mut lab = Lab::new(VhidState::Backup);
+    lab.maps
+        .set_advert_limit(
+            1,
+            AdvertLimit::new(1_000_000_000, 1_000_000, 1_000_000_000, 1_000_000),
+        )
+        .expect("limit");
+    // 256 KiB of 104-byte records (96 + the kernel's 8-byte header) hold 2520 events.
+    let handed = adverts_from(&mut lab, PEER, 3000);
+    let s = lab.stats(1);
+    assert_eq!(handed, 2520, "the ring holds 2520 events");
+    assert_eq!((s.events_lost, s.events_ratelimited), (480, 0));
+    let last = lab.maps.last_advert(1).expect("last advert");
+    assert!(last.ktime_ns >= lab.maps.drain_events()[2519].ktime_ns);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(adverts_from(&mut lab, PEER, 3), 3, "handed over again");
+    assert_eq!(lab.maps.drain_events().len(), 3);
+}
