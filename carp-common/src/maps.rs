@@ -293,8 +293,10 @@ pub struct AdvertEvent {
 /// (vhid, source address), checked first, so one flooding source cannot drain the vhid's budget, and a
 /// vhid-wide one, which bounds the controller's work whatever the sources. One source's bucket lives
 /// here (`owner_*`: normally the master's, so the common case needs no hash lookup); every other
-/// source's lives in `carp_advert_sources`. A source takes this slot over only while the owner's bucket
-/// is full (the owner has been quiet), so a bucket is only ever in one of the two places.
+/// source's lives in `carp_advert_sources`. The owner is exempt from the vhid bucket, so a flood from
+/// many (spoofed) sources cannot crowd the master out; it is still held to its own rate. Another source
+/// takes the slot over only once the owner has been quiet for `owner_idle_ns` past its bucket, so a
+/// master advertising at least that often keeps it, and a bucket is only ever in one of the two places.
 /// The loader writes `AdvertLimit::DEFAULT` into every slot of a fresh map; all-zero settings let
 /// everything through.
 #[repr(C)]
@@ -318,6 +320,9 @@ pub struct AdvertLimit {
     pub owner_family: u8,
     /// Always zero.
     pub pad: [u8; 7],
+    /// How long the owner must have been quiet (past its bucket's arrival time) before another source
+    /// may take the slot.
+    pub owner_idle_ns: u64,
     /// The (coarse) clock reading at which an advert of this vhid last found the ring buffer full;
     /// written by the program, which does not look at the ring again within the same clock tick.
     pub ring_full_ns: u64,
@@ -326,8 +331,12 @@ pub struct AdvertLimit {
 impl AdvertLimit {
     /// The limits carpd runs with. The fastest legitimate sender is a master at advbase 0, one advert
     /// every 1/256 s: a source may send twice that (512 events/s, bursts of 64, i.e. 250 ms of backlog
-    /// after a stall), and a vhid eight such sources (4096 events/s, bursts of 512).
+    /// after a stall), and a vhid eight such sources (4096 events/s, bursts of 512). The owner keeps its
+    /// slot while it advertises at least every 3 s (advbase 1 and 2 with any advskew).
     pub const DEFAULT: AdvertLimit = AdvertLimit::new(4096, 512, 512, 64);
+
+    /// How long an owner keeps its slot without advertising (see the type's doc).
+    pub const OWNER_IDLE_NS: u64 = 3_000_000_000;
 
     /// Limits from rates (events per second, at least 1) and bursts (events, at least 1).
     pub const fn new(vhid_rate: u64, vhid_burst: u64, src_rate: u64, src_burst: u64) -> Self {
@@ -343,6 +352,7 @@ impl AdvertLimit {
             owner_addr: [0; 16],
             owner_family: 0,
             pad: [0; 7],
+            owner_idle_ns: Self::OWNER_IDLE_NS,
             ring_full_ns: 0,
         }
     }

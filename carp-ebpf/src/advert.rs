@@ -212,9 +212,9 @@ unsafe fn is_owner(limit: &AdvertLimit, from: &Source) -> bool {
     }
 }
 
-/// The per-source bucket of a source that does not own the vhid's slot: looked up in
-/// `carp_advert_sources` (a new source starts with a full bucket), then either kept there or, when the
-/// owner has been quiet long enough for its bucket to be full, moved into the slot.
+/// Whether a source that does not own the vhid's slot may hand an advert over: its own bucket, looked
+/// up in `carp_advert_sources` (a new source starts with a full bucket), then, unless it takes the slot
+/// over now (the owner has been quiet for `owner_idle_ns` past its bucket), the vhid's bucket.
 ///
 /// # Safety
 /// `from.src` points at the source address in the frame, at an even address.
@@ -232,8 +232,8 @@ unsafe fn other_source(limit: &mut AdvertLimit, vhid: u8, now: u64, from: &Sourc
     // SAFETY: an LRU hash value, valid until the next insert into this map (after the last use).
     let mut tat = stored.map(|p| unsafe { *p }).unwrap_or(0);
     let ok = allow(&mut tat, now, limit.src_interval_ns, limit.src_tolerance_ns);
-    if limit.owner_tat_ns <= now {
-        // The owner's bucket is full: this source takes the slot. Its hash entry goes stale and is
+    if limit.owner_tat_ns + limit.owner_idle_ns <= now {
+        // The owner has gone quiet: this source takes the slot. Its hash entry goes stale and is
         // never read while it owns the slot; should it lose the slot, the stale value only lets it
         // start from an earlier (fuller) bucket, as an evicted entry would.
         limit.owner_tat_ns = tat;
@@ -249,7 +249,12 @@ unsafe fn other_source(limit: &mut AdvertLimit, vhid: u8, now: u64, from: &Sourc
             let _ = ADVERT_SOURCES_MAP.insert(key, tat, BPF_ANY as u64);
         }
     }
-    ok
+    ok && allow(
+        &mut limit.vhid_tat_ns,
+        now,
+        limit.vhid_interval_ns,
+        limit.vhid_tolerance_ns,
+    )
 }
 
 /// Records a good advert and hands it to the controller, unless its source or its vhid is over its
@@ -269,8 +274,9 @@ fn accept(ctx: &XdpContext, hdr: &CarpHdr, vhid: u8, counters: Counters, from: &
     let limit = unsafe { &mut *limit };
     // The source's own bucket first, so one flooding source only spends its own budget, never the
     // vhid's (and so never the master's share of it).
+    // The owner (normally the master) is held to its own rate only; everyone else also to the vhid's.
     // SAFETY: `from.src` points into the frame (bounds checked by the caller's header access).
-    let source_ok = if unsafe { is_owner(limit, from) } {
+    let allowed = if unsafe { is_owner(limit, from) } {
         allow(
             &mut limit.owner_tat_ns,
             now,
@@ -281,14 +287,7 @@ fn accept(ctx: &XdpContext, hdr: &CarpHdr, vhid: u8, counters: Counters, from: &
         // SAFETY: as above.
         unsafe { other_source(limit, vhid, now, from) }
     };
-    if !source_ok
-        || !allow(
-            &mut limit.vhid_tat_ns,
-            now,
-            limit.vhid_interval_ns,
-            limit.vhid_tolerance_ns,
-        )
-    {
+    if !allowed {
         // Not recorded in carp_last_advert either: the stall guard trusts that map, and a flood must
         // not overwrite the real master's last advert there.
         counters.bump(|s| &mut s.events_ratelimited);

@@ -484,19 +484,31 @@ fn advert_rate_limit_one_source_flooding_another_passes() {
     }
 }
 
-/// The vhid-wide bucket bounds what many sources together hand over.
+/// The vhid-wide bucket bounds what many sources together hand over, except the source that owns the
+/// vhid's slot (the master), which a flood of spoofed sources therefore cannot crowd out.
 #[test]
-fn advert_rate_limit_per_vhid_bounds_all_sources() {
-    root_or_skip!("advert_rate_limit_per_vhid_bounds_all_sources");
+fn advert_rate_limit_per_vhid_bounds_all_sources_but_the_master() {
+    root_or_skip!("advert_rate_limit_per_vhid_bounds_all_sources_but_the_master");
     let mut lab = Lab::new(VhidState::Backup);
     lab.maps
         .set_advert_limit(1, AdvertLimit::new(10, 8, 10, 3))
         .expect("limit");
-    let passed: u64 = (1..=10u8)
+    assert_eq!(
+        adverts_from(&mut lab, PEER, 1),
+        1,
+        "the master, heard first"
+    );
+    let passed: u64 = (1..=100u8)
         .map(|i| adverts_from(&mut lab, [10, 0, 1, i], 3))
         .sum();
-    assert_eq!(passed, 8, "8 of 30 from 10 sources");
-    assert_eq!(lab.stats(1).events_ratelimited, 22);
+    assert_eq!(passed, 8, "8 of 300 from 100 other sources");
+    assert_eq!(lab.stats(1).events_ratelimited, 292);
+    assert_eq!(
+        adverts_from(&mut lab, PEER, 1),
+        1,
+        "the master still passes"
+    );
+    assert_eq!(adverts_from(&mut lab, [10, 0, 2, 1], 1), 0, "others do not");
 }
 
 /// The default limits pass advbase 0 comfortably: four peers each advertising every 1/256 s for a
