@@ -330,11 +330,12 @@ fn garbage_case(m: &Matrix) {
 /// What must hold: the kernel rate-limits the stranger's events (events_ratelimited moves by nearly
 /// everything sent, adverts handed over stay within one source's budget of 512/s plus its burst), the
 /// audit log names the cause, gw1 stays MASTER and gw2 BACKUP (the per-source limit leaves the vhid's
-/// budget to the master), and each controller's CPU time over the flood stays below 10% of one core.
-/// Why 10%: with the limit a controller verifies at most ~520 adverts/s; handling all 50,000/s costs
-/// several times the bound. Measured here with the test's (debug) carpd: 0.33-0.35 s of CPU per
-/// controller over the 10 s flood (3.5%) with the limits, 3.3 s (33%) with them lifted (and then
-/// 425,000 events handed over), so 10% fails without the limit yet leaves room for a loaded machine.
+/// budget to the master), and each controller's CPU time over the flood stays below 15% of one core.
+/// Why 15%: with the limit a controller verifies at most ~520 adverts/s; handling all 50,000/s costs
+/// twice the bound. Measured here with the test's (debug) carpd: 0.33-0.63 s of CPU per controller
+/// over the 10 s flood (3-6%, the higher figures with teammates' builds running) with the limits, 3.3 s
+/// (33%) with them lifted (and then 425,000 events handed over), so 15% fails without the limit yet
+/// leaves room for a loaded machine.
 fn flood_case(m: &Matrix) {
     let frame = forged(CLIENT, m.client_mac);
     let before = [stats(&m.pair, "gw1", 1), stats(&m.pair, "gw2", 1)];
@@ -394,7 +395,7 @@ fn flood_case(m: &Matrix) {
     );
     for (g, c) in ["gw1", "gw2"].iter().zip(cpu) {
         assert!(
-            c.as_secs_f64() < 0.10 * secs,
+            c.as_secs_f64() < 0.15 * secs,
             "{g}'s controller used {c:?} of CPU over a {secs:.1} s flood"
         );
     }
