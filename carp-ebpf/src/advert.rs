@@ -273,8 +273,8 @@ fn accept(ctx: &XdpContext, hdr: &CarpHdr, vhid: u8, counters: Counters, from: &
     // extra event gets through, which the limits' margins absorb.
     let limit = unsafe { &mut *limit };
     // The source's own bucket first, so one flooding source only spends its own budget, never the
-    // vhid's (and so never the master's share of it).
-    // The owner (normally the master) is held to its own rate only; everyone else also to the vhid's.
+    // vhid's. The owner (normally the master) is held to its own rate only; everyone else also to the
+    // vhid's, so not even a flood from many spoofed addresses crowds the master out.
     // SAFETY: `from.src` points into the frame (bounds checked by the caller's header access).
     let allowed = if unsafe { is_owner(limit, from) } {
         allow(
