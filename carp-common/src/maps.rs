@@ -293,7 +293,8 @@ pub struct AdvertEvent {
 /// (vhid, source address), checked first, so one flooding source cannot drain the vhid's budget, and a
 /// vhid-wide one, which bounds the controller's work whatever the sources. One source's bucket lives
 /// here (`owner_*`: normally the master's, so the common case needs no hash lookup); every other
-/// source's lives in `carp_advert_sources`. The owner is exempt from the vhid bucket, so a flood from
+/// source's lives in `carp_advert_sources` (or in the `second_*` slot, see there). The owner is exempt
+/// from the vhid bucket, so a flood from
 /// many (spoofed) sources cannot crowd the master out; it is still held to its own rate. Another source
 /// takes the slot over only once the owner has been quiet for `owner_idle_ns` past its bucket, so a
 /// master advertising at least that often keeps it, and a bucket is only ever in one of the two places.
@@ -320,6 +321,16 @@ pub struct AdvertLimit {
     pub owner_family: u8,
     /// Always zero.
     pub pad: [u8; 7],
+    /// The bucket of a second source kept here (the most active other one, typically a flood's), so
+    /// that a flood from one address needs no hash lookup either; written by the program. Unlike the
+    /// owner it is held to the vhid bucket too.
+    pub second_tat_ns: u64,
+    /// The second source's address; written by the program.
+    pub second_addr: [u8; 16],
+    /// The second source's family, 4 or 6 (0: none yet); written by the program.
+    pub second_family: u8,
+    /// Always zero.
+    pub pad2: [u8; 7],
     /// How long the owner must have been quiet (past its bucket's arrival time) before another source
     /// may take the slot.
     pub owner_idle_ns: u64,
@@ -352,6 +363,10 @@ impl AdvertLimit {
             owner_addr: [0; 16],
             owner_family: 0,
             pad: [0; 7],
+            second_tat_ns: 0,
+            second_addr: [0; 16],
+            second_family: 0,
+            pad2: [0; 7],
             owner_idle_ns: Self::OWNER_IDLE_NS,
             ring_full_ns: 0,
         }
@@ -362,14 +377,14 @@ impl AdvertLimit {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SourceKey {
+    /// The source address (IPv4 in the first four bytes, the rest zero).
+    pub addr: [u8; 16],
     /// The vhid.
     pub vhid: u8,
     /// 4 or 6.
     pub family: u8,
     /// Always zero; keeps the key free of padding.
     pub pad: [u8; 2],
-    /// The source address (IPv4 in the first four bytes, the rest zero).
-    pub addr: [u8; 16],
 }
 
 #[cfg(feature = "user")]

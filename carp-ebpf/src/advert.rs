@@ -185,20 +185,17 @@ unsafe fn put_addr(dst: *mut u8, src: *const u8, family: u8) {
     }
 }
 
-/// True when the advert's source owns the vhid's slot (its bucket lives in `carp_advert_limits`).
+/// True when the advert's source is the one whose address and family are kept in a slot.
 ///
 /// # Safety
 /// `from.src` points at the source address in the frame, at an even address.
 #[inline(always)]
-unsafe fn is_owner(limit: &AdvertLimit, from: &Source) -> bool {
-    if limit.owner_family != from.family {
+unsafe fn same_source(family: u8, addr: &[u8; 16], from: &Source) -> bool {
+    if family != from.family {
         return false;
     }
-    let (s, o) = (
-        from.src.cast::<u16>(),
-        limit.owner_addr.as_ptr().cast::<u16>(),
-    );
-    // SAFETY: see the function's contract; owner_addr is 16 bytes.
+    let (s, o) = (from.src.cast::<u16>(), addr.as_ptr().cast::<u16>());
+    // SAFETY: see the function's contract; addr is 16 bytes.
     unsafe {
         let mut same = s.read() == o.read() && s.add(1).read() == o.add(1).read();
         if from.family == 6 {
@@ -212,34 +209,84 @@ unsafe fn is_owner(limit: &AdvertLimit, from: &Source) -> bool {
     }
 }
 
-/// Whether a source that does not own the vhid's slot may hand an advert over: its own bucket, looked
-/// up in `carp_advert_sources` (a new source starts with a full bucket), then, unless it takes the slot
-/// over now (the owner has been quiet for `owner_idle_ns` past its bucket), the vhid's bucket.
+/// Whether a source that does not own the vhid's slot may hand an advert over: its own bucket (in the
+/// second slot if it is the second source, else looked up in `carp_advert_sources`, where a new source
+/// starts with a full bucket), then, unless it takes the owner's place now (the owner has been quiet for
+/// `owner_idle_ns` past its bucket), the vhid's bucket. A source found in the hash moves into the second
+/// slot when that one's source has been as quiet.
 ///
 /// # Safety
 /// `from.src` points at the source address in the frame, at an even address.
 #[inline(always)]
 unsafe fn other_source(limit: &mut AdvertLimit, vhid: u8, now: u64, from: &Source) -> bool {
-    let mut key = SourceKey {
+    // SAFETY: see the function's contract.
+    let ok = if unsafe { same_source(limit.second_family, &limit.second_addr, from) } {
+        allow(
+            &mut limit.second_tat_ns,
+            now,
+            limit.src_interval_ns,
+            limit.src_tolerance_ns,
+        )
+    } else {
+        // SAFETY: as above.
+        match unsafe { hashed_source(limit, vhid, now, from) } {
+            Some(ok) => ok,
+            // It became the owner: held to its own rate only.
+            None => return true,
+        }
+    };
+    ok && allow(
+        &mut limit.vhid_tat_ns,
+        now,
+        limit.vhid_interval_ns,
+        limit.vhid_tolerance_ns,
+    )
+}
+
+/// The bucket of a source in neither slot: looked up in `carp_advert_sources`, then moved into the
+/// owner's slot (returns None: allowed, and exempt from the vhid bucket) or the second slot when their
+/// sources have gone quiet, or written back. Some(whether its own bucket allows the advert) otherwise.
+///
+/// # Safety
+/// `from.src` points at the source address in the frame, at an even address.
+#[inline(always)]
+unsafe fn hashed_source(
+    limit: &mut AdvertLimit,
+    vhid: u8,
+    now: u64,
+    from: &Source,
+) -> Option<bool> {
+    // 8-aligned on the stack so the key is built with word stores (put_addr's contract), not 20 byte
+    // stores.
+    #[repr(C, align(8))]
+    struct Aligned(SourceKey);
+    let mut aligned = Aligned(SourceKey {
+        addr: [0; 16],
         vhid,
         family: from.family,
         pad: [0; 2],
-        addr: [0; 16],
-    };
-    // SAFETY: see the function's contract.
-    unsafe { put_addr(key.addr.as_mut_ptr(), from.src, from.family) };
+    });
+    // SAFETY: see the function's contract; addr is the first field of an 8-aligned key.
+    unsafe { put_addr(aligned.0.addr.as_mut_ptr(), from.src, from.family) };
+    let key = &aligned.0;
     let stored = ADVERT_SOURCES_MAP.get_ptr_mut(key);
     // SAFETY: an LRU hash value, valid until the next insert into this map (after the last use).
     let mut tat = stored.map(|p| unsafe { *p }).unwrap_or(0);
     let ok = allow(&mut tat, now, limit.src_interval_ns, limit.src_tolerance_ns);
+    // A source moving into a slot leaves its hash entry stale, never read while it is in the slot;
+    // should it lose the slot, the stale value only lets it start from an earlier (fuller) bucket, as
+    // an evicted entry would.
     if limit.owner_tat_ns + limit.owner_idle_ns <= now {
-        // The owner has gone quiet: this source takes the slot. Its hash entry goes stale and is
-        // never read while it owns the slot; should it lose the slot, the stale value only lets it
-        // start from an earlier (fuller) bucket, as an evicted entry would.
         limit.owner_tat_ns = tat;
         limit.owner_addr = key.addr;
         limit.owner_family = from.family;
-        return ok;
+        return if ok { None } else { Some(false) };
+    }
+    if limit.second_tat_ns + limit.owner_idle_ns <= now {
+        limit.second_tat_ns = tat;
+        limit.second_addr = key.addr;
+        limit.second_family = from.family;
+        return Some(ok);
     }
     match stored {
         // SAFETY: as above.
@@ -249,12 +296,7 @@ unsafe fn other_source(limit: &mut AdvertLimit, vhid: u8, now: u64, from: &Sourc
             let _ = ADVERT_SOURCES_MAP.insert(key, tat, BPF_ANY as u64);
         }
     }
-    ok && allow(
-        &mut limit.vhid_tat_ns,
-        now,
-        limit.vhid_interval_ns,
-        limit.vhid_tolerance_ns,
-    )
+    Some(ok)
 }
 
 /// Records a good advert and hands it to the controller, unless its source or its vhid is over its
@@ -276,7 +318,7 @@ fn accept(ctx: &XdpContext, hdr: &CarpHdr, vhid: u8, counters: Counters, from: &
     // vhid's. The owner (normally the master) is held to its own rate only; everyone else also to the
     // vhid's, so not even a flood from many spoofed addresses crowds the master out.
     // SAFETY: `from.src` points into the frame (bounds checked by the caller's header access).
-    let allowed = if unsafe { is_owner(limit, from) } {
+    let allowed = if unsafe { same_source(limit.owner_family, &limit.owner_addr, from) } {
         allow(
             &mut limit.owner_tat_ns,
             now,

@@ -543,8 +543,8 @@ fn advert_rate_limit_default_passes_advbase_zero_peers() {
     );
 }
 
-/// IPv6 sources are told apart by all 16 bytes: two link-local addresses that differ only in the last
-/// byte have their own buckets, whichever owns the vhid's slot.
+/// IPv6 sources are told apart by all 16 bytes: link-local addresses that differ only in the last byte
+/// have their own buckets, in the owner's slot, the second slot and the hash alike.
 #[test]
 fn advert_rate_limit_ipv6_sources_differ_in_the_last_byte() {
     root_or_skip!("advert_rate_limit_ipv6_sources_differ_in_the_last_byte");
@@ -561,12 +561,16 @@ fn advert_rate_limit_ipv6_sources_differ_in_the_last_byte() {
         }
         lab.stats(1).adverts_to_controller - before
     };
+    // a owns the slot, b takes the second slot, c's bucket is in the hash.
+    let c = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x14).octets();
     assert_eq!(handed(&mut lab, a, 20), 4, "a's burst");
     assert_eq!(handed(&mut lab, b, 20), 4, "b has its own bucket");
+    assert_eq!(handed(&mut lab, c, 20), 4, "c has its own bucket");
     assert_eq!(handed(&mut lab, a, 5), 0);
-    assert_eq!(lab.stats(1).events_ratelimited, 16 + 16 + 5);
+    assert_eq!(handed(&mut lab, c, 5), 0);
+    assert_eq!(lab.stats(1).events_ratelimited, 16 * 3 + 5 + 5);
     let last = lab.maps.last_advert(1).expect("last advert");
-    assert_eq!((last.family, last.src), (6, b));
+    assert_eq!((last.family, last.src), (6, c));
 }
 
 /// A full ring loses events (counted as events_lost, still recorded as the last advert); once drained,

@@ -42,6 +42,9 @@ struct Case {
     target: f64,
     /// The advert limits of vhid 1 while the case runs.
     limit: AdvertLimit,
+    /// An advert from another source (the master) run first, so that it owns vhid 1's limit slot and the
+    /// case's frame comes from a stranger (its bucket in the LRU hash, the vhid bucket checked too).
+    master_first: Option<Vec<u8>>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -104,6 +107,7 @@ fn main() -> anyhow::Result<()> {
             expect: 2,
             target: 1.3,
             limit: AdvertLimit::DEFAULT,
+            master_first: None,
         },
         Case {
             name: "balance decision ip, IPv4 accepted",
@@ -112,6 +116,7 @@ fn main() -> anyhow::Result<()> {
             expect: 2,
             target: 2.0,
             limit: AdvertLimit::DEFAULT,
+            master_first: None,
         },
         Case {
             name: "balance decision ip, IPv4 dropped",
@@ -120,6 +125,7 @@ fn main() -> anyhow::Result<()> {
             expect: 1,
             target: 2.0,
             limit: AdvertLimit::DEFAULT,
+            master_first: None,
         },
         Case {
             name: "balance decision ip, IPv6 accepted",
@@ -128,6 +134,7 @@ fn main() -> anyhow::Result<()> {
             expect: 2,
             target: 2.0,
             limit: AdvertLimit::DEFAULT,
+            master_first: None,
         },
         Case {
             name: "balance decision ip, IPv6 dropped",
@@ -136,6 +143,7 @@ fn main() -> anyhow::Result<()> {
             expect: 1,
             target: 2.0,
             limit: AdvertLimit::DEFAULT,
+            master_first: None,
         },
         Case {
             name: "advert intake, ring full (steady flood)",
@@ -144,14 +152,22 @@ fn main() -> anyhow::Result<()> {
             expect: 1,
             target: 3.0,
             limit: NEVER_LIMITED,
+            master_first: None,
         },
         Case {
-            name: "advert intake, flood rate-limited",
+            name: "advert intake, stranger's flood rate-limited",
             frame: advert.clone(),
             method: Method::Repeat,
             expect: 1,
             target: 3.0,
             limit: AdvertLimit::DEFAULT,
+            master_first: Some(advert_v4(
+                [10, 0, 0, 11],
+                1,
+                255,
+                &carp_header(0x21, 1, 0, 1, 0),
+                None,
+            )),
         },
         Case {
             name: "advert intake, handed to controller",
@@ -160,6 +176,7 @@ fn main() -> anyhow::Result<()> {
             expect: 1,
             target: 3.0,
             limit: NEVER_LIMITED,
+            master_first: None,
         },
         Case {
             name: "ARP request -> XDP_TX reply",
@@ -168,6 +185,7 @@ fn main() -> anyhow::Result<()> {
             expect: 3,
             target: 3.0,
             limit: AdvertLimit::DEFAULT,
+            master_first: None,
         },
         Case {
             name: "NS -> XDP_TX NA",
@@ -181,6 +199,7 @@ fn main() -> anyhow::Result<()> {
             expect: 3,
             target: 3.0,
             limit: AdvertLimit::DEFAULT,
+            master_first: None,
         },
     ];
 
@@ -196,6 +215,15 @@ fn main() -> anyhow::Result<()> {
         let mut ns = Vec::new();
         let mut base = Vec::new();
         maps.set_advert_limit(1, case.limit)?;
+        maps.drain_events();
+        if let Some(master) = &case.master_first {
+            let (verdict, _) = carp_tests::run_xdp(dp.program()?, master);
+            anyhow::ensure!(verdict == 1, "the master's advert: verdict {verdict}");
+            anyhow::ensure!(
+                maps.drain_events().len() == 1,
+                "the master's advert was not handed over"
+            );
+        }
         maps.drain_events();
         for _ in 0..ROUNDS {
             let b = measure(dp.pass_program()?, &case.frame, case.method, 2, &mut || {})?;
