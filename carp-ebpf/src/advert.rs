@@ -7,7 +7,9 @@
 //! Cost: adverts come at 1 to 256 a second per sender, but a flood of valid-looking ones must stay cheap,
 //! so the good path makes no BPF-to-BPF call (no `memset`/`memcpy` builtins: addresses and the header are
 //! copied as 16-bit words, which every CARP frame's layout keeps aligned, see `carp::CarpHdr`), reads the
-//! clock once, and skips the ring buffer entirely when a limit says no.
+//! clock once, and skips the ring buffer entirely when a limit says no. The limits' buckets of the two
+//! busiest sources of a vhid (its master, and a one-address flood) live in the vhid's
+//! `carp_advert_limits` slot, so neither needs a hash lookup (see `carp_common::maps::AdvertLimit`).
 use crate::{
     carp::CarpHdr,
     eth::{self, L2},
