@@ -26,6 +26,12 @@ pub const MAP_LAST_ADVERT: &str = "carp_last_advert";
 pub const MAP_EVENTS: &str = "carp_events";
 /// Name of the balancing-group table the controller writes (spec §6).
 pub const MAP_BALANCE: &str = "carp_balance";
+/// Name of the per-vhid advert rate limits (settings and the vhid bucket) the XDP program keeps.
+pub const MAP_ADVERT_LIMITS: &str = "carp_advert_limits";
+/// Name of the per-(vhid, source) advert buckets, an LRU hash.
+pub const MAP_ADVERT_SOURCES: &str = "carp_advert_sources";
+/// Entries in `carp_advert_sources`: sources tracked at once over every vhid of one carpdev.
+pub const ADVERT_SOURCES: u32 = 1024;
 
 /// Per-vhid counters, the value of `carp_stats` (a per-CPU array indexed by vhid).
 ///
@@ -68,11 +74,14 @@ pub struct CarpStats {
     pub balanced_pass: u64,
     /// Frames dropped by the balancing filter.
     pub balanced_drop: u64,
+    /// Good adverts dropped, not handed over, because their source or their vhid exceeded its event rate
+    /// (`carp_advert_limits`): a flood of valid-looking adverts.
+    pub events_ratelimited: u64,
 }
 
 impl CarpStats {
     /// Every counter as (name, value), in declaration order (bpftool's, tables' and metrics').
-    pub fn fields(&self) -> [(&'static str, u64); 17] {
+    pub fn fields(&self) -> [(&'static str, u64); 18] {
         [
             ("ipackets", self.ipackets),
             ("ipackets6", self.ipackets6),
@@ -91,6 +100,7 @@ impl CarpStats {
             ("vmac_dropped", self.vmac_dropped),
             ("balanced_pass", self.balanced_pass),
             ("balanced_drop", self.balanced_drop),
+            ("events_ratelimited", self.events_ratelimited),
         ]
     }
 
@@ -114,6 +124,7 @@ impl CarpStats {
             vmac_dropped: self.vmac_dropped + o.vmac_dropped,
             balanced_pass: self.balanced_pass + o.balanced_pass,
             balanced_drop: self.balanced_drop + o.balanced_drop,
+            events_ratelimited: self.events_ratelimited + o.events_ratelimited,
         }
     }
 }
@@ -527,6 +538,108 @@ pub struct FlowScratch {
     pub entry: FlowEntry,
 }
 
+/// Advert event rate limits of one vhid (value of `carp_advert_limits`, an array indexed by vhid), the
+/// state of its vhid-wide bucket and the bucket of its current main source.
+///
+/// Two token buckets, both GCRA (a bucket is one "theoretical arrival time"; an event is allowed while it
+/// is at most `tolerance_ns` ahead of now, and each allowed event moves it `interval_ns` on): one per
+/// (vhid, source address), checked first, so one flooding source cannot drain the vhid's budget, and a
+/// vhid-wide one, which bounds the controller's work whatever the sources. One source's bucket lives
+/// here (`owner_*`: normally the master's, so the common case needs no hash lookup); every other
+/// source's lives in `carp_advert_sources` (or in the `second_*` slot, see there). The owner is exempt
+/// from the vhid bucket, so a flood from
+/// many (spoofed) sources cannot crowd the master out; it is still held to its own rate. Another source
+/// takes the slot over only once the owner has been quiet for `owner_idle_ns` past its bucket, so a
+/// master advertising at least that often keeps it, and a bucket is only ever in one of the two places.
+/// The loader writes `AdvertLimit::DEFAULT` into every slot of a fresh map; all-zero settings let
+/// everything through.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AdvertLimit {
+    /// The vhid bucket's theoretical arrival time (CLOCK_MONOTONIC ns, coarse); written by the program.
+    pub vhid_tat_ns: u64,
+    /// ns between two events at the vhid's sustained rate.
+    pub vhid_interval_ns: u64,
+    /// How far ahead of now the vhid bucket may run: (burst - 1) intervals.
+    pub vhid_tolerance_ns: u64,
+    /// ns between two events at one source's sustained rate.
+    pub src_interval_ns: u64,
+    /// How far ahead of now one source's bucket may run: (burst - 1) intervals.
+    pub src_tolerance_ns: u64,
+    /// The bucket of the source that owns this slot; written by the program.
+    pub owner_tat_ns: u64,
+    /// The owner's address (IPv4 in the first four bytes); written by the program.
+    pub owner_addr: [u8; 16],
+    /// The owner's address family, 4 or 6 (0: no owner yet); written by the program.
+    pub owner_family: u8,
+    /// Always zero.
+    pub pad: [u8; 7],
+    /// The bucket of a second source kept here (the most active other one, typically a flood's), so
+    /// that a flood from one address needs no hash lookup either; written by the program. Unlike the
+    /// owner it is held to the vhid bucket too.
+    pub second_tat_ns: u64,
+    /// The second source's address; written by the program.
+    pub second_addr: [u8; 16],
+    /// The second source's family, 4 or 6 (0: none yet); written by the program.
+    pub second_family: u8,
+    /// Always zero.
+    pub pad2: [u8; 7],
+    /// How long the owner must have been quiet (past its bucket's arrival time) before another source
+    /// may take the slot.
+    pub owner_idle_ns: u64,
+    /// The (coarse) clock reading at which an advert of this vhid last found the ring buffer full;
+    /// written by the program, which does not look at the ring again within the same clock tick.
+    pub ring_full_ns: u64,
+}
+
+impl AdvertLimit {
+    /// The limits carpd runs with. The fastest legitimate sender is a master at advbase 0, one advert
+    /// every 1/256 s: a source may send twice that (512 events/s, bursts of 64, i.e. 250 ms of backlog
+    /// after a stall), and a vhid eight such sources (4096 events/s, bursts of 512). The owner keeps its
+    /// slot while it advertises at least every 3 s (advbase 1 and 2 with any advskew).
+    pub const DEFAULT: AdvertLimit = AdvertLimit::new(4096, 512, 512, 64);
+
+    /// How long an owner keeps its slot without advertising (see the type's doc).
+    pub const OWNER_IDLE_NS: u64 = 3_000_000_000;
+
+    /// Limits from rates (events per second, at least 1) and bursts (events, at least 1).
+    pub const fn new(vhid_rate: u64, vhid_burst: u64, src_rate: u64, src_burst: u64) -> Self {
+        let vhid_interval_ns = 1_000_000_000 / vhid_rate;
+        let src_interval_ns = 1_000_000_000 / src_rate;
+        AdvertLimit {
+            vhid_tat_ns: 0,
+            vhid_interval_ns,
+            vhid_tolerance_ns: (vhid_burst - 1) * vhid_interval_ns,
+            src_interval_ns,
+            src_tolerance_ns: (src_burst - 1) * src_interval_ns,
+            owner_tat_ns: 0,
+            owner_addr: [0; 16],
+            owner_family: 0,
+            pad: [0; 7],
+            second_tat_ns: 0,
+            second_addr: [0; 16],
+            second_family: 0,
+            pad2: [0; 7],
+            owner_idle_ns: Self::OWNER_IDLE_NS,
+            ring_full_ns: 0,
+        }
+    }
+}
+
+/// Key of `carp_advert_sources`: one advert source of one vhid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SourceKey {
+    /// The source address (IPv4 in the first four bytes, the rest zero).
+    pub addr: [u8; 16],
+    /// The vhid.
+    pub vhid: u8,
+    /// 4 or 6.
+    pub family: u8,
+    /// Always zero; keeps the key free of padding.
+    pub pad: [u8; 2],
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are repr(C), Copy, contain no pointers and have no padding holes the kernel
@@ -542,4 +655,6 @@ mod pod {
     unsafe impl aya::Pod for super::FlowConf {}
     unsafe impl aya::Pod for super::FlowStats {}
     unsafe impl aya::Pod for super::FlowEvent {}
+    unsafe impl aya::Pod for super::AdvertLimit {}
+    unsafe impl aya::Pod for super::SourceKey {}
 }

@@ -5,9 +5,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use carp_common::maps::{
-    AdvertEvent, BALANCE_SLOTS, BalanceGroup, CarpStats, FLOW_SLOTS, FlowConf, FlowEntry,
-    FlowEvent, FlowKey, FlowScratch, FlowStats, LastAdvert, MAX_VIPS, VHID_SLOTS, VhidEntry,
-    VhidState, VipKey,
+    ADVERT_SOURCES, AdvertEvent, AdvertLimit, BALANCE_SLOTS, BalanceGroup, CarpStats, FLOW_SLOTS,
+    FlowConf, FlowEntry, FlowEvent, FlowKey, FlowScratch, FlowStats, LastAdvert, MAX_VIPS,
+    SourceKey, VHID_SLOTS, VhidEntry, VhidState, VipKey,
 };
 
 /// Per-vhid counters (`carp_stats`); index 0 collects frames whose vhid could not be read.
@@ -29,6 +29,16 @@ pub static LAST_ADVERT: Array<LastAdvert, { VHID_SLOTS as usize }> = Array::new(
 /// Balancing groups keyed by leader vhid (`carp_balance`), written by the controller in one update each.
 #[btf_map(name = "carp_balance")]
 pub static BALANCE: Array<BalanceGroup, { BALANCE_SLOTS as usize }> = Array::new();
+
+/// Advert event limits and the vhid-wide bucket per vhid (`carp_advert_limits`), set up by the loader.
+#[btf_map(name = "carp_advert_limits")]
+pub static ADVERT_LIMITS: Array<AdvertLimit, { VHID_SLOTS as usize }> = Array::new();
+
+/// One bucket (its theoretical arrival time, ns) per advert source of each vhid (`carp_advert_sources`).
+/// An LRU hash: a flood of spoofed sources recycles the oldest entries instead of failing inserts.
+#[btf_map(name = "carp_advert_sources")]
+pub static ADVERT_SOURCES_MAP: LruHashMap<SourceKey, u64, { ADVERT_SOURCES as usize }> =
+    LruHashMap::new();
 
 /// Size of the advert ring buffer: 256 KiB holds about 2,000 events.
 pub const EVENTS_BYTES: usize = 256 * 1024;

@@ -556,3 +556,60 @@ impl Gateway {
         self.pair.dir.join(format!("gw{n}.sock"))
     }
 }
+
+/// The carpctl binary next to carpd, built on first use (as `carpd_binary` builds carpd).
+pub fn carpctl_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let carpd = carpd_binary();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "carp-userspace", "--bin", "carpctl"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if carpd
+            .parent()
+            .is_some_and(|d| d.file_name().is_some_and(|n| n == "release"))
+        {
+            cmd.arg("--release");
+        }
+        assert!(
+            cmd.status().expect("cargo build carpctl").success(),
+            "building carpctl failed"
+        );
+        let bin = carpd.with_file_name("carpctl");
+        assert!(bin.exists(), "{} missing after the build", bin.display());
+        bin
+    })
+    .clone()
+}
+
+impl Pair {
+    /// Runs carpctl against the daemon started as `name` (e.g. "gw1"); panics unless it exits 0.
+    pub fn carpctl(&self, name: &str, args: &[&str]) -> String {
+        let out = Command::new(carpctl_binary())
+            .arg("--control-socket")
+            .arg(self.dir.join(format!("{name}.sock")))
+            .args(args)
+            .output()
+            .expect("run carpctl");
+        assert!(
+            out.status.success(),
+            "carpctl {args:?} against {name}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// CPU time (user + system) a process has used so far, from /proc/<pid>/stat.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/pid/stat");
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th fields.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime");
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_nanos(ticks * 1_000_000_000 / hz)
+}

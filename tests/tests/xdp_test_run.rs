@@ -2,7 +2,7 @@
 //! intake, the ARP and NS responder, the virtual-MAC filter, VLAN tags, truncation at every length and
 //! unrelated traffic. Needs root (fails under CI=true when not root).
 use carp::dataplane::{Dataplane, maps::Maps};
-use carp_common::maps::{BalanceMode, CarpStats, VhidEntry, VhidState};
+use carp_common::maps::{AdvertLimit, BalanceMode, CarpStats, VhidEntry, VhidState};
 use carp_tests::{frames::*, require_root};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -413,4 +413,186 @@ fn expired_master_lease_acts_as_backup() {
         .expect("set vhid");
     assert_eq!(lab.run(&req).0, XDP_TX);
     assert_eq!(lab.run(&to_vmac).0, XDP_PASS);
+}
+
+/// Runs `n` copies of a good advert for vhid 1 from `src`; returns how many were handed over.
+fn adverts_from(lab: &mut Lab, src: [u8; 4], n: usize) -> u64 {
+    let frame = advert_v4(src, 1, 255, &good_carp(1), None);
+    let before = lab.stats(1).adverts_to_controller;
+    for _ in 0..n {
+        assert_eq!(lab.run(&frame).0, XDP_DROP);
+    }
+    lab.stats(1).adverts_to_controller - before
+}
+
+/// A source gets its burst, then nothing until its bucket refills at its rate; what is refused is counted
+/// as events_ratelimited, never handed over and never recorded as the last advert.
+#[test]
+fn advert_rate_limit_burst_then_refill() {
+    root_or_skip!("advert_rate_limit_burst_then_refill");
+    let mut lab = Lab::new(VhidState::Backup);
+    // 10 events/s and bursts of 5 per source; the vhid-wide bucket is out of the way.
+    lab.maps
+        .set_advert_limit(1, AdvertLimit::new(100_000, 100_000, 10, 5))
+        .expect("limit");
+    assert_eq!(
+        adverts_from(&mut lab, PEER, 10),
+        5,
+        "the burst, then no more"
+    );
+    let s = lab.stats(1);
+    assert_eq!((s.events_ratelimited, s.adverts_to_controller), (5, 5));
+    assert_eq!(lab.maps.drain_events().len(), 5);
+    // One token comes back every 100 ms after the burst: 250-299 ms later there are exactly two.
+    std::thread::sleep(std::time::Duration::from_millis(250));
+    assert_eq!(adverts_from(&mut lab, PEER, 5), 2, "refilled at 10/s");
+    assert_eq!(lab.stats(1).events_ratelimited, 8);
+    assert_eq!(lab.maps.drain_events().len(), 2);
+}
+
+/// One source flooding spends only its own bucket: another source's adverts (the master's) still pass,
+/// whichever of the two was heard first, and the flood does not overwrite the last advert.
+#[test]
+fn advert_rate_limit_one_source_flooding_another_passes() {
+    root_or_skip!("advert_rate_limit_one_source_flooding_another_passes");
+    const STRANGER: [u8; 4] = [10, 0, 0, 66];
+    for master_first in [false, true] {
+        let mut lab = Lab::new(VhidState::Backup);
+        // Per source 10/s, bursts of 5; per vhid bursts of 12: the stranger alone could not drain it.
+        lab.maps
+            .set_advert_limit(1, AdvertLimit::new(10, 12, 10, 5))
+            .expect("limit");
+        if master_first {
+            assert_eq!(adverts_from(&mut lab, PEER, 1), 1);
+        }
+        assert_eq!(adverts_from(&mut lab, STRANGER, 200), 5, "the flood is cut");
+        for round in 0..3 {
+            assert_eq!(
+                adverts_from(&mut lab, PEER, 1),
+                1,
+                "master_first={master_first}: the master's advert {round} passes during the flood"
+            );
+            assert_eq!(adverts_from(&mut lab, STRANGER, 50), 0);
+        }
+        let last = lab.maps.last_advert(1).expect("last advert");
+        assert_eq!(&last.src[..4], &PEER, "refused adverts are not recorded");
+        let s = lab.stats(1);
+        assert_eq!(s.events_ratelimited, 195 + 150);
+        let events = lab.maps.drain_events();
+        let from_master = events.iter().filter(|e| e.src[..4] == PEER).count();
+        assert_eq!(from_master, 3 + master_first as usize);
+    }
+}
+
+/// The vhid-wide bucket bounds what many sources together hand over, except the source that owns the
+/// vhid's slot (the master), which a flood of spoofed sources therefore cannot crowd out.
+#[test]
+fn advert_rate_limit_per_vhid_bounds_all_sources_but_the_master() {
+    root_or_skip!("advert_rate_limit_per_vhid_bounds_all_sources_but_the_master");
+    let mut lab = Lab::new(VhidState::Backup);
+    lab.maps
+        .set_advert_limit(1, AdvertLimit::new(10, 8, 10, 3))
+        .expect("limit");
+    assert_eq!(
+        adverts_from(&mut lab, PEER, 1),
+        1,
+        "the master, heard first"
+    );
+    let passed: u64 = (1..=100u8)
+        .map(|i| adverts_from(&mut lab, [10, 0, 1, i], 3))
+        .sum();
+    assert_eq!(passed, 8, "8 of 300 from 100 other sources");
+    assert_eq!(lab.stats(1).events_ratelimited, 292);
+    assert_eq!(
+        adverts_from(&mut lab, PEER, 1),
+        1,
+        "the master still passes"
+    );
+    assert_eq!(adverts_from(&mut lab, [10, 0, 2, 1], 1), 0, "others do not");
+}
+
+/// The default limits pass advbase 0 comfortably: four peers each advertising every 1/256 s for a
+/// second lose nothing.
+#[test]
+fn advert_rate_limit_default_passes_advbase_zero_peers() {
+    root_or_skip!("advert_rate_limit_default_passes_advbase_zero_peers");
+    let mut lab = Lab::new(VhidState::Backup);
+    assert_eq!(
+        lab.maps.advert_limit(1).expect("limit").vhid_interval_ns,
+        AdvertLimit::DEFAULT.vhid_interval_ns,
+        "the loader sets the defaults"
+    );
+    let frames: Vec<Vec<u8>> = (1..=4u8)
+        .map(|i| advert_v4([10, 0, 0, 10 + i], 1, 255, &good_carp(1), None))
+        .collect();
+    let start = std::time::Instant::now();
+    for tick in 0..256u32 {
+        for f in &frames {
+            assert_eq!(lab.run(f).0, XDP_DROP);
+        }
+        if tick % 64 == 63 {
+            lab.maps.drain_events();
+        }
+        let due = start + std::time::Duration::from_micros(1_000_000 * (tick as u64 + 1) / 256);
+        std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+    }
+    let s = lab.stats(1);
+    assert_eq!(
+        (s.adverts_to_controller, s.events_ratelimited, s.events_lost),
+        (1024, 0, 0)
+    );
+}
+
+/// IPv6 sources are told apart by all 16 bytes: link-local addresses that differ only in the last byte
+/// have their own buckets, in the owner's slot, the second slot and the hash alike.
+#[test]
+fn advert_rate_limit_ipv6_sources_differ_in_the_last_byte() {
+    root_or_skip!("advert_rate_limit_ipv6_sources_differ_in_the_last_byte");
+    let mut lab = Lab::new(VhidState::Backup);
+    lab.maps
+        .set_advert_limit(1, AdvertLimit::new(10, 100, 10, 4))
+        .expect("limit");
+    let a = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x12).octets();
+    let b = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x13).octets();
+    let handed = |lab: &mut Lab, src: [u8; 16], n: usize| {
+        let before = lab.stats(1).adverts_to_controller;
+        for _ in 0..n {
+            assert_eq!(lab.run(&advert_v6(src, 1, 255, &good_carp(1))).0, XDP_DROP);
+        }
+        lab.stats(1).adverts_to_controller - before
+    };
+    // a owns the slot, b takes the second slot, c's bucket is in the hash.
+    let c = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x14).octets();
+    assert_eq!(handed(&mut lab, a, 20), 4, "a's burst");
+    assert_eq!(handed(&mut lab, b, 20), 4, "b has its own bucket");
+    assert_eq!(handed(&mut lab, c, 20), 4, "c has its own bucket");
+    assert_eq!(handed(&mut lab, a, 5), 0);
+    assert_eq!(handed(&mut lab, c, 5), 0);
+    assert_eq!(lab.stats(1).events_ratelimited, 16 * 3 + 5 + 5);
+    let last = lab.maps.last_advert(1).expect("last advert");
+    assert_eq!((last.family, last.src), (6, c));
+}
+
+/// A full ring loses events (counted as events_lost, still recorded as the last advert); once drained,
+/// adverts are handed over again from the next clock tick on.
+#[test]
+fn full_ring_counts_events_lost_and_recovers_after_a_drain() {
+    root_or_skip!("full_ring_counts_events_lost_and_recovers_after_a_drain");
+    let mut lab = Lab::new(VhidState::Backup);
+    lab.maps
+        .set_advert_limit(
+            1,
+            AdvertLimit::new(1_000_000_000, 1_000_000, 1_000_000_000, 1_000_000),
+        )
+        .expect("limit");
+    // 256 KiB of 104-byte records (96 + the kernel's 8-byte header) hold 2520 events.
+    let handed = adverts_from(&mut lab, PEER, 3000);
+    let s = lab.stats(1);
+    assert_eq!(handed, 2520, "the ring holds 2520 events");
+    assert_eq!((s.events_lost, s.events_ratelimited), (480, 0));
+    let last = lab.maps.last_advert(1).expect("last advert");
+    assert!(last.ktime_ns >= lab.maps.drain_events()[2519].ktime_ns);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(adverts_from(&mut lab, PEER, 3), 3, "handed over again");
+    assert_eq!(lab.maps.drain_events().len(), 3);
 }

@@ -168,7 +168,7 @@ struct Carpdev {
     // vhids the adopted dataplane showed as MASTER with a valid lease: a restarted carpd resumes these.
     inherited: HashMap<u8, VhidEntry>,
     // Per drop cause (ratelog::DATAPLANE_CAUSES): the kernel total last seen and its log budget.
-    audit: [(u64, ratelog::RateLog); 6],
+    audit: [(u64, ratelog::RateLog); ratelog::DATAPLANE_CAUSES.len()],
     _dataplane: Dataplane,
     _lock: File,
 }
@@ -715,7 +715,7 @@ impl Daemon {
     fn audit_dataplane(&mut self) {
         let now = std::time::Instant::now();
         for dev in &mut self.devs {
-            let mut totals = [0u64; 6];
+            let mut totals = [0u64; ratelog::DATAPLANE_CAUSES.len()];
             for vhid in 0..=255u8 {
                 let Ok(s) = dev.maps.stats(vhid) else {
                     continue;

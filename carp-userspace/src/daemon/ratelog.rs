@@ -37,13 +37,17 @@ impl RateLog {
 }
 
 /// The dataplane's drop causes the controller reports: the carpstats counter name, what it means.
-pub const DATAPLANE_CAUSES: [(&str, &str); 6] = [
+pub const DATAPLANE_CAUSES: [(&str, &str); 7] = [
     ("badttl", "TTL or hop limit not 255"),
     ("badlen", "IP payload shorter than a CARP header"),
     ("hdrops", "truncated frame"),
     ("badsum", "bad CARP checksum"),
     ("badver", "CARP version not 2"),
     ("badvhid", "a vhid not configured on this carpdev"),
+    (
+        "events_ratelimited",
+        "over the advert event rate of its source or vhid (a flood of valid-looking adverts)",
+    ),
 ];
 
 /// The value of one of `DATAPLANE_CAUSES` in a counter set.
@@ -55,6 +59,7 @@ pub fn cause_count(s: &carp_common::maps::CarpStats, cause: &str) -> u64 {
         "badsum" => s.badsum,
         "badver" => s.badver,
         "badvhid" => s.badvhid,
+        "events_ratelimited" => s.events_ratelimited,
         _ => 0,
     }
 }
@@ -75,5 +80,24 @@ mod tests {
         assert_eq!(r.total, 50_001);
         assert_eq!(r.hit_many(t0 + LOG_INTERVAL, 7), None);
         assert_eq!(r.hit_many(t0 + 2 * LOG_INTERVAL, 3), Some(10));
+    }
+
+    #[test]
+    fn every_cause_reads_its_own_counter() {
+        let s = carp_common::maps::CarpStats {
+            badttl: 1,
+            badlen: 2,
+            hdrops: 3,
+            badsum: 4,
+            badver: 5,
+            badvhid: 6,
+            events_ratelimited: 7,
+            ..Default::default()
+        };
+        let got: Vec<u64> = DATAPLANE_CAUSES
+            .iter()
+            .map(|(c, _)| cause_count(&s, c))
+            .collect();
+        assert_eq!(got, [1, 2, 3, 4, 5, 6, 7]);
     }
 }

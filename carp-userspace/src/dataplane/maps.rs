@@ -1,14 +1,15 @@
 //! Typed access to the dataplane's maps: the controller writes the vhid table, the VIPs and the
 //! balancing groups, reads the per-vhid counters (summed over CPUs), the last advert per vhid and the
-//! advert events.
+//! advert events. Taking the maps also puts the default advert event limits into every vhid slot that
+//! has none yet.
 use super::{DataplaneError, pin_dir};
 use aya::{
     Ebpf,
     maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf},
 };
 use carp_common::maps::{
-    AdvertEvent, BalanceGroup, CarpStats, LastAdvert, MAP_BALANCE, MAP_EVENTS, MAP_LAST_ADVERT,
-    MAP_STATS, MAP_VHIDS, MAP_VIPS, VhidEntry, VipKey,
+    AdvertEvent, AdvertLimit, BalanceGroup, CarpStats, LastAdvert, MAP_ADVERT_LIMITS, MAP_BALANCE,
+    MAP_EVENTS, MAP_LAST_ADVERT, MAP_STATS, MAP_VHIDS, MAP_VIPS, VHID_SLOTS, VhidEntry, VipKey,
 };
 use std::{net::IpAddr, path::Path};
 
@@ -24,6 +25,8 @@ pub struct Maps {
     pub last_advert: Array<MapData, LastAdvert>,
     /// Balancing groups, keyed by leader vhid.
     pub balance: Array<MapData, BalanceGroup>,
+    /// Advert event limits (and the vhid-wide bucket), keyed by vhid.
+    pub advert_limits: Array<MapData, AdvertLimit>,
     /// Advert events (absent when opened read-only from pins by a reader such as carpctl).
     pub events: Option<RingBuf<MapData>>,
 }
@@ -40,7 +43,7 @@ impl Maps {
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, DataplaneError> {
         let mut take =
             |name: &'static str| ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name));
-        Ok(Self {
+        let mut maps = Self {
             stats: take(MAP_STATS)?.try_into().map_err(map_err(MAP_STATS))?,
             vhids: take(MAP_VHIDS)?.try_into().map_err(map_err(MAP_VHIDS))?,
             vips: take(MAP_VIPS)?.try_into().map_err(map_err(MAP_VIPS))?,
@@ -50,8 +53,44 @@ impl Maps {
             balance: take(MAP_BALANCE)?
                 .try_into()
                 .map_err(map_err(MAP_BALANCE))?,
+            advert_limits: take(MAP_ADVERT_LIMITS)?
+                .try_into()
+                .map_err(map_err(MAP_ADVERT_LIMITS))?,
             events: Some(take(MAP_EVENTS)?.try_into().map_err(map_err(MAP_EVENTS))?),
-        })
+        };
+        maps.default_advert_limits()?;
+        Ok(maps)
+    }
+
+    /// Writes `AdvertLimit::DEFAULT` into every slot without limits (a fresh map is all zeroes, which
+    /// would let every advert through); slots adopted from pins keep their settings and buckets.
+    fn default_advert_limits(&mut self) -> Result<(), DataplaneError> {
+        for vhid in 0..VHID_SLOTS {
+            let cur = self
+                .advert_limits
+                .get(&vhid, 0)
+                .map_err(map_err(MAP_ADVERT_LIMITS))?;
+            if cur.vhid_interval_ns == 0 && cur.src_interval_ns == 0 {
+                self.advert_limits
+                    .set(vhid, AdvertLimit::DEFAULT, 0)
+                    .map_err(map_err(MAP_ADVERT_LIMITS))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the advert event limits of a vhid (the bucket starts full).
+    pub fn set_advert_limit(&mut self, vhid: u8, limit: AdvertLimit) -> Result<(), DataplaneError> {
+        self.advert_limits
+            .set(vhid as u32, limit, 0)
+            .map_err(map_err(MAP_ADVERT_LIMITS))
+    }
+
+    /// The advert event limits of a vhid and its vhid-wide bucket.
+    pub fn advert_limit(&self, vhid: u8) -> Result<AdvertLimit, DataplaneError> {
+        self.advert_limits
+            .get(&(vhid as u32), 0)
+            .map_err(map_err(MAP_ADVERT_LIMITS))
     }
 
     /// Opens the pinned maps of a carpdev without loading anything (readers: carpctl, metrics, tests).
@@ -75,6 +114,9 @@ impl Maps {
             balance: open(MAP_BALANCE)?
                 .try_into()
                 .map_err(map_err(MAP_BALANCE))?,
+            advert_limits: open(MAP_ADVERT_LIMITS)?
+                .try_into()
+                .map_err(map_err(MAP_ADVERT_LIMITS))?,
             events: None,
         })
     }

@@ -18,8 +18,8 @@ use aya::{
     },
 };
 use carp_common::maps::{
-    LAYOUT_VERSION, MAP_BALANCE, MAP_EVENTS, MAP_FLOW_CONF, MAP_FLOW_EVENTS, MAP_FLOW_STATS,
-    MAP_FLOWS, MAP_LAST_ADVERT, MAP_STATS, MAP_VHIDS, MAP_VIPS,
+    LAYOUT_VERSION, MAP_ADVERT_LIMITS, MAP_ADVERT_SOURCES, MAP_BALANCE, MAP_EVENTS, MAP_FLOW_CONF,
+    MAP_FLOW_EVENTS, MAP_FLOW_STATS, MAP_FLOWS, MAP_LAST_ADVERT, MAP_STATS, MAP_VHIDS, MAP_VIPS,
 };
 use std::{
     fmt,
@@ -36,7 +36,7 @@ pub const PASS_PROGRAM_NAME: &str = "carp_pass";
 /// Name of the pinned XDP link.
 pub const LINK_PIN: &str = "link";
 /// Every per-carpdev map the controller pins.
-pub const MAP_NAMES: [&str; 8] = [
+pub const MAP_NAMES: [&str; 10] = [
     MAP_STATS,
     MAP_VHIDS,
     MAP_VIPS,
@@ -45,6 +45,8 @@ pub const MAP_NAMES: [&str; 8] = [
     MAP_BALANCE,
     MAP_FLOW_CONF,
     MAP_FLOW_STATS,
+    MAP_ADVERT_LIMITS,
+    MAP_ADVERT_SOURCES,
 ];
 /// Maps shared by every carpdev of one controller (pinned once in `<bpffs>/v<LAYOUT_VERSION>/`, and
 /// linked into each carpdev's directory for bpftool): both directions of a flow cross different

@@ -8,7 +8,7 @@
 //! 1,000,000 single runs, each timed by the kernel, against the baseline timed the same way.
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use carp::dataplane::Dataplane;
-use carp_common::maps::{BalanceMode, VhidEntry, VhidState};
+use carp_common::maps::{AdvertLimit, BalanceMode, VhidEntry, VhidState};
 use carp_tests::frames::*;
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -17,6 +17,16 @@ use std::{
 
 const RUNS: u32 = 1_000_000;
 const ROUNDS: usize = 5;
+
+/// Advert limits that never say no but are still checked and advanced on every advert, so the cases that
+/// measure the hand-over (and the full ring behind it) run the whole path, the limiter included.
+const NEVER_LIMITED: AdvertLimit = AdvertLimit {
+    vhid_interval_ns: 1,
+    vhid_tolerance_ns: 1 << 62,
+    src_interval_ns: 1,
+    src_tolerance_ns: 1 << 62,
+    ..AdvertLimit::DEFAULT
+};
 
 #[derive(Clone, Copy)]
 enum Method {
@@ -30,6 +40,11 @@ struct Case {
     method: Method,
     expect: u32,
     target: f64,
+    /// The advert limits of vhid 1 while the case runs.
+    limit: AdvertLimit,
+    /// An advert from another source (the master) run first, so that it owns vhid 1's limit slot and the
+    /// case's frame comes from a stranger (its bucket in the LRU hash, the vhid bucket checked too).
+    master_first: Option<Vec<u8>>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -91,6 +106,8 @@ fn main() -> anyhow::Result<()> {
             method: Method::Repeat,
             expect: 2,
             target: 1.3,
+            limit: AdvertLimit::DEFAULT,
+            master_first: None,
         },
         Case {
             name: "balance decision ip, IPv4 accepted",
@@ -98,6 +115,8 @@ fn main() -> anyhow::Result<()> {
             method: Method::Repeat,
             expect: 2,
             target: 2.0,
+            limit: AdvertLimit::DEFAULT,
+            master_first: None,
         },
         Case {
             name: "balance decision ip, IPv4 dropped",
@@ -105,6 +124,8 @@ fn main() -> anyhow::Result<()> {
             method: Method::Repeat,
             expect: 1,
             target: 2.0,
+            limit: AdvertLimit::DEFAULT,
+            master_first: None,
         },
         Case {
             name: "balance decision ip, IPv6 accepted",
@@ -112,6 +133,8 @@ fn main() -> anyhow::Result<()> {
             method: Method::Repeat,
             expect: 2,
             target: 2.0,
+            limit: AdvertLimit::DEFAULT,
+            master_first: None,
         },
         Case {
             name: "balance decision ip, IPv6 dropped",
@@ -119,6 +142,8 @@ fn main() -> anyhow::Result<()> {
             method: Method::Repeat,
             expect: 1,
             target: 2.0,
+            limit: AdvertLimit::DEFAULT,
+            master_first: None,
         },
         Case {
             name: "advert intake, ring full (steady flood)",
@@ -126,6 +151,23 @@ fn main() -> anyhow::Result<()> {
             method: Method::Repeat,
             expect: 1,
             target: 3.0,
+            limit: NEVER_LIMITED,
+            master_first: None,
+        },
+        Case {
+            name: "advert intake, stranger's flood rate-limited",
+            frame: advert.clone(),
+            method: Method::Repeat,
+            expect: 1,
+            target: 3.0,
+            limit: AdvertLimit::DEFAULT,
+            master_first: Some(advert_v4(
+                [10, 0, 0, 11],
+                1,
+                255,
+                &carp_header(0x21, 1, 0, 1, 0),
+                None,
+            )),
         },
         Case {
             name: "advert intake, handed to controller",
@@ -133,6 +175,8 @@ fn main() -> anyhow::Result<()> {
             method: Method::Single { drain: true },
             expect: 1,
             target: 3.0,
+            limit: NEVER_LIMITED,
+            master_first: None,
         },
         Case {
             name: "ARP request -> XDP_TX reply",
@@ -140,6 +184,8 @@ fn main() -> anyhow::Result<()> {
             method: Method::Single { drain: false },
             expect: 3,
             target: 3.0,
+            limit: AdvertLimit::DEFAULT,
+            master_first: None,
         },
         Case {
             name: "NS -> XDP_TX NA",
@@ -152,6 +198,8 @@ fn main() -> anyhow::Result<()> {
             method: Method::Single { drain: false },
             expect: 3,
             target: 3.0,
+            limit: AdvertLimit::DEFAULT,
+            master_first: None,
         },
     ];
 
@@ -166,6 +214,17 @@ fn main() -> anyhow::Result<()> {
         let mut ratios = Vec::new();
         let mut ns = Vec::new();
         let mut base = Vec::new();
+        maps.set_advert_limit(1, case.limit)?;
+        maps.drain_events();
+        if let Some(master) = &case.master_first {
+            let (verdict, _) = carp_tests::run_xdp(dp.program()?, master);
+            anyhow::ensure!(verdict == 1, "the master's advert: verdict {verdict}");
+            anyhow::ensure!(
+                maps.drain_events().len() == 1,
+                "the master's advert was not handed over"
+            );
+        }
+        maps.drain_events();
         for _ in 0..ROUNDS {
             let b = measure(dp.pass_program()?, &case.frame, case.method, 2, &mut || {})?;
             let m = measure(
