@@ -307,7 +307,7 @@ struct PendingAddr {
 }
 
 /// Keywords that take a value; used to spot a missing value ("carpdev vhid 1").
-const VALUE_KEYWORDS: [&str; 17] = [
+pub const VALUE_KEYWORDS: [&str; 17] = [
     "vhid",
     "advbase",
     "advskew",

@@ -854,30 +854,9 @@ fn arb_spec() -> impl Strategy<Value = IfconfigSpec> {
         nodes.prop_map(|n| (None, None, Some(n))),
     ];
     // A name that is itself a keyword ("up", "vhid", ...) is read as a missing value, by design.
-    const KEYWORDS: [&str; 21] = [
-        "vhid",
-        "advbase",
-        "advskew",
-        "pass",
-        "carpdev",
-        "carppeer",
-        "carpnodes",
-        "balancing",
-        "state",
-        "description",
-        "descr",
-        "group",
-        "lladdr",
-        "mtu",
-        "carpdemote",
-        "inet",
-        "inet6",
-        "netmask",
-        "prefixlen",
-        "up",
-        "down",
-    ];
-    let not_keyword = |s: &String| !KEYWORDS.contains(&s.as_str());
+    let not_keyword = |s: &String| {
+        !carp::ifconfig::VALUE_KEYWORDS.contains(&s.as_str()) && s != "up" && s != "down"
+    };
     let name = "[a-z][a-z0-9._-]{0,14}".prop_filter("not a keyword", not_keyword);
     let group = "[a-z][a-z0-9_-]{0,13}[a-z_]".prop_filter("not a keyword", not_keyword);
     let peer = prop_oneof![

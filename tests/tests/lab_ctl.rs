@@ -3,46 +3,20 @@
 //! `-g GROUP carpdemote`, `down` = bow-out), bad input refused with exit 1 and nothing changed, usage
 //! errors with exit 2, the root-only socket, and the OpenMetrics endpoint scraped and parsed. Needs root.
 use carp_tests::{
-    lab::{Daemon, Pair, VIP, carpd_binary},
+    lab::{Daemon, Pair, VIP, carpctl_binary, carpd_binary},
     require_root,
 };
 use serde_json::{Value, json};
 use std::{
     io::{Read, Write},
     os::unix::fs::PermissionsExt,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
-    sync::OnceLock,
     time::{Duration, Instant},
 };
 
 const SETTLE: Duration = Duration::from_secs(8);
 const METRICS: &str = "127.0.0.1:9273";
-
-/// The carpctl binary next to carpd (built once per run, as `carpd_binary` does for carpd).
-fn carpctl_binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let carpd = carpd_binary();
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args(["build", "-p", "carp-userspace", "--bin", "carpctl"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if carpd
-            .parent()
-            .is_some_and(|d| d.file_name().is_some_and(|n| n == "release"))
-        {
-            cmd.arg("--release");
-        }
-        assert!(
-            cmd.status().expect("cargo build carpctl").success(),
-            "building carpctl failed"
-        );
-        let bin = carpd.with_file_name("carpctl");
-        assert!(bin.exists(), "{} missing after the build", bin.display());
-        bin
-    })
-    .clone()
-}
 
 /// What one carpctl run printed.
 struct Out {

@@ -104,19 +104,24 @@ fn main() -> Result<()> {
     }
 }
 
-fn cargo_sim(args: &[&str]) -> Result<()> {
+/// `cargo run --quiet --release -p PACKAGE --bin BIN -- ARGS...`.
+fn run_release(package: &str, bin: &str, args: &[&str]) -> Result<()> {
     let mut full = vec![
         "run",
         "--quiet",
         "--release",
         "-p",
-        "carp-userspace",
+        package,
         "--bin",
-        "carp-sim",
+        bin,
         "--",
     ];
     full.extend_from_slice(args);
     util::run("cargo", &full)
+}
+
+fn cargo_sim(args: &[&str]) -> Result<()> {
+    run_release("carp-userspace", "carp-sim", args)
 }
 
 fn sim(args: &[String]) -> Result<()> {
@@ -128,51 +133,22 @@ fn bench(quick: bool, idle_minutes: u64) -> Result<()> {
     util::step(
         "XDP fast path through BPF_PROG_TEST_RUN (each case next to a trivial XDP_PASS program)",
     );
-    util::run(
-        "cargo",
-        &[
-            "run",
-            "--quiet",
-            "--release",
-            "-p",
-            "carp-tests",
-            "--bin",
-            "carp-bench",
-            "--",
-            "target/bench/results.json",
-        ],
-    )?;
+    run_release("carp-tests", "carp-bench", &["target/bench/results.json"])?;
     util::step(
         "balancing receive cost on veth (one trafgen sender): carp-xdp generic/native, nft jhash, xt_cluster",
     );
-    util::run(
-        "cargo",
-        &[
-            "run",
-            "--quiet",
-            "--release",
-            "-p",
-            "carp-tests",
-            "--bin",
-            "carp-balance-bench",
-            "--",
-            "target/bench/balance-veth.json",
-        ],
+    run_release(
+        "carp-tests",
+        "carp-balance-bench",
+        &["target/bench/balance-veth.json"],
     )?;
     util::step(
         "sync: 1,000,000-flow bulk in memory and over the UDP transport on lo, replication lag at 50,000 new flows/s",
     );
-    util::run(
-        "cargo",
+    run_release(
+        "carp-userspace",
+        "carp-sync-bench",
         &[
-            "run",
-            "--quiet",
-            "--release",
-            "-p",
-            "carp-userspace",
-            "--bin",
-            "carp-sync-bench",
-            "--",
             "--flows",
             "1000000",
             "--rounds",
@@ -201,23 +177,11 @@ fn bench(quick: bool, idle_minutes: u64) -> Result<()> {
         ],
     )?;
     let idle = idle_minutes.to_string();
-    let mut args = vec![
-        "run",
-        "--quiet",
-        "--release",
-        "-p",
-        "carp-tests",
-        "--bin",
-        "carp-failover-bench",
-        "--",
-        "target/bench/failover.json",
-        "--idle-minutes",
-        &idle,
-    ];
+    let mut args = vec!["target/bench/failover.json", "--idle-minutes", &idle];
     if quick {
         args.push("--quick");
     }
-    util::run("cargo", &args)
+    run_release("carp-tests", "carp-failover-bench", &args)
 }
 
 /// The cargo-fuzz targets in fuzz/fuzz_targets.
