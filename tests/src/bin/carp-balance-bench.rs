@@ -46,6 +46,7 @@ const TRAFGEN_CFG: &str = "{
 enum Variant {
     SenderAlone,
     NoFilter,
+    TrivialXdp,
     XdpGeneric,
     XdpNative,
     NftJhash,
@@ -57,6 +58,7 @@ impl Variant {
         match self {
             Variant::SenderAlone => "sender alone (receiver down)",
             Variant::NoFilter => "no filter (stack drops at routing)",
+            Variant::TrivialXdp => "trivial XDP_PASS program, XDP generic",
             Variant::XdpGeneric => "carp-xdp balance, XDP generic",
             Variant::XdpNative => "carp-xdp balance, XDP native",
             Variant::NftJhash => "nftables netdev ingress jhash",
@@ -133,10 +135,22 @@ impl Lab {
         (long.as_secs_f64() - short.as_secs_f64()) * 1e9 / FRAMES as f64
     }
 
-    fn set_up(&self, v: Variant, bpffs: &Path) {
+    /// Puts variant `v` in place; returns the program object to keep alive for a non-pinned attachment.
+    fn set_up(&self, v: Variant, bpffs: &Path) -> Option<Dataplane> {
         match v {
             Variant::SenderAlone => self.rx.run("ip link set rx0 down"),
             Variant::NoFilter => String::new(),
+            Variant::TrivialXdp => {
+                // Attached without a pin: it stays while the returned object lives.
+                return Some(self.rx.in_ns(|| {
+                    let mut dp = Dataplane::load_unattached().expect("load the XDP object");
+                    dp.pass_program()
+                        .expect("the pass program")
+                        .attach("rx0", aya::programs::XdpMode::Skb)
+                        .expect("attach XDP_PASS to rx0");
+                    dp
+                }));
+            }
             Variant::XdpGeneric | Variant::XdpNative => {
                 let mode = if v == Variant::XdpNative {
                     AttachMode::Native
@@ -171,12 +185,13 @@ impl Lab {
                  iptables -t mangle -A PREROUTING -i rx0 -m mark ! --mark 0xffff -j DROP",
             ),
         };
+        None
     }
 
     fn tear_down(&self, v: Variant, bpffs: &Path) {
         match v {
             Variant::SenderAlone => self.rx.run("ip link set rx0 up"),
-            Variant::NoFilter => String::new(),
+            Variant::NoFilter | Variant::TrivialXdp => String::new(),
             Variant::XdpGeneric | Variant::XdpNative => {
                 let pins = bpffs.to_path_buf();
                 self.rx.in_ns(move || {
@@ -220,6 +235,7 @@ fn main() -> anyhow::Result<()> {
     let variants = [
         Variant::SenderAlone,
         Variant::NoFilter,
+        Variant::TrivialXdp,
         Variant::XdpGeneric,
         Variant::XdpNative,
         Variant::NftJhash,
@@ -232,8 +248,9 @@ fn main() -> anyhow::Result<()> {
     lab.tear_down(Variant::XtCluster, &bpffs);
     for _ in 0..ROUNDS {
         for (i, v) in variants.iter().enumerate() {
-            lab.set_up(*v, &bpffs);
+            let attached = lab.set_up(*v, &bpffs);
             times[i].push(lab.ns_per_frame());
+            drop(attached);
             if matches!(v, Variant::XdpGeneric | Variant::XdpNative) {
                 let (pass, drop) = balanced(&bpffs).unwrap_or((0, 0));
                 let total = pass + drop;
@@ -253,7 +270,11 @@ fn main() -> anyhow::Result<()> {
         "receiver", "ns/frame", "receive cost", "vs XDP gen"
     );
     let mut rows = Vec::new();
-    let xdp_cost = median(&mut times[2].clone()) - alone;
+    let xdp_at = variants
+        .iter()
+        .position(|v| *v == Variant::XdpGeneric)
+        .expect("XDP generic variant");
+    let xdp_cost = median(&mut times[xdp_at].clone()) - alone;
     for (i, v) in variants.iter().enumerate() {
         let t = median(&mut times[i]);
         let cost = t - alone;
