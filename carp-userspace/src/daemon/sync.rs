@@ -9,6 +9,9 @@
 //! they are written by us and not by XDP, never come back as events: not re-broadcast), and its
 //! `Demote` adjusts group "carp" in the election engine (the +32 held from start until the bulk
 //! transfer ends or times out, so a fresh node does not preempt before it has the flows).
+//! Every second it also writes who is alive into each carpdev's `carp_flow_conf` (the peers heard in the
+//! last `PEER_DEAD`, leased for as long): in balancing modes the XDP filter keeps a live gateway's flows
+//! with it when buckets move (see the XDP `balance` module).
 //!
 //! What is not done here: `defer` (holding a new flow's first packet in the dataplane until the peer
 //! acknowledges it) is not implemented in the XDP program; with `defer = true` carpd warns and runs
@@ -52,6 +55,11 @@ const EVENTS_PER_WAKE: usize = 4096;
 const PACKETS_PER_WAKE: usize = 256;
 /// Bulk packets sent per 20 ms tick.
 const BULK_PACKETS_PER_TICK: usize = 64;
+/// How often the engine sends a keepalive, so peers know this node is alive while no flow changes.
+const KEEPALIVE: Duration = Duration::from_secs(1);
+/// A peer not heard from for this long is gone: balancing hands its flows to their buckets' owners.
+/// Also the lease on the live-peer view written to the dataplane (renewed by every scan).
+const PEER_DEAD: Duration = Duration::from_secs(3);
 
 /// The sync engine with its socket (present only with `[pfsync]`).
 struct Replication {
@@ -173,10 +181,13 @@ impl SyncDriver {
                 },
                 inside: u8::from(inside),
                 owner: 0,
-                pad: 0,
+                // Stickiness needs to know who is alive, which only the sync channel tells.
+                sticky: u8::from(pfsync.is_some()),
                 node_id,
                 events_per_ms: config.flows.events_per_ms,
                 pad2: 0,
+                live_until_ns: 0,
+                live_peers: [0; km::MAX_LIVE_PEERS],
             })?;
             devs.push((dev.clone(), fd));
         }
@@ -205,6 +216,7 @@ impl SyncDriver {
                 // pfsync's one packet per 20 ms would take half an hour for a million flows; 64 packets
                 // a tick (~45,000 flows/s at MTU 1400) still fits the socket buffers with room to spare.
                 sc.bulk_packets_per_tick = BULK_PACKETS_PER_TICK;
+                sc.keepalive = Some(KEEPALIVE);
                 if resuming {
                     sc.bulk_demote = 0;
                     tracing::info!(
@@ -263,7 +275,41 @@ impl SyncDriver {
         if adopted > 0 {
             tracing::info!("flows: adopted {adopted} flow(s) left in the dataplane");
         }
+        driver.write_live(monotonic());
         Ok(Some(driver))
+    }
+
+    /// Renews the dataplane's view of who is alive (module doc of the XDP `balance`): this node's
+    /// claim on its own flows and the peers heard within `PEER_DEAD`, both leased for `PEER_DEAD`.
+    fn write_live(&mut self, now: Time) {
+        let mut peers = [0u32; km::MAX_LIVE_PEERS];
+        if let Some(r) = &self.repl {
+            let live = r.engine.live_peers(now, PEER_DEAD);
+            if live.len() > peers.len() {
+                tracing::warn!(
+                    "pfsync: {} live peers, the dataplane keeps flows with the first {}",
+                    live.len(),
+                    peers.len()
+                );
+            }
+            for (slot, id) in peers.iter_mut().zip(live) {
+                *slot = id;
+            }
+        }
+        let until = now.as_nanos() + PEER_DEAD.as_nanos() as u64;
+        for (name, dev) in &mut self.devs {
+            let Ok(mut conf) = dev.conf() else {
+                continue;
+            };
+            if conf.sticky == 0 {
+                continue;
+            }
+            conf.live_until_ns = until;
+            conf.live_peers = peers;
+            if let Err(e) = dev.set_conf(conf) {
+                tracing::warn!("{name}: writing the live peers to the dataplane: {e}");
+            }
+        }
     }
 
     fn deadline(&self) -> Time {
@@ -374,6 +420,7 @@ impl Daemon {
         if now >= s.next_scan {
             s.next_scan = now + SCAN_INTERVAL;
             scan(s, now, &mut actions);
+            s.write_live(now);
         }
         if let Some(r) = s.repl.as_mut()
             && r.engine.next_deadline().is_some_and(|t| t <= now)
