@@ -971,6 +971,7 @@ impl Daemon {
             .filter(|c| c.node == 0)
             .map(|c| c.cfg.clone())
             .collect();
+        self.sync_reload(&new).await;
         tracing::info!("SIGHUP: config reloaded ({unchanged} carp interface(s) unchanged)");
     }
 

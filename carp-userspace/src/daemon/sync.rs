@@ -15,7 +15,8 @@
 //!
 //! What is not done here: `defer` (holding a new flow's first packet in the dataplane until the peer
 //! acknowledges it) is not implemented in the XDP program; with `defer = true` carpd warns and runs
-//! without it. `[pfsync]` and `[flows]` changes take effect on restart, not on SIGHUP.
+//! without it. `[pfsync]` and `[flows]` changes are applied on SIGHUP by rebuilding the driver
+//! (`sync_reload`).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -363,6 +364,53 @@ impl Daemon {
             actions.extend(r.engine.handle(now, SyncEvent::Link { up: false }));
         }
         self.sync_actions(actions).await;
+    }
+
+    /// SIGHUP: applies changed `[pfsync]` and `[flows]` tables. The driver is rebuilt from the new
+    /// config (the old socket and ring are closed first): each carpdev's flow settings are rewritten,
+    /// the flows in the dataplane are adopted as at a restart, and with `[pfsync]` a bulk transfer is
+    /// requested without the +32 demotion (a running gateway already has the flows; demoting it would
+    /// hand its MASTERs to the peer). A demotion the old engine held is given back. Call it after the
+    /// carp interfaces were reloaded, so new carpdevs are attached.
+    pub(super) async fn sync_reload(&mut self, new: &Config) {
+        if new.pfsync == self.config.pfsync && new.flows == self.config.flows {
+            return;
+        }
+        self.config.pfsync = new.pfsync.clone();
+        self.config.flows = new.flows.clone();
+        let held = self
+            .sync
+            .as_ref()
+            .and_then(|s| s.repl.as_ref())
+            .map_or(0, |r| r.engine.held_demotion());
+        self.sync = None;
+        if held != 0 {
+            tracing::info!("pfsync: group carp demote {:+} (sync reloaded)", -held);
+            self.feed(HostEvent::GroupAdjust {
+                group: crate::engine::DEFAULT_GROUP.to_string(),
+                delta: -held,
+            })
+            .await;
+        }
+        match SyncDriver::open(&self.config, &self.options.bpffs, true) {
+            Ok(driver) => self.sync = driver,
+            Err(e) => {
+                tracing::error!(
+                    "SIGHUP: [pfsync]/[flows]: {e:#}; flows are not tracked until fixed"
+                );
+                return;
+            }
+        }
+        self.sync_start().await;
+        tracing::info!(
+            "SIGHUP: [pfsync]/[flows] applied (tracking {}, stateful {}, sync {})",
+            if self.sync.is_some() { "on" } else { "off" },
+            self.config.flows.stateful,
+            self.config
+                .pfsync
+                .as_ref()
+                .map_or("off".to_string(), |p| format!("on {}", p.syncdev))
+        );
     }
 
     /// The syncdev's link changed: the engine holds +1 on group "carp" while it is down.

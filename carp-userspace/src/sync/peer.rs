@@ -490,6 +490,17 @@ impl SyncEngine {
         self.demoted
     }
 
+    /// The demotion of group "carp" this engine holds now (the bulk's and the syncdev-down one), which a
+    /// driver that drops the engine (a reload) must give back.
+    pub fn held_demotion(&self) -> i32 {
+        let bulk = if self.demoted {
+            i32::from(self.config.bulk_demote)
+        } else {
+            0
+        };
+        bulk + i32::from(self.link_down)
+    }
+
     /// Takes a flow the dataplane already has (after a restart) into the table without announcing it.
     pub fn adopt(&mut self, flow: FlowState) {
         self.table.insert(flow.id, flow);
