@@ -38,10 +38,9 @@
 //! the peers do about then (their view of us expires too), so a flow is never served by two gateways
 //! for longer than the lease. Stickiness is on only with `[pfsync]` (`FlowConf::sticky`): without sync
 //! the peers do not know our flows, and keeping them would make two gateways accept them.
-//! Known gaps: a flow's first packets before its INS reaches the peers are decided by bucket on the
-//! peers (a bucket move in that window can serve the flow twice); and a gateway whose last node moves
-//! away brings its carp interface down, so flows it keeps by this rule still reach the stack only while
-//! one of its nodes is MASTER here.
+//! The controller keeps a balanced carp interface up while it holds such flows, even with no node
+//! MASTER here (daemon `nodes`). Known gap: a flow's first packets before its INS reaches the peers are
+//! decided by bucket on the peers (a bucket move in that window can serve the flow twice).
 //! Traffic outside balancing groups never comes here and pays nothing for this.
 //!
 //! **ICMP.** OpenBSD exempts only ICMP *delivered to this host*, but XDP runs before routing and cannot

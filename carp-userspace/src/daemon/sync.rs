@@ -84,6 +84,8 @@ pub(super) struct SyncDriver {
     node_id: u32,
     buf: Vec<u8>,
     send_errors: u64,
+    // Flows in the dataplane created here (counted by each scan, plus new ones since).
+    own_flows: usize,
 }
 
 /// What woke the driver.
@@ -262,12 +264,14 @@ impl SyncDriver {
             node_id,
             buf: vec![0; MAX_DATAGRAM],
             send_errors: 0,
+            own_flows: 0,
         };
         let mut adopted = 0;
         for (k, e) in driver.table.scan() {
             let f = flowmap::flow_state(&k, &e);
             driver.keys.insert(f.id, k);
             driver.reported.insert(k, e.last_seen_ns);
+            driver.own_flows += usize::from(e.creator == node_id);
             if let Some(r) = driver.repl.as_mut() {
                 r.engine.adopt(f);
             }
@@ -311,6 +315,12 @@ impl SyncDriver {
                 tracing::warn!("{name}: writing the live peers to the dataplane: {e}");
             }
         }
+    }
+
+    /// True when this gateway owns flows that balancing keeps with it (`[pfsync]` on and flows
+    /// created here still in the table): its balanced carp interfaces then stay up.
+    pub(super) fn holds_flows(&self) -> bool {
+        self.repl.is_some() && self.own_flows > 0
     }
 
     fn deadline(&self) -> Time {
@@ -441,6 +451,9 @@ impl Daemon {
             s.keys.insert(f.id, ev.key);
             let seen = s.reported.entry(ev.key).or_insert(0);
             *seen = (*seen).max(ev.entry.last_seen_ns);
+            if ev.kind == FLOW_EVENT_NEW && ev.entry.creator == s.node_id {
+                s.own_flows += 1;
+            }
             if let Some(r) = s.repl.as_mut() {
                 let event = if ev.kind == FLOW_EVENT_NEW {
                     SyncEvent::LocalInsert(f)
@@ -465,7 +478,8 @@ impl Daemon {
                 }
             }
         }
-        if now >= s.next_scan {
+        let scanned = now >= s.next_scan;
+        if scanned {
             s.next_scan = now + SCAN_INTERVAL;
             scan(s, now, &mut actions);
             s.write_live(now);
@@ -476,6 +490,9 @@ impl Daemon {
             actions.extend(r.engine.handle(now, SyncEvent::Timer));
         }
         self.sync_actions(actions).await;
+        if scanned {
+            self.refresh_kept_ifs().await;
+        }
     }
 
     /// Carries out the engine's actions.
@@ -629,6 +646,7 @@ impl Daemon {
 fn scan(s: &mut SyncDriver, now: Time, actions: &mut Vec<SyncAction>) {
     let now_ns = now.as_nanos();
     let mut present = HashSet::new();
+    s.own_flows = 0;
     for (k, e) in s.table.scan() {
         let f = flowmap::flow_state(&k, &e);
         let idle = now_ns.saturating_sub(e.last_seen_ns) / 1_000_000;
@@ -642,6 +660,7 @@ fn scan(s: &mut SyncDriver, now: Time, actions: &mut Vec<SyncAction>) {
             continue;
         }
         present.insert(f.id);
+        s.own_flows += usize::from(e.creator == s.node_id);
         s.keys.insert(f.id, k);
         let seen = s.reported.entry(k).or_insert(0);
         if e.last_seen_ns > *seen {
