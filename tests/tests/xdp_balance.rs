@@ -921,3 +921,103 @@ fn established_flows_stay_with_their_owner() {
         );
     }
 }
+
+/// The same rule for IPv6: a flow created here stays after its bucket moved, a live peer's is left
+/// to it although its bucket is ours.
+#[test]
+fn established_ipv6_flows_stay_with_their_owner() {
+    root_or_skip!("established_ipv6_flows_stay_with_their_owner");
+    let mut lab = Lab::new();
+    let mut dev = lab.dp.flow_dev().expect("flow dev");
+    let mut table = lab.dp.flow_table().expect("flow table");
+    dev.set_conf(FlowConf {
+        mode: FLOW_MODE_TRACK,
+        sticky: 1,
+        node_id: 1,
+        live_until_ns: u64::MAX,
+        live_peers: [2, 0, 0, 0, 0, 0, 0, 0],
+        ..Default::default()
+    })
+    .expect("conf");
+    let server: [u8; 16] = [
+        0x20, 0x01, 0x0d, 0xb8, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80,
+    ];
+    let client = |want: u32| {
+        (1..=255u8)
+            .map(|i| {
+                let mut a = server;
+                a[5] = 1;
+                a[15] = i;
+                a
+            })
+            .find(|c| spec_bucket_v6(*c, server, 2) == want)
+            .expect("a client in the bucket")
+    };
+    let (c0, c1) = (client(0), client(1));
+    let seg = |src: [u8; 16], sport: u16, dst: [u8; 16], dport: u16, flags: u8| {
+        let mut t = [0u8; 20];
+        t[0..2].copy_from_slice(&sport.to_be_bytes());
+        t[2..4].copy_from_slice(&dport.to_be_bytes());
+        t[12] = 5 << 4;
+        t[13] = flags;
+        ip6_frame(interface_mac(BalanceMode::IpStealth), src, dst, 6, &t)
+    };
+    let key = |a: [u8; 16], ap: u16, b: [u8; 16], bp: u16| {
+        let ((lo, lp), (hi, hp)) = if (a, ap) <= (b, bp) {
+            ((a, ap), (b, bp))
+        } else {
+            ((b, bp), (a, ap))
+        };
+        FlowKey {
+            lo_addr: lo,
+            hi_addr: hi,
+            lo_port: lp,
+            hi_port: hp,
+            proto: 6,
+            family: 6,
+            pad: [0; 2],
+        }
+    };
+    lab.configure(BalanceMode::IpStealth, 2, 0b01);
+    lab.expect_filtered(
+        &seg(c0, 5000, server, 443, SYN),
+        true,
+        "v6 new, bucket ours",
+    );
+    let e = table.get(&key(c0, 5000, server, 443)).expect("created");
+    assert_eq!((e.creator, e.owner), (1, LEADER));
+    table
+        .insert(
+            key(c1, 5001, server, 443),
+            FlowEntry {
+                id: 9,
+                creator: 2,
+                owner: LEADER + 1,
+                tcp_state: 3,
+                flags: FLOW_LEARNED,
+                ..Default::default()
+            },
+        )
+        .expect("learned");
+    lab.configure(BalanceMode::IpStealth, 2, 0b10);
+    lab.expect_filtered(
+        &seg(server, 443, c0, 5000, ACK),
+        true,
+        "v6 ours, bucket moved away",
+    );
+    lab.expect_filtered(
+        &seg(c1, 5001, server, 443, ACK),
+        false,
+        "v6 live peer's, bucket ours",
+    );
+    lab.expect_filtered(
+        &seg(c1, 5002, server, 443, SYN),
+        true,
+        "v6 new, bucket gained",
+    );
+    lab.expect_filtered(
+        &seg(c0, 5003, server, 443, SYN),
+        false,
+        "v6 new, bucket lost",
+    );
+}
