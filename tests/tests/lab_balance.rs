@@ -752,6 +752,24 @@ fn ip_established_flow_stays_with_its_gateway_when_its_bucket_moves() {
     assert_eq!(fa2.kept_here - fa.kept_here, 20, "A: kept_here");
     assert_eq!(fb2.left_to_owner - fb.left_to_owner, 20, "B: left_to_owner");
 
+    // A hitless restart of B: the new carpd starts from the live-peer view the old one left in the
+    // dataplane, so it does not take A's flow in its bucket before it hears A's next keepalive.
+    let skip = b.log().len();
+    b.signal(libc::SIGUSR2);
+    assert!(
+        b.wait_log_after(skip, "resumed vhid 2 as MASTER", Duration::from_secs(10)),
+        "{}",
+        b.log()
+    );
+    let before = udp_noports(&cluster);
+    send_flow(&cluster, src, old_port, 20);
+    let after = udp_noports(&cluster);
+    assert_eq!(
+        (after[0] - before[0], after[1] - before[1]),
+        (20, 0),
+        "the flow stays with A across B's hitless restart"
+    );
+
     // A dies: B stops hearing it and takes A's flow over (within PEER_DEAD, 3 s, and a scan).
     a.kill9();
     std::thread::sleep(Duration::from_secs(5));

@@ -86,6 +86,9 @@ pub(super) struct SyncDriver {
     send_errors: u64,
     // Flows in the dataplane created here (counted by each scan, plus new ones since).
     own_flows: usize,
+    // Peers a previous carpd or driver saw alive, counted live until `inherited_until`.
+    inherited_peers: Vec<u32>,
+    inherited_until: Time,
 }
 
 /// What woke the driver.
@@ -172,9 +175,22 @@ impl SyncDriver {
             None => 1,
         };
         let mut devs = Vec::new();
+        // The live-peer view a previous carpd (a hitless restart) or driver (a reload) left in the
+        // dataplane is kept until its lease ends: this engine has heard nobody yet, and an empty view
+        // would make us take the peers' flows in our buckets until their next keepalive.
+        let start_ns = monotonic().as_nanos();
+        let mut inherited: (Vec<u32>, u64) = (Vec::new(), 0);
         for dev in &carpdevs {
             let mut fd = FlowDev::open_pinned(bpffs, dev)
                 .with_context(|| format!("{dev}: the flow maps"))?;
+            let old = fd.conf().unwrap_or_default();
+            let keep_view = pfsync.is_some() && old.sticky != 0 && old.live_until_ns > start_ns;
+            if keep_view && inherited.0.is_empty() {
+                inherited = (
+                    old.live_peers.iter().copied().filter(|&p| p != 0).collect(),
+                    old.live_until_ns,
+                );
+            }
             let inside = config.flows.inside.contains(dev);
             fd.set_conf(FlowConf {
                 mode: match (tracking, config.flows.stateful) {
@@ -189,8 +205,12 @@ impl SyncDriver {
                 node_id,
                 events_per_ms: config.flows.events_per_ms,
                 pad2: 0,
-                live_until_ns: 0,
-                live_peers: [0; km::MAX_LIVE_PEERS],
+                live_until_ns: if keep_view { old.live_until_ns } else { 0 },
+                live_peers: if keep_view {
+                    old.live_peers
+                } else {
+                    [0; km::MAX_LIVE_PEERS]
+                },
             })?;
             devs.push((dev.clone(), fd));
         }
@@ -265,6 +285,8 @@ impl SyncDriver {
             buf: vec![0; MAX_DATAGRAM],
             send_errors: 0,
             own_flows: 0,
+            inherited_peers: inherited.0,
+            inherited_until: Time::from_nanos(inherited.1),
         };
         let mut adopted = 0;
         for (k, e) in driver.table.scan() {
@@ -289,7 +311,12 @@ impl SyncDriver {
     fn write_live(&mut self, now: Time) {
         let mut peers = [0u32; km::MAX_LIVE_PEERS];
         if let Some(r) = &self.repl {
-            let live = r.engine.live_peers(now, PEER_DEAD);
+            let mut live = r.engine.live_peers(now, PEER_DEAD);
+            if now < self.inherited_until {
+                live.extend(self.inherited_peers.iter().copied());
+                live.sort_unstable();
+                live.dedup();
+            }
             if live.len() > peers.len() {
                 tracing::warn!(
                     "pfsync: {} live peers, the dataplane keeps flows with the first {}",
