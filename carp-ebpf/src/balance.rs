@@ -134,9 +134,11 @@ pub fn ip_filter(ctx: &XdpContext, l2: L2, leader: u8, group: &BalanceGroup) -> 
     let accept = match decision {
         Decision::Fold(fold) => {
             let ours = owns(group.nodes, live_mask(group), fold);
+            // The flow settings are read once for the frame: `flow::after` skips a TRACKED verdict,
+            // so with tracking off a balanced frame still costs one lookup of them, as before.
+            tracked = flow::TRACKED;
             if flow::tracking() {
                 // The flow table decides established flows (module doc); one lookup serves both.
-                tracked = flow::TRACKED;
                 let bal = flow::BAL
                     | if ours { flow::BAL_OURS } else { 0 }
                     | bucket_vhid(group, fold) as u32;

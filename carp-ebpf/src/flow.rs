@@ -79,7 +79,7 @@ struct IcmpEcho {
 #[inline(always)]
 pub fn after(ctx: &XdpContext, l2: L2, verdict: u32) -> u32 {
     if verdict & TRACKED != 0 {
-        // The balancing filter already ran the flow table on this frame.
+        // The balancing filter already consulted the flow table for this frame.
         return verdict & !TRACKED;
     }
     if verdict != xdp_action::XDP_PASS {
@@ -106,7 +106,8 @@ pub const BAL_OURS: u32 = 1 << 30;
 /// live owner), so the balancing filter must not apply the bucket rule.
 pub const STICKY: u32 = 1 << 16;
 
-/// Flag on the balancing filter's verdict: `track` already ran for this frame (`after` strips it).
+/// Flag on the balancing filter's verdict: the flow settings were read and, with tracking on, `track`
+/// already ran for this frame (`after` strips it).
 pub const TRACKED: u32 = 1 << 17;
 
 /// The balanced verdict of a frame the flow table did not decide: the bucket's.
