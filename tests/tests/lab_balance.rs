@@ -703,6 +703,17 @@ fn ip_established_flow_stays_with_its_gateway_when_its_bucket_moves() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Each sees the other live (`carpctl sync`).
+    let sync = |g: usize| match call(&cluster.socket(g), &Request::Sync, Duration::from_secs(2)) {
+        Ok(Response::Sync(r)) => r,
+        other => panic!("carpctl sync: {other:?}"),
+    };
+    let (sa, sb) = (sync(0), sync(1));
+    assert_eq!(
+        (sa.live_peers.clone(), sb.live_peers.clone()),
+        (vec![sb.node_id], vec![sa.node_id]),
+        "live peers"
+    );
 
     // Node 1 moves to B: A's advskew for it goes above B's, B preempts.
     let r = call(

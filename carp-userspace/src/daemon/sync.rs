@@ -608,6 +608,7 @@ impl Daemon {
                 }
                 .into();
                 r.demoted = rep.engine.demoted();
+                r.live_peers = rep.engine.live_peers(monotonic(), PEER_DEAD);
                 r.flows = rep.engine.table().len() as u64;
                 r.counters = rep
                     .engine
