@@ -732,6 +732,11 @@ fn ip_established_flow_stays_with_its_gateway_when_its_bucket_moves() {
         Duration::from_secs(15),
     );
     assert_eq!((mask(&cluster, 0), mask(&cluster, 1)), (0b00, 0b11));
+    assert!(
+        !a.log().contains("carp interface up (flows created here)"),
+        "A's carp0 was up for its MASTER node, never for flows: {}",
+        a.log()
+    );
     // A masters no node now, but its carp interface stays up with the VIP for the flow it keeps.
     let link = cluster.gws[0].run("ip -br addr show dev carp0");
     assert!(
@@ -788,6 +793,59 @@ fn ip_established_flow_stays_with_its_gateway_when_its_bucket_moves() {
     send_flow(&cluster, src, old_port, 20);
     let after = udp_noports(&cluster);
     assert_eq!(after[1] - before[1], 20, "B took over the dead A's flow");
+
+    // A returns as BACKUP of both nodes. The flow it created is in its table again (adopted from the
+    // dataplane, and in the bulk transfer): A claims it back and its carp interface comes up for it
+    // with no node MASTER here; B, hearing A, leaves it to A.
+    let skip = a.log().len();
+    let a = cluster.carpd(0, &with_sync("1:200,2:100", "10.0.0.12"));
+    let carp0_up = || {
+        let link = cluster.gws[0].run("ip -br addr show dev carp0");
+        link.contains("UP") && link.contains(&VIP.to_string())
+    };
+    let end = Instant::now() + Duration::from_secs(20);
+    while !carp0_up() {
+        assert!(Instant::now() < end, "A's carp0 never came up: {}", a.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let end = Instant::now() + Duration::from_secs(10);
+    while !sync(1).live_peers.contains(&sa.node_id) {
+        assert!(Instant::now() < end, "B never heard A again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_nodes(
+        &cluster,
+        &[(0, &["BACKUP", "BACKUP"]), (1, &["MASTER", "MASTER"])],
+        Duration::from_secs(15),
+    );
+    let before = udp_noports(&cluster);
+    send_flow(&cluster, src, old_port, 20);
+    let after = udp_noports(&cluster);
+    assert_eq!(
+        (after[0] - before[0], after[1] - before[1]),
+        (20, 0),
+        "the returning A serves the flow it created again"
+    );
+    // Once A's table holds no flow it created (expiry; here removed by hand), its carp interface
+    // goes down.
+    let a_pins = cluster.bpffs.join(Cluster::name(0));
+    let mut table = carp::dataplane::flows::FlowTable::open_pinned(&a_pins, "eth0", false)
+        .expect("A's flow table");
+    for (k, e) in table.scan() {
+        if e.creator == sa.node_id {
+            table.remove(&k);
+        }
+    }
+    assert!(
+        a.wait_log_after(
+            skip,
+            "carp0: carp interface down (no node MASTER here and no kept flow left)",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        a.log()
+    );
+    assert!(!carp0_up(), "A's carp0 is down");
 }
 
 /// True once B's flow table holds the UDP flow from `src`:`sport` to the VIP, created by A.

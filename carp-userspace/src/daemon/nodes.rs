@@ -10,7 +10,7 @@
 //!   with every advert a local MASTER node sends;
 //! - the carp interface is up with its VIPs while at least one node is MASTER here (the XDP filter
 //!   takes only the buckets of those nodes) or, in the IP modes with `[pfsync]`, while flows created
-//!   here are still in the flow table (the XDP filter keeps them with us after their buckets moved;
+//!   here in its nodes' buckets (`FlowEntry::owner`) are still in the flow table (the XDP filter keeps them with us after their buckets moved;
 //!   without the interface the stack would drop them), and the hooks run when that changes;
 //! - the MACs: the `carp_vhids` MAC of each node, the source MAC of each node's adverts (stealth: the
 //!   carpdev's own MAC in `ip` and `ip-stealth`, so switches never learn the interface MAC; the
@@ -169,10 +169,11 @@ impl Daemon {
         let Some(c) = self.ifs.iter().find(|c| c.cfg.name == name) else {
             return false;
         };
+        let vhids: Vec<u8> = c.cfg.carpnodes.iter().map(|n| n.vhid).collect();
         matches!(
             c.cfg.balancing,
             Balancing::Ip | Balancing::IpStealth | Balancing::IpUnicast
-        ) && self.sync.as_ref().is_some_and(|s| s.holds_flows())
+        ) && self.sync.as_ref().is_some_and(|s| s.holds_flows(&vhids))
     }
 
     /// After a flow scan: brings a balanced carp interface down once it has no MASTER node and no

@@ -84,11 +84,14 @@ pub(super) struct SyncDriver {
     node_id: u32,
     buf: Vec<u8>,
     send_errors: u64,
-    // Flows in the dataplane created here (counted by each scan, plus new ones since).
-    own_flows: usize,
+    // Flows in the dataplane created here in a balancing group, per owner (the bucket's carpnode
+    // vhid; counted by each scan, plus new ones since). Flows of other traffic have owner 0.
+    own_flows: Box<[u32; 256]>,
     // Peers a previous carpd or driver saw alive, counted live until `inherited_until`.
     inherited_peers: Vec<u32>,
     inherited_until: Time,
+    // The live peers last written to the dataplane.
+    written_live: Vec<u32>,
 }
 
 /// What woke the driver.
@@ -284,16 +287,19 @@ impl SyncDriver {
             node_id,
             buf: vec![0; MAX_DATAGRAM],
             send_errors: 0,
-            own_flows: 0,
+            own_flows: Box::new([0; 256]),
             inherited_peers: inherited.0,
             inherited_until: Time::from_nanos(inherited.1),
+            written_live: Vec::new(),
         };
         let mut adopted = 0;
         for (k, e) in driver.table.scan() {
             let f = flowmap::flow_state(&k, &e);
             driver.keys.insert(f.id, k);
             driver.reported.insert(k, e.last_seen_ns);
-            driver.own_flows += usize::from(e.creator == node_id);
+            if e.creator == node_id && e.owner != 0 {
+                driver.own_flows[usize::from(e.owner)] += 1;
+            }
             if let Some(r) = driver.repl.as_mut() {
                 r.engine.adopt(f);
             }
@@ -310,13 +316,9 @@ impl SyncDriver {
     /// claim on its own flows and the peers heard within `PEER_DEAD`, both leased for `PEER_DEAD`.
     fn write_live(&mut self, now: Time) {
         let mut peers = [0u32; km::MAX_LIVE_PEERS];
-        if let Some(r) = &self.repl {
-            let mut live = r.engine.live_peers(now, PEER_DEAD);
-            if now < self.inherited_until {
-                live.extend(self.inherited_peers.iter().copied());
-                live.sort_unstable();
-                live.dedup();
-            }
+        let live = self.live_peers(now);
+        self.written_live = live.clone();
+        if !live.is_empty() {
             if live.len() > peers.len() {
                 tracing::warn!(
                     "pfsync: {} live peers, the dataplane keeps flows with the first {}",
@@ -344,10 +346,28 @@ impl SyncDriver {
         }
     }
 
-    /// True when this gateway owns flows that balancing keeps with it (`[pfsync]` on and flows
-    /// created here still in the table): its balanced carp interfaces then stay up.
-    pub(super) fn holds_flows(&self) -> bool {
-        self.repl.is_some() && self.own_flows > 0
+    /// True when this gateway owns flows that balancing keeps with it in the buckets of the
+    /// carpnodes `vhids` (`[pfsync]` on and such flows created here still in the table): their
+    /// carp interface then stays up.
+    pub(super) fn holds_flows(&self, vhids: &[u8]) -> bool {
+        self.repl.is_some()
+            && vhids
+                .iter()
+                .any(|&v| v != 0 && self.own_flows[usize::from(v)] > 0)
+    }
+
+    /// The peers counted live now: heard within `PEER_DEAD`, or inherited and still leased.
+    fn live_peers(&self, now: Time) -> Vec<u32> {
+        let Some(r) = &self.repl else {
+            return Vec::new();
+        };
+        let mut live = r.engine.live_peers(now, PEER_DEAD);
+        if now < self.inherited_until {
+            live.extend(self.inherited_peers.iter().copied());
+            live.sort_unstable();
+            live.dedup();
+        }
+        live
     }
 
     fn deadline(&self) -> Time {
@@ -478,8 +498,8 @@ impl Daemon {
             s.keys.insert(f.id, ev.key);
             let seen = s.reported.entry(ev.key).or_insert(0);
             *seen = (*seen).max(ev.entry.last_seen_ns);
-            if ev.kind == FLOW_EVENT_NEW && ev.entry.creator == s.node_id {
-                s.own_flows += 1;
+            if ev.kind == FLOW_EVENT_NEW && ev.entry.creator == s.node_id && ev.entry.owner != 0 {
+                s.own_flows[usize::from(ev.entry.owner)] += 1;
             }
             if let Some(r) = s.repl.as_mut() {
                 let event = if ev.kind == FLOW_EVENT_NEW {
@@ -490,11 +510,13 @@ impl Daemon {
                 actions.extend(r.engine.handle(now, event));
             }
         }
+        let mut received = false;
         if let Some(r) = s.repl.as_mut() {
             for _ in 0..PACKETS_PER_WAKE {
                 let got = r.sock.get_mut().recv(&mut s.buf);
                 match got {
                     Ok(Some((len, _src))) => {
+                        received = true;
                         actions.extend(r.engine.handle(now, SyncEvent::Packet(&s.buf[..len])));
                     }
                     Ok(None) => break,
@@ -509,6 +531,9 @@ impl Daemon {
         if scanned {
             s.next_scan = now + SCAN_INTERVAL;
             scan(s, now, &mut actions);
+            s.write_live(now);
+        } else if received && s.live_peers(now) != s.written_live {
+            // A peer (re)appeared: the dataplane leaves its flows to it from now, not from the scan.
             s.write_live(now);
         }
         if let Some(r) = s.repl.as_mut()
@@ -674,7 +699,7 @@ impl Daemon {
 fn scan(s: &mut SyncDriver, now: Time, actions: &mut Vec<SyncAction>) {
     let now_ns = now.as_nanos();
     let mut present = HashSet::new();
-    s.own_flows = 0;
+    s.own_flows.fill(0);
     for (k, e) in s.table.scan() {
         let f = flowmap::flow_state(&k, &e);
         let idle = now_ns.saturating_sub(e.last_seen_ns) / 1_000_000;
@@ -688,7 +713,9 @@ fn scan(s: &mut SyncDriver, now: Time, actions: &mut Vec<SyncAction>) {
             continue;
         }
         present.insert(f.id);
-        s.own_flows += usize::from(e.creator == s.node_id);
+        if e.creator == s.node_id && e.owner != 0 {
+            s.own_flows[usize::from(e.owner)] += 1;
+        }
         s.keys.insert(f.id, k);
         let seen = s.reported.entry(k).or_insert(0);
         if e.last_seen_ns > *seen {
