@@ -488,7 +488,8 @@ fn track_flow(ctx: &XdpContext, l2: L2, bal: u32) -> u32 {
         if !reuse {
             let mut sticky = 0;
             if bal != 0 {
-                // SAFETY: a live map value; the creator never changes for a key.
+                // SAFETY: a live map value; the controller replacing it meanwhile (a peer's flow on
+                // the same 5-tuple) costs at most this frame's decision.
                 let creator = unsafe { (*e).creator };
                 let ours = bal & BAL_OURS != 0;
                 match sticky_owner(conf, creator, now) {

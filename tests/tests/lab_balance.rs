@@ -655,7 +655,9 @@ fn send_flow(cluster: &Cluster, src: Ipv4Addr, sport: u16, count: usize) {
 /// Issue #7 item 1 with real carpds and `[pfsync]` between them: a UDP flow in node 1's bucket
 /// established through A stays with A after node 1 moves to B (A raises node 1's advskew, B preempts;
 /// A then masters no node, yet keeps its carp interface up for the flow), while a new flow in that
-/// same bucket goes to B; once A is SIGKILLed, B takes A's flow over.
+/// same bucket goes to B; it stays with A across a hitless restart of B; once A is SIGKILLed, B takes
+/// A's flow over; A returning claims it back, and A's carp interface goes down once A's table holds no
+/// flow it created.
 #[test]
 fn ip_established_flow_stays_with_its_gateway_when_its_bucket_moves() {
     root_or_skip!("ip_established_flow_stays_with_its_gateway_when_its_bucket_moves");
