@@ -39,7 +39,10 @@
 //! for longer than the lease. Stickiness is on only with `[pfsync]` (`FlowConf::sticky`): without sync
 //! the peers do not know our flows, and keeping them would make two gateways accept them.
 //! The controller keeps a balanced carp interface up while it holds such flows, even with no node
-//! MASTER here (daemon `nodes`). Known gap: a flow's first packets before its INS reaches the peers are
+//! MASTER here (daemon `nodes`). A gateway that returns under the same sync id finds the flows it
+//! created in its table again (left in the dataplane, or in the bulk transfer) and claims them back
+//! from whoever took them over; exactly one gateway serves them throughout, save for the moment until
+//! the peers hear it. Known gap: a flow's first packets before its INS reaches the peers are
 //! decided by bucket on the peers (a bucket move in that window can serve the flow twice).
 //! Traffic outside balancing groups never comes here and pays nothing for this.
 //!

@@ -317,9 +317,10 @@ impl SyncDriver {
     fn write_live(&mut self, now: Time) {
         let mut peers = [0u32; km::MAX_LIVE_PEERS];
         let live = self.live_peers(now);
+        let changed = live != self.written_live;
         self.written_live = live.clone();
         if !live.is_empty() {
-            if live.len() > peers.len() {
+            if changed && live.len() > peers.len() {
                 tracing::warn!(
                     "pfsync: {} live peers, the dataplane keeps flows with the first {}",
                     live.len(),
