@@ -4,7 +4,7 @@
 //! controller only adopts pins whose layout it understands, so changing any struct here must bump it.
 
 /// Version of the map layout; part of the pin path.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 /// Entries in the per-vhid arrays: index = vhid, index 0 counts frames whose vhid could not be read.
 pub const VHID_SLOTS: u32 = 256;
 /// Maximum number of virtual addresses across all vhids of one carpdev.
@@ -430,17 +430,27 @@ pub struct FlowConf {
     pub mode: u8,
     /// 1 if this carpdev faces the inside: new TCP SYNs and new UDP/ICMP flows may start here.
     pub inside: u8,
-    /// The owner written into new flows (the carpnode vhid; 0 without balancing).
+    /// The owner written into new flows outside a balancing group (there it is the bucket's carpnode
+    /// vhid); 0 without balancing.
     pub owner: u8,
-    /// Always zero.
-    pub pad: u8,
+    /// 1 when flows stick to the gateway that owns them in balancing modes (set with `[pfsync]`, which
+    /// tells who is alive); 0 decides balanced frames by their bucket only.
+    pub sticky: u8,
     /// This node's sync id: the creator of the flows created here.
     pub node_id: u32,
     /// Flow events each CPU may send per millisecond; beyond it they are counted as rate-limited.
     pub events_per_ms: u32,
     /// Always zero.
     pub pad2: u32,
+    /// CLOCK_MONOTONIC ns until which `live_peers` (and this node's own claim on its flows) holds,
+    /// renewed by the controller every second; after it the balanced decision is by bucket only.
+    pub live_until_ns: u64,
+    /// Sync ids of the peers heard recently (0 = unused slot): their flows are left to them.
+    pub live_peers: [u32; MAX_LIVE_PEERS],
 }
+
+/// Slots for live peer ids in `FlowConf`.
+pub const MAX_LIVE_PEERS: usize = 8;
 
 /// Per-carpdev flow counters (`carp_flow_stats`, a one-entry per-CPU array).
 #[repr(C)]
@@ -467,11 +477,15 @@ pub struct FlowStats {
     pub events_lost: u64,
     /// New flows that could not be inserted (map update failed).
     pub insert_failed: u64,
+    /// Balanced frames of flows created here, accepted although their bucket is now another gateway's.
+    pub kept_here: u64,
+    /// Balanced frames of a live peer's flows, dropped although their bucket is now ours.
+    pub left_to_owner: u64,
 }
 
 impl FlowStats {
     /// Every counter as (name, value), in declaration order.
-    pub fn fields(&self) -> [(&'static str, u64); 10] {
+    pub fn fields(&self) -> [(&'static str, u64); 12] {
         [
             ("new_flows", self.new_flows),
             ("known", self.known),
@@ -483,6 +497,8 @@ impl FlowStats {
             ("events_ratelimited", self.events_ratelimited),
             ("events_lost", self.events_lost),
             ("insert_failed", self.insert_failed),
+            ("kept_here", self.kept_here),
+            ("left_to_owner", self.left_to_owner),
         ]
     }
 
@@ -499,6 +515,8 @@ impl FlowStats {
             events_ratelimited: self.events_ratelimited + o.events_ratelimited,
             events_lost: self.events_lost + o.events_lost,
             insert_failed: self.insert_failed + o.insert_failed,
+            kept_here: self.kept_here + o.kept_here,
+            left_to_owner: self.left_to_owner + o.left_to_owner,
         }
     }
 }

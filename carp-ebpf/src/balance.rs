@@ -18,6 +18,34 @@
 //! limited broadcast is genuinely multicast and passes uncounted, as do non-IP frames (the L3 filter
 //! runs at IP input only) and frames too short for their IP header (the stack discards those).
 //!
+//! **Established flows** (issue #7: "an established flow stays with the gateway that owns it even when
+//! bucket ownership changes"). With flow tracking on, a frame that reaches the bucket test is handed to
+//! the flow table (`flow::track`, one lookup that also does the tracking), which decides by who owns
+//! the flow, not by its bucket:
+//! - a flow this gateway created (`FlowEntry::creator` == our sync id) is accepted here, even after its
+//!   bucket moved to another gateway (counted `kept_here`);
+//! - a flow a live peer created is left to it (dropped here, `left_to_owner`), even after its bucket
+//!   moved here;
+//! - a flow whose creator is gone follows its bucket: the new bucket owner takes it over;
+//! - a new flow follows its bucket, and is created (creator = us, owner = the bucket's carpnode vhid)
+//!   only by the gateway that accepts it.
+//!
+//! Who is alive is the controller's knowledge, handed over in `carp_flow_conf`: the sync ids of the
+//! peers whose authenticated sync packets (every peer sends a keepalive each second) arrived in the
+//! last 3 s, leased until `live_until_ns` and renewed every second. CARP state cannot tell it: a gateway
+//! whose nodes all moved away sends no advert, yet is alive and still owns its flows. The lease also
+//! covers our own claim: when our controller dies the view expires and we fall back to the buckets, as
+//! the peers do about then (their view of us expires too), so a flow is never served by two gateways
+//! for longer than the lease. Stickiness is on only with `[pfsync]` (`FlowConf::sticky`): without sync
+//! the peers do not know our flows, and keeping them would make two gateways accept them.
+//! The controller keeps a balanced carp interface up while it holds such flows, even with no node
+//! MASTER here (daemon `nodes`). A gateway that returns under the same sync id finds the flows it
+//! created in its table again (left in the dataplane, or in the bulk transfer) and claims them back
+//! from whoever took them over; exactly one gateway serves them throughout, save for the moment until
+//! the peers hear it. Known gap: a flow's first packets before its INS reaches the peers are
+//! decided by bucket on the peers (a bucket move in that window can serve the flow twice).
+//! Traffic outside balancing groups never comes here and pays nothing for this.
+//!
 //! **ICMP.** OpenBSD exempts only ICMP *delivered to this host*, but XDP runs before routing and cannot
 //! know what will be delivered. The approximation: an ICMP/ICMPv6 packet whose destination is one of
 //! our VIPs (`carp_vips`) is for this host; ICMP to any other address is being forwarded and is filtered
@@ -46,6 +74,7 @@
 //! vhid: by the leader's master with the leader's MAC (IPv6 is not balanced in this mode).
 use crate::{
     eth::L2,
+    flow,
     ipv4::{self, Ipv4Hdr},
     ipv6::{self, IPPROTO_ICMPV6, Ipv6Hdr},
     maps::{Counters, balance_group, vip_vhid},
@@ -104,8 +133,23 @@ pub fn ip_filter(ctx: &XdpContext, l2: L2, leader: u8, group: &BalanceGroup) -> 
         ETH_P_IPV6 => decide_v6(ctx, l2.l3),
         _ => Decision::Unfiltered,
     };
+    let mut tracked = 0;
     let accept = match decision {
-        Decision::Fold(fold) => owns(group.nodes, live_mask(group), fold),
+        Decision::Fold(fold) => {
+            let ours = owns(group.nodes, live_mask(group), fold);
+            // The flow settings are read once for the frame: `flow::after` skips a TRACKED verdict,
+            // so with tracking off a balanced frame still costs one lookup of them, as before.
+            tracked = flow::TRACKED;
+            if flow::tracking() {
+                // The flow table decides established flows (module doc); one lookup serves both.
+                let bal = flow::BAL
+                    | if ours { flow::BAL_OURS } else { 0 }
+                    | bucket_vhid(group, fold) as u32;
+                flow::track(ctx, l2, bal) & 0xff == xdp_action::XDP_PASS
+            } else {
+                ours
+            }
+        }
         Decision::Exempt => true,
         Decision::Unfiltered => return xdp_action::XDP_PASS,
     };
@@ -120,11 +164,25 @@ pub fn ip_filter(ctx: &XdpContext, l2: L2, leader: u8, group: &BalanceGroup) -> 
         {
             eth.dst[0] = 0;
         }
-        xdp_action::XDP_PASS
+        xdp_action::XDP_PASS | tracked
     } else {
         counters.bump(|s| &mut s.balanced_drop);
-        xdp_action::XDP_DROP
+        xdp_action::XDP_DROP | tracked
     }
+}
+
+/// The vhid of the carpnode owning bucket `fold % N` (0 for a corrupt N), recorded as a new flow's owner.
+#[inline(always)]
+fn bucket_vhid(group: &BalanceGroup, fold: u32) -> u8 {
+    let n = group.nodes as u32;
+    if n == 0 || n > MAX_CARPNODES as u32 {
+        return 0;
+    }
+    let idx = fold % n;
+    // As in `arp_owner`: the volatile read keeps the mask the verifier needs for the index.
+    // SAFETY: a read of a live local.
+    let idx = unsafe { core::ptr::read_volatile(&idx) } & (MAX_CARPNODES as u32 - 1);
+    group.vhids.get(idx as usize).copied().unwrap_or(0)
 }
 
 /// The `Decision` of a `CLASS_*` answer.

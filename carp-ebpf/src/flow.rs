@@ -29,7 +29,7 @@ use aya_ebpf::{
 use carp_common::{
     maps::{
         FLOW_EVENT_NEW, FLOW_EVENT_STATE, FLOW_FIN_HI, FLOW_FIN_LO, FLOW_MODE_OFF,
-        FLOW_MODE_STATEFUL, FlowEntry, FlowKey, FlowStats, FlowTcpState,
+        FLOW_MODE_STATEFUL, FlowConf, FlowEntry, FlowKey, FlowStats, FlowTcpState, MAX_LIVE_PEERS,
     },
     proto::{ETH_P_IP, ETH_P_IPV6},
 };
@@ -78,13 +78,69 @@ struct IcmpEcho {
 /// is off (one lookup), otherwise the flow table's.
 #[inline(always)]
 pub fn after(ctx: &XdpContext, l2: L2, verdict: u32) -> u32 {
+    if verdict & TRACKED != 0 {
+        // The balancing filter already consulted the flow table for this frame.
+        return verdict & !TRACKED;
+    }
     if verdict != xdp_action::XDP_PASS {
         return verdict;
     }
     match FLOW_CONF.get(0) {
-        Some(conf) if conf.mode != FLOW_MODE_OFF => track(ctx, l2),
+        Some(conf) if conf.mode != FLOW_MODE_OFF => track(ctx, l2, 0),
         _ => verdict,
     }
+}
+
+/// True when flows are tracked on this carpdev (the balancing filter then asks `track`).
+#[inline(always)]
+pub fn tracking() -> bool {
+    matches!(FLOW_CONF.get(0), Some(conf) if conf.mode != FLOW_MODE_OFF)
+}
+
+/// `track`'s `bal` argument: the frame is to a balancing group's interface MAC.
+pub const BAL: u32 = 1 << 31;
+/// `track`'s `bal` argument: the frame's bucket is MASTER here. The low 8 bits are the bucket's
+/// carpnode vhid, the owner written into a new flow.
+pub const BAL_OURS: u32 = 1 << 30;
+/// Flag on `track`'s answer: the flow table decided against the bucket (kept here, or left to its
+/// live owner), so the balancing filter must not apply the bucket rule.
+pub const STICKY: u32 = 1 << 16;
+
+/// Flag on the balancing filter's verdict: the flow settings were read and, with tracking on, `track`
+/// already ran for this frame (`after` strips it).
+pub const TRACKED: u32 = 1 << 17;
+
+/// The balanced verdict of a frame the flow table did not decide: the bucket's.
+#[inline(always)]
+fn by_bucket(bal: u32, verdict: u32) -> u32 {
+    if bal & BAL != 0 && bal & BAL_OURS == 0 {
+        xdp_action::XDP_DROP
+    } else {
+        verdict
+    }
+}
+
+/// Who serves a known flow of a balanced frame (module doc of `balance`, "Established flows"):
+/// `Some(true)` here although the bucket is elsewhere, `Some(false)` its live creator although the
+/// bucket is here, `None` the bucket decides.
+#[inline(always)]
+fn sticky_owner(conf: &FlowConf, creator: u32, now: u64) -> Option<bool> {
+    if conf.sticky == 0 || now > conf.live_until_ns {
+        // Without a fresh view of who is alive (no [pfsync], or our controller is gone) only the
+        // bucket is safe: it is what the peers fall back to.
+        return None;
+    }
+    if creator == conf.node_id {
+        return Some(true);
+    }
+    let mut i = 0;
+    while i < MAX_LIVE_PEERS {
+        if conf.live_peers[i] == creator && creator != 0 {
+            return Some(false);
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Runs `f` on this CPU's flow counters.
@@ -310,11 +366,23 @@ fn account(e: *mut FlowEntry, dir: u8, len: u64, now: u64) {
     }
 }
 
-/// The flow table decision for an IPv4 or IPv6 frame (tracking on).
+/// The flow table decision for an IPv4 or IPv6 frame (tracking on). `bal` is 0, or `BAL` with
+/// `BAL_OURS` and the bucket's vhid for a frame the balancing filter hands over; then the answer is
+/// the final verdict, with `STICKY` when the flow table overruled the bucket.
+#[inline(never)]
+pub fn track(ctx: &XdpContext, l2: L2, bal: u32) -> u32 {
+    let verdict = track_flow(ctx, l2, bal);
+    if verdict & STICKY != 0 {
+        verdict
+    } else {
+        by_bucket(bal, verdict)
+    }
+}
+
 // Keys and entries are passed by reference on purpose: by value they would be copied onto the stack.
 #[allow(clippy::needless_borrows_for_generic_args)]
-#[inline(never)]
-pub fn track(ctx: &XdpContext, l2: L2) -> u32 {
+#[inline(always)]
+fn track_flow(ctx: &XdpContext, l2: L2, bal: u32) -> u32 {
     let Some(conf) = FLOW_CONF.get(0) else {
         return xdp_action::XDP_PASS;
     };
@@ -418,6 +486,27 @@ pub fn track(ctx: &XdpContext, l2: L2) -> u32 {
         // A new SYN on a finished flow is a new connection reusing the ports: start it afresh below.
         let reuse = syn_only && state == FlowTcpState::Closed as u8;
         if !reuse {
+            let mut sticky = 0;
+            if bal != 0 {
+                // SAFETY: a live map value; the controller replacing it meanwhile (a peer's flow on
+                // the same 5-tuple) costs at most this frame's decision.
+                let creator = unsafe { (*e).creator };
+                let ours = bal & BAL_OURS != 0;
+                match sticky_owner(conf, creator, now) {
+                    Some(true) if !ours => {
+                        count(|s| &mut s.kept_here);
+                        sticky = STICKY;
+                    }
+                    Some(false) if ours => {
+                        count(|s| &mut s.left_to_owner);
+                        return xdp_action::XDP_DROP | STICKY;
+                    }
+                    Some(true) | Some(false) => {}
+                    // The owner is gone (or stickiness is off): its flows follow their buckets.
+                    None if !ours => return xdp_action::XDP_DROP,
+                    None => {}
+                }
+            }
             count(|s| &mut s.known);
             account(e, dir, len, now);
             if tcp {
@@ -435,8 +524,12 @@ pub fn track(ctx: &XdpContext, l2: L2) -> u32 {
                     emit(FLOW_EVENT_STATE, key, e, now, budget);
                 }
             }
-            return xdp_action::XDP_PASS;
+            return xdp_action::XDP_PASS | sticky;
         }
+    }
+    // A new flow in a bucket of another gateway is that gateway's to create.
+    if bal & BAL != 0 && bal & BAL_OURS == 0 {
+        return xdp_action::XDP_DROP;
     }
     // Unknown flow (or a reused finished one): stateful mode lets only the inside start flows,
     // TCP only with a SYN.
@@ -458,7 +551,11 @@ pub fn track(ctx: &XdpContext, l2: L2) -> u32 {
     entry.created_ns = now;
     entry.last_seen_ns = now;
     entry.creator = conf.node_id;
-    entry.owner = conf.owner;
+    entry.owner = if bal & BAL != 0 {
+        bal as u8
+    } else {
+        conf.owner
+    };
     entry.tcp_state = state;
     entry.flags = fins;
     entry.pad = 0;

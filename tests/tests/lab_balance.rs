@@ -630,3 +630,240 @@ fn watch_gratuitous_arp(ns: &str, dur: Duration) -> std::thread::JoinHandle<Opti
         })
     })
 }
+
+/// Gateway `g`'s flow counters (summed over CPUs) from its pinned maps.
+fn flow_stats(cluster: &Cluster, g: usize) -> carp_common::maps::FlowStats {
+    carp::dataplane::flows::FlowDev::open_pinned(&cluster.bpffs.join(Cluster::name(g)), "eth0")
+        .expect("open the pinned flow maps")
+        .stats()
+        .expect("flow stats")
+}
+
+/// Sends `count` datagrams from `src`:`sport` to the VIP's port 9 (closed: each one the accepting
+/// gateway's stack receives counts once in its UDP NoPorts).
+fn send_flow(cluster: &Cluster, src: Ipv4Addr, sport: u16, count: usize) {
+    cluster.client.in_ns(move || {
+        let s = std::net::UdpSocket::bind((src, sport)).expect("bind the flow's source");
+        for k in 0..count {
+            s.send_to(&(k as u32).to_be_bytes(), (VIP, 9))
+                .expect("send a datagram");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+}
+
+/// Issue #7 item 1 with real carpds and `[pfsync]` between them: a UDP flow in node 1's bucket
+/// established through A stays with A after node 1 moves to B (A raises node 1's advskew, B preempts;
+/// A then masters no node, yet keeps its carp interface up for the flow), while a new flow in that
+/// same bucket goes to B; it stays with A across a hitless restart of B; once A is SIGKILLed, B takes
+/// A's flow over; A returning claims it back, and A's carp interface goes down once A's table holds no
+/// flow it created.
+#[test]
+fn ip_established_flow_stays_with_its_gateway_when_its_bucket_moves() {
+    root_or_skip!("ip_established_flow_stays_with_its_gateway_when_its_bucket_moves");
+    let cluster = Cluster::new("balst", 2, 8);
+    let key = cluster.dir.join("sync.key");
+    std::fs::write(&key, b"balancing lab sync key\n").expect("key");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("key mode");
+    let with_sync = |nodes: &str, peer: &str| {
+        format!(
+            "{}\n[pfsync]\nsyncdev = \"eth0\"\nsyncpeer = \"{peer}\"\nkey_file = \"{}\"\n",
+            config(nodes, "ip"),
+            key.display()
+        )
+    };
+    let mut a = cluster.carpd(0, &with_sync("1:0,2:100", "10.0.0.12"));
+    let b = cluster.carpd(1, &with_sync("1:100,2:0", "10.0.0.11"));
+    wait_nodes(
+        &cluster,
+        &[(0, &["MASTER", "BACKUP"]), (1, &["BACKUP", "MASTER"])],
+        Duration::from_secs(30),
+    );
+    // A client address whose flows to the VIP land in node 1's bucket (A's).
+    let src = *cluster
+        .client_addrs
+        .iter()
+        .find(|a| bucket_v4(**a, VIP, 2) == 0)
+        .expect("an address in bucket 0");
+    let old_port = 40001;
+    let before = udp_noports(&cluster);
+    send_flow(&cluster, src, old_port, 20);
+    let after = udp_noports(&cluster);
+    assert_eq!(
+        (after[0] - before[0], after[1] - before[1]),
+        (20, 0),
+        "the flow goes to A"
+    );
+    // B learns the flow from A (creator A) before the bucket moves.
+    let end = Instant::now() + Duration::from_secs(10);
+    while !b_knows(&cluster, src, old_port) {
+        assert!(
+            Instant::now() < end,
+            "B never learned A's flow: {}",
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Each sees the other live (`carpctl sync`).
+    let sync = |g: usize| match call(&cluster.socket(g), &Request::Sync, Duration::from_secs(2)) {
+        Ok(Response::Sync(r)) => r,
+        other => panic!("carpctl sync: {other:?}"),
+    };
+    let (sa, sb) = (sync(0), sync(1));
+    assert_eq!(
+        (sa.live_peers.clone(), sb.live_peers.clone()),
+        (vec![sb.node_id], vec![sa.node_id]),
+        "live peers"
+    );
+
+    // Node 1 moves to B: A's advskew for it goes above B's, B preempts.
+    let r = call(
+        &cluster.socket(0),
+        &Request::Set {
+            iface: "carp0".into(),
+            changes: vec![Setting::Carpnodes(vec![(1, 200), (2, 100)])],
+        },
+        Duration::from_secs(2),
+    )
+    .expect("set");
+    assert!(matches!(r, Response::Done(_)), "{r:?}");
+    wait_nodes(
+        &cluster,
+        &[(0, &["BACKUP", "BACKUP"]), (1, &["MASTER", "MASTER"])],
+        Duration::from_secs(15),
+    );
+    assert_eq!((mask(&cluster, 0), mask(&cluster, 1)), (0b00, 0b11));
+    assert!(
+        !a.log().contains("carp interface up (flows created here)"),
+        "A's carp0 was up for its MASTER node, never for flows: {}",
+        a.log()
+    );
+    // A masters no node now, but its carp interface stays up with the VIP for the flow it keeps.
+    let link = cluster.gws[0].run("ip -br addr show dev carp0");
+    assert!(
+        link.contains("UP") && link.contains(&VIP.to_string()),
+        "A's carp0 stays up: {link}\n{}",
+        a.log()
+    );
+    let (fa, fb) = (flow_stats(&cluster, 0), flow_stats(&cluster, 1));
+    let before = udp_noports(&cluster);
+    send_flow(&cluster, src, old_port, 20);
+    let mid = udp_noports(&cluster);
+    assert_eq!(
+        (mid[0] - before[0], mid[1] - before[1]),
+        (20, 0),
+        "the established flow stays with A although its bucket is B's; A {:?} B {:?}; A's carp0: {}",
+        flow_stats(&cluster, 0),
+        flow_stats(&cluster, 1),
+        cluster.gws[0].run("ip -br addr; ip maddr show dev eth0")
+    );
+    let new_port = 40002;
+    send_flow(&cluster, src, new_port, 20);
+    let after = udp_noports(&cluster);
+    assert_eq!(
+        (after[0] - mid[0], after[1] - mid[1]),
+        (0, 20),
+        "a new flow in the moved bucket goes to B"
+    );
+    let (fa2, fb2) = (flow_stats(&cluster, 0), flow_stats(&cluster, 1));
+    assert_eq!(fa2.kept_here - fa.kept_here, 20, "A: kept_here");
+    assert_eq!(fb2.left_to_owner - fb.left_to_owner, 20, "B: left_to_owner");
+
+    // A hitless restart of B: the new carpd starts from the live-peer view the old one left in the
+    // dataplane, so it does not take A's flow in its bucket before it hears A's next keepalive.
+    let skip = b.log().len();
+    b.signal(libc::SIGUSR2);
+    assert!(
+        b.wait_log_after(skip, "resumed vhid 2 as MASTER", Duration::from_secs(10)),
+        "{}",
+        b.log()
+    );
+    let before = udp_noports(&cluster);
+    send_flow(&cluster, src, old_port, 20);
+    let after = udp_noports(&cluster);
+    assert_eq!(
+        (after[0] - before[0], after[1] - before[1]),
+        (20, 0),
+        "the flow stays with A across B's hitless restart"
+    );
+
+    // A dies: B stops hearing it and takes A's flow over (within PEER_DEAD, 3 s, and a scan).
+    a.kill9();
+    std::thread::sleep(Duration::from_secs(5));
+    let before = udp_noports(&cluster);
+    send_flow(&cluster, src, old_port, 20);
+    let after = udp_noports(&cluster);
+    assert_eq!(after[1] - before[1], 20, "B took over the dead A's flow");
+
+    // A returns as BACKUP of both nodes. The flow it created is in its table again (adopted from the
+    // dataplane, and in the bulk transfer): A claims it back and its carp interface comes up for it
+    // with no node MASTER here; B, hearing A, leaves it to A.
+    let skip = a.log().len();
+    let a = cluster.carpd(0, &with_sync("1:200,2:100", "10.0.0.12"));
+    let carp0_up = || {
+        let link = cluster.gws[0].run("ip -br addr show dev carp0");
+        link.contains("UP") && link.contains(&VIP.to_string())
+    };
+    let end = Instant::now() + Duration::from_secs(20);
+    while !carp0_up() {
+        assert!(Instant::now() < end, "A's carp0 never came up: {}", a.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let end = Instant::now() + Duration::from_secs(10);
+    while !sync(1).live_peers.contains(&sa.node_id) {
+        assert!(Instant::now() < end, "B never heard A again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_nodes(
+        &cluster,
+        &[(0, &["BACKUP", "BACKUP"]), (1, &["MASTER", "MASTER"])],
+        Duration::from_secs(15),
+    );
+    let before = udp_noports(&cluster);
+    send_flow(&cluster, src, old_port, 20);
+    let after = udp_noports(&cluster);
+    assert_eq!(
+        (after[0] - before[0], after[1] - before[1]),
+        (20, 0),
+        "the returning A serves the flow it created again"
+    );
+    // Once A's table holds no flow it created (expiry; here removed by hand), its carp interface
+    // goes down.
+    let a_pins = cluster.bpffs.join(Cluster::name(0));
+    let mut table = carp::dataplane::flows::FlowTable::open_pinned(&a_pins, "eth0", false)
+        .expect("A's flow table");
+    for (k, e) in table.scan() {
+        if e.creator == sa.node_id {
+            table.remove(&k);
+        }
+    }
+    assert!(
+        a.wait_log_after(
+            skip,
+            "carp0: carp interface down (no node MASTER here and no kept flow left)",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        a.log()
+    );
+    assert!(!carp0_up(), "A's carp0 is down");
+}
+
+/// True once B's flow table holds the UDP flow from `src`:`sport` to the VIP, created by A.
+fn b_knows(cluster: &Cluster, src: Ipv4Addr, sport: u16) -> bool {
+    let table = carp::dataplane::flows::FlowTable::open_pinned(
+        &cluster.bpffs.join(Cluster::name(1)),
+        "eth0",
+        false,
+    )
+    .expect("B's flow table");
+    table.scan().iter().any(|(k, e)| {
+        k.proto == 17
+            && e.learned()
+            && [k.lo_addr, k.hi_addr]
+                .iter()
+                .any(|a| a[..4] == src.octets())
+            && (k.lo_port == sport || k.hi_port == sport)
+    })
+}

@@ -12,6 +12,7 @@ use carp::{
         report::{FlowsReport, SyncReport},
     },
 };
+use carp_common::maps::{FLOW_MODE_OFF, FLOW_MODE_STATEFUL, FLOW_MODE_TRACK};
 use carp_tests::{
     lab::{Daemon, Gateway},
     netns::PacketSocket,
@@ -471,4 +472,127 @@ fn multicast_sync_replicates_flows() {
     expect(&gw2, skip, "pfsync: group carp demote +1 (syncdev down)", 5);
     gw.pair.gw2.run("ip link set eth2 up");
     expect(&gw2, skip, "pfsync: group carp demote -1 (syncdev up)", 5);
+}
+
+/// The flow mode (`FLOW_MODE_*`) of gateway `n`'s carpdevs eth0 and eth1, from its pinned maps.
+fn modes(gw: &Gateway, n: u8) -> Vec<u8> {
+    ["eth0", "eth1"]
+        .iter()
+        .map(|dev| {
+            carp::dataplane::flows::FlowDev::open_pinned(&gw.pair.bpffs.join(format!("gw{n}")), dev)
+                .expect("the pinned flow maps")
+                .conf()
+                .expect("flow conf")
+                .mode
+        })
+        .collect()
+}
+
+/// `[pfsync]` and `[flows]` changes are applied on SIGHUP: two gateways started without them get
+/// them by a reload (stateful mode in the dataplane, the bulk transfer done without handing gw1's
+/// MASTERs over, flows replicated), then lose them again by another.
+#[test]
+fn sighup_applies_pfsync_and_flows_changes() {
+    if !require_root("sighup_applies_pfsync_and_flows_changes") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let gw = Gateway::new("csr");
+    let key = gw.pair.dir.join("sync.key");
+    std::fs::write(&key, KEY).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (sock1, sock2) = (gw.control_socket(1), gw.control_socket(2));
+    let gw1 = gw.carpd(1, &Gateway::config(0, ""));
+    let gw2 = gw.carpd(2, &Gateway::config(100, ""));
+    assert!(
+        eventually(15, || {
+            gw1.carpd_state_of("carp0").as_deref() == Some("MASTER")
+                && gw1.carpd_state_of("carp1").as_deref() == Some("MASTER")
+        }),
+        "gw1 MASTER of both:\n{}",
+        gw1.log()
+    );
+    let off = vec![FLOW_MODE_OFF; 2];
+    assert_eq!(modes(&gw, 1), off);
+    assert!(!sync_report(&sock1).enabled);
+
+    // Both get [pfsync] and [flows] stateful by a reload.
+    let write = |n: u8, cfg: &str| {
+        std::fs::write(gw.pair.dir.join(format!("gw{n}.toml")), cfg).expect("config")
+    };
+    let (skip1, skip2) = (gw1.log().len(), gw2.log().len());
+    write(1, &sync_config(&gw, 0, "172.16.1.2"));
+    write(2, &sync_config(&gw, 100, "172.16.1.1"));
+    gw1.signal(libc::SIGHUP);
+    gw2.signal(libc::SIGHUP);
+    expect(
+        &gw1,
+        skip1,
+        "SIGHUP: [pfsync]/[flows] applied (tracking on, stateful true, sync on eth2)",
+        5,
+    );
+    expect(
+        &gw2,
+        skip2,
+        "SIGHUP: [pfsync]/[flows] applied (tracking on, stateful true, sync on eth2)",
+        5,
+    );
+    for (n, d, s) in [(1, &gw1, &sock1), (2, &gw2, &sock2)] {
+        assert_eq!(modes(&gw, n), vec![FLOW_MODE_STATEFUL; 2], "{}", d.name);
+        assert!(
+            eventually(30, || sync_report(s).bulk == "done"),
+            "{}: bulk transfer not done: {:?}\n{}",
+            d.name,
+            sync_report(s),
+            d.log()
+        );
+        assert!(!sync_report(s).demoted, "{}: no demotion held", d.name);
+    }
+    assert!(
+        !gw1.log()[skip1..].contains("demote +32"),
+        "a reload does not demote: {}",
+        gw1.log()
+    );
+    assert_eq!(gw1.carpd_state_of("carp0").as_deref(), Some("MASTER"));
+    assert_eq!(gw1.carpd_state_of("carp1").as_deref(), Some("MASTER"));
+    let streams = Streams::start(&gw);
+    streams.assert_alive("through gw1 after the reload", 10);
+    assert!(
+        eventually(5, || flows(&sock2)
+            .flows
+            .iter()
+            .filter(|f| f.learned)
+            .count()
+            >= 2),
+        "gw2 learned the flows over the reloaded sync: {:?}",
+        flows(&sock2)
+    );
+    drop(streams);
+
+    // gw2 goes back to tracking only ([flows] stateful off), gw1 loses both tables.
+    let skip2 = gw2.log().len();
+    write(
+        2,
+        &sync_config(&gw, 100, "172.16.1.1").replace("stateful = true", "stateful = false"),
+    );
+    gw2.signal(libc::SIGHUP);
+    expect(
+        &gw2,
+        skip2,
+        "SIGHUP: [pfsync]/[flows] applied (tracking on, stateful false, sync on eth2)",
+        5,
+    );
+    assert_eq!(modes(&gw, 2), vec![FLOW_MODE_TRACK; 2]);
+    assert!(sync_report(&sock2).enabled);
+    let skip1 = gw1.log().len();
+    write(1, &Gateway::config(0, ""));
+    gw1.signal(libc::SIGHUP);
+    expect(
+        &gw1,
+        skip1,
+        "SIGHUP: [pfsync]/[flows] applied (tracking off, stateful false, sync off)",
+        5,
+    );
+    assert_eq!(modes(&gw, 1), off);
+    assert!(!sync_report(&sock1).enabled);
 }

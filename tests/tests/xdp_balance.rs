@@ -6,7 +6,8 @@
 //! shared by the product's two implementations cannot hide. Needs root (fails under CI=true when not).
 use carp::dataplane::{Dataplane, maps::Maps};
 use carp_common::maps::{
-    BalanceGroup, BalanceMode, CarpStats, MAX_CARPNODES, VhidEntry, VhidState,
+    BalanceGroup, BalanceMode, CarpStats, FLOW_LEARNED, FLOW_MODE_TRACK, FlowConf, FlowEntry,
+    FlowKey, MAX_CARPNODES, VhidEntry, VhidState,
 };
 use carp_tests::{frames::*, require_root};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -705,4 +706,318 @@ fn accepted_frames_are_addressed_to_the_carp_interface() {
         "arp mode: to the carp interface"
     );
     assert_eq!(&out[6..], &f[6..]);
+}
+
+/// A TCP segment (ports, flags, no payload) to the interface MAC.
+fn tcp_seg(mac: [u8; 6], src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8) -> Vec<u8> {
+    let mut t = [0u8; 20];
+    t[0..2].copy_from_slice(&sport.to_be_bytes());
+    t[2..4].copy_from_slice(&dport.to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = flags;
+    ip4_frame(mac, src, dst, 6, &t, None)
+}
+
+/// The `carp_flows` key of a TCP flow between two IPv4 endpoints (canonical order).
+fn tcp_key(a: [u8; 4], ap: u16, b: [u8; 4], bp: u16) -> FlowKey {
+    let ((lo, lp), (hi, hp)) = if (a, ap) <= (b, bp) {
+        ((a, ap), (b, bp))
+    } else {
+        ((b, bp), (a, ap))
+    };
+    let mut k = FlowKey {
+        proto: 6,
+        family: 4,
+        lo_port: lp,
+        hi_port: hp,
+        ..Default::default()
+    };
+    k.lo_addr[..4].copy_from_slice(&lo);
+    k.hi_addr[..4].copy_from_slice(&hi);
+    k
+}
+
+/// A client address whose flow to SERVER lands in bucket `want` of 2.
+fn client_in_bucket(want: u32, from: u8) -> [u8; 4] {
+    (from..=255)
+        .map(|i| [10, 1, 0, i])
+        .find(|c| spec_bucket_v4(*c, SERVER, 2) == want)
+        .expect("a client in the bucket")
+}
+
+const SERVER: [u8; 4] = [192, 0, 2, 80];
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+
+/// Established flows stay with the gateway that owns them (issue #7 item 1): every verdict of the
+/// flow table overruling (or not) the bucket, with its counters, in the three IP modes. Node ids:
+/// 1 is this gateway, 2 a live peer, 3 a peer that is gone.
+#[test]
+fn established_flows_stay_with_their_owner() {
+    root_or_skip!("established_flows_stay_with_their_owner");
+    let mut lab = Lab::new();
+    let mut dev = lab.dp.flow_dev().expect("flow dev");
+    let mut table = lab.dp.flow_table().expect("flow table");
+    let conf = |sticky: u8, until: u64| FlowConf {
+        mode: FLOW_MODE_TRACK,
+        sticky,
+        node_id: 1,
+        live_until_ns: until,
+        live_peers: [2, 0, 0, 0, 0, 0, 0, 0],
+        ..Default::default()
+    };
+    let mut port = 1000u16;
+    for mode in [
+        BalanceMode::Ip,
+        BalanceMode::IpStealth,
+        BalanceMode::IpUnicast,
+    ] {
+        let mac = interface_mac(mode);
+        dev.set_conf(conf(1, u64::MAX)).expect("conf");
+        let c0 = client_in_bucket(0, 1);
+        let c1 = client_in_bucket(1, 1);
+        let mut flow = |_: &mut Lab| {
+            port += 1;
+            port
+        };
+        // Bucket 0 is ours: a SYN creates the flow here, owned by node 0 (vhid LEADER); a SYN in
+        // bucket 1 is dropped and creates nothing.
+        lab.configure(mode, 2, 0b01);
+        let mine = flow(&mut lab);
+        lab.expect_filtered(
+            &tcp_seg(mac, c0, mine, SERVER, 80, SYN),
+            true,
+            "new, bucket ours",
+        );
+        let e = table.get(&tcp_key(c0, mine, SERVER, 80)).expect("created");
+        assert_eq!(
+            (e.creator, e.owner),
+            (1, LEADER),
+            "{mode:?}: creator and owner"
+        );
+        let theirs_new = flow(&mut lab);
+        lab.expect_filtered(
+            &tcp_seg(mac, c1, theirs_new, SERVER, 80, SYN),
+            false,
+            "new, bucket theirs",
+        );
+        assert!(
+            table.get(&tcp_key(c1, theirs_new, SERVER, 80)).is_none(),
+            "{mode:?}: not created"
+        );
+
+        // A live peer's flow (creator 2) and a gone peer's (creator 3), learned, both in bucket 1.
+        let live = flow(&mut lab);
+        let gone = flow(&mut lab);
+        for (p, creator) in [(live, 2), (gone, 3)] {
+            table
+                .insert(
+                    tcp_key(c1, p, SERVER, 80),
+                    FlowEntry {
+                        id: u64::from(p),
+                        creator,
+                        owner: LEADER + 1,
+                        tcp_state: 3,
+                        flags: FLOW_LEARNED,
+                        ..Default::default()
+                    },
+                )
+                .expect("learned");
+        }
+
+        // Bucket ownership flips: 0 to the peer, 1 to us.
+        lab.configure(mode, 2, 0b10);
+        let before = dev.stats().expect("stats");
+        // Ours stays here, both directions.
+        lab.expect_filtered(
+            &tcp_seg(mac, c0, mine, SERVER, 80, ACK),
+            true,
+            "ours, bucket moved away",
+        );
+        lab.expect_filtered(
+            &tcp_seg(mac, SERVER, 80, c0, mine, ACK),
+            true,
+            "ours, reply",
+        );
+        // A new flow in the bucket we lost is the peer's.
+        let other = flow(&mut lab);
+        lab.expect_filtered(
+            &tcp_seg(mac, c0, other, SERVER, 80, SYN),
+            false,
+            "new, bucket moved away",
+        );
+        assert!(
+            table.get(&tcp_key(c0, other, SERVER, 80)).is_none(),
+            "{mode:?}: not created"
+        );
+        // The live peer keeps its flow although its bucket is ours now.
+        lab.expect_filtered(
+            &tcp_seg(mac, c1, live, SERVER, 80, ACK),
+            false,
+            "live peer's, bucket ours",
+        );
+        // The gone peer's flow is taken over by the bucket's new owner: us.
+        lab.expect_filtered(
+            &tcp_seg(mac, c1, gone, SERVER, 80, ACK),
+            true,
+            "gone peer's, bucket ours",
+        );
+        // A new flow in the bucket we gained is ours.
+        let gained = flow(&mut lab);
+        lab.expect_filtered(
+            &tcp_seg(mac, c1, gained, SERVER, 80, SYN),
+            true,
+            "new, bucket gained",
+        );
+        let after = dev.stats().expect("stats");
+        assert_eq!(after.kept_here - before.kept_here, 2, "{mode:?}: kept_here");
+        assert_eq!(
+            after.left_to_owner - before.left_to_owner,
+            1,
+            "{mode:?}: left_to_owner"
+        );
+        assert_eq!(after.new_flows - before.new_flows, 1, "{mode:?}: new_flows");
+
+        // Our view of who is alive expired (our controller is gone): buckets only.
+        dev.set_conf(conf(1, 1)).expect("conf");
+        lab.expect_filtered(
+            &tcp_seg(mac, c0, mine, SERVER, 80, ACK),
+            false,
+            "ours, view expired",
+        );
+        lab.expect_filtered(
+            &tcp_seg(mac, c1, live, SERVER, 80, ACK),
+            true,
+            "live peer's, view expired",
+        );
+        // Stickiness off (no [pfsync]): buckets only.
+        dev.set_conf(conf(0, u64::MAX)).expect("conf");
+        lab.expect_filtered(
+            &tcp_seg(mac, c0, mine, SERVER, 80, ACK),
+            false,
+            "ours, not sticky",
+        );
+        lab.expect_filtered(
+            &tcp_seg(mac, c1, live, SERVER, 80, ACK),
+            true,
+            "live peer's, not sticky",
+        );
+        // Tracking off: the plain bucket filter, and nothing is created.
+        dev.set_conf(FlowConf::default()).expect("conf");
+        let off = flow(&mut lab);
+        lab.expect_filtered(
+            &tcp_seg(mac, c1, off, SERVER, 80, SYN),
+            true,
+            "tracking off, bucket ours",
+        );
+        lab.expect_filtered(
+            &tcp_seg(mac, c0, mine, SERVER, 80, ACK),
+            false,
+            "tracking off, ours",
+        );
+        assert!(
+            table.get(&tcp_key(c1, off, SERVER, 80)).is_none(),
+            "{mode:?}: off creates nothing"
+        );
+    }
+}
+
+/// The same rule for IPv6: a flow created here stays after its bucket moved, a live peer's is left
+/// to it although its bucket is ours.
+#[test]
+fn established_ipv6_flows_stay_with_their_owner() {
+    root_or_skip!("established_ipv6_flows_stay_with_their_owner");
+    let mut lab = Lab::new();
+    let mut dev = lab.dp.flow_dev().expect("flow dev");
+    let mut table = lab.dp.flow_table().expect("flow table");
+    dev.set_conf(FlowConf {
+        mode: FLOW_MODE_TRACK,
+        sticky: 1,
+        node_id: 1,
+        live_until_ns: u64::MAX,
+        live_peers: [2, 0, 0, 0, 0, 0, 0, 0],
+        ..Default::default()
+    })
+    .expect("conf");
+    let server: [u8; 16] = [
+        0x20, 0x01, 0x0d, 0xb8, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80,
+    ];
+    let client = |want: u32| {
+        (1..=255u8)
+            .map(|i| {
+                let mut a = server;
+                a[5] = 1;
+                a[15] = i;
+                a
+            })
+            .find(|c| spec_bucket_v6(*c, server, 2) == want)
+            .expect("a client in the bucket")
+    };
+    let (c0, c1) = (client(0), client(1));
+    let seg = |src: [u8; 16], sport: u16, dst: [u8; 16], dport: u16, flags: u8| {
+        let mut t = [0u8; 20];
+        t[0..2].copy_from_slice(&sport.to_be_bytes());
+        t[2..4].copy_from_slice(&dport.to_be_bytes());
+        t[12] = 5 << 4;
+        t[13] = flags;
+        ip6_frame(interface_mac(BalanceMode::IpStealth), src, dst, 6, &t)
+    };
+    let key = |a: [u8; 16], ap: u16, b: [u8; 16], bp: u16| {
+        let ((lo, lp), (hi, hp)) = if (a, ap) <= (b, bp) {
+            ((a, ap), (b, bp))
+        } else {
+            ((b, bp), (a, ap))
+        };
+        FlowKey {
+            lo_addr: lo,
+            hi_addr: hi,
+            lo_port: lp,
+            hi_port: hp,
+            proto: 6,
+            family: 6,
+            pad: [0; 2],
+        }
+    };
+    lab.configure(BalanceMode::IpStealth, 2, 0b01);
+    lab.expect_filtered(
+        &seg(c0, 5000, server, 443, SYN),
+        true,
+        "v6 new, bucket ours",
+    );
+    let e = table.get(&key(c0, 5000, server, 443)).expect("created");
+    assert_eq!((e.creator, e.owner), (1, LEADER));
+    table
+        .insert(
+            key(c1, 5001, server, 443),
+            FlowEntry {
+                id: 9,
+                creator: 2,
+                owner: LEADER + 1,
+                tcp_state: 3,
+                flags: FLOW_LEARNED,
+                ..Default::default()
+            },
+        )
+        .expect("learned");
+    lab.configure(BalanceMode::IpStealth, 2, 0b10);
+    lab.expect_filtered(
+        &seg(server, 443, c0, 5000, ACK),
+        true,
+        "v6 ours, bucket moved away",
+    );
+    lab.expect_filtered(
+        &seg(c1, 5001, server, 443, ACK),
+        false,
+        "v6 live peer's, bucket ours",
+    );
+    lab.expect_filtered(
+        &seg(c1, 5002, server, 443, SYN),
+        true,
+        "v6 new, bucket gained",
+    );
+    lab.expect_filtered(
+        &seg(c0, 5003, server, 443, SYN),
+        false,
+        "v6 new, bucket lost",
+    );
 }

@@ -971,6 +971,7 @@ impl Daemon {
             .filter(|c| c.node == 0)
             .map(|c| c.cfg.clone())
             .collect();
+        self.sync_reload(&new).await;
         tracing::info!("SIGHUP: config reloaded ({unchanged} carp interface(s) unchanged)");
     }
 
@@ -1150,11 +1151,12 @@ impl Daemon {
         if let Err(e) = self.devs[c.dev].maps.set_vhid(c.vhid, entry) {
             tracing::error!("{name}: writing the vhid state to the dataplane failed: {e}");
         }
-        // A balanced interface is up while any of its nodes is MASTER here; its bits in the
-        // dataplane's mask follow every node's transition.
+        // A balanced interface is up while any of its nodes is MASTER here, or while it keeps flows
+        // created here (`nodes` module doc); its bits in the dataplane's mask follow every node's
+        // transition.
         let up = if self.ifs[i].cfg.is_balanced() {
             self.sync_balance(i, (state == State::Master).then_some(len));
-            let up = self.any_master(&name);
+            let up = self.any_master(&name) || self.keeps_flows(&name);
             let leader = self.nodes_of(&name)[0];
             if self.ifs[leader].if_up == up {
                 return;

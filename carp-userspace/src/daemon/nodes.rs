@@ -9,7 +9,9 @@
 //!   here), rewritten on every node transition, with the same MASTER lease as `carp_vhids`, renewed
 //!   with every advert a local MASTER node sends;
 //! - the carp interface is up with its VIPs while at least one node is MASTER here (the XDP filter
-//!   takes only the buckets of those nodes), and the hooks run when that changes;
+//!   takes only the buckets of those nodes) or, in the IP modes with `[pfsync]`, while flows created
+//!   here in its nodes' buckets (`FlowEntry::owner`) are still in the flow table (the XDP filter keeps them with us after their buckets moved;
+//!   without the interface the stack would drop them), and the hooks run when that changes;
 //! - the MACs: the `carp_vhids` MAC of each node, the source MAC of each node's adverts (stealth: the
 //!   carpdev's own MAC in `ip` and `ip-stealth`, so switches never learn the interface MAC; the
 //!   interface MAC in `ip-unicast`; the node's own virtual MAC in `none` and `arp`), and the NIC
@@ -160,6 +162,54 @@ impl Daemon {
         self.nodes_of(name)
             .iter()
             .any(|&j| self.ifs[j].state == State::Master || self.ifs[j].resuming)
+    }
+
+    /// True when carp interface `name` stays up for flows this gateway keeps (module doc).
+    pub(super) fn keeps_flows(&self, name: &str) -> bool {
+        let Some(c) = self.ifs.iter().find(|c| c.cfg.name == name) else {
+            return false;
+        };
+        let vhids: Vec<u8> = c.cfg.carpnodes.iter().map(|n| n.vhid).collect();
+        matches!(
+            c.cfg.balancing,
+            Balancing::Ip | Balancing::IpStealth | Balancing::IpUnicast
+        ) && self.sync.as_ref().is_some_and(|s| s.holds_flows(&vhids))
+    }
+
+    /// After a flow scan: brings a balanced carp interface down once it has no MASTER node and no
+    /// kept flow left (or up again when flows appeared), with its hooks.
+    pub(super) async fn refresh_kept_ifs(&mut self) {
+        let leaders: Vec<usize> = (0..self.ifs.len())
+            .filter(|&i| self.ifs[i].node == 0 && self.ifs[i].cfg.is_balanced())
+            .collect();
+        for i in leaders {
+            let name = self.ifs[i].cfg.name.clone();
+            let want = self.any_master(&name) || self.keeps_flows(&name);
+            if want == self.ifs[i].if_up {
+                continue;
+            }
+            let state = self.ifs[i].state;
+            self.apply_state(i, state).await;
+            let up = self.ifs[i].if_up;
+            tracing::info!(
+                "{name}: carp interface {} ({})",
+                if up { "up" } else { "down" },
+                if up {
+                    "flows created here"
+                } else {
+                    "no node MASTER here and no kept flow left"
+                }
+            );
+            let script = if up {
+                self.ifs[i].cfg.up_script.clone()
+            } else {
+                self.ifs[i].cfg.down_script.clone()
+            };
+            if let Some(s) = script {
+                let st = if up { "MASTER" } else { state.as_str() };
+                super::hooks::spawn(s, name, st, self.ifs[i].cfg.vips());
+            }
+        }
     }
 
     /// The Ethernet source of node `i`'s adverts (module doc).

@@ -9,10 +9,14 @@
 //! they are written by us and not by XDP, never come back as events: not re-broadcast), and its
 //! `Demote` adjusts group "carp" in the election engine (the +32 held from start until the bulk
 //! transfer ends or times out, so a fresh node does not preempt before it has the flows).
+//! Every second it also writes who is alive into each carpdev's `carp_flow_conf` (the peers heard in the
+//! last `PEER_DEAD`, leased for as long): in balancing modes the XDP filter keeps a live gateway's flows
+//! with it when buckets move (see the XDP `balance` module).
 //!
 //! What is not done here: `defer` (holding a new flow's first packet in the dataplane until the peer
 //! acknowledges it) is not implemented in the XDP program; with `defer = true` carpd warns and runs
-//! without it. `[pfsync]` and `[flows]` changes take effect on restart, not on SIGHUP.
+//! without it. `[pfsync]` and `[flows]` changes are applied on SIGHUP by rebuilding the driver
+//! (`sync_reload`).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -52,6 +56,11 @@ const EVENTS_PER_WAKE: usize = 4096;
 const PACKETS_PER_WAKE: usize = 256;
 /// Bulk packets sent per 20 ms tick.
 const BULK_PACKETS_PER_TICK: usize = 64;
+/// How often the engine sends a keepalive, so peers know this node is alive while no flow changes.
+const KEEPALIVE: Duration = Duration::from_secs(1);
+/// A peer not heard from for this long is gone: balancing hands its flows to their buckets' owners.
+/// Also the lease on the live-peer view written to the dataplane (renewed by every scan).
+const PEER_DEAD: Duration = Duration::from_secs(3);
 
 /// The sync engine with its socket (present only with `[pfsync]`).
 struct Replication {
@@ -75,6 +84,14 @@ pub(super) struct SyncDriver {
     node_id: u32,
     buf: Vec<u8>,
     send_errors: u64,
+    // Flows in the dataplane created here in a balancing group, per owner (the bucket's carpnode
+    // vhid; counted by each scan, plus new ones since). Flows of other traffic have owner 0.
+    own_flows: Box<[u32; 256]>,
+    // Peers a previous carpd or driver saw alive, counted live until `inherited_until`.
+    inherited_peers: Vec<u32>,
+    inherited_until: Time,
+    // The live peers last written to the dataplane.
+    written_live: Vec<u32>,
 }
 
 /// What woke the driver.
@@ -161,9 +178,22 @@ impl SyncDriver {
             None => 1,
         };
         let mut devs = Vec::new();
+        // The live-peer view a previous carpd (a hitless restart) or driver (a reload) left in the
+        // dataplane is kept until its lease ends: this engine has heard nobody yet, and an empty view
+        // would make us take the peers' flows in our buckets until their next keepalive.
+        let start_ns = monotonic().as_nanos();
+        let mut inherited: (Vec<u32>, u64) = (Vec::new(), 0);
         for dev in &carpdevs {
             let mut fd = FlowDev::open_pinned(bpffs, dev)
                 .with_context(|| format!("{dev}: the flow maps"))?;
+            let old = fd.conf().unwrap_or_default();
+            let keep_view = pfsync.is_some() && old.sticky != 0 && old.live_until_ns > start_ns;
+            if keep_view && inherited.0.is_empty() {
+                inherited = (
+                    old.live_peers.iter().copied().filter(|&p| p != 0).collect(),
+                    old.live_until_ns,
+                );
+            }
             let inside = config.flows.inside.contains(dev);
             fd.set_conf(FlowConf {
                 mode: match (tracking, config.flows.stateful) {
@@ -173,10 +203,17 @@ impl SyncDriver {
                 },
                 inside: u8::from(inside),
                 owner: 0,
-                pad: 0,
+                // Stickiness needs to know who is alive, which only the sync channel tells.
+                sticky: u8::from(pfsync.is_some()),
                 node_id,
                 events_per_ms: config.flows.events_per_ms,
                 pad2: 0,
+                live_until_ns: if keep_view { old.live_until_ns } else { 0 },
+                live_peers: if keep_view {
+                    old.live_peers
+                } else {
+                    [0; km::MAX_LIVE_PEERS]
+                },
             })?;
             devs.push((dev.clone(), fd));
         }
@@ -205,6 +242,7 @@ impl SyncDriver {
                 // pfsync's one packet per 20 ms would take half an hour for a million flows; 64 packets
                 // a tick (~45,000 flows/s at MTU 1400) still fits the socket buffers with room to spare.
                 sc.bulk_packets_per_tick = BULK_PACKETS_PER_TICK;
+                sc.keepalive = Some(KEEPALIVE);
                 if resuming {
                     sc.bulk_demote = 0;
                     tracing::info!(
@@ -249,12 +287,19 @@ impl SyncDriver {
             node_id,
             buf: vec![0; MAX_DATAGRAM],
             send_errors: 0,
+            own_flows: Box::new([0; 256]),
+            inherited_peers: inherited.0,
+            inherited_until: Time::from_nanos(inherited.1),
+            written_live: Vec::new(),
         };
         let mut adopted = 0;
         for (k, e) in driver.table.scan() {
             let f = flowmap::flow_state(&k, &e);
             driver.keys.insert(f.id, k);
             driver.reported.insert(k, e.last_seen_ns);
+            if e.creator == node_id && e.owner != 0 {
+                driver.own_flows[usize::from(e.owner)] += 1;
+            }
             if let Some(r) = driver.repl.as_mut() {
                 r.engine.adopt(f);
             }
@@ -263,7 +308,67 @@ impl SyncDriver {
         if adopted > 0 {
             tracing::info!("flows: adopted {adopted} flow(s) left in the dataplane");
         }
+        driver.write_live(monotonic());
         Ok(Some(driver))
+    }
+
+    /// Renews the dataplane's view of who is alive (module doc of the XDP `balance`): this node's
+    /// claim on its own flows and the peers heard within `PEER_DEAD`, both leased for `PEER_DEAD`.
+    fn write_live(&mut self, now: Time) {
+        let mut peers = [0u32; km::MAX_LIVE_PEERS];
+        let live = self.live_peers(now);
+        let changed = live != self.written_live;
+        self.written_live = live.clone();
+        if !live.is_empty() {
+            if changed && live.len() > peers.len() {
+                tracing::warn!(
+                    "pfsync: {} live peers, the dataplane keeps flows with the first {}",
+                    live.len(),
+                    peers.len()
+                );
+            }
+            for (slot, id) in peers.iter_mut().zip(live) {
+                *slot = id;
+            }
+        }
+        let until = now.as_nanos() + PEER_DEAD.as_nanos() as u64;
+        for (name, dev) in &mut self.devs {
+            let Ok(mut conf) = dev.conf() else {
+                continue;
+            };
+            if conf.sticky == 0 {
+                continue;
+            }
+            conf.live_until_ns = until;
+            conf.live_peers = peers;
+            if let Err(e) = dev.set_conf(conf) {
+                tracing::warn!("{name}: writing the live peers to the dataplane: {e}");
+            }
+        }
+    }
+
+    /// True when this gateway owns flows that balancing keeps with it in the buckets of the
+    /// carpnodes `vhids` (`[pfsync]` on and such flows created here still in the table): their
+    /// carp interface then stays up.
+    pub(super) fn holds_flows(&self, vhids: &[u8]) -> bool {
+        self.repl.is_some()
+            && vhids
+                .iter()
+                .any(|&v| v != 0 && self.own_flows[usize::from(v)] > 0)
+    }
+
+    /// The peers counted live now: heard within `PEER_DEAD`, or inherited and still leased.
+    fn live_peers(&self, now: Time) -> Vec<u32> {
+        let Some(r) = &self.repl else {
+            return Vec::new();
+        };
+        let mut live = r.engine.live_peers(now, PEER_DEAD);
+        if now < self.inherited_until {
+            live.extend(self.inherited_peers.iter().copied());
+            live.sort_unstable();
+            live.dedup();
+        }
+        live
     }
 
     fn deadline(&self) -> Time {
@@ -319,6 +424,53 @@ impl Daemon {
         self.sync_actions(actions).await;
     }
 
+    /// SIGHUP: applies changed `[pfsync]` and `[flows]` tables. The driver is rebuilt from the new
+    /// config (the old socket and ring are closed first): each carpdev's flow settings are rewritten,
+    /// the flows in the dataplane are adopted as at a restart, and with `[pfsync]` a bulk transfer is
+    /// requested without the +32 demotion (a running gateway already has the flows; demoting it would
+    /// hand its MASTERs to the peer). A demotion the old engine held is given back. Call it after the
+    /// carp interfaces were reloaded, so new carpdevs are attached.
+    pub(super) async fn sync_reload(&mut self, new: &Config) {
+        if new.pfsync == self.config.pfsync && new.flows == self.config.flows {
+            return;
+        }
+        self.config.pfsync = new.pfsync.clone();
+        self.config.flows = new.flows.clone();
+        let held = self
+            .sync
+            .as_ref()
+            .and_then(|s| s.repl.as_ref())
+            .map_or(0, |r| r.engine.held_demotion());
+        self.sync = None;
+        if held != 0 {
+            tracing::info!("pfsync: group carp demote {:+} (sync reloaded)", -held);
+            self.feed(HostEvent::GroupAdjust {
+                group: crate::engine::DEFAULT_GROUP.to_string(),
+                delta: -held,
+            })
+            .await;
+        }
+        match SyncDriver::open(&self.config, &self.options.bpffs, true) {
+            Ok(driver) => self.sync = driver,
+            Err(e) => {
+                tracing::error!(
+                    "SIGHUP: [pfsync]/[flows]: {e:#}; flows are not tracked until fixed"
+                );
+                return;
+            }
+        }
+        self.sync_start().await;
+        tracing::info!(
+            "SIGHUP: [pfsync]/[flows] applied (tracking {}, stateful {}, sync {})",
+            if self.sync.is_some() { "on" } else { "off" },
+            self.config.flows.stateful,
+            self.config
+                .pfsync
+                .as_ref()
+                .map_or("off".to_string(), |p| format!("on {}", p.syncdev))
+        );
+    }
+
     /// The syncdev's link changed: the engine holds +1 on group "carp" while it is down.
     pub(super) async fn sync_link(&mut self, ev: &LinkEvent) {
         let LinkEvent::Link { index, running } = *ev else {
@@ -347,6 +499,9 @@ impl Daemon {
             s.keys.insert(f.id, ev.key);
             let seen = s.reported.entry(ev.key).or_insert(0);
             *seen = (*seen).max(ev.entry.last_seen_ns);
+            if ev.kind == FLOW_EVENT_NEW && ev.entry.creator == s.node_id && ev.entry.owner != 0 {
+                s.own_flows[usize::from(ev.entry.owner)] += 1;
+            }
             if let Some(r) = s.repl.as_mut() {
                 let event = if ev.kind == FLOW_EVENT_NEW {
                     SyncEvent::LocalInsert(f)
@@ -356,11 +511,13 @@ impl Daemon {
                 actions.extend(r.engine.handle(now, event));
             }
         }
+        let mut received = false;
         if let Some(r) = s.repl.as_mut() {
             for _ in 0..PACKETS_PER_WAKE {
                 let got = r.sock.get_mut().recv(&mut s.buf);
                 match got {
                     Ok(Some((len, _src))) => {
+                        received = true;
                         actions.extend(r.engine.handle(now, SyncEvent::Packet(&s.buf[..len])));
                     }
                     Ok(None) => break,
@@ -371,9 +528,14 @@ impl Daemon {
                 }
             }
         }
-        if now >= s.next_scan {
+        let scanned = now >= s.next_scan;
+        if scanned {
             s.next_scan = now + SCAN_INTERVAL;
             scan(s, now, &mut actions);
+            s.write_live(now);
+        } else if received && s.live_peers(now) != s.written_live {
+            // A peer (re)appeared: the dataplane leaves its flows to it from now, not from the scan.
+            s.write_live(now);
         }
         if let Some(r) = s.repl.as_mut()
             && r.engine.next_deadline().is_some_and(|t| t <= now)
@@ -381,6 +543,9 @@ impl Daemon {
             actions.extend(r.engine.handle(now, SyncEvent::Timer));
         }
         self.sync_actions(actions).await;
+        if scanned {
+            self.refresh_kept_ifs().await;
+        }
     }
 
     /// Carries out the engine's actions.
@@ -469,6 +634,7 @@ impl Daemon {
                 }
                 .into();
                 r.demoted = rep.engine.demoted();
+                r.live_peers = rep.engine.live_peers(monotonic(), PEER_DEAD);
                 r.flows = rep.engine.table().len() as u64;
                 r.counters = rep
                     .engine
@@ -534,6 +700,7 @@ impl Daemon {
 fn scan(s: &mut SyncDriver, now: Time, actions: &mut Vec<SyncAction>) {
     let now_ns = now.as_nanos();
     let mut present = HashSet::new();
+    s.own_flows.fill(0);
     for (k, e) in s.table.scan() {
         let f = flowmap::flow_state(&k, &e);
         let idle = now_ns.saturating_sub(e.last_seen_ns) / 1_000_000;
@@ -547,6 +714,9 @@ fn scan(s: &mut SyncDriver, now: Time, actions: &mut Vec<SyncAction>) {
             continue;
         }
         present.insert(f.id);
+        if e.creator == s.node_id && e.owner != 0 {
+            s.own_flows[usize::from(e.owner)] += 1;
+        }
         s.keys.insert(f.id, k);
         let seen = s.reported.entry(k).or_insert(0);
         if e.last_seen_ns > *seen {

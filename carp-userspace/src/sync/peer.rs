@@ -61,6 +61,9 @@ pub struct SyncConfig {
     /// The first sequence number to send. Seed it from the wall clock (e.g. Unix time in ns) so a
     /// restarted node's packets are newer than its previous life's, which peers' replay windows remember.
     pub seq_start: u64,
+    /// Send an empty (authenticated) packet this often, so peers know this node is alive even while
+    /// no flow changes (`live_peers`; balancing keeps a live node's flows with it). None: never.
+    pub keepalive: Option<Duration>,
 }
 
 impl SyncConfig {
@@ -81,6 +84,7 @@ impl SyncConfig {
             defer_limit: 128,
             bulk_demote: 32,
             seq_start: 1,
+            keepalive: None,
         }
     }
 
@@ -407,6 +411,9 @@ pub struct SyncEngine {
     demoted: bool,
     link_down: bool,
     deferred: VecDeque<(FlowId, Time)>,
+    // When each peer's last authentic, fresh packet arrived.
+    heard: HashMap<u32, Time>,
+    keepalive_at: Option<Time>,
 }
 
 fn ms(t: Time) -> u64 {
@@ -443,6 +450,8 @@ impl SyncEngine {
             demoted: false,
             link_down: false,
             deferred: VecDeque::new(),
+            heard: HashMap::new(),
+            keepalive_at: None,
         })
     }
 
@@ -481,9 +490,34 @@ impl SyncEngine {
         self.demoted
     }
 
+    /// The demotion of group "carp" this engine holds now (the bulk's and the syncdev-down one), which a
+    /// driver that drops the engine (a reload) must give back.
+    pub fn held_demotion(&self) -> i32 {
+        let bulk = if self.demoted {
+            i32::from(self.config.bulk_demote)
+        } else {
+            0
+        };
+        bulk + i32::from(self.link_down)
+    }
+
     /// Takes a flow the dataplane already has (after a restart) into the table without announcing it.
     pub fn adopt(&mut self, flow: FlowState) {
         self.table.insert(flow.id, flow);
+    }
+
+    /// The peers whose last authentic packet arrived no more than `within` before `now`, lowest id first.
+    pub fn live_peers(&self, now: Time, within: Duration) -> Vec<u32> {
+        let mut v: Vec<u32> = self
+            .heard
+            .iter()
+            .filter(|&(_, &t)| {
+                now.as_nanos().saturating_sub(t.as_nanos()) <= within.as_nanos() as u64
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        v.sort_unstable();
+        v
     }
 
     /// When the engine next needs a `Timer` event, if ever.
@@ -498,6 +532,9 @@ impl SyncEngine {
             self.bulk_out.as_ref().map(|b| b.next_at),
             bulk_in,
             self.deferred.front().map(|d| d.1),
+            self.config
+                .keepalive
+                .map(|_| self.keepalive_at.unwrap_or(Time::ZERO)),
         ]
         .into_iter()
         .flatten()
@@ -609,6 +646,15 @@ impl SyncEngine {
             self.deferred.pop_front();
             self.counters.defer_timeouts += 1;
             out.push(SyncAction::Release { flow, acked: false });
+        }
+        if let Some(every) = self.config.keepalive
+            && self.keepalive_at.is_none_or(|t| now >= t)
+        {
+            // The first due time only arms it: the bulk request at start says we are alive.
+            if self.keepalive_at.is_some() && !self.link_down {
+                self.send(PacketBuilder::with_capacity(OVERHEAD), out);
+            }
+            self.keepalive_at = Some(now + every);
         }
         if self.flush_at.is_some_and(|t| now >= t) {
             self.flush(now, out);
@@ -860,6 +906,7 @@ impl SyncEngine {
         }
         // Only an authentic, well-formed, fresh packet moves the window.
         window.accept(packet.seq);
+        self.heard.insert(packet.sender, now);
         self.counters.ipackets += 1;
         let mut urgent = false;
         for m in packet.messages {
@@ -1485,5 +1532,36 @@ mod tests {
         for name in SyncRejection::COUNTERS {
             assert_eq!(c.get(name), Some(0), "{name}");
         }
+    }
+
+    /// Keepalives: an empty authenticated packet every interval (none before the first interval),
+    /// which makes the sender live on the receiver until it falls silent for longer than `within`.
+    #[test]
+    fn keepalive_keeps_a_quiet_peer_live() {
+        let every = Duration::from_secs(1);
+        let mut a = engine_with(1, |c| c.keepalive = Some(every));
+        let mut b = engine(2);
+        assert_eq!(a.next_deadline(), Some(Time::ZERO));
+        assert!(
+            sent(&a.handle(T0, SyncEvent::Timer)).is_empty(),
+            "arming sends nothing"
+        );
+        assert_eq!(a.next_deadline(), Some(T0 + every));
+        let acts = a.handle(T0 + every, SyncEvent::Timer);
+        let packets = sent(&acts);
+        assert_eq!(packets.len(), 1, "one keepalive");
+        assert!(decode(&acts).is_empty(), "a keepalive carries no message");
+        assert!(b.live_peers(T0, every).is_empty(), "nothing heard yet");
+        b.handle(T0 + every, SyncEvent::Packet(packets[0]));
+        assert_eq!(b.counters().ipackets, 1);
+        let within = Duration::from_secs(3);
+        assert_eq!(b.live_peers(T0 + every + within, within), vec![1]);
+        assert!(
+            b.live_peers(T0 + every + within + Duration::from_millis(1), within)
+                .is_empty()
+        );
+        // A replayed keepalive does not refresh liveness.
+        b.handle(T0 + every * 3, SyncEvent::Packet(packets[0]));
+        assert!(b.live_peers(T0 + every * 5, within).is_empty());
     }
 }

@@ -22,6 +22,9 @@ pub struct SyncReport {
     pub demoted: bool,
     /// Flows the sync engine knows (local and learned).
     pub flows: u64,
+    /// Sync ids of the peers heard recently (their flows stay with them in balancing modes).
+    #[serde(default)]
+    pub live_peers: Vec<u32>,
     /// Every protocol counter (ipackets, opackets, badauth, replay, badlen, ...), by name.
     pub counters: Vec<(String, u64)>,
     /// What the dataplane counted per carpdev (new_flows, stateful_drop, events_lost, ...).
@@ -128,6 +131,15 @@ pub fn sync_text(r: &SyncReport) -> String {
                 ""
             },
             r.flows
+        ));
+        let live: Vec<String> = r.live_peers.iter().map(u32::to_string).collect();
+        out.push_str(&format!(
+            "live peers: {}\n",
+            if live.is_empty() {
+                "none".to_string()
+            } else {
+                live.join(", ")
+            }
         ));
     }
     out.push_str(&format!(
