@@ -823,9 +823,14 @@ impl Cx<'_> {
     }
 }
 
-/// Reads a file holding a secret (a carp passphrase, a sync key), refusing one that other users can read:
-/// whoever knows the passphrase can take over every VIP of the vhid.
+/// Reads a file holding a secret (a carp passphrase), refusing one that other users can read: whoever
+/// knows the passphrase can take over every VIP of the vhid.
 pub fn read_secret(path: &Path) -> Result<String, String> {
+    String::from_utf8(read_secret_bytes(path)?).map_err(|_| "not UTF-8 text".to_string())
+}
+
+/// The bytes of a secret file (a carp passphrase, a sync key), refusing a file other users can read.
+pub fn read_secret_bytes(path: &Path) -> Result<Vec<u8>, String> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
     let mode = meta.permissions().mode() & 0o777;
@@ -835,7 +840,7 @@ pub fn read_secret(path: &Path) -> Result<String, String> {
             path.display()
         ));
     }
-    std::fs::read_to_string(path).map_err(|e| e.to_string())
+    std::fs::read(path).map_err(|e| e.to_string())
 }
 
 /// Parses OpenBSD's `carpnodes vhid:advskew,...` (the ifconfig parser's rules; in a TOML string spaces

@@ -258,16 +258,7 @@ pub fn validate(
 /// Reads the sync key, refusing a file other users can read (as `pass_file`): whoever has the key can
 /// insert flows that bypass stateful mode.
 pub fn read_key_file(path: &Path) -> Result<Vec<u8>, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o007 != 0 {
-        return Err(format!(
-            "readable by every user (mode {mode:04o}); make it private with `chmod 600 {}`",
-            path.display()
-        ));
-    }
-    let key = std::fs::read(path).map_err(|e| e.to_string())?;
+    let key = crate::config::read_secret_bytes(path)?;
     if key.is_empty() {
         return Err("the key file is empty".into());
     }
