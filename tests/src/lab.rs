@@ -25,12 +25,14 @@ pub fn carpd_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let exe = std::env::current_exe().expect("current_exe");
-        // target/<profile>/deps/<test> -> target/<profile>
-        let profile_dir = exe
+        // A test runs as target/<profile>/deps/<test>, a binary (carp-chaos) as target/<profile>/<bin>.
+        let mut profile_dir = exe
             .parent()
-            .and_then(Path::parent)
-            .expect("test binary lives in target/<profile>/deps")
+            .expect("the executable's directory")
             .to_path_buf();
+        if profile_dir.file_name().is_some_and(|n| n == "deps") {
+            profile_dir.pop();
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "-p", "carp-userspace", "--bin", "carpd"])
