@@ -829,7 +829,10 @@ fn ip_established_flow_stays_with_its_gateway_when_its_bucket_moves() {
         "the returning A serves the flow it created again"
     );
     // Once A's table holds no flow it created (expiry; here removed by hand), its carp interface
-    // goes down.
+    // goes down. First let two flow scans pass: B's XDP counted the datagrams above on its (learned)
+    // copy of the flow, and B's next scan sends that update, which would hand the flow back to A if it
+    // arrived after the removal.
+    std::thread::sleep(Duration::from_millis(2500));
     let a_pins = cluster.bpffs.join(Cluster::name(0));
     let mut table = carp::dataplane::flows::FlowTable::open_pinned(&a_pins, "eth0", false)
         .expect("A's flow table");
