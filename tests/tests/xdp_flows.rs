@@ -6,8 +6,8 @@ use carp::dataplane::{
     flows::{FlowDev, FlowTable},
 };
 use carp_common::maps::{
-    FLOW_EVENT_NEW, FLOW_EVENT_STATE, FLOW_LEARNED, FLOW_MODE_OFF, FLOW_MODE_STATEFUL,
-    FLOW_MODE_TRACK, FlowConf, FlowEntry, FlowKey, FlowTcpState,
+    FLOW_DEFER_MAX_FRAME, FLOW_EVENT_DEFER, FLOW_EVENT_NEW, FLOW_EVENT_STATE, FLOW_LEARNED,
+    FLOW_MODE_OFF, FLOW_MODE_STATEFUL, FLOW_MODE_TRACK, FlowConf, FlowEntry, FlowKey, FlowTcpState,
 };
 use carp_tests::{frames::*, require_root};
 
@@ -243,6 +243,91 @@ fn tcp_state_follows_the_flags_and_events_report_it() {
         FlowTcpState::from_u8(e.tcp_state),
         FlowTcpState::Established
     );
+}
+
+#[test]
+fn defer_hands_the_first_packet_to_the_controller_and_drops_it() {
+    root_or_skip!("defer_hands_the_first_packet_to_the_controller_and_drops_it");
+    let mut lab = Lab::new(FLOW_MODE_TRACK, true);
+    lab.set(|c| c.defer = 1);
+    let first = udp4(INSIDE, 5353, OUTSIDE, 53, 100);
+    assert_eq!(lab.run(&first), XDP_DROP, "the first packet is deferred");
+    let k = key4(17, INSIDE, 5353, OUTSIDE, 53);
+    let e = lab
+        .table
+        .get(&k)
+        .expect("the flow exists before the peer has it");
+    let events = lab.table.drain_events_with_frames(100);
+    assert_eq!(
+        events.len(),
+        1,
+        "one record stands for the new flow and its packet"
+    );
+    let (ev, frame) = &events[0];
+    assert_eq!(ev.kind, FLOW_EVENT_DEFER);
+    assert_eq!(ev.key, k);
+    assert_eq!(ev.entry.id, e.id);
+    let frame = frame.as_ref().expect("the deferred frame");
+    assert_eq!(frame.frame, first, "the exact frame");
+    // test_run's frames arrive on the namespace's loopback.
+    assert_eq!(frame.ifindex, 1);
+    // Later packets of the flow, either direction, pass as usual.
+    assert_eq!(lab.run(&udp4(INSIDE, 5353, OUTSIDE, 53, 10)), XDP_PASS);
+    assert_eq!(lab.run(&udp4(OUTSIDE, 53, INSIDE, 5353, 10)), XDP_PASS);
+    // So does the first packet re-injected (generic XDP sees it again): the flow is known by then.
+    assert_eq!(lab.run(&first), XDP_PASS);
+    assert!(lab.table.drain_events(100).is_empty());
+    // A TCP SYN is deferred the same way.
+    let syn = tcp4(INSIDE, 40000, OUTSIDE, 80, SYN, 0);
+    assert_eq!(lab.run(&syn), XDP_DROP);
+    let events = lab.table.drain_events_with_frames(100);
+    assert_eq!(events[0].0.kind, FLOW_EVENT_DEFER);
+    assert_eq!(events[0].1.as_ref().expect("frame").frame, syn);
+    assert_eq!(
+        lab.run(&tcp4(OUTSIDE, 80, INSIDE, 40000, SYN | ACK, 0)),
+        XDP_PASS
+    );
+    let s = lab.dev.stats().expect("stats");
+    assert_eq!(
+        (s.deferred, s.defer_oversize, s.defer_lost),
+        (2, 0, 0),
+        "{s:?}"
+    );
+    assert_eq!(s.new_flows, 2);
+}
+
+#[test]
+fn defer_passes_oversize_frames_and_is_off_by_default() {
+    root_or_skip!("defer_passes_oversize_frames_and_is_off_by_default");
+    let mut lab = Lab::new(FLOW_MODE_TRACK, true);
+    // Off: the first packet passes and the event is the usual new-flow one, without a frame.
+    assert_eq!(lab.run(&udp4(INSIDE, 1000, OUTSIDE, 53, 10)), XDP_PASS);
+    let events = lab.table.drain_events_with_frames(100);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].0.kind, FLOW_EVENT_NEW);
+    assert!(events[0].1.is_none());
+    lab.set(|c| c.defer = 1);
+    // The largest frame deferred, and one byte more, which passes undeferred (counted).
+    let max = udp4(INSIDE, 1001, OUTSIDE, 53, FLOW_DEFER_MAX_FRAME - 42);
+    assert_eq!(max.len(), FLOW_DEFER_MAX_FRAME);
+    assert_eq!(lab.run(&max), XDP_DROP);
+    let big = udp4(INSIDE, 1002, OUTSIDE, 53, FLOW_DEFER_MAX_FRAME - 41);
+    assert_eq!(lab.run(&big), XDP_PASS);
+    let events = lab.table.drain_events_with_frames(100);
+    let kinds: Vec<u8> = events.iter().map(|e| e.0.kind).collect();
+    assert_eq!(kinds, vec![FLOW_EVENT_DEFER, FLOW_EVENT_NEW]);
+    assert_eq!(events[0].1.as_ref().expect("frame").frame, max);
+    assert!(
+        lab.table
+            .get(&key4(17, INSIDE, 1002, OUTSIDE, 53))
+            .is_some()
+    );
+    let s = lab.dev.stats().expect("stats");
+    assert_eq!((s.deferred, s.defer_oversize), (1, 1), "{s:?}");
+    // Off again: unchanged behaviour.
+    lab.set(|c| c.defer = 0);
+    assert_eq!(lab.run(&udp4(INSIDE, 1003, OUTSIDE, 53, 10)), XDP_PASS);
+    assert_eq!(lab.dev.stats().expect("stats").deferred, 1);
 }
 
 #[test]

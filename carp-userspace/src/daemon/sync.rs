@@ -207,7 +207,8 @@ impl SyncDriver {
                 sticky: u8::from(pfsync.is_some()),
                 node_id,
                 events_per_ms: config.flows.events_per_ms,
-                pad2: 0,
+                defer: 0,
+                pad2: [0; 3],
                 live_until_ns: if keep_view { old.live_until_ns } else { 0 },
                 live_peers: if keep_view {
                     old.live_peers
