@@ -577,3 +577,42 @@ fn batch_scan_reads_the_same_flows_as_key_by_key() {
             .all(|(_, e)| e.creator == 7 && e.packets[1] == 1)
     );
 }
+
+#[test]
+fn live_frames_reinjection_delivers_a_deferred_frame_to_a_socket() {
+    root_or_skip!("live_frames_reinjection_delivers_a_deferred_frame_to_a_socket");
+    let ns = carp_tests::netns::Netns::new("reinj");
+    ns.run(
+        "ip link add rd0 type veth peer name rd1 && ip link set rd1 address 02:00:00:00:00:b1 \
+         && ip link set rd0 up && ip link set rd1 up && ip addr add 10.9.0.2/24 dev rd1",
+    );
+    let got = ns.in_ns(|| {
+        let sock = std::net::UdpSocket::bind("10.9.0.2:9999").expect("bind");
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .expect("timeout");
+        let payload = b"deferred first packet";
+        let mut f = eth([0x02, 0, 0, 0, 0, 0xb1], MAC_B, 0x0800, None);
+        f.extend(ipv4(
+            [10, 9, 0, 1],
+            [10, 9, 0, 2],
+            17,
+            64,
+            8 + payload.len(),
+        ));
+        f.extend(40000u16.to_be_bytes());
+        f.extend(9999u16.to_be_bytes());
+        f.extend(((8 + payload.len()) as u16).to_be_bytes());
+        // No UDP checksum (allowed over IPv4).
+        f.extend([0, 0]);
+        f.extend(payload);
+        let ifindex = carp::dataplane::if_index("rd1").expect("rd1");
+        let r = carp::dataplane::reinject::Reinjector::load().expect("load carp_pass");
+        r.inject(ifindex, &f)
+            .expect("BPF_PROG_TEST_RUN live frames");
+        let mut buf = [0u8; 64];
+        let (n, from) = sock.recv_from(&mut buf).expect("the re-injected datagram");
+        (buf[..n].to_vec(), from)
+    });
+    assert_eq!(got.0, b"deferred first packet");
+    assert_eq!(got.1, "10.9.0.1:40000".parse().unwrap());
+}
