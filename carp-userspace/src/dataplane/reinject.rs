@@ -127,12 +127,145 @@ impl Reinjector {
         Ok(Self { ebpf })
     }
 
-    /// Puts `frame` into the receive path of interface `ifindex` (see the module doc).
+    /// Puts `frame` into the receive path of interface `ifindex` (see the module doc). Callers with
+    /// frames from a same-host sender complete their checksum first (`complete_partial_checksum`).
     pub fn inject(&self, ifindex: u32, frame: &[u8]) -> io::Result<()> {
         let Some(Program::Xdp(p)) = self.ebpf.program(PASS_PROGRAM_NAME) else {
             return Err(io::Error::other("carp_pass is not loaded"));
         };
         let fd = p.fd().map_err(io::Error::other)?;
         run_live(fd.as_fd(), ifindex, frame)
+    }
+}
+
+/// The 16-bit ones' complement sum of `data` added to `sum` (not folded).
+fn ones_sum(mut sum: u32, data: &[u8]) -> u32 {
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        sum += u32::from(*last) << 8;
+    }
+    sum
+}
+
+/// Folds a ones' complement sum to 16 bits.
+fn fold(mut sum: u32) -> u16 {
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// Completes the TCP or UDP checksum of a frame that was captured with an offloaded
+/// (CHECKSUM_PARTIAL) one: a sender on the same host (veth, containers) leaves only the pseudo-header
+/// sum in the field, and the skb's metadata, which says so, is not part of the copy XDP took. Such a
+/// frame re-injected as-is is dropped by its receiver as corrupt. Only a field holding exactly the
+/// pseudo-header sum is completed; a valid checksum or any other (corrupt) value is left alone.
+/// Returns true if it changed the frame.
+pub fn complete_partial_checksum(frame: &mut [u8]) -> bool {
+    let mut l3 = 14;
+    let mut ethertype = frame.get(12..14).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    if ethertype == Some(0x8100) {
+        ethertype = frame.get(16..18).map(|b| u16::from_be_bytes([b[0], b[1]]));
+        l3 = 18;
+    }
+    // (proto, L4 offset, L4 length, pseudo-header sum without the length and protocol)
+    let (proto, l4, len, pseudo) = match ethertype {
+        Some(0x0800) => {
+            let Some(ip) = frame.get(l3..l3 + 20) else {
+                return false;
+            };
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            let tot = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+            let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
+            if ihl < 20 || tot < ihl || frag != 0 {
+                return false;
+            }
+            (ip[9], l3 + ihl, tot - ihl, ones_sum(0, &ip[12..20]))
+        }
+        Some(0x86dd) => {
+            let Some(ip) = frame.get(l3..l3 + 40) else {
+                return false;
+            };
+            let plen = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+            (ip[6], l3 + 40, plen, ones_sum(0, &ip[8..40]))
+        }
+        _ => return false,
+    };
+    let field = match proto {
+        6 => 16,
+        17 => 6,
+        _ => return false,
+    };
+    let Some(seg) = frame.get_mut(l4..l4 + len) else {
+        return false;
+    };
+    if seg.len() < field + 2 {
+        return false;
+    }
+    let pseudo = pseudo + u32::from(proto) + len as u32;
+    let check = u16::from_be_bytes([seg[field], seg[field + 1]]);
+    if proto == 17 && check == 0 {
+        // No UDP checksum (IPv4).
+        return false;
+    }
+    if fold(ones_sum(pseudo, seg)) == 0xffff {
+        return false;
+    }
+    if check != fold(pseudo) {
+        return false;
+    }
+    seg[field] = 0;
+    seg[field + 1] = 0;
+    let mut full = !fold(ones_sum(pseudo, seg));
+    if proto == 17 && full == 0 {
+        full = 0xffff;
+    }
+    seg[field..field + 2].copy_from_slice(&full.to_be_bytes());
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPv4 UDP frame 10.0.0.1:1000 -> 10.0.0.2:2000 with `payload`, checksum field `check`.
+    fn udp4(payload: &[u8], check: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 14];
+        f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        let tot = (28 + payload.len()) as u16;
+        f.extend([
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ]);
+        f[16..18].copy_from_slice(&tot.to_be_bytes());
+        f.extend(1000u16.to_be_bytes());
+        f.extend(2000u16.to_be_bytes());
+        f.extend(((8 + payload.len()) as u16).to_be_bytes());
+        f.extend(check.to_be_bytes());
+        f.extend(payload);
+        f
+    }
+
+    #[test]
+    fn a_partial_udp_checksum_is_completed_and_others_are_left_alone() {
+        let payload = b"hello, deferred";
+        let len = 8 + payload.len() as u32;
+        let pseudo = ones_sum(0, &[10, 0, 0, 1, 10, 0, 0, 2]) + 17 + len;
+        // What a CHECKSUM_PARTIAL sender leaves in the field.
+        let mut f = udp4(payload, fold(pseudo));
+        assert!(complete_partial_checksum(&mut f));
+        assert_eq!(fold(ones_sum(pseudo, &f[34..])), 0xffff, "now valid");
+        // Valid already: unchanged.
+        let before = f.clone();
+        assert!(!complete_partial_checksum(&mut f));
+        assert_eq!(f, before);
+        // Corrupt (neither valid nor partial): unchanged.
+        let mut bad = udp4(payload, 0x1234);
+        assert!(!complete_partial_checksum(&mut bad));
+        // No checksum: unchanged.
+        let mut none = udp4(payload, 0);
+        assert!(!complete_partial_checksum(&mut none));
     }
 }
