@@ -475,6 +475,13 @@ impl Daemon {
             .as_ref()
             .and_then(|s| s.repl.as_ref())
             .map_or(0, |r| r.engine.held_demotion());
+        if let Some(s) = self.sync.as_mut() {
+            // The new engine does not know these holds: the frames go on now rather than never.
+            for (_, frame) in std::mem::take(&mut s.defer.held) {
+                s.defer.released_timeout += 1;
+                reinject(&mut s.defer, frame);
+            }
+        }
         self.sync = None;
         if held != 0 {
             tracing::info!("pfsync: group carp demote {:+} (sync reloaded)", -held);
