@@ -300,19 +300,9 @@ fn tcp_next(state: u8, fins: u8, flags: u8, dir: u8) -> (u8, u8) {
 /// ring is full (both counted).
 #[inline(never)]
 fn emit(kind: u8, key: *const FlowKey, entry: *const FlowEntry, now: u64, budget: u32) {
-    if let Some(r) = FLOW_SCRATCH.get_ptr_mut(0) {
-        // SAFETY: per-CPU slot, only this program on this CPU writes it while it runs.
-        let r = unsafe { &mut *r };
-        let slot = now >> 20;
-        if r.slot != slot {
-            r.slot = slot;
-            r.count = 0;
-        }
-        if budget != 0 && r.count >= budget as u64 {
-            count(|s| &mut s.events_ratelimited);
-            return;
-        }
-        r.count += 1;
+    if !take_budget(now, budget) {
+        count(|s| &mut s.events_ratelimited);
+        return;
     }
     match FLOW_EVENTS.reserve(0) {
         Some(mut ev) => {
@@ -330,6 +320,26 @@ fn emit(kind: u8, key: *const FlowKey, entry: *const FlowEntry, now: u64, budget
         }
         None => count(|s| &mut s.events_lost),
     }
+}
+
+/// Takes one event from this CPU's budget for this millisecond (`budget` 0 = unlimited); false if
+/// it is spent.
+#[inline(never)]
+fn take_budget(now: u64, budget: u32) -> bool {
+    if let Some(r) = FLOW_SCRATCH.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, only this program on this CPU writes it while it runs.
+        let r = unsafe { &mut *r };
+        let slot = now >> 20;
+        if r.slot != slot {
+            r.slot = slot;
+            r.count = 0;
+        }
+        if budget != 0 && r.count >= budget as u64 {
+            return false;
+        }
+        r.count += 1;
+    }
+    true
 }
 
 /// `*p += v` as one atomic instruction (BPF_ATOMIC add); the result is not needed, so no fetch.
@@ -580,8 +590,20 @@ fn track_flow(ctx: &XdpContext, l2: L2, bal: u32) -> u32 {
         return xdp_action::XDP_PASS;
     }
     count(|s| &mut s.new_flows);
-    if conf.defer != 0 && defer(ctx.as_ptr() as *mut xdp_md, key, entry) {
-        return xdp_action::XDP_DROP;
+    if conf.defer != 0 {
+        // A deferred first packet is an event too: beyond the budget (a SYN flood) it passes
+        // undeferred, and its new-flow event is counted as rate-limited.
+        if !take_budget(now, budget) {
+            count(|s| &mut s.events_ratelimited);
+            return xdp_action::XDP_PASS;
+        }
+        if defer(ctx.as_ptr() as *mut xdp_md, key, entry) {
+            count(|s| &mut s.events);
+            return xdp_action::XDP_DROP;
+        }
+        // Not deferred (oversize, ring full): the usual event, its budget already taken.
+        emit(FLOW_EVENT_NEW, key, entry, now, 0);
+        return xdp_action::XDP_PASS;
     }
     emit(FLOW_EVENT_NEW, key, entry, now, budget);
     xdp_action::XDP_PASS
@@ -591,8 +613,8 @@ fn track_flow(ctx: &XdpContext, l2: L2, bal: u32) -> u32 {
 /// `FlowDeferEvent` for the controller, which re-injects it once a peer has the flow (or after 20 ms).
 /// XDP cannot hold a packet, so the controller holds the copy. True if the frame was handed over (the
 /// caller drops it); false leaves it to pass as usual: larger than `FLOW_DEFER_MAX_FRAME`, or the ring
-/// is full (both counted; a first packet is never lost to deferral). Not rate-limited like `emit`: it
-/// replaces the flow's `FLOW_EVENT_NEW`, and the controller bounds how many it holds.
+/// is full (both counted; a first packet is never lost to deferral). It replaces the flow's
+/// `FLOW_EVENT_NEW` and shares its per-CPU budget (the caller takes it).
 #[inline(never)]
 fn defer(ctx: *mut xdp_md, key: *const FlowKey, entry: *const FlowEntry) -> bool {
     // SAFETY: the context pointer the kernel handed the program.

@@ -616,3 +616,25 @@ fn live_frames_reinjection_delivers_a_deferred_frame_to_a_socket() {
     assert_eq!(got.0, b"deferred first packet");
     assert_eq!(got.1, "10.9.0.1:40000".parse().unwrap());
 }
+
+#[test]
+fn defer_shares_the_per_cpu_event_budget() {
+    root_or_skip!("defer_shares_the_per_cpu_event_budget");
+    let mut lab = Lab::new(FLOW_MODE_TRACK, true);
+    lab.set(|c| {
+        c.defer = 1;
+        c.events_per_ms = 3;
+    });
+    // Beyond the budget (a flood of new flows) first packets pass undeferred, counted as rate-limited.
+    let verdicts: Vec<u32> = (0..20u16)
+        .map(|p| lab.run(&udp4(INSIDE, 2000 + p, OUTSIDE, 53, 10)))
+        .collect();
+    let dropped = verdicts.iter().filter(|&&v| v == XDP_DROP).count();
+    assert!((3..20).contains(&dropped), "{verdicts:?}");
+    let s = lab.dev.stats().expect("stats");
+    assert_eq!(s.deferred, dropped as u64, "{s:?}");
+    assert_eq!(s.events, dropped as u64, "{s:?}");
+    assert_eq!(s.events_ratelimited, 20 - dropped as u64, "{s:?}");
+    assert_eq!(s.new_flows, 20);
+    assert_eq!(lab.table.drain_events(100).len(), dropped);
+}
