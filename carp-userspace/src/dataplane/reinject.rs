@@ -268,4 +268,31 @@ mod tests {
         let mut none = udp4(payload, 0);
         assert!(!complete_partial_checksum(&mut none));
     }
+
+    #[test]
+    fn a_partial_tcp_checksum_over_ipv6_is_completed() {
+        let (src, dst) = (
+            [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            [0xfd; 16],
+        );
+        let mut tcp = vec![0u8; 20];
+        tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
+        tcp[12] = 5 << 4;
+        tcp[13] = 0x02;
+        tcp.extend(b"odd");
+        let pseudo = ones_sum(ones_sum(0, &src), &dst) + 6 + tcp.len() as u32;
+        tcp[16..18].copy_from_slice(&fold(pseudo).to_be_bytes());
+        let mut f = vec![0u8; 14];
+        f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+        f.extend([0x60, 0, 0, 0]);
+        f.extend((tcp.len() as u16).to_be_bytes());
+        f.extend([6, 64]);
+        f.extend(src);
+        f.extend(dst);
+        f.extend(&tcp);
+        assert!(complete_partial_checksum(&mut f));
+        assert_eq!(fold(ones_sum(pseudo, &f[54..])), 0xffff, "now valid");
+        assert!(!complete_partial_checksum(&mut f));
+    }
 }
