@@ -440,8 +440,11 @@ pub struct FlowConf {
     pub node_id: u32,
     /// Flow events each CPU may send per millisecond; beyond it they are counted as rate-limited.
     pub events_per_ms: u32,
+    /// 1 when the first packet of a flow created here is deferred (`[pfsync] defer`): copied to the
+    /// controller in a `FlowDeferEvent` and dropped, the controller re-injects it once a peer has the flow.
+    pub defer: u8,
     /// Always zero.
-    pub pad2: u32,
+    pub pad2: [u8; 3],
     /// CLOCK_MONOTONIC ns until which `live_peers` (and this node's own claim on its flows) holds,
     /// renewed by the controller every second; after it the balanced decision is by bucket only.
     pub live_until_ns: u64,
@@ -481,11 +484,17 @@ pub struct FlowStats {
     pub kept_here: u64,
     /// Balanced frames of a live peer's flows, dropped although their bucket is now ours.
     pub left_to_owner: u64,
+    /// First packets of new flows handed to the controller (`FlowDeferEvent`) and dropped here.
+    pub deferred: u64,
+    /// First packets not deferred because the frame is larger than `FLOW_DEFER_MAX_FRAME` (passed).
+    pub defer_oversize: u64,
+    /// First packets not deferred because the event ring was full (passed).
+    pub defer_lost: u64,
 }
 
 impl FlowStats {
     /// Every counter as (name, value), in declaration order.
-    pub fn fields(&self) -> [(&'static str, u64); 12] {
+    pub fn fields(&self) -> [(&'static str, u64); 15] {
         [
             ("new_flows", self.new_flows),
             ("known", self.known),
@@ -499,6 +508,9 @@ impl FlowStats {
             ("insert_failed", self.insert_failed),
             ("kept_here", self.kept_here),
             ("left_to_owner", self.left_to_owner),
+            ("deferred", self.deferred),
+            ("defer_oversize", self.defer_oversize),
+            ("defer_lost", self.defer_lost),
         ]
     }
 
@@ -517,6 +529,9 @@ impl FlowStats {
             insert_failed: self.insert_failed + o.insert_failed,
             kept_here: self.kept_here + o.kept_here,
             left_to_owner: self.left_to_owner + o.left_to_owner,
+            deferred: self.deferred + o.deferred,
+            defer_oversize: self.defer_oversize + o.defer_oversize,
+            defer_lost: self.defer_lost + o.defer_lost,
         }
     }
 }
@@ -525,6 +540,28 @@ impl FlowStats {
 pub const FLOW_EVENT_NEW: u8 = 1;
 /// `FlowEvent::kind`: a flow's TCP state changed.
 pub const FLOW_EVENT_STATE: u8 = 2;
+
+/// `FlowEvent::kind`: a flow was created here and its first packet deferred: the record is a whole
+/// `FlowDeferEvent` (it stands for the `FLOW_EVENT_NEW` too).
+pub const FLOW_EVENT_DEFER: u8 = 3;
+
+/// Largest first packet (whole Ethernet frame) the dataplane defers; larger ones pass undeferred.
+pub const FLOW_DEFER_MAX_FRAME: usize = 1536;
+
+/// The first packet of a new flow, deferred (`FLOW_EVENT_DEFER` in `carp_flow_events`): a `FlowEvent`
+/// followed by the frame, which the controller re-injects on `ifindex` once a peer has the flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowDeferEvent {
+    /// The new-flow event (`kind` = `FLOW_EVENT_DEFER`).
+    pub head: FlowEvent,
+    /// The carpdev the frame arrived on.
+    pub ifindex: u32,
+    /// Bytes of `frame` in use.
+    pub len: u32,
+    /// The frame from its Ethernet header.
+    pub frame: [u8; FLOW_DEFER_MAX_FRAME],
+}
 
 /// A new flow or a TCP state change, handed to the controller through `carp_flow_events`; byte and
 /// packet counts the controller reads by scanning `carp_flows`.
@@ -673,6 +710,7 @@ mod pod {
     unsafe impl aya::Pod for super::FlowConf {}
     unsafe impl aya::Pod for super::FlowStats {}
     unsafe impl aya::Pod for super::FlowEvent {}
+    unsafe impl aya::Pod for super::FlowDeferEvent {}
     unsafe impl aya::Pod for super::AdvertLimit {}
     unsafe impl aya::Pod for super::SourceKey {}
 }

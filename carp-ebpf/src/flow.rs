@@ -22,14 +22,16 @@ use crate::{
     packet::{be16, ptr_at},
 };
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, xdp_action},
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
+    EbpfContext,
+    bindings::{BPF_NOEXIST, xdp_action, xdp_md},
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, generated::bpf_xdp_load_bytes},
     programs::XdpContext,
 };
 use carp_common::{
     maps::{
-        FLOW_EVENT_NEW, FLOW_EVENT_STATE, FLOW_FIN_HI, FLOW_FIN_LO, FLOW_MODE_OFF,
-        FLOW_MODE_STATEFUL, FlowConf, FlowEntry, FlowKey, FlowStats, FlowTcpState, MAX_LIVE_PEERS,
+        FLOW_DEFER_MAX_FRAME, FLOW_EVENT_DEFER, FLOW_EVENT_NEW, FLOW_EVENT_STATE, FLOW_FIN_HI,
+        FLOW_FIN_LO, FLOW_MODE_OFF, FLOW_MODE_STATEFUL, FlowConf, FlowDeferEvent, FlowEntry,
+        FlowKey, FlowStats, FlowTcpState, MAX_LIVE_PEERS,
     },
     proto::{ETH_P_IP, ETH_P_IPV6},
 };
@@ -298,19 +300,9 @@ fn tcp_next(state: u8, fins: u8, flags: u8, dir: u8) -> (u8, u8) {
 /// ring is full (both counted).
 #[inline(never)]
 fn emit(kind: u8, key: *const FlowKey, entry: *const FlowEntry, now: u64, budget: u32) {
-    if let Some(r) = FLOW_SCRATCH.get_ptr_mut(0) {
-        // SAFETY: per-CPU slot, only this program on this CPU writes it while it runs.
-        let r = unsafe { &mut *r };
-        let slot = now >> 20;
-        if r.slot != slot {
-            r.slot = slot;
-            r.count = 0;
-        }
-        if budget != 0 && r.count >= budget as u64 {
-            count(|s| &mut s.events_ratelimited);
-            return;
-        }
-        r.count += 1;
+    if !take_budget(now, budget) {
+        count(|s| &mut s.events_ratelimited);
+        return;
     }
     match FLOW_EVENTS.reserve(0) {
         Some(mut ev) => {
@@ -328,6 +320,26 @@ fn emit(kind: u8, key: *const FlowKey, entry: *const FlowEntry, now: u64, budget
         }
         None => count(|s| &mut s.events_lost),
     }
+}
+
+/// Takes one event from this CPU's budget for this millisecond (`budget` 0 = unlimited); false if
+/// it is spent.
+#[inline(never)]
+fn take_budget(now: u64, budget: u32) -> bool {
+    if let Some(r) = FLOW_SCRATCH.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, only this program on this CPU writes it while it runs.
+        let r = unsafe { &mut *r };
+        let slot = now >> 20;
+        if r.slot != slot {
+            r.slot = slot;
+            r.count = 0;
+        }
+        if budget != 0 && r.count >= budget as u64 {
+            return false;
+        }
+        r.count += 1;
+    }
+    true
 }
 
 /// `*p += v` as one atomic instruction (BPF_ATOMIC add); the result is not needed, so no fetch.
@@ -578,8 +590,79 @@ fn track_flow(ctx: &XdpContext, l2: L2, bal: u32) -> u32 {
         return xdp_action::XDP_PASS;
     }
     count(|s| &mut s.new_flows);
+    if conf.defer != 0 {
+        // A deferred first packet is an event too: beyond the budget (a SYN flood) it passes
+        // undeferred, and its new-flow event is counted as rate-limited.
+        if !take_budget(now, budget) {
+            count(|s| &mut s.events_ratelimited);
+            return xdp_action::XDP_PASS;
+        }
+        if defer(ctx.as_ptr() as *mut xdp_md, key, entry) {
+            count(|s| &mut s.events);
+            return xdp_action::XDP_DROP;
+        }
+        // Not deferred (oversize, ring full): the usual event, its budget already taken.
+        emit(FLOW_EVENT_NEW, key, entry, now, 0);
+        return xdp_action::XDP_PASS;
+    }
     emit(FLOW_EVENT_NEW, key, entry, now, budget);
     xdp_action::XDP_PASS
+}
+
+/// Deferral (spec §8): copies the first packet of a flow created here, with the flow, into a
+/// `FlowDeferEvent` for the controller, which re-injects it once a peer has the flow (or after 20 ms).
+/// XDP cannot hold a packet, so the controller holds the copy. True if the frame was handed over (the
+/// caller drops it); false leaves it to pass as usual: larger than `FLOW_DEFER_MAX_FRAME`, or the ring
+/// is full (both counted; a first packet is never lost to deferral). It replaces the flow's
+/// `FLOW_EVENT_NEW` and shares its per-CPU budget (the caller takes it).
+#[inline(never)]
+fn defer(ctx: *mut xdp_md, key: *const FlowKey, entry: *const FlowEntry) -> bool {
+    // SAFETY: the context pointer the kernel handed the program.
+    let (data, end, ifindex) = unsafe { ((*ctx).data, (*ctx).data_end, (*ctx).ingress_ifindex) };
+    let len = end.wrapping_sub(data);
+    if len == 0 || len as usize > FLOW_DEFER_MAX_FRAME {
+        count(|s| &mut s.defer_oversize);
+        return false;
+    }
+    let Some(mut ev) = FLOW_EVENTS.reserve_untyped::<FlowDeferEvent>(0) else {
+        count(|s| &mut s.defer_lost);
+        return false;
+    };
+    let p = ev.as_mut_ptr();
+    // The verifier needs the copy's length bounded by the buffer in the very register handed to the
+    // helper. black_box keeps LLVM from folding the two checks into one on a temporary (`n - 1 <
+    // 1536`), which the verifier cannot map back onto `n`; a spilled 64-bit scalar keeps its bounds.
+    let n = core::hint::black_box(len as u64);
+    if n as usize > FLOW_DEFER_MAX_FRAME {
+        ev.discard(0);
+        count(|s| &mut s.defer_oversize);
+        return false;
+    }
+    let n = core::hint::black_box(n);
+    if n == 0 {
+        ev.discard(0);
+        count(|s| &mut s.defer_oversize);
+        return false;
+    }
+    // SAFETY: the reservation is a whole FlowDeferEvent; `n` bytes fit its frame; `key` and `entry`
+    // point into the scratch slot.
+    let rc = unsafe {
+        (*p).head.kind = FLOW_EVENT_DEFER;
+        (*p).head.pad = [0; 7];
+        (*p).head.key = *key;
+        (*p).head.entry = *entry;
+        (*p).ifindex = ifindex;
+        (*p).len = n as u32;
+        bpf_xdp_load_bytes(ctx, 0, (&raw mut (*p).frame).cast(), n as u32)
+    };
+    if rc != 0 {
+        ev.discard(0);
+        count(|s| &mut s.defer_lost);
+        return false;
+    }
+    ev.submit(0);
+    count(|s| &mut s.deferred);
+    true
 }
 
 /// The verdict for a frame cut short inside its headers.

@@ -596,3 +596,141 @@ fn sighup_applies_pfsync_and_flows_changes() {
     assert_eq!(modes(&gw, 1), off);
     assert!(!sync_report(&sock1).enabled);
 }
+
+/// `[pfsync] defer = true` (spec §8, deferral): gw1 holds each new flow's first packet until gw2
+/// acknowledged the flow, then re-injects it; with the sync path cut the 20 ms bound releases it.
+#[test]
+fn defer_holds_the_first_packet_until_the_peer_has_the_flow() {
+    if !require_root("defer_holds_the_first_packet_until_the_peer_has_the_flow") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let gw = Gateway::new("cdf");
+    let key = gw.pair.dir.join("sync.key");
+    std::fs::write(&key, KEY).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let defer = |c: String| c.replace("[pfsync]\n", "[pfsync]\ndefer = true\n");
+    let (cfg1, cfg2) = (
+        defer(sync_config(&gw, 0, "172.16.1.2")),
+        defer(sync_config(&gw, 100, "172.16.1.1")),
+    );
+    let (sock1, sock2) = (gw.control_socket(1), gw.control_socket(2));
+    let gw1 = gw.carpd(1, &cfg1);
+    let gw2 = gw.carpd(2, &cfg2);
+    expect(&gw1, 0, "pfsync: group carp demote +32", 8);
+    expect(&gw2, 0, "pfsync: group carp demote +32", 8);
+    for (d, s) in [(&gw1, &sock1), (&gw2, &sock2)] {
+        assert!(
+            eventually(30, || sync_report(s).bulk == "done"),
+            "{}: bulk transfer not done: {:?}\n{}",
+            d.name,
+            sync_report(s),
+            d.log()
+        );
+    }
+    assert!(
+        eventually(15, || {
+            gw1.carpd_state_of("carp0").as_deref() == Some("MASTER")
+                && gw1.carpd_state_of("carp1").as_deref() == Some("MASTER")
+        }),
+        "gw1 MASTER of both:\n{}\n{}",
+        gw1.log(),
+        gw2.log()
+    );
+    assert!(!gw1.log().contains("not implemented"), "{}", gw1.log());
+    let before = sync_report(&sock1);
+    let c = |r: &SyncReport, n: &str| r.counter(n).unwrap_or(0);
+
+    // A TCP connection and a UDP flow through gw1: their first packets (SYN, first datagram) are
+    // deferred, released by gw2's acknowledgement, and delivered.
+    let streams = Streams::start(&gw);
+    streams.assert_alive("through gw1 with defer", 10);
+    let r1 = sync_report(&sock1);
+    let deferred: u64 = r1
+        .dataplane
+        .iter()
+        .flat_map(|d| &d.counters)
+        .filter(|(n, _)| n == "deferred")
+        .map(|(_, v)| v)
+        .sum();
+    assert!(
+        deferred >= 2,
+        "the dataplane deferred both first packets: {r1:?}"
+    );
+    assert!(
+        c(&r1, "defer_released_ack") >= c(&before, "defer_released_ack") + 2,
+        "gw2 acknowledged both flows before their first packets went on: {r1:?}"
+    );
+    assert_eq!(c(&r1, "defer_reinject_failed"), 0, "{r1:?}");
+    assert_eq!(c(&r1, "defer_holding"), 0, "{r1:?}");
+    // The acknowledgement means gw2 has the flows.
+    for proto in ["tcp", "udp"] {
+        assert!(
+            flows(&sock2)
+                .flows
+                .iter()
+                .any(|f| f.proto == proto && f.learned),
+            "gw2 holds the {proto} flow: {:?}",
+            flows(&sock2)
+        );
+    }
+
+    drop(streams);
+    // The sync path is cut (gw2 drops what gw1 sends): no acknowledgement comes, and the first packet
+    // of a new flow is released by the 20 ms bound, still delivered.
+    gw.pair.gw2.run(
+        "nft add table inet cdfcut && nft add chain inet cdfcut in '{ type filter hook input priority 0; }' \
+         && nft add rule inet cdfcut in iifname eth2 drop",
+    );
+    let before = sync_report(&sock1);
+    let rx = gw.pair.client.in_ns(|| {
+        let s = UdpSocket::bind((OUTSIDE_CLIENT, 5003)).expect("udp bind");
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s
+    });
+    let tx = gw.inside.in_ns(|| {
+        let s = UdpSocket::bind(("192.168.100.100", 40003)).expect("udp bind");
+        s.connect((OUTSIDE_CLIENT, 5003)).unwrap();
+        s
+    });
+    let sent = Instant::now();
+    tx.send(b"first of a new flow").expect("send");
+    let mut buf = [0u8; 64];
+    let n = match rx.recv(&mut buf) {
+        Ok(n) => n,
+        Err(e) => panic!(
+            "the deferred first datagram did not arrive ({e}): {}\n{:?}\n{}",
+            gw.pair.client.run("nstat -az UdpInCsumErrors UdpInErrors"),
+            sync_report(&sock1),
+            gw1.log()
+        ),
+    };
+    let waited = sent.elapsed();
+    assert_eq!(&buf[..n], b"first of a new flow");
+    let r1 = sync_report(&sock1);
+    assert!(
+        c(&r1, "defer_released_timeout") > c(&before, "defer_released_timeout"),
+        "released by the timeout: {r1:?}"
+    );
+    assert_eq!(
+        c(&r1, "defer_released_ack"),
+        c(&before, "defer_released_ack")
+    );
+    eprintln!("first datagram with the sync path cut arrived after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(15),
+        "held about 20 ms: {waited:?}"
+    );
+    // Re-injected copies of same-host (checksum-offloaded) frames had their checksum completed: the
+    // outside client dropped none of the first packets as corrupt.
+    let csum = gw
+        .pair
+        .client
+        .run("nstat -az UdpInCsumErrors TcpInCsumErrors");
+    assert!(
+        csum.lines()
+            .filter(|l| l.contains("CsumErrors"))
+            .all(|l| l.split_whitespace().nth(1) == Some("0")),
+        "{csum}"
+    );
+}

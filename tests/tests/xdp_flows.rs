@@ -6,8 +6,8 @@ use carp::dataplane::{
     flows::{FlowDev, FlowTable},
 };
 use carp_common::maps::{
-    FLOW_EVENT_NEW, FLOW_EVENT_STATE, FLOW_LEARNED, FLOW_MODE_OFF, FLOW_MODE_STATEFUL,
-    FLOW_MODE_TRACK, FlowConf, FlowEntry, FlowKey, FlowTcpState,
+    FLOW_DEFER_MAX_FRAME, FLOW_EVENT_DEFER, FLOW_EVENT_NEW, FLOW_EVENT_STATE, FLOW_LEARNED,
+    FLOW_MODE_OFF, FLOW_MODE_STATEFUL, FLOW_MODE_TRACK, FlowConf, FlowEntry, FlowKey, FlowTcpState,
 };
 use carp_tests::{frames::*, require_root};
 
@@ -243,6 +243,91 @@ fn tcp_state_follows_the_flags_and_events_report_it() {
         FlowTcpState::from_u8(e.tcp_state),
         FlowTcpState::Established
     );
+}
+
+#[test]
+fn defer_hands_the_first_packet_to_the_controller_and_drops_it() {
+    root_or_skip!("defer_hands_the_first_packet_to_the_controller_and_drops_it");
+    let mut lab = Lab::new(FLOW_MODE_TRACK, true);
+    lab.set(|c| c.defer = 1);
+    let first = udp4(INSIDE, 5353, OUTSIDE, 53, 100);
+    assert_eq!(lab.run(&first), XDP_DROP, "the first packet is deferred");
+    let k = key4(17, INSIDE, 5353, OUTSIDE, 53);
+    let e = lab
+        .table
+        .get(&k)
+        .expect("the flow exists before the peer has it");
+    let events = lab.table.drain_events_with_frames(100);
+    assert_eq!(
+        events.len(),
+        1,
+        "one record stands for the new flow and its packet"
+    );
+    let (ev, frame) = &events[0];
+    assert_eq!(ev.kind, FLOW_EVENT_DEFER);
+    assert_eq!(ev.key, k);
+    assert_eq!(ev.entry.id, e.id);
+    let frame = frame.as_ref().expect("the deferred frame");
+    assert_eq!(frame.frame, first, "the exact frame");
+    // test_run's frames arrive on the namespace's loopback.
+    assert_eq!(frame.ifindex, 1);
+    // Later packets of the flow, either direction, pass as usual.
+    assert_eq!(lab.run(&udp4(INSIDE, 5353, OUTSIDE, 53, 10)), XDP_PASS);
+    assert_eq!(lab.run(&udp4(OUTSIDE, 53, INSIDE, 5353, 10)), XDP_PASS);
+    // So does the first packet re-injected (generic XDP sees it again): the flow is known by then.
+    assert_eq!(lab.run(&first), XDP_PASS);
+    assert!(lab.table.drain_events(100).is_empty());
+    // A TCP SYN is deferred the same way.
+    let syn = tcp4(INSIDE, 40000, OUTSIDE, 80, SYN, 0);
+    assert_eq!(lab.run(&syn), XDP_DROP);
+    let events = lab.table.drain_events_with_frames(100);
+    assert_eq!(events[0].0.kind, FLOW_EVENT_DEFER);
+    assert_eq!(events[0].1.as_ref().expect("frame").frame, syn);
+    assert_eq!(
+        lab.run(&tcp4(OUTSIDE, 80, INSIDE, 40000, SYN | ACK, 0)),
+        XDP_PASS
+    );
+    let s = lab.dev.stats().expect("stats");
+    assert_eq!(
+        (s.deferred, s.defer_oversize, s.defer_lost),
+        (2, 0, 0),
+        "{s:?}"
+    );
+    assert_eq!(s.new_flows, 2);
+}
+
+#[test]
+fn defer_passes_oversize_frames_and_is_off_by_default() {
+    root_or_skip!("defer_passes_oversize_frames_and_is_off_by_default");
+    let mut lab = Lab::new(FLOW_MODE_TRACK, true);
+    // Off: the first packet passes and the event is the usual new-flow one, without a frame.
+    assert_eq!(lab.run(&udp4(INSIDE, 1000, OUTSIDE, 53, 10)), XDP_PASS);
+    let events = lab.table.drain_events_with_frames(100);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].0.kind, FLOW_EVENT_NEW);
+    assert!(events[0].1.is_none());
+    lab.set(|c| c.defer = 1);
+    // The largest frame deferred, and one byte more, which passes undeferred (counted).
+    let max = udp4(INSIDE, 1001, OUTSIDE, 53, FLOW_DEFER_MAX_FRAME - 42);
+    assert_eq!(max.len(), FLOW_DEFER_MAX_FRAME);
+    assert_eq!(lab.run(&max), XDP_DROP);
+    let big = udp4(INSIDE, 1002, OUTSIDE, 53, FLOW_DEFER_MAX_FRAME - 41);
+    assert_eq!(lab.run(&big), XDP_PASS);
+    let events = lab.table.drain_events_with_frames(100);
+    let kinds: Vec<u8> = events.iter().map(|e| e.0.kind).collect();
+    assert_eq!(kinds, vec![FLOW_EVENT_DEFER, FLOW_EVENT_NEW]);
+    assert_eq!(events[0].1.as_ref().expect("frame").frame, max);
+    assert!(
+        lab.table
+            .get(&key4(17, INSIDE, 1002, OUTSIDE, 53))
+            .is_some()
+    );
+    let s = lab.dev.stats().expect("stats");
+    assert_eq!((s.deferred, s.defer_oversize), (1, 1), "{s:?}");
+    // Off again: unchanged behaviour.
+    lab.set(|c| c.defer = 0);
+    assert_eq!(lab.run(&udp4(INSIDE, 1003, OUTSIDE, 53, 10)), XDP_PASS);
+    assert_eq!(lab.dev.stats().expect("stats").deferred, 1);
 }
 
 #[test]
@@ -491,4 +576,65 @@ fn batch_scan_reads_the_same_flows_as_key_by_key() {
             .iter()
             .all(|(_, e)| e.creator == 7 && e.packets[1] == 1)
     );
+}
+
+#[test]
+fn live_frames_reinjection_delivers_a_deferred_frame_to_a_socket() {
+    root_or_skip!("live_frames_reinjection_delivers_a_deferred_frame_to_a_socket");
+    let ns = carp_tests::netns::Netns::new("reinj");
+    ns.run(
+        "ip link add rd0 type veth peer name rd1 && ip link set rd1 address 02:00:00:00:00:b1 \
+         && ip link set rd0 up && ip link set rd1 up && ip addr add 10.9.0.2/24 dev rd1",
+    );
+    let got = ns.in_ns(|| {
+        let sock = std::net::UdpSocket::bind("10.9.0.2:9999").expect("bind");
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .expect("timeout");
+        let payload = b"deferred first packet";
+        let mut f = eth([0x02, 0, 0, 0, 0, 0xb1], MAC_B, 0x0800, None);
+        f.extend(ipv4(
+            [10, 9, 0, 1],
+            [10, 9, 0, 2],
+            17,
+            64,
+            8 + payload.len(),
+        ));
+        f.extend(40000u16.to_be_bytes());
+        f.extend(9999u16.to_be_bytes());
+        f.extend(((8 + payload.len()) as u16).to_be_bytes());
+        // No UDP checksum (allowed over IPv4).
+        f.extend([0, 0]);
+        f.extend(payload);
+        let ifindex = carp::dataplane::if_index("rd1").expect("rd1");
+        let r = carp::dataplane::reinject::Reinjector::load().expect("load carp_pass");
+        r.inject(ifindex, &f)
+            .expect("BPF_PROG_TEST_RUN live frames");
+        let mut buf = [0u8; 64];
+        let (n, from) = sock.recv_from(&mut buf).expect("the re-injected datagram");
+        (buf[..n].to_vec(), from)
+    });
+    assert_eq!(got.0, b"deferred first packet");
+    assert_eq!(got.1, "10.9.0.1:40000".parse().unwrap());
+}
+
+#[test]
+fn defer_shares_the_per_cpu_event_budget() {
+    root_or_skip!("defer_shares_the_per_cpu_event_budget");
+    let mut lab = Lab::new(FLOW_MODE_TRACK, true);
+    lab.set(|c| {
+        c.defer = 1;
+        c.events_per_ms = 3;
+    });
+    // Beyond the budget (a flood of new flows) first packets pass undeferred, counted as rate-limited.
+    let verdicts: Vec<u32> = (0..20u16)
+        .map(|p| lab.run(&udp4(INSIDE, 2000 + p, OUTSIDE, 53, 10)))
+        .collect();
+    let dropped = verdicts.iter().filter(|&&v| v == XDP_DROP).count();
+    assert!((3..20).contains(&dropped), "{verdicts:?}");
+    let s = lab.dev.stats().expect("stats");
+    assert_eq!(s.deferred, dropped as u64, "{s:?}");
+    assert_eq!(s.events, dropped as u64, "{s:?}");
+    assert_eq!(s.events_ratelimited, 20 - dropped as u64, "{s:?}");
+    assert_eq!(s.new_flows, 20);
+    assert_eq!(lab.table.drain_events(100).len(), dropped);
 }

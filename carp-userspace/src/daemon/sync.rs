@@ -13,10 +13,12 @@
 //! last `PEER_DEAD`, leased for as long): in balancing modes the XDP filter keeps a live gateway's flows
 //! with it when buckets move (see the XDP `balance` module).
 //!
-//! What is not done here: `defer` (holding a new flow's first packet in the dataplane until the peer
-//! acknowledges it) is not implemented in the XDP program; with `defer = true` carpd warns and runs
-//! without it. `[pfsync]` and `[flows]` changes are applied on SIGHUP by rebuilding the driver
-//! (`sync_reload`).
+//! Deferral (`[pfsync] defer = true`, spec §8): the dataplane hands a new flow's first packet to us in
+//! a `FLOW_EVENT_DEFER` record and drops it; we keep the frame keyed by flow, the engine sends the INS
+//! at once asking for an INS_ACK, and on the engine's `Release` (the peer acknowledged or sent any
+//! copy of the flow, or `DEFER_TIMEOUT` passed, or more than `DEFER_LIMIT` are held) the frame is
+//! re-injected into the carpdev's receive path (`dataplane::reinject`). `[pfsync]` and `[flows]`
+//! changes are applied on SIGHUP by rebuilding the driver (`sync_reload`).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -27,12 +29,13 @@ use std::{
 
 use anyhow::{Context, Result};
 use carp_common::maps::{
-    self as km, FLOW_EVENT_NEW, FLOW_MODE_OFF, FLOW_MODE_STATEFUL, FLOW_MODE_TRACK, FlowConf,
-    FlowTcpState,
+    self as km, FLOW_EVENT_DEFER, FLOW_EVENT_NEW, FLOW_MODE_OFF, FLOW_MODE_STATEFUL,
+    FLOW_MODE_TRACK, FlowConf, FlowTcpState,
 };
 use tokio::io::{Interest, unix::AsyncFd};
 
 use super::{Daemon, monotonic, netlink::LinkEvent};
+use crate::dataplane::{flows::DeferredFrame, reinject::Reinjector};
 use crate::{
     config::Config,
     control::Response,
@@ -61,6 +64,25 @@ const KEEPALIVE: Duration = Duration::from_secs(1);
 /// A peer not heard from for this long is gone: balancing hands its flows to their buckets' owners.
 /// Also the lease on the live-peer view written to the dataplane (renewed by every scan).
 const PEER_DEAD: Duration = Duration::from_secs(3);
+/// Deferred first packets held at most; beyond it the oldest is released (pfsync's bound).
+const DEFER_LIMIT: usize = 128;
+/// How long a deferred first packet waits for the peer's acknowledgement at most (pfsync: 20 ms).
+const DEFER_TIMEOUT: Duration = Duration::from_millis(20);
+
+/// Deferred first packets waiting for a peer, and what became of them.
+#[derive(Default)]
+struct Deferral {
+    reinjector: Option<Reinjector>,
+    held: HashMap<FlowId, DeferredFrame>,
+    /// Frames taken from the dataplane and held.
+    held_total: u64,
+    /// Released because a peer acknowledged the flow.
+    released_ack: u64,
+    /// Released by the timeout or the bound.
+    released_timeout: u64,
+    /// Re-injections the kernel refused (the frame is lost, as a drop on the wire would lose it).
+    reinject_failed: u64,
+}
 
 /// The sync engine with its socket (present only with `[pfsync]`).
 struct Replication {
@@ -92,6 +114,7 @@ pub(super) struct SyncDriver {
     inherited_until: Time,
     // The live peers last written to the dataplane.
     written_live: Vec<u32>,
+    defer: Deferral,
 }
 
 /// What woke the driver.
@@ -177,6 +200,15 @@ impl SyncDriver {
                 })?,
             None => 1,
         };
+        // Deferral needs a peer to acknowledge, and a way to put the frame back.
+        let defer = tracking && pfsync.is_some_and(|p| p.defer);
+        let reinjector = match carpdevs.first() {
+            Some(first) if defer => Some(
+                Reinjector::open_pinned(bpffs, first)
+                    .context("pfsync: defer: loading carp_pass for re-injection")?,
+            ),
+            _ => None,
+        };
         let mut devs = Vec::new();
         // The live-peer view a previous carpd (a hitless restart) or driver (a reload) left in the
         // dataplane is kept until its lease ends: this engine has heard nobody yet, and an empty view
@@ -207,7 +239,8 @@ impl SyncDriver {
                 sticky: u8::from(pfsync.is_some()),
                 node_id,
                 events_per_ms: config.flows.events_per_ms,
-                pad2: 0,
+                defer: u8::from(defer),
+                pad2: [0; 3],
                 live_until_ns: if keep_view { old.live_until_ns } else { 0 },
                 live_peers: if keep_view {
                     old.live_peers
@@ -249,12 +282,9 @@ impl SyncDriver {
                         "pfsync: resuming a previous carpd's MASTERs: bulk transfer without the demotion"
                     );
                 }
-                if p.defer {
-                    tracing::warn!(
-                        "pfsync: defer = true is not implemented in the dataplane yet; running without deferral"
-                    );
-                }
-                sc.defer = false;
+                sc.defer = defer;
+                sc.defer_timeout = DEFER_TIMEOUT;
+                sc.defer_limit = DEFER_LIMIT;
                 let key = SyncKey::from_bytes(&p.key).context("pfsync: key_file")?;
                 let engine = SyncEngine::new(sc, key).context("pfsync")?;
                 let sock = SyncSocket::open(p)
@@ -291,6 +321,10 @@ impl SyncDriver {
             inherited_peers: inherited.0,
             inherited_until: Time::from_nanos(inherited.1),
             written_live: Vec::new(),
+            defer: Deferral {
+                reinjector,
+                ..Default::default()
+            },
         };
         let mut adopted = 0;
         for (k, e) in driver.table.scan() {
@@ -441,6 +475,13 @@ impl Daemon {
             .as_ref()
             .and_then(|s| s.repl.as_ref())
             .map_or(0, |r| r.engine.held_demotion());
+        if let Some(s) = self.sync.as_mut() {
+            // The new engine does not know these holds: the frames go on now rather than never.
+            for (_, frame) in std::mem::take(&mut s.defer.held) {
+                s.defer.released_timeout += 1;
+                reinject(&mut s.defer, frame);
+            }
+        }
         self.sync = None;
         if held != 0 {
             tracing::info!("pfsync: group carp demote {:+} (sync reloaded)", -held);
@@ -494,16 +535,26 @@ impl Daemon {
         let mut actions = Vec::new();
         let now = monotonic().max(self.last_now);
         // Kernel events first, so a flow's INS precedes any update the scan might find.
-        for ev in s.table.drain_events(EVENTS_PER_WAKE) {
+        for (ev, frame) in s.table.drain_events_with_frames(EVENTS_PER_WAKE) {
             let f = flowmap::flow_state(&ev.key, &ev.entry);
+            if let Some(frame) = frame {
+                s.defer.held_total += 1;
+                if s.repl.is_some() {
+                    s.defer.held.insert(f.id, frame);
+                } else {
+                    // Cannot happen (deferral is only on with [pfsync]); never lose the packet.
+                    reinject(&mut s.defer, frame);
+                }
+            }
             s.keys.insert(f.id, ev.key);
             let seen = s.reported.entry(ev.key).or_insert(0);
             *seen = (*seen).max(ev.entry.last_seen_ns);
-            if ev.kind == FLOW_EVENT_NEW && ev.entry.creator == s.node_id && ev.entry.owner != 0 {
+            let new = ev.kind == FLOW_EVENT_NEW || ev.kind == FLOW_EVENT_DEFER;
+            if new && ev.entry.creator == s.node_id && ev.entry.owner != 0 {
                 s.own_flows[usize::from(ev.entry.owner)] += 1;
             }
             if let Some(r) = s.repl.as_mut() {
-                let event = if ev.kind == FLOW_EVENT_NEW {
+                let event = if new {
                     SyncEvent::LocalInsert(f)
                 } else {
                     SyncEvent::LocalUpdate(f)
@@ -575,8 +626,18 @@ impl Daemon {
                         delta,
                         reason,
                     } => demotes.push((group, delta, reason)),
-                    // The engine runs with defer off (see the module doc), so it never holds a packet.
-                    SyncAction::Hold { .. } | SyncAction::Release { .. } => {}
+                    // The engine keeps the deadline; the frame (if the dataplane deferred one) is here.
+                    SyncAction::Hold { .. } => {}
+                    SyncAction::Release { flow, acked } => {
+                        if let Some(frame) = s.defer.held.remove(&flow) {
+                            if acked {
+                                s.defer.released_ack += 1;
+                            } else {
+                                s.defer.released_timeout += 1;
+                            }
+                            reinject(&mut s.defer, frame);
+                        }
+                    }
                 }
             }
         }
@@ -647,6 +708,16 @@ impl Daemon {
                 r.counters.push(("received".into(), t.received));
                 r.counters.push(("badttl".into(), t.badttl));
                 r.counters.push(("oerrors".into(), t.oerrors));
+                let d = &s.defer;
+                r.counters.push(("defer_held".into(), d.held_total));
+                r.counters
+                    .push(("defer_holding".into(), d.held.len() as u64));
+                r.counters
+                    .push(("defer_released_ack".into(), d.released_ack));
+                r.counters
+                    .push(("defer_released_timeout".into(), d.released_timeout));
+                r.counters
+                    .push(("defer_reinject_failed".into(), d.reinject_failed));
             }
         }
         Response::Sync(r)
@@ -692,6 +763,26 @@ impl Daemon {
             .collect();
         flows.sort_by(|a, b| (&a.proto, &a.lo, &a.hi).cmp(&(&b.proto, &b.lo, &b.hi)));
         Response::Flows(FlowsReport { flows })
+    }
+}
+
+/// Puts a deferred first packet back into its carpdev's receive path.
+fn reinject(d: &mut Deferral, mut frame: DeferredFrame) {
+    crate::dataplane::reinject::complete_partial_checksum(&mut frame.frame);
+    let res = match &d.reinjector {
+        Some(r) => r.inject(frame.ifindex, &frame.frame),
+        None => Err(std::io::Error::other("no re-injection program")),
+    };
+    if let Err(e) = res {
+        d.reinject_failed += 1;
+        // Once, then every 1000th: a kernel without live frames would otherwise flood the log.
+        if d.reinject_failed % 1000 == 1 {
+            tracing::warn!(
+                "pfsync: defer: re-injecting a first packet on ifindex {}: {e} ({} failures in all)",
+                frame.ifindex,
+                d.reinject_failed
+            );
+        }
     }
 }
 

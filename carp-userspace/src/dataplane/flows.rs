@@ -10,8 +10,8 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf},
 };
 use carp_common::maps::{
-    FlowConf, FlowEntry, FlowEvent, FlowKey, FlowStats, LAYOUT_VERSION, MAP_FLOW_CONF,
-    MAP_FLOW_EVENTS, MAP_FLOW_STATS, MAP_FLOWS,
+    FLOW_EVENT_DEFER, FlowConf, FlowDeferEvent, FlowEntry, FlowEvent, FlowKey, FlowStats,
+    LAYOUT_VERSION, MAP_FLOW_CONF, MAP_FLOW_EVENTS, MAP_FLOW_STATS, MAP_FLOWS,
 };
 use std::{
     os::fd::{AsFd, AsRawFd, OwnedFd},
@@ -244,20 +244,52 @@ impl FlowTable {
 
     /// Drains the pending flow events.
     pub fn drain_events(&mut self, max: usize) -> Vec<FlowEvent> {
+        self.drain_events_with_frames(max)
+            .into_iter()
+            .map(|(ev, _)| ev)
+            .collect()
+    }
+
+    /// Up to `max` flow events with, for a `FLOW_EVENT_DEFER`, the deferred first packet.
+    pub fn drain_events_with_frames(
+        &mut self,
+        max: usize,
+    ) -> Vec<(FlowEvent, Option<DeferredFrame>)> {
         let mut out = Vec::new();
         if let Some(ring) = self.events.as_mut() {
             while out.len() < max {
                 let Some(item) = ring.next() else { break };
-                if item.len() >= size_of::<FlowEvent>() {
-                    // SAFETY: the kernel wrote a whole FlowEvent; read_unaligned copes with alignment.
-                    out.push(unsafe {
-                        std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>())
-                    });
+                if item.len() < size_of::<FlowEvent>() {
+                    continue;
                 }
+                // SAFETY: the kernel wrote a whole FlowEvent; read_unaligned copes with alignment.
+                let ev = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>()) };
+                let frame = (ev.kind == FLOW_EVENT_DEFER
+                    && item.len() >= size_of::<FlowDeferEvent>())
+                .then(|| {
+                    // SAFETY: a FLOW_EVENT_DEFER record is a whole FlowDeferEvent (checked length).
+                    let d =
+                        unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FlowDeferEvent>()) };
+                    let len = (d.len as usize).min(d.frame.len());
+                    DeferredFrame {
+                        ifindex: d.ifindex,
+                        frame: d.frame[..len].to_vec(),
+                    }
+                });
+                out.push((ev, frame));
             }
         }
         out
     }
+}
+
+/// A first packet the dataplane deferred (`FlowDeferEvent`): to be re-injected on `ifindex`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeferredFrame {
+    /// The carpdev it arrived on.
+    pub ifindex: u32,
+    /// The whole frame from its Ethernet header.
+    pub frame: Vec<u8>,
 }
 
 impl FlowDev {

@@ -8,6 +8,7 @@
 
 pub mod flows;
 pub mod maps;
+pub mod reinject;
 
 use aya::{
     Ebpf, EbpfLoader,
