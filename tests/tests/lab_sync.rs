@@ -257,15 +257,7 @@ fn streams_survive_failover_and_the_returning_master_waits_for_its_bulk_sync() {
     let gw2 = gw.carpd(2, &cfg2);
     expect(&gw1, 0, "pfsync: group carp demote +32", 8);
     // Each answers the other's bulk request: both lift the demotion, and gw1 (advskew 0) is MASTER.
-    for (d, s) in [(&gw1, &sock1), (&gw2, &sock2)] {
-        assert!(
-            eventually(30, || sync_report(s).bulk == "done"),
-            "{}: bulk transfer not done: {:?}\n{}",
-            d.name,
-            sync_report(s),
-            d.log()
-        );
-    }
+    bulks_done(&[(&gw1, &sock1), (&gw2, &sock2)]);
     assert!(
         eventually(15, || {
             gw1.carpd_state_of("carp0").as_deref() == Some("MASTER")
@@ -619,15 +611,7 @@ fn defer_holds_the_first_packet_until_the_peer_has_the_flow() {
     let gw2 = gw.carpd(2, &cfg2);
     expect(&gw1, 0, "pfsync: group carp demote +32", 8);
     expect(&gw2, 0, "pfsync: group carp demote +32", 8);
-    for (d, s) in [(&gw1, &sock1), (&gw2, &sock2)] {
-        assert!(
-            eventually(30, || sync_report(s).bulk == "done"),
-            "{}: bulk transfer not done: {:?}\n{}",
-            d.name,
-            sync_report(s),
-            d.log()
-        );
-    }
+    bulks_done(&[(&gw1, &sock1), (&gw2, &sock2)]);
     assert!(
         eventually(15, || {
             gw1.carpd_state_of("carp0").as_deref() == Some("MASTER")
@@ -733,4 +717,17 @@ fn defer_holds_the_first_packet_until_the_peer_has_the_flow() {
             .all(|l| l.split_whitespace().nth(1) == Some("0")),
         "{csum}"
     );
+}
+
+/// Waits until every daemon reports its bulk transfer done (each answered the other's request).
+fn bulks_done(daemons: &[(&Daemon, &std::path::PathBuf)]) {
+    for (d, s) in daemons {
+        assert!(
+            eventually(30, || sync_report(s).bulk == "done"),
+            "{}: bulk transfer not done: {:?}\n{}",
+            d.name,
+            sync_report(s),
+            d.log()
+        );
+    }
 }
