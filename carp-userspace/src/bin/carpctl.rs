@@ -12,7 +12,7 @@ use std::{
 use carp::{
     control::{
         self, CountersReport, DemoteOp, ForceTo, GroupStatus, Request, Response, SYSCTLS, Setting,
-        StatusReport, check_adv, parse_sysctl_value, unknown_sysctl,
+        StatusReport, check_adv, parse_sysctl_value, table, unknown_sysctl,
     },
     ifconfig::{IfconfigCommand, IfconfigSpec, parse_ifconfig_args},
 };
@@ -541,31 +541,6 @@ fn ifconfig_show(status: &StatusReport, name: &str) -> Result<String, String> {
         s += &format!("\t{family} {a}\n");
     }
     Ok(s)
-}
-
-/// Left-aligned columns, two spaces apart.
-fn table(rows: &[Vec<String>]) -> String {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(c, s)| format!("{s:<w$}", w = widths[c]))
-            .collect();
-        out += line.join("  ").trim_end();
-        out.push('\n');
-    }
-    out
 }
 
 fn status_table(s: &StatusReport) -> String {

@@ -90,29 +90,6 @@ pub struct FlowsReport {
     pub flows: Vec<FlowRow>,
 }
 
-fn table(rows: &[Vec<String>]) -> String {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| {
-            rows.iter()
-                .map(|r| r.get(c).map_or(0, String::len))
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(i, v)| format!("{v:<w$}", w = widths[i]))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
-}
-
 /// The text of `carpctl sync`.
 pub fn sync_text(r: &SyncReport) -> String {
     let mut out = String::new();
@@ -157,7 +134,7 @@ pub fn sync_text(r: &SyncReport) -> String {
                 .iter()
                 .map(|(n, v)| vec![n.clone(), v.to_string()]),
         );
-        out.push_str(&table(&rows));
+        out.push_str(&crate::control::table(&rows));
     }
     for d in &r.dataplane {
         out.push_str(&format!(
@@ -197,7 +174,7 @@ pub fn flows_table(r: &FlowsReport) -> String {
             format!("{}s", f.idle_s),
         ]);
     }
-    table(&rows)
+    crate::control::table(&rows)
 }
 
 /// Appends the sync counters to an OpenMetrics text (before its `# EOF`).
