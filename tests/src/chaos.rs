@@ -303,9 +303,7 @@ pub fn run(opts: &Options) -> Report {
     let lab = Cluster::new(&opts.prefix, ADVSKEW.len(), 1);
     let ss = sync_lan(&lab, &opts.prefix);
     let key = lab.dir.join("sync.key");
-    std::fs::write(&key, b"chaos sync key\n").expect("write the sync key");
-    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .expect("chmod the sync key");
+    crate::write_secret(&key, b"chaos sync key\n");
     let mut daemons: Vec<Option<Daemon>> = (0..lab.gws.len())
         .map(|g| Some(lab.carpd(g, &config(g, &key))))
         .collect();

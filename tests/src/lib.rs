@@ -75,3 +75,10 @@ pub fn run_xdp(prog: &aya::programs::Xdp, frame: &[u8]) -> (u32, Vec<u8>) {
     out.truncate(res.data_size_out as usize);
     (res.return_value, out)
 }
+
+/// Writes a secret file (a pass or sync key file) private to root (mode 0600), as carpd insists.
+pub fn write_secret(path: &Path, secret: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, secret).expect("write the secret file");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+}

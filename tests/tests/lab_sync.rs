@@ -16,7 +16,7 @@ use carp_common::maps::{FLOW_MODE_OFF, FLOW_MODE_STATEFUL, FLOW_MODE_TRACK};
 use carp_tests::{
     lab::{Daemon, Gateway},
     netns::PacketSocket,
-    require_root,
+    require_root, write_secret,
 };
 use std::{
     io::{Read, Write},
@@ -243,11 +243,8 @@ fn streams_survive_failover_and_the_returning_master_waits_for_its_bulk_sync() {
     if !require_root("streams_survive_failover_and_the_returning_master_waits_for_its_bulk_sync") {
         return;
     }
-    use std::os::unix::fs::PermissionsExt;
     let gw = Gateway::new("csy");
-    let key = gw.pair.dir.join("sync.key");
-    std::fs::write(&key, KEY).unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_secret(&gw.pair.dir.join("sync.key"), KEY);
     let (cfg1, cfg2) = (
         sync_config(&gw, 0, "172.16.1.2"),
         sync_config(&gw, 100, "172.16.1.1"),
@@ -412,11 +409,8 @@ fn multicast_sync_replicates_flows() {
     if !require_root("multicast_sync_replicates_flows") {
         return;
     }
-    use std::os::unix::fs::PermissionsExt;
     let gw = Gateway::new("csm");
-    let key = gw.pair.dir.join("sync.key");
-    std::fs::write(&key, KEY).unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_secret(&gw.pair.dir.join("sync.key"), KEY);
     let multicast =
         |advskew| sync_config(&gw, advskew, "unused").replace("syncpeer = \"unused\"\n", "");
     let (sock1, sock2) = (gw.control_socket(1), gw.control_socket(2));
@@ -488,11 +482,8 @@ fn sighup_applies_pfsync_and_flows_changes() {
     if !require_root("sighup_applies_pfsync_and_flows_changes") {
         return;
     }
-    use std::os::unix::fs::PermissionsExt;
     let gw = Gateway::new("csr");
-    let key = gw.pair.dir.join("sync.key");
-    std::fs::write(&key, KEY).unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_secret(&gw.pair.dir.join("sync.key"), KEY);
     let (sock1, sock2) = (gw.control_socket(1), gw.control_socket(2));
     let gw1 = gw.carpd(1, &Gateway::config(0, ""));
     let gw2 = gw.carpd(2, &Gateway::config(100, ""));
@@ -596,11 +587,8 @@ fn defer_holds_the_first_packet_until_the_peer_has_the_flow() {
     if !require_root("defer_holds_the_first_packet_until_the_peer_has_the_flow") {
         return;
     }
-    use std::os::unix::fs::PermissionsExt;
     let gw = Gateway::new("cdf");
-    let key = gw.pair.dir.join("sync.key");
-    std::fs::write(&key, KEY).unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_secret(&gw.pair.dir.join("sync.key"), KEY);
     let defer = |c: String| c.replace("[pfsync]\n", "[pfsync]\ndefer = true\n");
     let (cfg1, cfg2) = (
         defer(sync_config(&gw, 0, "172.16.1.2")),
