@@ -331,6 +331,61 @@ fn defer_passes_oversize_frames_and_is_off_by_default() {
 }
 
 #[test]
+fn defer_passes_the_first_packet_when_the_event_ring_is_full() {
+    root_or_skip!("defer_passes_the_first_packet_when_the_event_ring_is_full");
+    let mut lab = Lab::new(FLOW_MODE_TRACK, true);
+    lab.set(|c| c.defer = 1);
+    // Nobody drains the ring: full-size deferred frames fill its 1 MiB within about 650 new flows.
+    let frame = |port: u16| udp4(INSIDE, port, OUTSIDE, 53, FLOW_DEFER_MAX_FRAME - 42);
+    let mut deferred = 0u16;
+    let passed_at = loop {
+        assert!(deferred < 5000, "the ring never filled");
+        let port = 10000 + deferred;
+        match lab.run(&frame(port)) {
+            XDP_DROP => deferred += 1,
+            XDP_PASS => break port,
+            v => panic!("unexpected verdict {v}"),
+        }
+    };
+    assert!(
+        deferred > 100,
+        "only {deferred} frames fit before the ring was full"
+    );
+    // The frame that found the ring full went on undeferred, and its flow exists all the same.
+    assert!(
+        lab.table
+            .get(&key4(17, INSIDE, passed_at, OUTSIDE, 53))
+            .is_some()
+    );
+    let s = lab.dev.stats().expect("stats");
+    assert_eq!(
+        (s.deferred, s.defer_lost),
+        (u64::from(deferred), 1),
+        "{s:?}"
+    );
+    assert_eq!(s.new_flows, u64::from(deferred) + 1, "{s:?}");
+    // Its new-flow event (smaller than a deferral) went into what room was left, or was counted lost:
+    // never silently. `events` counts the deferrals too.
+    assert_eq!(s.events + s.events_lost, u64::from(deferred) + 1, "{s:?}");
+    // Every deferred frame is in the ring, in order; once drained, deferral works again.
+    let events = lab.table.drain_events_with_frames(10_000);
+    let held: Vec<_> = events
+        .iter()
+        .filter(|(ev, _)| ev.kind == FLOW_EVENT_DEFER)
+        .collect();
+    assert_eq!(held.len(), usize::from(deferred));
+    assert_eq!(
+        held.last()
+            .and_then(|(_, f)| f.as_ref())
+            .expect("frame")
+            .frame,
+        frame(passed_at - 1)
+    );
+    assert_eq!(lab.run(&frame(passed_at + 1)), XDP_DROP);
+    assert_eq!(lab.dev.stats().expect("stats").defer_lost, 1);
+}
+
+#[test]
 fn events_are_rate_limited_per_cpu_and_counted() {
     root_or_skip!("events_are_rate_limited_per_cpu_and_counted");
     let mut lab = Lab::new(FLOW_MODE_TRACK, true);

@@ -35,7 +35,7 @@ use carp_common::maps::{
 use tokio::io::{Interest, unix::AsyncFd};
 
 use super::{Daemon, monotonic, netlink::LinkEvent};
-use crate::dataplane::{flows::DeferredFrame, reinject::Reinjector};
+use crate::dataplane::{flows::DeferredFrame, reinject, reinject::Reinjector};
 use crate::{
     config::Config,
     control::Response,
@@ -201,7 +201,18 @@ impl SyncDriver {
             None => 1,
         };
         // Deferral needs a peer to acknowledge, and a way to put the frame back.
-        let defer = tracking && pfsync.is_some_and(|p| p.defer);
+        let mut defer = tracking && pfsync.is_some_and(|p| p.defer);
+        if defer && !reinject::live_frames_supported() {
+            // Deferral without a way back would drop every first packet; failover matters more than
+            // the ordering guarantee, so carpd runs without it, loudly.
+            tracing::error!(
+                "pfsync: defer is OFF: putting held first packets back needs BPF_F_TEST_XDP_LIVE_FRAMES \
+                 (Linux >= 5.18) and this kernel is {}; upgrade the kernel, or set [pfsync] defer = false \
+                 to acknowledge",
+                reinject::kernel_release()
+            );
+            defer = false;
+        }
         let reinjector = match carpdevs.first() {
             Some(first) if defer => Some(
                 Reinjector::open_pinned(bpffs, first)

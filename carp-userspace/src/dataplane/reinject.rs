@@ -24,6 +24,31 @@ const BPF_PROG_TEST_RUN: libc::c_long = 10;
 /// `BPF_F_TEST_XDP_LIVE_FRAMES`: XDP verdicts of the run are carried out (PASS into the stack).
 const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
 
+/// The running kernel's release (`uname -r`), or "unknown".
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Whether a kernel release string is at least `major.minor` (distribution suffixes ignored).
+/// Unparsable releases count as new enough: the first re-injection then fails loudly (counted and
+/// logged) rather than switching deferral off on a guess.
+pub fn release_at_least(release: &str, major: u32, minor: u32) -> bool {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(str::parse::<u32>);
+    match (parts.next(), parts.next()) {
+        (Some(Ok(ma)), Some(Ok(mi))) => (ma, mi) >= (major, minor),
+        _ => true,
+    }
+}
+
+/// Whether this kernel can re-inject frames: BPF_F_TEST_XDP_LIVE_FRAMES arrived in Linux 5.18.
+pub fn live_frames_supported() -> bool {
+    release_at_least(&kernel_release(), 5, 18)
+}
+
 /// `union bpf_attr`, the `test` member used by BPF_PROG_TEST_RUN.
 #[repr(C)]
 #[derive(Default)]
@@ -267,6 +292,21 @@ mod tests {
         // No checksum: unchanged.
         let mut none = udp4(payload, 0);
         assert!(!complete_partial_checksum(&mut none));
+    }
+
+    #[test]
+    fn live_frames_need_linux_5_18() {
+        assert!(!release_at_least("5.15.0-91-generic", 5, 18));
+        assert!(!release_at_least("4.19.304", 5, 18));
+        assert!(release_at_least("5.18.0", 5, 18));
+        assert!(release_at_least("6.1.0-13-amd64", 5, 18));
+        assert!(release_at_least("6.18.44-fc-v595", 5, 18));
+        assert!(
+            release_at_least("weird", 5, 18),
+            "unparsable: not switched off on a guess"
+        );
+        // The running kernel's release is read, not guessed.
+        assert_ne!(kernel_release(), "unknown");
     }
 
     #[test]
