@@ -135,7 +135,7 @@ fn bench(quick: bool, idle_minutes: u64) -> Result<()> {
     );
     run_release("carp-tests", "carp-bench", &["target/bench/results.json"])?;
     util::step(
-        "balancing receive cost on veth (one trafgen sender): carp-xdp generic/native, nft jhash, xt_cluster",
+        "balancing receive cost on veth (a trafgen and an xdp_frame sender): carp-xdp generic/native, nft jhash, xt_cluster",
     );
     run_release(
         "carp-tests",

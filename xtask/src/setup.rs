@@ -19,6 +19,7 @@ const PACKAGES: &[&str] = &[
     "iperf3",
     "iputils-ping",
     "netsniff-ng",
+    "ethtool",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_MAJOR: &str = "22";
