@@ -1487,6 +1487,55 @@ mod tests {
     }
 
     #[test]
+    fn rule_a_lost_bulk_packet_is_noticed_and_the_bulk_requested_again() {
+        let mut a = engine(1);
+        let mut b = engine(2);
+        let per = a.config().flows_per_packet() as u64;
+        for i in 1..=per * 3 {
+            a.adopt(flow(1, i));
+        }
+        let req = b.handle(T0, SyncEvent::Start);
+        let mut now = T0;
+        let mut wire = a.handle(now, SyncEvent::Packet(sent(&req)[0]));
+        // The second packet of the transfer (START is the first) never arrives.
+        let mut packets = 0;
+        let mut again = Vec::new();
+        while !wire.is_empty() {
+            let keep: Vec<SyncAction> = wire
+                .into_iter()
+                .filter(|a| {
+                    packets += usize::from(matches!(a, SyncAction::Send(_)));
+                    !(matches!(a, SyncAction::Send(_)) && packets == 2)
+                })
+                .collect();
+            again.extend(deliver(&mut b, now, &keep));
+            now += Duration::from_millis(20);
+            wire = a.handle(now, SyncEvent::Timer);
+        }
+        assert_eq!(b.counters().bulk_incomplete, 1);
+        assert!(
+            matches!(b.bulk_state(), BulkState::Requesting { .. }),
+            "not done with a hole: {:?}",
+            b.bulk_state()
+        );
+        assert!(b.demoted(), "the demotion stays until the table is whole");
+        assert!(b.table().len() < a.table().len());
+        assert_eq!(decode(&again), vec![Message::UpdReq(FlowId::BULK)]);
+        // The second transfer arrives whole.
+        let mut wire = a.handle(now, SyncEvent::Packet(sent(&again)[0]));
+        let mut released = Vec::new();
+        while !wire.is_empty() {
+            released.extend(demotes(&deliver(&mut b, now, &wire)));
+            now += Duration::from_millis(20);
+            wire = a.handle(now, SyncEvent::Timer);
+        }
+        assert_eq!(released, vec![-32]);
+        assert_eq!(b.bulk_state(), BulkState::Done { complete: true });
+        assert_eq!(a.table(), b.table());
+        assert!(b.bulk_duration().is_some());
+    }
+
+    #[test]
     fn rule_bulk_paced_one_packet_per_20ms() {
         let mut a = engine(1);
         let per = a.config().flows_per_packet() as u64;
