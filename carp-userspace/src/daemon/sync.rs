@@ -67,6 +67,8 @@ const PACKETS_PER_WAKE: usize = 256;
 const BULK_PACKETS_PER_TICK: usize = 340;
 /// The bulk pacing tick.
 const BULK_INTERVAL: Duration = Duration::from_millis(5);
+/// Most flows a bulk transfer makes the driver reserve room for (a bound on what a peer's count costs).
+const MAX_BULK_RESERVE: usize = 4_000_000;
 /// How often the engine sends a keepalive, so peers know this node is alive while no flow changes.
 const KEEPALIVE: Duration = Duration::from_secs(1);
 /// A peer not heard from for this long is gone: balancing hands its flows to their buckets' owners.
@@ -635,6 +637,13 @@ impl Daemon {
         // arrives faster than one turn reads) would wait for the next packet or timer to wake us.
         if read >= PACKETS_PER_WAKE {
             s.backlog = true;
+        }
+        // Room for a big bulk transfer up front: growing two maps of a million keys by doubling
+        // would rehash them ~20 times while the flows arrive.
+        if let Some(n) = s.repl.as_ref().and_then(|r| r.engine.bulk_expected()) {
+            let n = (n as usize).min(MAX_BULK_RESERVE);
+            s.keys.reserve(n.saturating_sub(s.keys.len()));
+            s.reported.reserve(n.saturating_sub(s.reported.len()));
         }
         // A bulk transfer in either direction goes first: a pass over a million flows would stall it
         // for a fifth of a second. The bound on a bulk (its timeouts) bounds the wait.

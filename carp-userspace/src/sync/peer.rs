@@ -357,6 +357,7 @@ struct BulkOut {
     pos: usize,
     sent: u32,
     next_at: Time,
+    per_tick: usize,
 }
 
 /// The bulk transfer being received: whose it is and how many of its packets arrived, so that a lost
@@ -365,6 +366,7 @@ struct BulkOut {
 #[derive(Clone, Copy, Debug)]
 struct BulkRx {
     sender: u32,
+    flows: u32,
     start_seq: u64,
     packets: u64,
     tries: u32,
@@ -453,6 +455,10 @@ pub struct SyncEngine {
     windows: HashMap<u32, ReplayWindow>,
     counters: SyncCounters,
     bulk_out: Option<BulkOut>,
+    // When our last bulk transfer ended, and how many times the pace was halved: a request soon after
+    // one ended means the peer lost part of it (it could not keep up), so the next goes slower.
+    bulk_out_ended: Option<Time>,
+    bulk_slowdown: u32,
     bulk_in: BulkState,
     bulk_rx: Option<BulkRx>,
     // When the current bulk request round began, and how long the last finished one took.
@@ -496,6 +502,8 @@ impl SyncEngine {
             windows: HashMap::new(),
             counters: SyncCounters::default(),
             bulk_out: None,
+            bulk_out_ended: None,
+            bulk_slowdown: 0,
             bulk_in: BulkState::Idle,
             bulk_rx: None,
             bulk_asked_at: None,
@@ -537,6 +545,12 @@ impl SyncEngine {
     /// giving up); None before one finished.
     pub fn bulk_duration(&self) -> Option<Duration> {
         self.bulk_took
+    }
+
+    /// The flows the bulk transfer being received announced (its BULK_START), so a driver can make room
+    /// for them up front; None unless receiving one.
+    pub fn bulk_expected(&self) -> Option<u32> {
+        self.bulk_rx.map(|rx| rx.flows)
     }
 
     /// True while this node is sending a bulk transfer.
@@ -908,7 +922,7 @@ impl SyncEngine {
         };
         let now_ms = ms(now);
         let mtu = self.config.mtu;
-        for _ in 0..self.config.bulk_packets_per_tick.max(1) {
+        for _ in 0..bulk.per_tick {
             let mut b = PacketBuilder::with_capacity(mtu);
             while bulk.pos < bulk.ids.len() {
                 if b.len() + FULL_MSG > mtu {
@@ -930,6 +944,7 @@ impl SyncEngine {
             }
             if done {
                 self.counters.bulk_sent += 1;
+                self.bulk_out_ended = Some(now);
                 return;
             }
         }
@@ -945,6 +960,16 @@ impl SyncEngine {
             // One transfer at a time; a second requester gets the rest of this one and retries.
             return;
         }
+        let again_soon = self.bulk_out_ended.is_some_and(|t| {
+            now.as_nanos().saturating_sub(t.as_nanos())
+                < 2 * self.config.request_interval.as_nanos() as u64
+        });
+        self.bulk_slowdown = if again_soon {
+            (self.bulk_slowdown + 1).min(6)
+        } else {
+            0
+        };
+        let per_tick = (self.config.bulk_packets_per_tick >> self.bulk_slowdown).max(1);
         let ids: Vec<FlowId> = self.table.keys().copied().collect();
         let flows = u32::try_from(ids.len()).unwrap_or(u32::MAX);
         let mut b = PacketBuilder::with_capacity(64);
@@ -955,6 +980,7 @@ impl SyncEngine {
             pos: 0,
             sent: 0,
             next_at: now,
+            per_tick,
         });
         self.bulk_tick(now, out);
     }
@@ -1048,6 +1074,7 @@ impl SyncEngine {
                 if let BulkState::Requesting { tries, .. } = self.bulk_in {
                     self.bulk_rx = Some(BulkRx {
                         sender,
+                        flows,
                         start_seq: seq,
                         packets: 1,
                         tries,

@@ -20,10 +20,13 @@ use super::config::PfsyncConfig;
 
 /// The TTL every sync packet is sent with and must arrive with (a packet from beyond the link has a lower one).
 pub const SYNC_TTL: u8 = 255;
-/// Socket buffer asked for in each direction (beyond net.core.[rw]mem_max with CAP_NET_ADMIN, which
-/// carpd keeps): a bulk transfer of a million flows is ~100,000 datagrams, which arrive faster than a
-/// busy receiver may read them for a moment; 64 MB holds ~28,000 of them (~2.3 KB of memory each).
-pub const SOCKET_BUFFER: usize = 64 << 20;
+/// Receive buffer asked for (beyond net.core.rmem_max with CAP_NET_ADMIN, which carpd keeps): a bulk
+/// transfer of a million flows is ~100,000 datagrams, sent faster than a busy receiver reads them; at
+/// ~2.3 KB of kernel memory each, 256 MB holds the whole of it. Memory is taken only while a backlog is
+/// queued.
+pub const SOCKET_BUFFER: usize = 256 << 20;
+/// Send buffer asked for (the sync link is local: datagrams leave at once).
+pub const SEND_BUFFER: usize = 16 << 20;
 /// The largest datagram read (a sync packet is at most the configured MTU, 1400 by default).
 pub const MAX_DATAGRAM: usize = 65535;
 
@@ -77,8 +80,8 @@ impl SyncSocket {
         if force_buffer(sock.as_raw_fd(), libc::SO_RCVBUFFORCE, SOCKET_BUFFER).is_err() {
             let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
         }
-        if force_buffer(sock.as_raw_fd(), libc::SO_SNDBUFFORCE, SOCKET_BUFFER).is_err() {
-            let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
+        if force_buffer(sock.as_raw_fd(), libc::SO_SNDBUFFORCE, SEND_BUFFER).is_err() {
+            let _ = sock.set_send_buffer_size(SEND_BUFFER);
         }
         sock.bind_device(Some(dev.as_bytes()))
             .map_err(|e| io::Error::new(e.kind(), format!("SO_BINDTODEVICE {dev}: {e}")))?;

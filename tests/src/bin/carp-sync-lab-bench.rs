@@ -188,8 +188,15 @@ fn main() -> Result<()> {
         "gw1: its sync engine has them {:.1} s later (the table scan)",
         t.elapsed().as_secs_f64()
     );
-    // Let gw1's announcements of them (to a gw2 not running yet) drain.
-    std::thread::sleep(Duration::from_secs(3));
+    // gw1 asked for a bulk transfer at its start; with no peer it gives up after 12 tries, 2 s apart.
+    // gw2 starts after that, as it would join a gateway that has been up for a while (a gw1 still
+    // asking would get gw2's own table back in the middle of the measured transfer).
+    poll(Duration::from_secs(60), Duration::from_millis(200), || {
+        sync_report(&sock1)
+            .ok()
+            .filter(|r| r.bulk == "done" || r.bulk == "timed-out")
+    })
+    .with_context(|| format!("gw1's own bulk request did not end:\n{}", gw1.log()))?;
 
     let mut rounds = Vec::new();
     for round in 1..=args.rounds {
