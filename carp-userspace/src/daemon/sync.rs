@@ -57,6 +57,8 @@ const SCAN_INTERVAL: Duration = Duration::from_secs(1);
 /// A scan pass over a big table (~0.2 s at a million flows) is followed by at least this many times
 /// its duration without one, so scanning takes at most a tenth of a CPU however large the table.
 const SCAN_DUTY: u32 = 10;
+/// The longest wait between two scan passes (a pass that had a million new flows to announce is slow).
+const SCAN_INTERVAL_MAX: Duration = Duration::from_secs(10);
 /// Most flow events handled per wake-up (the rest wait for the next turn of the loop).
 const EVENTS_PER_WAKE: usize = 4096;
 /// Most sync packets read per wake-up.
@@ -659,7 +661,10 @@ impl Daemon {
             let t = std::time::Instant::now();
             scan(s, now, &mut actions);
             s.scan_took = t.elapsed();
-            s.next_scan = now + SCAN_INTERVAL.max(s.scan_took * SCAN_DUTY);
+            s.next_scan = now
+                + SCAN_INTERVAL
+                    .max(s.scan_took * SCAN_DUTY)
+                    .min(SCAN_INTERVAL_MAX);
             s.write_live(now);
         } else if received && s.live_peers(now) != s.written_live {
             // A peer (re)appeared: the dataplane leaves its flows to it from now, not from the scan.
@@ -1041,9 +1046,23 @@ fn flush_learned(s: &mut SyncDriver) {
     let mut b = std::mem::take(&mut s.learned);
     let mut fresh = 0;
     for i in 0..b.keys.len() {
-        if b.unsupported || s.reported.contains_key(&b.keys[i]) {
+        // One look-up per flow decides and, for a new key, does the bookkeeping of the write ahead (a
+        // failed batch is written again one by one below, which redoes it).
+        let known = match s.reported.entry(b.keys[i]) {
+            std::collections::hash_map::Entry::Occupied(_) => true,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(Seen {
+                    last_seen_ns: b.entries[i].last_seen_ns,
+                    id: b.ids[i],
+                    pass: s.pass,
+                });
+                false
+            }
+        };
+        if b.unsupported || known {
             write_learned(s, b.keys[i], b.entries[i], b.ids[i]);
         } else {
+            s.keys.insert(b.ids[i], b.keys[i]);
             if fresh != i {
                 b.keys[fresh] = b.keys[i];
                 b.entries[fresh] = b.entries[i];
@@ -1057,11 +1076,7 @@ fn flush_learned(s: &mut SyncDriver) {
             .table
             .insert_batch(&b.keys[..fresh], &b.entries[..fresh], false)
         {
-            Ok(_) => {
-                for i in 0..fresh {
-                    learned_written(s, b.keys[i], b.entries[i].last_seen_ns, b.ids[i]);
-                }
-            }
+            Ok(_) => {}
             Err(e) => {
                 if matches!(e.raw_os_error(), Some(libc::EINVAL | 524 /* ENOTSUPP */)) {
                     tracing::info!(
