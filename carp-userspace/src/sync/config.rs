@@ -320,7 +320,11 @@ mod tests {
         );
         assert_eq!(p.key, b"cluster secret\n");
         assert!(c.flows.stateful);
+        assert_eq!(c.flows.limit, super::DEFAULT_FLOW_LIMIT);
         assert!(!c.to_toml().contains("cluster secret"), "{}", c.to_toml());
+        let sized = format!("{text}limit = 1250000\n");
+        let c = Config::parse(&dir.join("carp.toml"), &sized).expect("valid");
+        assert_eq!(c.flows.limit, 1_250_000);
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -348,6 +352,10 @@ mod tests {
             (
                 "[flows]\ninside = [\"eth9\"]\n",
                 ":9: flows: inside = \"eth9\": not the carpdev",
+            ),
+            (
+                "[flows]\nlimit = 100\n",
+                ":9: flows: limit = 100: out of range 1024..=16000000",
             ),
         ];
         for (tail, want) in cases {
