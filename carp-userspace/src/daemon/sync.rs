@@ -35,7 +35,10 @@ use carp_common::maps::{
 use tokio::io::{Interest, unix::AsyncFd};
 
 use super::{Daemon, monotonic, netlink::LinkEvent};
-use crate::dataplane::{flows::DeferredFrame, reinject::Reinjector};
+use crate::dataplane::{
+    flows::{BatchWriter, DeferredFrame},
+    reinject::Reinjector,
+};
 use crate::{
     config::Config,
     control::Response,
@@ -132,6 +135,11 @@ pub(super) struct SyncDriver {
     written_live: Vec<u32>,
     defer: Deferral,
     learned: LearnedBatch,
+    // The thread that writes batches of learned flows; started at the first batch (after start-up
+    // dropped the capabilities, so it holds no more than the rest of carpd). None until then or if
+    // it could not start (then this thread writes them).
+    writer: Option<BatchWriter>,
+    writer_tried: bool,
     // The last turn stopped at its bound with events or packets possibly left: come back at once.
     backlog: bool,
 }
@@ -358,6 +366,8 @@ impl SyncDriver {
                 ..Default::default()
             },
             learned: LearnedBatch::default(),
+            writer: None,
+            writer_tried: false,
             backlog: false,
         };
         let mut adopted = 0;
@@ -874,6 +884,7 @@ fn reinject(d: &mut Deferral, mut frame: DeferredFrame) {
 /// flows the LRU evicted. Per flow it costs a map read (batched) and one hash lookup: at a million flows
 /// the whole pass is ~0.2 s.
 fn scan(s: &mut SyncDriver, now: Time, actions: &mut Vec<SyncAction>) {
+    finish_writes(s);
     let now_ns = now.as_nanos();
     s.own_flows.fill(0);
     s.pass = s.pass.wrapping_add(1);
@@ -982,6 +993,7 @@ fn apply(s: &mut SyncDriver, op: FlowOp) {
         }
         FlowOp::Update(f) => {
             flush_learned(s);
+            finish_writes(s);
             let Some(k) = flowmap::kernel_key(&f.key) else {
                 return;
             };
@@ -989,6 +1001,7 @@ fn apply(s: &mut SyncDriver, op: FlowOp) {
         }
         FlowOp::Delete(id) => {
             flush_learned(s);
+            finish_writes(s);
             if let Some(k) = s.keys.remove(&id) {
                 if s.table.get(&k).is_some_and(|e| e.id == id.id) {
                     s.table.remove(&k);
@@ -998,6 +1011,7 @@ fn apply(s: &mut SyncDriver, op: FlowOp) {
         }
         FlowOp::Clear { creator } => {
             flush_learned(s);
+            finish_writes(s);
             for (k, e) in s.table.scan() {
                 if e.creator == creator && e.learned() {
                     s.table.remove(&k);
@@ -1040,6 +1054,8 @@ fn learned_written(s: &mut SyncDriver, k: km::FlowKey, last_seen_ns: u64, id: Fl
 /// takes no BPF_NOEXIST in a batch; a flow the dataplane creates in the instant between our look and the
 /// write is overwritten, as it would be between `write_learned`'s read and write.)
 fn flush_learned(s: &mut SyncDriver) {
+    // The batch in flight goes first (a key of this one may be in it).
+    finish_writes(s);
     if s.learned.keys.is_empty() {
         return;
     }
@@ -1071,6 +1087,28 @@ fn flush_learned(s: &mut SyncDriver) {
             fresh += 1;
         }
     }
+    if fresh > 0 && !b.unsupported {
+        if !s.writer_tried {
+            s.writer_tried = true;
+            s.writer = BatchWriter::spawn(&s.table);
+        }
+        if let Some(w) = s.writer.as_mut() {
+            b.keys.truncate(fresh);
+            b.entries.truncate(fresh);
+            b.ids.clear();
+            let keys = std::mem::take(&mut b.keys);
+            let entries = std::mem::take(&mut b.entries);
+            match w.start(keys, entries) {
+                Ok(()) => fresh = 0,
+                Err((keys, entries)) => {
+                    // The thread is gone: write them here from now on.
+                    s.writer = None;
+                    b.keys = keys;
+                    b.entries = entries;
+                }
+            }
+        }
+    }
     if fresh > 0 {
         match s
             .table
@@ -1090,7 +1128,8 @@ fn flush_learned(s: &mut SyncDriver) {
                 }
                 // Each write is idempotent: the ones the batch did write are written again.
                 for i in 0..fresh {
-                    write_learned(s, b.keys[i], b.entries[i], b.ids[i]);
+                    let id = FlowId::new(b.entries[i].creator, b.entries[i].id);
+                    write_learned(s, b.keys[i], b.entries[i], id);
                 }
             }
         }
@@ -1099,4 +1138,33 @@ fn flush_learned(s: &mut SyncDriver) {
     b.entries.clear();
     b.ids.clear();
     s.learned = b;
+}
+
+/// Waits for the writer thread's batch in flight: afterwards the map holds every learned flow written
+/// so far (a failed batch is written here one by one, as `flush_learned` would have).
+fn finish_writes(s: &mut SyncDriver) {
+    let Some(done) = s.writer.as_mut().and_then(BatchWriter::finish) else {
+        return;
+    };
+    if let Err(e) = done.result {
+        if matches!(e.raw_os_error(), Some(libc::EINVAL | 524 /* ENOTSUPP */)) {
+            tracing::info!(
+                "flows: the kernel refuses batch map updates ({e}): learned flows are written one by one"
+            );
+            s.learned.unsupported = true;
+        } else {
+            tracing::warn!("flows: batch-writing learned flows: {e}; writing them one by one");
+        }
+        for (k, e) in done.keys.iter().zip(&done.entries) {
+            write_learned(s, *k, *e, FlowId::new(e.creator, e.id));
+        }
+    }
+    // The buffers go round again.
+    if s.learned.keys.is_empty() && s.learned.keys.capacity() == 0 {
+        let (mut keys, mut entries) = (done.keys, done.entries);
+        keys.clear();
+        entries.clear();
+        s.learned.keys = keys;
+        s.learned.entries = entries;
+    }
 }

@@ -202,6 +202,86 @@ fn update_batch(
     Ok(len)
 }
 
+/// A thread that writes batches of flows into the flow table (BPF_MAP_UPDATE_BATCH), so carpd goes on
+/// reading and decoding sync packets while the kernel inserts the last ones: in a bulk transfer the LRU
+/// map's update is a quarter of the receiver's work, and it runs on the other CPU this way. One batch is
+/// in flight at a time; `finish` waits for it, and the caller must do so before anything else reads or
+/// writes those keys.
+pub struct BatchWriter {
+    jobs: std::sync::mpsc::Sender<(Vec<FlowKey>, Vec<FlowEntry>)>,
+    done: std::sync::mpsc::Receiver<BatchDone>,
+    busy: bool,
+}
+
+/// A finished batch: its buffers back (for reuse) and what the kernel said.
+pub struct BatchDone {
+    /// The keys written.
+    pub keys: Vec<FlowKey>,
+    /// The entries written.
+    pub entries: Vec<FlowEntry>,
+    /// How many were written, or why none or not all were (then write them one by one).
+    pub result: std::io::Result<usize>,
+}
+
+impl BatchWriter {
+    /// Starts the thread on a duplicate of the table's descriptor; None if the table has none.
+    pub fn spawn(table: &FlowTable) -> Option<BatchWriter> {
+        let fd = table.batch_fd.as_ref()?.try_clone().ok()?;
+        let (jobs, job_rx) = std::sync::mpsc::channel::<(Vec<FlowKey>, Vec<FlowEntry>)>();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("carp-flow-writer".into())
+            .spawn(move || {
+                // Ends when the writer (and so `jobs`) is dropped.
+                while let Ok((keys, entries)) = job_rx.recv() {
+                    let result = update_batch(&fd, &keys, &entries, false);
+                    if done_tx
+                        .send(BatchDone {
+                            keys,
+                            entries,
+                            result,
+                        })
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            })
+            .ok()?;
+        Some(BatchWriter {
+            jobs,
+            done,
+            busy: false,
+        })
+    }
+
+    /// Hands a batch to the thread; the caller must `finish` the one in flight first. Err (with the
+    /// buffers) if the thread is gone: write them here.
+    pub fn start(
+        &mut self,
+        keys: Vec<FlowKey>,
+        entries: Vec<FlowEntry>,
+    ) -> Result<(), (Vec<FlowKey>, Vec<FlowEntry>)> {
+        debug_assert!(!self.busy, "one batch in flight at a time");
+        match self.jobs.send((keys, entries)) {
+            Ok(()) => {
+                self.busy = true;
+                Ok(())
+            }
+            Err(e) => Err(e.0),
+        }
+    }
+
+    /// Waits for the batch in flight, if any.
+    pub fn finish(&mut self) -> Option<BatchDone> {
+        if !self.busy {
+            return None;
+        }
+        self.busy = false;
+        self.done.recv().ok()
+    }
+}
+
 /// One carpdev's flow settings and counters.
 pub struct FlowDev {
     /// `carp_flow_conf`.
