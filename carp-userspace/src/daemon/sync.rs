@@ -5,7 +5,8 @@
 //! `LocalInsert`/`LocalUpdate`; a scan of `carp_flows` once a second reports traffic on flows whose
 //! last-seen time moved (`LocalUpdate`, so byte and packet counts replicate without an event per packet)
 //! and expires idle flows (`LocalDelete`). Packets from the UDP transport go to the engine; the engine's
-//! `Send` goes out on the socket, its `Apply` writes the flow map (learned flows are marked and, because
+//! `Send` goes out on the socket, its `Apply` writes the flow map (new learned flows in one batch per turn,
+//! handed to a writer thread so a bulk transfer's decoding and the kernel's inserts overlap; learned flows are marked and, because
 //! they are written by us and not by XDP, never come back as events: not re-broadcast), and its
 //! `Demote` adjusts group "carp" in the election engine (the +32 held from start until the bulk
 //! transfer ends or times out, so a fresh node does not preempt before it has the flows).
