@@ -463,6 +463,13 @@ impl SyncDriver {
     }
 }
 
+impl Drop for SyncDriver {
+    fn drop(&mut self) {
+        // A reload's new driver adopts what the map holds: the batch in flight must be in it.
+        finish_writes(self);
+    }
+}
+
 /// Waits until the driver has work (forever without a driver).
 pub(super) async fn wait(sync: &Option<SyncDriver>) -> SyncWake {
     let Some(s) = sync else {
