@@ -594,6 +594,45 @@ fn two_carpdevs_share_one_pinned_flow_table_bpftool_prints_fields() {
     let _ = std::fs::remove_dir_all(&bpffs);
 }
 
+/// Learned flows are written with BPF_MAP_UPDATE_BATCH (`FlowTable::insert_batch`): every one lands, as
+/// a key-by-key write would put it, and a second batch over the same keys replaces them.
+#[test]
+fn batch_write_puts_every_flow_in_the_table() {
+    root_or_skip!("batch_write_puts_every_flow_in_the_table");
+    let mut lab = Lab::new(FLOW_MODE_TRACK, true);
+    let n = 20_000u32;
+    let (keys, mut entries): (Vec<FlowKey>, Vec<FlowEntry>) = (0..n)
+        .map(|i| {
+            let mut k = key4(6, [10, 2, (i >> 8) as u8, i as u8], 1000, OUTSIDE, 443);
+            k.hi_port = (i % 50_000) as u16;
+            let e = FlowEntry {
+                id: u64::from(i) + 1,
+                creator: 9,
+                packets: [u64::from(i), 2],
+                ..Default::default()
+            };
+            (k, e)
+        })
+        .unzip();
+    let written = lab
+        .table
+        .insert_batch(&keys, &entries, false)
+        .expect("the kernel supports batch updates");
+    assert_eq!(written, n as usize);
+    for (k, e) in keys.iter().zip(&entries).step_by(997) {
+        assert_eq!(lab.table.get(k), Some(*e));
+    }
+    for e in &mut entries {
+        e.packets[1] = 3;
+    }
+    lab.table
+        .insert_batch(&keys, &entries, false)
+        .expect("second batch");
+    let all = lab.table.scan();
+    assert_eq!(all.len(), n as usize);
+    assert!(all.iter().all(|(_, e)| e.creator == 9 && e.packets[1] == 3));
+}
+
 /// The controller reads the whole table with BPF_MAP_LOOKUP_BATCH: the same flows as one lookup per
 /// key, in a fraction of the time (a full table read key by key would stall carpd's loop).
 #[test]

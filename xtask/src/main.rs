@@ -33,7 +33,8 @@ enum Command {
     /// Set up, then run the benchmarks (needs root): XDP ns/packet against a trivial XDP_PASS program,
     /// written to target/bench/results.json, the receive cost per frame of the balancing filter on veth
     /// next to nftables jhash and xt_cluster (target/bench/balance-veth.json), the sync protocol (1M-flow
-    /// bulk in memory and over UDP, replication lag) written to target/bench/sync.json, then the
+    /// bulk in memory and over UDP, replication lag) written to target/bench/sync.json, carpd's own bulk
+    /// of 1M flows in the gateway lab (target/bench/sync-lab.json), then the
     /// client-observed failover outage of carpd, ucarp and keepalived in the pair lab, written to
     /// target/bench/failover.json (BENCHMARKS.md keeps the latest tables).
     Bench {
@@ -158,6 +159,21 @@ fn bench(quick: bool, idle_minutes: u64) -> Result<()> {
             "50000",
             "--json-out",
             "target/bench/sync.json",
+        ],
+    )?;
+    util::step(
+        "sync: carpd's own bulk transfer of 1,000,000 flows between two carpd in the gateway lab",
+    );
+    run_release(
+        "carp-tests",
+        "carp-sync-lab-bench",
+        &[
+            "--flows",
+            "1000000",
+            "--rounds",
+            if quick { "1" } else { "3" },
+            "--json-out",
+            "target/bench/sync-lab.json",
         ],
     )?;
     util::step(

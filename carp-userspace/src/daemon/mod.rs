@@ -352,8 +352,13 @@ impl Daemon {
     async fn attach_carpdev(&mut self, name: &str) -> Result<usize> {
         let lock = lock_carpdev(name)?;
         let ifindex = if_index(name).with_context(|| format!("carpdev {name}"))?;
-        let mut dp = Dataplane::attach(name, &self.options.bpffs, self.options.xdp_mode)
-            .with_context(|| format!("attaching XDP to {name}"))?;
+        let mut dp = Dataplane::attach_with_flow_limit(
+            name,
+            &self.options.bpffs,
+            self.options.xdp_mode,
+            self.config.flows.limit,
+        )
+        .with_context(|| format!("attaching XDP to {name}"))?;
         if dp.adopted {
             tracing::info!("{name}: adopted the dataplane left by a previous carpd");
         } else {

@@ -5,7 +5,8 @@
 //! `LocalInsert`/`LocalUpdate`; a scan of `carp_flows` once a second reports traffic on flows whose
 //! last-seen time moved (`LocalUpdate`, so byte and packet counts replicate without an event per packet)
 //! and expires idle flows (`LocalDelete`). Packets from the UDP transport go to the engine; the engine's
-//! `Send` goes out on the socket, its `Apply` writes the flow map (learned flows are marked and, because
+//! `Send` goes out on the socket, its `Apply` writes the flow map (new learned flows in one batch per turn,
+//! handed to a writer thread so a bulk transfer's decoding and the kernel's inserts overlap; learned flows are marked and, because
 //! they are written by us and not by XDP, never come back as events: not re-broadcast), and its
 //! `Demote` adjusts group "carp" in the election engine (the +32 held from start until the bulk
 //! transfer ends or times out, so a fresh node does not preempt before it has the flows).
@@ -21,7 +22,7 @@
 //! changes are applied on SIGHUP by rebuilding the driver (`sync_reload`).
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     os::fd::{AsRawFd, BorrowedFd, OwnedFd},
     path::Path,
     time::Duration,
@@ -35,7 +36,11 @@ use carp_common::maps::{
 use tokio::io::{Interest, unix::AsyncFd};
 
 use super::{Daemon, monotonic, netlink::LinkEvent};
-use crate::dataplane::{flows::DeferredFrame, reinject, reinject::Reinjector};
+use crate::dataplane::{
+    flows::{BatchWriter, DeferredFrame},
+    reinject,
+    reinject::Reinjector,
+};
 use crate::{
     config::Config,
     control::Response,
@@ -45,7 +50,8 @@ use crate::{
     },
     engine::{HostEvent, Time},
     sync::{
-        BulkState, FlowId, FlowOp, SyncAction, SyncConfig, SyncEngine, SyncEvent, SyncKey, flowmap,
+        BulkState, FlowId, FlowOp, SeededFlowHash, SyncAction, SyncConfig, SyncEngine, SyncEvent,
+        SyncKey, flowmap,
         report::{DataplaneFlowCounters, FlowRow, FlowsReport, SyncReport},
         transport::{MAX_DATAGRAM, SyncSocket},
     },
@@ -53,12 +59,23 @@ use crate::{
 
 /// How often the flow table is scanned for traffic to report and flows to expire.
 const SCAN_INTERVAL: Duration = Duration::from_secs(1);
+/// A scan pass over a big table (~0.2 s at a million flows) is followed by at least this many times
+/// its duration without one, so scanning takes at most a tenth of a CPU however large the table.
+const SCAN_DUTY: u32 = 10;
+/// The longest wait between two scan passes (a pass that had a million new flows to announce is slow).
+const SCAN_INTERVAL_MAX: Duration = Duration::from_secs(10);
 /// Most flow events handled per wake-up (the rest wait for the next turn of the loop).
 const EVENTS_PER_WAKE: usize = 4096;
 /// Most sync packets read per wake-up.
 const PACKETS_PER_WAKE: usize = 256;
-/// Bulk packets sent per 20 ms tick.
-const BULK_PACKETS_PER_TICK: usize = 64;
+/// Bulk packets sent per tick: 340 every 5 ms is ~68,000 packets (680,000 flows at MTU 1400) a
+/// second, a million flows in ~1.5 s, and a burst (~0.8 MB) the peer's socket buffer holds many times
+/// over while it catches up.
+const BULK_PACKETS_PER_TICK: usize = 340;
+/// The bulk pacing tick.
+const BULK_INTERVAL: Duration = Duration::from_millis(5);
+/// Most flows a bulk transfer makes the driver reserve room for (a bound on what a peer's count costs).
+const MAX_BULK_RESERVE: usize = 4_000_000;
 /// How often the engine sends a keepalive, so peers know this node is alive while no flow changes.
 const KEEPALIVE: Duration = Duration::from_secs(1);
 /// A peer not heard from for this long is gone: balancing hands its flows to their buckets' owners.
@@ -99,10 +116,14 @@ pub(super) struct SyncDriver {
     ring: AsyncFd<OwnedFd>,
     devs: Vec<(String, FlowDev)>,
     // Kernel key of every flow the engine knows, for deletes and clears by id.
-    keys: HashMap<FlowId, km::FlowKey>,
-    // The last-seen time already reported (or learned) per flow: a later one in a scan is traffic here.
-    reported: HashMap<km::FlowKey, u64>,
+    keys: HashMap<FlowId, km::FlowKey, SeededFlowHash>,
+    // What we know of each key in the flow map: a later last-seen time in a scan is traffic here.
+    reported: HashMap<km::FlowKey, Seen, SeededFlowHash>,
+    // The number of the last scan pass (`Seen::pass`).
+    pass: u32,
     next_scan: Time,
+    // How long the last scan pass took (the next one waits at least `SCAN_DUTY` times as long).
+    scan_took: Duration,
     node_id: u32,
     buf: Vec<u8>,
     send_errors: u64,
@@ -115,6 +136,25 @@ pub(super) struct SyncDriver {
     // The live peers last written to the dataplane.
     written_live: Vec<u32>,
     defer: Deferral,
+    learned: LearnedBatch,
+    // The thread that writes batches of learned flows; started at the first batch (after start-up
+    // dropped the capabilities, so it holds no more than the rest of carpd). None until then or if
+    // it could not start (then this thread writes them).
+    writer: Option<BatchWriter>,
+    writer_tried: bool,
+    // The last turn stopped at its bound with events or packets possibly left: come back at once.
+    backlog: bool,
+}
+
+/// What the driver knows of one key of the flow map.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    /// The last-seen time already reported (or learned).
+    last_seen_ns: u64,
+    /// The flow the key holds.
+    id: FlowId,
+    /// The last scan pass that found the key (or the pass before it was added).
+    pass: u32,
 }
 
 /// What woke the driver.
@@ -283,9 +323,9 @@ impl SyncDriver {
                 let mut sc = SyncConfig::new(node_id);
                 sc.maxupd = p.maxupd;
                 sc.seq_start = wall_clock_seq();
-                // pfsync's one packet per 20 ms would take half an hour for a million flows; 64 packets
-                // a tick (~45,000 flows/s at MTU 1400) still fits the socket buffers with room to spare.
+                // pfsync's one packet per 20 ms would take half an hour for a million flows.
                 sc.bulk_packets_per_tick = BULK_PACKETS_PER_TICK;
+                sc.bulk_interval = BULK_INTERVAL;
                 sc.keepalive = Some(KEEPALIVE);
                 if resuming {
                     sc.bulk_demote = 0;
@@ -322,9 +362,11 @@ impl SyncDriver {
             table,
             ring,
             devs,
-            keys: HashMap::new(),
-            reported: HashMap::new(),
+            keys: HashMap::default(),
+            reported: HashMap::default(),
+            pass: 0,
             next_scan: monotonic() + SCAN_INTERVAL,
+            scan_took: Duration::ZERO,
             node_id,
             buf: vec![0; MAX_DATAGRAM],
             send_errors: 0,
@@ -336,12 +378,23 @@ impl SyncDriver {
                 reinjector,
                 ..Default::default()
             },
+            learned: LearnedBatch::default(),
+            writer: None,
+            writer_tried: false,
+            backlog: false,
         };
         let mut adopted = 0;
         for (k, e) in driver.table.scan() {
             let f = flowmap::flow_state(&k, &e);
             driver.keys.insert(f.id, k);
-            driver.reported.insert(k, e.last_seen_ns);
+            driver.reported.insert(
+                k,
+                Seen {
+                    last_seen_ns: e.last_seen_ns,
+                    id: f.id,
+                    pass: 0,
+                },
+            );
             if e.creator == node_id && e.owner != 0 {
                 driver.own_flows[usize::from(e.owner)] += 1;
             }
@@ -422,11 +475,23 @@ impl SyncDriver {
     }
 }
 
+impl Drop for SyncDriver {
+    fn drop(&mut self) {
+        // A reload's new driver adopts what the map holds: the batch in flight must be in it.
+        finish_writes(self);
+    }
+}
+
 /// Waits until the driver has work (forever without a driver).
 pub(super) async fn wait(sync: &Option<SyncDriver>) -> SyncWake {
     let Some(s) = sync else {
         return std::future::pending().await;
     };
+    if s.backlog {
+        // Let the other wake-ups of the loop in first, then go on reading.
+        tokio::task::yield_now().await;
+        return SyncWake::Socket;
+    }
     let sleep = s.deadline() - monotonic();
     let sock = async {
         match &s.repl {
@@ -546,7 +611,10 @@ impl Daemon {
         let mut actions = Vec::new();
         let now = monotonic().max(self.last_now);
         // Kernel events first, so a flow's INS precedes any update the scan might find.
-        for (ev, frame) in s.table.drain_events_with_frames(EVENTS_PER_WAKE) {
+        let events = s.table.drain_events_with_frames(EVENTS_PER_WAKE);
+        // A full batch may have left events behind, which no new readiness would announce.
+        s.backlog = events.len() >= EVENTS_PER_WAKE;
+        for (ev, frame) in events {
             let f = flowmap::flow_state(&ev.key, &ev.entry);
             if let Some(frame) = frame {
                 s.defer.held_total += 1;
@@ -558,8 +626,13 @@ impl Daemon {
                 }
             }
             s.keys.insert(f.id, ev.key);
-            let seen = s.reported.entry(ev.key).or_insert(0);
-            *seen = (*seen).max(ev.entry.last_seen_ns);
+            let seen = s.reported.entry(ev.key).or_insert(Seen {
+                last_seen_ns: 0,
+                id: f.id,
+                pass: s.pass,
+            });
+            seen.last_seen_ns = seen.last_seen_ns.max(ev.entry.last_seen_ns);
+            seen.id = f.id;
             let new = ev.kind == FLOW_EVENT_NEW || ev.kind == FLOW_EVENT_DEFER;
             if new && ev.entry.creator == s.node_id && ev.entry.owner != 0 {
                 s.own_flows[usize::from(ev.entry.owner)] += 1;
@@ -574,12 +647,14 @@ impl Daemon {
             }
         }
         let mut received = false;
+        let mut read = 0;
         if let Some(r) = s.repl.as_mut() {
             for _ in 0..PACKETS_PER_WAKE {
                 let got = r.sock.get_mut().recv(&mut s.buf);
                 match got {
                     Ok(Some((len, _src))) => {
                         received = true;
+                        read += 1;
                         actions.extend(r.engine.handle(now, SyncEvent::Packet(&s.buf[..len])));
                     }
                     Ok(None) => break,
@@ -590,10 +665,36 @@ impl Daemon {
                 }
             }
         }
-        let scanned = now >= s.next_scan;
-        if scanned {
+        // The socket's readiness was cleared before this read: packets left in it (a bulk transfer
+        // arrives faster than one turn reads) would wait for the next packet or timer to wake us.
+        if read >= PACKETS_PER_WAKE {
+            s.backlog = true;
+        }
+        // Room for a big bulk transfer up front: growing two maps of a million keys by doubling
+        // would rehash them ~20 times while the flows arrive.
+        if let Some(n) = s.repl.as_ref().and_then(|r| r.engine.bulk_expected()) {
+            let n = (n as usize).min(MAX_BULK_RESERVE);
+            s.keys.reserve(n.saturating_sub(s.keys.len()));
+            s.reported.reserve(n.saturating_sub(s.reported.len()));
+        }
+        // A bulk transfer in either direction goes first: a pass over a million flows would stall it
+        // for a fifth of a second. The bound on a bulk (its timeouts) bounds the wait.
+        let bulk_busy = s.repl.as_ref().is_some_and(|r| {
+            r.engine.bulk_sending() || matches!(r.engine.bulk_state(), BulkState::Receiving { .. })
+        });
+        let scanned = now >= s.next_scan && !bulk_busy;
+        if bulk_busy && now >= s.next_scan {
+            // Postponed, not due again at once (the loop would spin on it).
             s.next_scan = now + SCAN_INTERVAL;
+        }
+        if scanned {
+            let t = std::time::Instant::now();
             scan(s, now, &mut actions);
+            s.scan_took = t.elapsed();
+            s.next_scan = now
+                + SCAN_INTERVAL
+                    .max(s.scan_took * SCAN_DUTY)
+                    .min(SCAN_INTERVAL_MAX);
             s.write_live(now);
         } else if received && s.live_peers(now) != s.written_live {
             // A peer (re)appeared: the dataplane leaves its flows to it from now, not from the scan.
@@ -651,6 +752,7 @@ impl Daemon {
                     }
                 }
             }
+            flush_learned(s);
         }
         for (group, delta, reason) in demotes {
             tracing::info!("pfsync: group {group} demote {delta:+} ({reason})");
@@ -706,6 +808,7 @@ impl Daemon {
                 }
                 .into();
                 r.demoted = rep.engine.demoted();
+                r.bulk_ms = rep.engine.bulk_duration().map(|d| d.as_secs_f64() * 1000.0);
                 r.live_peers = rep.engine.live_peers(monotonic(), PEER_DEAD);
                 r.flows = rep.engine.table().len() as u64;
                 r.counters = rep
@@ -798,78 +901,127 @@ fn reinject(d: &mut Deferral, mut frame: DeferredFrame) {
 }
 
 /// One pass over the flow table: report traffic since the last pass, expire idle flows, and forget
-/// flows the LRU evicted.
+/// flows the LRU evicted. Per flow it costs a map read (batched) and one hash lookup: at a million flows
+/// the whole pass is ~0.2 s.
 fn scan(s: &mut SyncDriver, now: Time, actions: &mut Vec<SyncAction>) {
+    finish_writes(s);
     let now_ns = now.as_nanos();
-    let mut present = HashSet::new();
     s.own_flows.fill(0);
+    s.pass = s.pass.wrapping_add(1);
+    let pass = s.pass;
+    let me = s.node_id;
+    let mut gone = Vec::new();
     for (k, e) in s.table.scan() {
-        let f = flowmap::flow_state(&k, &e);
+        let id = FlowId::new(e.creator, e.id);
         let idle = now_ns.saturating_sub(e.last_seen_ns) / 1_000_000;
         if idle > flowmap::idle_timeout_ms(k.proto, FlowTcpState::from_u8(e.tcp_state)) {
             s.table.remove(&k);
-            s.reported.remove(&k);
-            s.keys.remove(&f.id);
+            if let Some(old) = s.reported.remove(&k)
+                && old.id != id
+            {
+                gone.push(old.id);
+            }
+            s.keys.remove(&id);
             if let Some(r) = s.repl.as_mut() {
-                actions.extend(r.engine.handle(now, SyncEvent::LocalDelete(f.id)));
+                actions.extend(r.engine.handle(now, SyncEvent::LocalDelete(id)));
             }
             continue;
         }
-        present.insert(f.id);
-        if e.creator == s.node_id && e.owner != 0 {
+        if e.creator == me && e.owner != 0 {
             s.own_flows[usize::from(e.owner)] += 1;
         }
-        s.keys.insert(f.id, k);
-        let seen = s.reported.entry(k).or_insert(0);
-        if e.last_seen_ns > *seen {
-            *seen = e.last_seen_ns;
-            if let Some(r) = s.repl.as_mut() {
-                actions.extend(r.engine.handle(now, SyncEvent::LocalUpdate(f)));
+        let traffic = match s.reported.entry(k) {
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                let seen = o.get_mut();
+                seen.pass = pass;
+                if seen.id != id {
+                    // The key holds another flow now (a new connection on the same 5-tuple).
+                    gone.push(seen.id);
+                    seen.id = id;
+                    s.keys.insert(id, k);
+                }
+                let moved = e.last_seen_ns > seen.last_seen_ns;
+                seen.last_seen_ns = seen.last_seen_ns.max(e.last_seen_ns);
+                moved
             }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(Seen {
+                    last_seen_ns: e.last_seen_ns,
+                    id,
+                    pass,
+                });
+                s.keys.insert(id, k);
+                e.last_seen_ns > 0
+            }
+        };
+        if traffic && let Some(r) = s.repl.as_mut() {
+            let f = flowmap::flow_state(&k, &e);
+            actions.extend(r.engine.handle(now, SyncEvent::LocalUpdate(f)));
         }
     }
-    // Our own flows the LRU evicted are deleted cluster-wide. A learned id can be missing because the
+    // Keys this pass did not find are gone from the map (the LRU evicted them).
+    s.reported.retain(|_, seen| {
+        if seen.pass == pass {
+            return true;
+        }
+        gone.push(seen.id);
+        false
+    });
+    // Our own flows that left the map are deleted cluster-wide. A learned id can be missing because the
     // key holds another id (both nodes created the same 5-tuple): deleting it would remove the peer's
     // flow, so learned ids are left to the creator's delete or expiry.
-    if let Some(r) = s.repl.as_mut() {
-        let me = s.node_id;
-        let gone: Vec<FlowId> = r
-            .engine
-            .table()
-            .keys()
-            .filter(|id| id.creator == me && !present.contains(id))
-            .copied()
-            .collect();
-        for id in gone {
-            if let Some(k) = s.keys.remove(&id) {
-                s.reported.remove(&k);
-            }
+    for id in gone {
+        if s.keys
+            .get(&id)
+            .is_some_and(|k| s.reported.get(k).is_some_and(|v| v.id == id))
+        {
+            // Still in the map under its key (a flow seen twice in this pass's list).
+            continue;
+        }
+        s.keys.remove(&id);
+        if id.creator == me
+            && let Some(r) = s.repl.as_mut()
+        {
             actions.extend(r.engine.handle(now, SyncEvent::LocalDelete(id)));
         }
     }
 }
 
-/// Writes one change the engine learned from a peer into the flow map, marked learned.
+/// Learned flows waiting to be written to the flow map in one BPF_MAP_UPDATE_BATCH (`flush_learned`).
+#[derive(Default)]
+struct LearnedBatch {
+    keys: Vec<km::FlowKey>,
+    entries: Vec<km::FlowEntry>,
+    ids: Vec<FlowId>,
+    /// False once the kernel refused a batch update (before Linux 5.6): one syscall per flow from then.
+    unsupported: bool,
+}
+
+/// Writes one change the engine learned from a peer into the flow map, marked learned. Inserts are
+/// gathered and written together by `flush_learned` (a bulk transfer brings ~10 per packet and a
+/// million in all: one syscall per flow was most of the receiver's time); every other op first
+/// flushes them, so the map sees the ops in the engine's order.
 fn apply(s: &mut SyncDriver, op: FlowOp) {
     match op {
-        FlowOp::Insert(f) | FlowOp::Update(f) => {
+        FlowOp::Insert(f) => {
             let Some(k) = flowmap::kernel_key(&f.key) else {
                 return;
             };
-            let entry = match s.table.get(&k) {
-                Some(ours) => flowmap::merge_into_kernel(&ours, &f),
-                None => flowmap::kernel_entry(&f),
-            };
-            if let Err(e) = s.table.insert(k, entry) {
-                tracing::warn!("flows: writing a learned flow: {e}");
+            s.learned.keys.push(k);
+            s.learned.entries.push(flowmap::kernel_entry(&f));
+            s.learned.ids.push(f.id);
+        }
+        FlowOp::Update(f) => {
+            flush_learned(s);
+            finish_writes(s);
+            let Some(k) = flowmap::kernel_key(&f.key) else {
                 return;
-            }
-            s.keys.insert(f.id, k);
-            // Written by us, not seen here: a scan must not report it back as local traffic.
-            let seen = s.reported.entry(k).or_insert(0);
-            *seen = (*seen).max(entry.last_seen_ns);
+            };
+            write_learned(s, k, flowmap::kernel_entry(&f), f.id);
         }
         FlowOp::Delete(id) => {
+            flush_learned(s);
+            finish_writes(s);
             if let Some(k) = s.keys.remove(&id) {
                 if s.table.get(&k).is_some_and(|e| e.id == id.id) {
                     s.table.remove(&k);
@@ -878,6 +1030,8 @@ fn apply(s: &mut SyncDriver, op: FlowOp) {
             }
         }
         FlowOp::Clear { creator } => {
+            flush_learned(s);
+            finish_writes(s);
             for (k, e) in s.table.scan() {
                 if e.creator == creator && e.learned() {
                     s.table.remove(&k);
@@ -886,5 +1040,151 @@ fn apply(s: &mut SyncDriver, op: FlowOp) {
             }
             s.keys.retain(|id, _| id.creator != creator);
         }
+    }
+}
+
+/// Writes one learned flow, merged into the map's copy if the key is there already.
+fn write_learned(s: &mut SyncDriver, k: km::FlowKey, theirs: km::FlowEntry, id: FlowId) {
+    let entry = match s.table.get(&k) {
+        Some(ours) => flowmap::merge_kernel_entries(&ours, &theirs),
+        None => theirs,
+    };
+    if let Err(e) = s.table.insert(k, entry) {
+        tracing::warn!("flows: writing a learned flow: {e}");
+        return;
+    }
+    learned_written(s, k, entry.last_seen_ns, id);
+}
+
+fn learned_written(s: &mut SyncDriver, k: km::FlowKey, last_seen_ns: u64, id: FlowId) {
+    s.keys.insert(id, k);
+    // Written by us, not seen here: a scan must not report it back as local traffic.
+    let seen = s.reported.entry(k).or_insert(Seen {
+        last_seen_ns: 0,
+        id,
+        pass: s.pass,
+    });
+    seen.last_seen_ns = seen.last_seen_ns.max(last_seen_ns);
+    seen.id = id;
+}
+
+/// Writes the gathered learned inserts with one BPF_MAP_UPDATE_BATCH. The batch overwrites, so a key
+/// the map holds already (the dataplane saw the flow here too; every such key is in `reported`, from its
+/// event, a scan or an earlier write) is merged on its own first, as `write_learned` does. (The kernel
+/// takes no BPF_NOEXIST in a batch; a flow the dataplane creates in the instant between our look and the
+/// write is overwritten, as it would be between `write_learned`'s read and write.)
+fn flush_learned(s: &mut SyncDriver) {
+    // The batch in flight goes first (a key of this one may be in it).
+    finish_writes(s);
+    if s.learned.keys.is_empty() {
+        return;
+    }
+    let mut b = std::mem::take(&mut s.learned);
+    let mut fresh = 0;
+    for i in 0..b.keys.len() {
+        // One look-up per flow decides and, for a new key, does the bookkeeping of the write ahead (a
+        // failed batch is written again one by one below, which redoes it).
+        let known = match s.reported.entry(b.keys[i]) {
+            std::collections::hash_map::Entry::Occupied(_) => true,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(Seen {
+                    last_seen_ns: b.entries[i].last_seen_ns,
+                    id: b.ids[i],
+                    pass: s.pass,
+                });
+                false
+            }
+        };
+        if b.unsupported || known {
+            write_learned(s, b.keys[i], b.entries[i], b.ids[i]);
+        } else {
+            s.keys.insert(b.ids[i], b.keys[i]);
+            if fresh != i {
+                b.keys[fresh] = b.keys[i];
+                b.entries[fresh] = b.entries[i];
+                b.ids[fresh] = b.ids[i];
+            }
+            fresh += 1;
+        }
+    }
+    if fresh > 0 && !b.unsupported {
+        if !s.writer_tried {
+            s.writer_tried = true;
+            s.writer = BatchWriter::spawn(&s.table);
+        }
+        if let Some(w) = s.writer.as_mut() {
+            b.keys.truncate(fresh);
+            b.entries.truncate(fresh);
+            b.ids.clear();
+            let keys = std::mem::take(&mut b.keys);
+            let entries = std::mem::take(&mut b.entries);
+            match w.start(keys, entries) {
+                Ok(()) => fresh = 0,
+                Err((keys, entries)) => {
+                    // The thread is gone: write them here from now on.
+                    s.writer = None;
+                    b.keys = keys;
+                    b.entries = entries;
+                }
+            }
+        }
+    }
+    if fresh > 0 {
+        match s
+            .table
+            .insert_batch(&b.keys[..fresh], &b.entries[..fresh], false)
+        {
+            Ok(_) => {}
+            Err(e) => {
+                if matches!(e.raw_os_error(), Some(libc::EINVAL | 524 /* ENOTSUPP */)) {
+                    tracing::info!(
+                        "flows: the kernel refuses batch map updates ({e}): learned flows are written one by one"
+                    );
+                    b.unsupported = true;
+                } else {
+                    tracing::warn!(
+                        "flows: batch-writing learned flows: {e}; writing them one by one"
+                    );
+                }
+                // Each write is idempotent: the ones the batch did write are written again.
+                for i in 0..fresh {
+                    let id = FlowId::new(b.entries[i].creator, b.entries[i].id);
+                    write_learned(s, b.keys[i], b.entries[i], id);
+                }
+            }
+        }
+    }
+    b.keys.clear();
+    b.entries.clear();
+    b.ids.clear();
+    s.learned = b;
+}
+
+/// Waits for the writer thread's batch in flight: afterwards the map holds every learned flow written
+/// so far (a failed batch is written here one by one, as `flush_learned` would have).
+fn finish_writes(s: &mut SyncDriver) {
+    let Some(done) = s.writer.as_mut().and_then(BatchWriter::finish) else {
+        return;
+    };
+    if let Err(e) = done.result {
+        if matches!(e.raw_os_error(), Some(libc::EINVAL | 524 /* ENOTSUPP */)) {
+            tracing::info!(
+                "flows: the kernel refuses batch map updates ({e}): learned flows are written one by one"
+            );
+            s.learned.unsupported = true;
+        } else {
+            tracing::warn!("flows: batch-writing learned flows: {e}; writing them one by one");
+        }
+        for (k, e) in done.keys.iter().zip(&done.entries) {
+            write_learned(s, *k, *e, FlowId::new(e.creator, e.id));
+        }
+    }
+    // The buffers go round again.
+    if s.learned.keys.is_empty() && s.learned.keys.capacity() == 0 {
+        let (mut keys, mut entries) = (done.keys, done.entries);
+        keys.clear();
+        entries.clear();
+        s.learned.keys = keys;
+        s.learned.entries = entries;
     }
 }

@@ -142,6 +142,146 @@ fn lookup_batch(fd: &OwnedFd) -> Option<Vec<(FlowKey, FlowEntry)>> {
     }
 }
 
+/// Writes `keys[i] -> values[i]` with BPF_MAP_UPDATE_BATCH (one syscall for the lot instead of one per
+/// flow). With `only_new` (BPF_NOEXIST) the kernel stops at the first key already in the map: the result
+/// is how many were written, so `keys[result]` (if `result < keys.len()`) is present and was not
+/// written. Errors other than that stop (EINVAL or ENOTSUPP before Linux 5.6: the caller falls back to
+/// single updates; ENOMEM/E2BIG: the entries up to the failure may be written).
+fn update_batch(
+    fd: &OwnedFd,
+    keys: &[FlowKey],
+    values: &[FlowEntry],
+    only_new: bool,
+) -> std::io::Result<usize> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct BatchAttr {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+    }
+    const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+    const BPF_NOEXIST: u64 = 1;
+    let len = keys.len().min(values.len());
+    let mut done = 0;
+    while done < len {
+        let chunk = (len - done).min(u32::MAX as usize);
+        let mut attr = BatchAttr {
+            keys: keys[done..].as_ptr() as u64,
+            values: values[done..].as_ptr() as u64,
+            count: chunk as u32,
+            map_fd: fd.as_raw_fd() as u32,
+            elem_flags: if only_new { BPF_NOEXIST } else { 0 },
+            ..Default::default()
+        };
+        // SAFETY: the attr points at `chunk` keys and values (FlowKey and FlowEntry are repr(C) without
+        // padding, their sizes the map's key and value sizes), alive and unmoved for the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_UPDATE_BATCH,
+                &mut attr as *mut BatchAttr,
+                size_of::<BatchAttr>() as u32,
+            )
+        };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            let written = (attr.count as usize).min(chunk);
+            if only_new && e.raw_os_error() == Some(libc::EEXIST) {
+                return Ok(done + written);
+            }
+            return Err(e);
+        }
+        done += chunk;
+    }
+    Ok(len)
+}
+
+/// A thread that writes batches of flows into the flow table (BPF_MAP_UPDATE_BATCH), so carpd goes on
+/// reading and decoding sync packets while the kernel inserts the last ones: in a bulk transfer the LRU
+/// map's update is a quarter of the receiver's work, and it runs on the other CPU this way. One batch is
+/// in flight at a time; `finish` waits for it, and the caller must do so before anything else reads or
+/// writes those keys.
+pub struct BatchWriter {
+    jobs: std::sync::mpsc::Sender<(Vec<FlowKey>, Vec<FlowEntry>)>,
+    done: std::sync::mpsc::Receiver<BatchDone>,
+    busy: bool,
+}
+
+/// A finished batch: its buffers back (for reuse) and what the kernel said.
+pub struct BatchDone {
+    /// The keys written.
+    pub keys: Vec<FlowKey>,
+    /// The entries written.
+    pub entries: Vec<FlowEntry>,
+    /// How many were written, or why none or not all were (then write them one by one).
+    pub result: std::io::Result<usize>,
+}
+
+impl BatchWriter {
+    /// Starts the thread on a duplicate of the table's descriptor; None if the table has none.
+    pub fn spawn(table: &FlowTable) -> Option<BatchWriter> {
+        let fd = table.batch_fd.as_ref()?.try_clone().ok()?;
+        let (jobs, job_rx) = std::sync::mpsc::channel::<(Vec<FlowKey>, Vec<FlowEntry>)>();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("carp-flow-writer".into())
+            .spawn(move || {
+                // Ends when the writer (and so `jobs`) is dropped.
+                while let Ok((keys, entries)) = job_rx.recv() {
+                    let result = update_batch(&fd, &keys, &entries, false);
+                    if done_tx
+                        .send(BatchDone {
+                            keys,
+                            entries,
+                            result,
+                        })
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            })
+            .ok()?;
+        Some(BatchWriter {
+            jobs,
+            done,
+            busy: false,
+        })
+    }
+
+    /// Hands a batch to the thread; the caller must `finish` the one in flight first. Err (with the
+    /// buffers) if the thread is gone: write them here.
+    pub fn start(
+        &mut self,
+        keys: Vec<FlowKey>,
+        entries: Vec<FlowEntry>,
+    ) -> Result<(), (Vec<FlowKey>, Vec<FlowEntry>)> {
+        debug_assert!(!self.busy, "one batch in flight at a time");
+        match self.jobs.send((keys, entries)) {
+            Ok(()) => {
+                self.busy = true;
+                Ok(())
+            }
+            Err(e) => Err(e.0),
+        }
+    }
+
+    /// Waits for the batch in flight, if any.
+    pub fn finish(&mut self) -> Option<BatchDone> {
+        if !self.busy {
+            return None;
+        }
+        self.busy = false;
+        self.done.recv().ok()
+    }
+}
+
 /// One carpdev's flow settings and counters.
 pub struct FlowDev {
     /// `carp_flow_conf`.
@@ -235,6 +375,21 @@ impl FlowTable {
     /// Inserts or replaces a flow.
     pub fn insert(&mut self, key: FlowKey, entry: FlowEntry) -> Result<(), DataplaneError> {
         self.flows.insert(key, entry, 0).map_err(map_err(MAP_FLOWS))
+    }
+
+    /// Writes many flows with BPF_MAP_UPDATE_BATCH (see `update_batch`): with `only_new`, stops at the
+    /// first key already present and returns its index (the count written before it). Err if the kernel
+    /// refuses batch updates (before 5.6) or the map is not a hash: write them one by one then.
+    pub fn insert_batch(
+        &mut self,
+        keys: &[FlowKey],
+        values: &[FlowEntry],
+        only_new: bool,
+    ) -> std::io::Result<usize> {
+        match &self.batch_fd {
+            Some(fd) => update_batch(fd, keys, values, only_new),
+            None => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
+        }
     }
 
     /// Removes a flow (absent is fine).

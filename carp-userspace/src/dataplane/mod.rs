@@ -19,8 +19,9 @@ use aya::{
     },
 };
 use carp_common::maps::{
-    LAYOUT_VERSION, MAP_ADVERT_LIMITS, MAP_ADVERT_SOURCES, MAP_BALANCE, MAP_EVENTS, MAP_FLOW_CONF,
-    MAP_FLOW_EVENTS, MAP_FLOW_STATS, MAP_FLOWS, MAP_LAST_ADVERT, MAP_STATS, MAP_VHIDS, MAP_VIPS,
+    FLOW_SLOTS, LAYOUT_VERSION, MAP_ADVERT_LIMITS, MAP_ADVERT_SOURCES, MAP_BALANCE, MAP_EVENTS,
+    MAP_FLOW_CONF, MAP_FLOW_EVENTS, MAP_FLOW_STATS, MAP_FLOWS, MAP_LAST_ADVERT, MAP_STATS,
+    MAP_VHIDS, MAP_VIPS,
 };
 use std::{
     fmt,
@@ -168,11 +169,27 @@ impl Dataplane {
     /// Loads the object with its maps pinned (reusing existing pins of the same layout), attaches it to
     /// `carpdev` unless a pinned link already attaches it, and pins the link.
     pub fn attach(carpdev: &str, bpffs: &Path, mode: AttachMode) -> Result<Self, DataplaneError> {
+        Self::attach_with_flow_limit(carpdev, bpffs, mode, FLOW_SLOTS)
+    }
+
+    /// `attach`, creating the flow table (if no pinned one is there yet) with `flow_limit` slots
+    /// (`[flows] limit`; 0: the default).
+    pub fn attach_with_flow_limit(
+        carpdev: &str,
+        bpffs: &Path,
+        mode: AttachMode,
+        flow_limit: u32,
+    ) -> Result<Self, DataplaneError> {
         if_index(carpdev)?;
         let dir = pin_dir(bpffs, carpdev);
         mkdir_bpffs(&dir)?;
         link_stable_path(bpffs, carpdev)?;
-        let mut ebpf = load_with_pins(&dir)?;
+        let flow_limit = if flow_limit == 0 {
+            FLOW_SLOTS
+        } else {
+            flow_limit
+        };
+        let mut ebpf = load_with_pins_sized(&dir, flow_limit)?;
         let link_path = dir.join(LINK_PIN);
         let program: &mut Xdp = program_mut(&mut ebpf, carpdev)?;
         program.load().map_err(|source| DataplaneError::Program {
@@ -327,6 +344,11 @@ fn named_program_mut<'a>(
 }
 
 fn load_with_pins(dir: &Path) -> Result<Ebpf, DataplaneError> {
+    load_with_pins_sized(dir, FLOW_SLOTS)
+}
+
+/// `load_with_pins`, a flow table created here getting `flow_limit` slots.
+fn load_with_pins_sized(dir: &Path, flow_limit: u32) -> Result<Ebpf, DataplaneError> {
     let mut paths: Vec<(&str, PathBuf)> = MAP_NAMES.iter().map(|n| (*n, dir.join(n))).collect();
     // The shared maps live one level up (`<bpffs>/v<N>/`), next to every carpdev's directory.
     let shared = dir.parent().unwrap_or(dir);
@@ -335,6 +357,8 @@ fn load_with_pins(dir: &Path) -> Result<Ebpf, DataplaneError> {
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }
+    // Only a newly created table takes the size; an existing pin is reused as it is.
+    loader.map_max_entries(MAP_FLOWS, flow_limit);
     let ebpf = loader.load(XDP_OBJECT)?;
     flows::link_shared_pins(&ebpf, dir)?;
     Ok(ebpf)

@@ -15,6 +15,8 @@
 //! [flows]
 //! stateful = true              # accept on the carpdevs only known flows and new ones from `inside`
 //! inside = ["eth1"]            # carpdevs facing the inside (where new flows may start)
+//! limit = 65536                # slots of the flow table (pf's `set limit states`); read when the
+//!                              # dataplane is first loaded (a pinned table keeps its size)
 //! ```
 
 use std::{
@@ -34,6 +36,10 @@ pub const DEFAULT_PORT: u16 = 8240;
 pub const DEFAULT_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 240);
 /// Flow events each CPU may send per millisecond by default (about a million a second per CPU).
 pub const DEFAULT_EVENTS_PER_MS: u32 = 1000;
+/// Flow table slots by default (`carp_common::maps::FLOW_SLOTS`).
+pub const DEFAULT_FLOW_LIMIT: u32 = carp_common::maps::FLOW_SLOTS;
+/// The largest flow table `[flows] limit` may ask for (the kernel preallocates an LRU map: ~200 bytes a slot).
+pub const MAX_FLOW_LIMIT: u32 = 16_000_000;
 
 /// `[pfsync]` as written.
 #[derive(Deserialize, Default)]
@@ -56,6 +62,7 @@ pub struct RawFlows {
     stateful: Option<Spanned<bool>>,
     inside: Option<Spanned<Vec<String>>>,
     events_per_ms: Option<Spanned<i64>>,
+    limit: Option<Spanned<i64>>,
 }
 
 /// The validated `[pfsync]` table.
@@ -91,6 +98,8 @@ pub struct FlowsConfig {
     pub inside: Vec<String>,
     /// Flow events per CPU per millisecond (the kernel's rate limit).
     pub events_per_ms: u32,
+    /// Slots of the flow table (`carp_flows`' max_entries when the dataplane is first loaded).
+    pub limit: u32,
 }
 
 impl FlowsConfig {
@@ -209,6 +218,7 @@ pub fn validate(
     let flows = match flows {
         None => FlowsConfig {
             events_per_ms: DEFAULT_EVENTS_PER_MS,
+            limit: DEFAULT_FLOW_LIMIT,
             ..Default::default()
         },
         Some(raw) => {
@@ -245,10 +255,19 @@ pub fn validate(
                 1_000_000,
                 i64::from(DEFAULT_EVENTS_PER_MS),
             )? as u32;
+            let limit = ranged(
+                &r.limit,
+                "limit",
+                "flows",
+                1024,
+                i64::from(MAX_FLOW_LIMIT),
+                i64::from(DEFAULT_FLOW_LIMIT),
+            )? as u32;
             FlowsConfig {
                 stateful,
                 inside,
                 events_per_ms,
+                limit,
             }
         }
     };
@@ -301,7 +320,11 @@ mod tests {
         );
         assert_eq!(p.key, b"cluster secret\n");
         assert!(c.flows.stateful);
+        assert_eq!(c.flows.limit, super::DEFAULT_FLOW_LIMIT);
         assert!(!c.to_toml().contains("cluster secret"), "{}", c.to_toml());
+        let sized = format!("{text}limit = 1250000\n");
+        let c = Config::parse(&dir.join("carp.toml"), &sized).expect("valid");
+        assert_eq!(c.flows.limit, 1_250_000);
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -329,6 +352,10 @@ mod tests {
             (
                 "[flows]\ninside = [\"eth9\"]\n",
                 ":9: flows: inside = \"eth9\": not the carpdev",
+            ),
+            (
+                "[flows]\nlimit = 100\n",
+                ":9: flows: limit = 100: out of range 1024..=16000000",
             ),
         ];
         for (tail, want) in cases {

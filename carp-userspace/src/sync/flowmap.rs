@@ -158,7 +158,11 @@ pub fn kernel_entry(f: &FlowState) -> km::FlowEntry {
 /// Merges a peer's record into the kernel entry we hold, never moving it backwards: the later TCP
 /// state, the larger counts, the later last-seen time; identity and our own flags are kept.
 pub fn merge_into_kernel(ours: &km::FlowEntry, theirs: &FlowState) -> km::FlowEntry {
-    let t = kernel_entry(theirs);
+    merge_kernel_entries(ours, &kernel_entry(theirs))
+}
+
+/// `merge_into_kernel` with the peer's copy already in the kernel's form (`kernel_entry`).
+pub fn merge_kernel_entries(ours: &km::FlowEntry, t: &km::FlowEntry) -> km::FlowEntry {
     let mut out = *ours;
     out.tcp_state = ours.tcp_state.max(t.tcp_state);
     for d in 0..2 {

@@ -21,8 +21,8 @@ pub mod wire;
 
 pub use auth::{KeyError, REPLAY_WINDOW, ReplayWindow, SyncKey, TAG_LEN};
 pub use peer::{
-    BulkState, COMPRESSED_MSG, ConfigError, FULL_MSG, FlowIdHasher, FlowOp, FlowTable, SyncAction,
-    SyncConfig, SyncCounters, SyncEngine, SyncEvent,
+    BulkState, COMPRESSED_MSG, ConfigError, FULL_MSG, FlowIdHasher, FlowOp, FlowTable,
+    SeededFlowHash, SyncAction, SyncConfig, SyncCounters, SyncEngine, SyncEvent,
 };
 pub use state::{
     ConnState, Direction, Endpoint, FlowId, FlowKey, FlowState, FlowUpdate, MergeOutcome, Peer,

@@ -256,13 +256,16 @@ pub struct SyncCounters {
     pub bulk_sent: u64,
     /// Bulk transfers received completely.
     pub bulk_received: u64,
+    /// Bulk transfers that ended with a packet of the sender missing in their sequence range (the
+    /// transfer is requested again).
+    pub bulk_incomplete: u64,
     /// First packets released on timeout or overflow instead of an ack.
     pub defer_timeouts: u64,
 }
 
 impl SyncCounters {
     /// Every counter as (name, value), in declaration order.
-    pub fn iter(&self) -> [(&'static str, u64); 19] {
+    pub fn iter(&self) -> [(&'static str, u64); 20] {
         [
             ("ipackets", self.ipackets),
             ("opackets", self.opackets),
@@ -283,6 +286,7 @@ impl SyncCounters {
             ("bulk_sent", self.bulk_sent),
             ("bulk_received", self.bulk_received),
             ("defer_timeouts", self.defer_timeouts),
+            ("bulk_incomplete", self.bulk_incomplete),
         ]
     }
 
@@ -353,6 +357,19 @@ struct BulkOut {
     pos: usize,
     sent: u32,
     next_at: Time,
+    per_tick: usize,
+}
+
+/// The bulk transfer being received: whose it is and how many of its packets arrived, so that a lost
+/// packet is noticed at BULK_END (the sender's sequence numbers are consecutive; every packet it sent
+/// from BULK_START to BULK_END must be here, or the table has a hole).
+#[derive(Clone, Copy, Debug)]
+struct BulkRx {
+    sender: u32,
+    flows: u32,
+    start_seq: u64,
+    packets: u64,
+    tries: u32,
 }
 
 /// A fast hasher for [`FlowId`] keys (the FxHash fold: rotate, xor, multiply).
@@ -369,8 +386,16 @@ impl Hasher for FlowIdHasher {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
+        // Eight bytes at a time: a kernel flow key (40 bytes) is five steps, not forty.
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.write_u64(u64::from_le_bytes(c.try_into().unwrap_or_default()));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            self.write_u64(u64::from_le_bytes(last) ^ ((rest.len() as u64) << 59));
         }
     }
 
@@ -380,6 +405,29 @@ impl Hasher for FlowIdHasher {
 
     fn write_u64(&mut self, n: u64) {
         self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+/// Builds [`FlowIdHasher`]s from a per-process random seed, for tables keyed by what traffic chooses
+/// (kernel flow keys: the 5-tuple): unlike a fixed seed, colliding keys cannot be computed in advance.
+#[derive(Clone, Copy, Debug)]
+pub struct SeededFlowHash(u64);
+
+impl Default for SeededFlowHash {
+    fn default() -> Self {
+        use std::hash::BuildHasher;
+        static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        SeededFlowHash(
+            *SEED.get_or_init(|| std::collections::hash_map::RandomState::new().hash_one(0u64)),
+        )
+    }
+}
+
+impl std::hash::BuildHasher for SeededFlowHash {
+    type Hasher = FlowIdHasher;
+
+    fn build_hasher(&self) -> FlowIdHasher {
+        FlowIdHasher(self.0)
     }
 }
 
@@ -407,7 +455,15 @@ pub struct SyncEngine {
     windows: HashMap<u32, ReplayWindow>,
     counters: SyncCounters,
     bulk_out: Option<BulkOut>,
+    // When our last bulk transfer ended, and how many times the pace was halved: a request soon after
+    // one ended means the peer lost part of it (it could not keep up), so the next goes slower.
+    bulk_out_ended: Option<Time>,
+    bulk_slowdown: u32,
     bulk_in: BulkState,
+    bulk_rx: Option<BulkRx>,
+    // When the current bulk request round began, and how long the last finished one took.
+    bulk_asked_at: Option<Time>,
+    bulk_took: Option<Duration>,
     demoted: bool,
     link_down: bool,
     deferred: VecDeque<(FlowId, Time)>,
@@ -446,7 +502,12 @@ impl SyncEngine {
             windows: HashMap::new(),
             counters: SyncCounters::default(),
             bulk_out: None,
+            bulk_out_ended: None,
+            bulk_slowdown: 0,
             bulk_in: BulkState::Idle,
+            bulk_rx: None,
+            bulk_asked_at: None,
+            bulk_took: None,
             demoted: false,
             link_down: false,
             deferred: VecDeque::new(),
@@ -478,6 +539,18 @@ impl SyncEngine {
     /// Where the bulk transfer to this node stands.
     pub fn bulk_state(&self) -> BulkState {
         self.bulk_in
+    }
+
+    /// How long the last bulk transfer to this node took, from the first request to BULK_END (or to
+    /// giving up); None before one finished.
+    pub fn bulk_duration(&self) -> Option<Duration> {
+        self.bulk_took
+    }
+
+    /// The flows the bulk transfer being received announced (its BULK_START), so a driver can make room
+    /// for them up front; None unless receiving one.
+    pub fn bulk_expected(&self) -> Option<u32> {
+        self.bulk_rx.map(|rx| rx.flows)
     }
 
     /// True while this node is sending a bulk transfer.
@@ -587,8 +660,14 @@ impl SyncEngine {
         self.run_timers(now, out);
     }
 
-    fn finish_bulk_in(&mut self, complete: bool, out: &mut Vec<SyncAction>) {
+    fn finish_bulk_in(&mut self, now: Time, complete: bool, out: &mut Vec<SyncAction>) {
         self.bulk_in = BulkState::Done { complete };
+        self.bulk_rx = None;
+        if let Some(t) = self.bulk_asked_at.take() {
+            self.bulk_took = Some(Duration::from_nanos(
+                now.as_nanos().saturating_sub(t.as_nanos()),
+            ));
+        }
         if complete {
             self.counters.bulk_received += 1;
         }
@@ -623,8 +702,9 @@ impl SyncEngine {
         match self.bulk_in {
             BulkState::Requesting { tries, next_at } if now >= next_at => {
                 if tries >= self.config.request_tries {
-                    self.finish_bulk_in(false, out);
+                    self.finish_bulk_in(now, false, out);
                 } else {
+                    self.bulk_asked_at.get_or_insert(now);
                     self.bulk_in = BulkState::Requesting {
                         tries: tries + 1,
                         next_at: now + self.config.request_interval,
@@ -635,7 +715,7 @@ impl SyncEngine {
                 }
             }
             BulkState::Receiving { deadline } if now >= deadline => {
-                self.finish_bulk_in(false, out);
+                self.finish_bulk_in(now, false, out);
             }
             _ => {}
         }
@@ -842,7 +922,7 @@ impl SyncEngine {
         };
         let now_ms = ms(now);
         let mtu = self.config.mtu;
-        for _ in 0..self.config.bulk_packets_per_tick.max(1) {
+        for _ in 0..bulk.per_tick {
             let mut b = PacketBuilder::with_capacity(mtu);
             while bulk.pos < bulk.ids.len() {
                 if b.len() + FULL_MSG > mtu {
@@ -864,10 +944,14 @@ impl SyncEngine {
             }
             if done {
                 self.counters.bulk_sent += 1;
+                self.bulk_out_ended = Some(now);
                 return;
             }
         }
-        bulk.next_at = now + self.config.bulk_interval;
+        // The next tick is due one interval after this one was, not after now: the time the tick
+        // itself took (or a late wake-up) does not slow the transfer down. A sender that fell behind
+        // catches up one tick per call.
+        bulk.next_at = (bulk.next_at + self.config.bulk_interval).max(now);
         self.bulk_out = Some(bulk);
     }
 
@@ -876,6 +960,16 @@ impl SyncEngine {
             // One transfer at a time; a second requester gets the rest of this one and retries.
             return;
         }
+        let again_soon = self.bulk_out_ended.is_some_and(|t| {
+            now.as_nanos().saturating_sub(t.as_nanos())
+                < 2 * self.config.request_interval.as_nanos() as u64
+        });
+        self.bulk_slowdown = if again_soon {
+            (self.bulk_slowdown + 1).min(6)
+        } else {
+            0
+        };
+        let per_tick = (self.config.bulk_packets_per_tick >> self.bulk_slowdown).max(1);
         let ids: Vec<FlowId> = self.table.keys().copied().collect();
         let flows = u32::try_from(ids.len()).unwrap_or(u32::MAX);
         let mut b = PacketBuilder::with_capacity(64);
@@ -886,6 +980,7 @@ impl SyncEngine {
             pos: 0,
             sent: 0,
             next_at: now,
+            per_tick,
         });
         self.bulk_tick(now, out);
     }
@@ -908,9 +1003,15 @@ impl SyncEngine {
         window.accept(packet.seq);
         self.heard.insert(packet.sender, now);
         self.counters.ipackets += 1;
+        if let Some(rx) = self.bulk_rx.as_mut()
+            && rx.sender == packet.sender
+        {
+            rx.packets += 1;
+        }
+        let (sender, seq) = (packet.sender, packet.seq);
         let mut urgent = false;
         for m in packet.messages {
-            urgent |= self.message(now, m, out);
+            urgent |= self.message(now, sender, seq, m, out);
         }
         if urgent {
             self.flush(now, out);
@@ -931,7 +1032,14 @@ impl SyncEngine {
     }
 
     /// Applies one received message; returns true if what it queued should go out at once.
-    fn message(&mut self, now: Time, m: Message, out: &mut Vec<SyncAction>) -> bool {
+    fn message(
+        &mut self,
+        now: Time,
+        sender: u32,
+        seq: u64,
+        m: Message,
+        out: &mut Vec<SyncAction>,
+    ) -> bool {
         match m {
             Message::Ins { flow, ack } => {
                 let id = flow.id;
@@ -963,7 +1071,14 @@ impl SyncEngine {
                 }
             }
             Message::BulkStart { flows } => {
-                if matches!(self.bulk_in, BulkState::Requesting { .. }) {
+                if let BulkState::Requesting { tries, .. } = self.bulk_in {
+                    self.bulk_rx = Some(BulkRx {
+                        sender,
+                        flows,
+                        start_seq: seq,
+                        packets: 1,
+                        tries,
+                    });
                     // Growing the table once instead of doubling it ~20 times during a big bulk.
                     let room = (flows as usize).min(MAX_BULK_RESERVE);
                     self.table.reserve(room.saturating_sub(self.table.len()));
@@ -972,14 +1087,39 @@ impl SyncEngine {
                     };
                 }
             }
-            Message::BulkEnd { .. } => {
-                if matches!(
-                    self.bulk_in,
-                    BulkState::Requesting { .. } | BulkState::Receiving { .. }
-                ) {
-                    self.finish_bulk_in(true, out);
+            Message::BulkEnd { .. } => match (self.bulk_in, self.bulk_rx) {
+                (BulkState::Receiving { .. }, Some(rx)) if rx.sender == sender => {
+                    let sent = seq.wrapping_sub(rx.start_seq).saturating_add(1);
+                    if rx.packets >= sent {
+                        self.finish_bulk_in(now, true, out);
+                    } else {
+                        // A packet of the transfer was lost: its flows may be missing here. Ask again
+                        // (the demotion stays) rather than call a table with a hole complete.
+                        self.counters.bulk_incomplete += 1;
+                        self.bulk_rx = None;
+                        self.bulk_in = BulkState::Requesting {
+                            tries: rx.tries,
+                            next_at: now,
+                        };
+                        self.run_timers(now, out);
+                    }
                 }
-            }
+                // Another peer's transfer ends while we receive this one's: not ours to finish.
+                (BulkState::Receiving { .. }, Some(_)) => {}
+                // BULK_START was lost (or the transfer began before we asked): its range is unknown.
+                (BulkState::Requesting { .. } | BulkState::Receiving { .. }, _) => {
+                    self.counters.bulk_incomplete += 1;
+                    self.bulk_rx = None;
+                    if let BulkState::Requesting { tries, .. } = self.bulk_in {
+                        self.bulk_in = BulkState::Requesting {
+                            tries,
+                            next_at: now,
+                        };
+                        self.run_timers(now, out);
+                    }
+                }
+                _ => {}
+            },
             Message::InsAck(id) => self.release_deferred(id, out),
         }
         false
@@ -1371,6 +1511,55 @@ mod tests {
         assert_eq!(released, vec![-32]);
         assert_eq!(b.bulk_state(), BulkState::Done { complete: true });
         assert_eq!(a.table(), b.table());
+    }
+
+    #[test]
+    fn rule_a_lost_bulk_packet_is_noticed_and_the_bulk_requested_again() {
+        let mut a = engine(1);
+        let mut b = engine(2);
+        let per = a.config().flows_per_packet() as u64;
+        for i in 1..=per * 3 {
+            a.adopt(flow(1, i));
+        }
+        let req = b.handle(T0, SyncEvent::Start);
+        let mut now = T0;
+        let mut wire = a.handle(now, SyncEvent::Packet(sent(&req)[0]));
+        // The second packet of the transfer (START is the first) never arrives.
+        let mut packets = 0;
+        let mut again = Vec::new();
+        while !wire.is_empty() {
+            let keep: Vec<SyncAction> = wire
+                .into_iter()
+                .filter(|a| {
+                    packets += usize::from(matches!(a, SyncAction::Send(_)));
+                    !(matches!(a, SyncAction::Send(_)) && packets == 2)
+                })
+                .collect();
+            again.extend(deliver(&mut b, now, &keep));
+            now += Duration::from_millis(20);
+            wire = a.handle(now, SyncEvent::Timer);
+        }
+        assert_eq!(b.counters().bulk_incomplete, 1);
+        assert!(
+            matches!(b.bulk_state(), BulkState::Requesting { .. }),
+            "not done with a hole: {:?}",
+            b.bulk_state()
+        );
+        assert!(b.demoted(), "the demotion stays until the table is whole");
+        assert!(b.table().len() < a.table().len());
+        assert_eq!(decode(&again), vec![Message::UpdReq(FlowId::BULK)]);
+        // The second transfer arrives whole.
+        let mut wire = a.handle(now, SyncEvent::Packet(sent(&again)[0]));
+        let mut released = Vec::new();
+        while !wire.is_empty() {
+            released.extend(demotes(&deliver(&mut b, now, &wire)));
+            now += Duration::from_millis(20);
+            wire = a.handle(now, SyncEvent::Timer);
+        }
+        assert_eq!(released, vec![-32]);
+        assert_eq!(b.bulk_state(), BulkState::Done { complete: true });
+        assert_eq!(a.table(), b.table());
+        assert!(b.bulk_duration().is_some());
     }
 
     #[test]

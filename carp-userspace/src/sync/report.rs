@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// `carpctl sync --json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct SyncReport {
     /// True when `[pfsync]` is configured (replication runs).
     pub enabled: bool,
@@ -20,6 +20,10 @@ pub struct SyncReport {
     pub bulk: String,
     /// True while the bulk demotion (+32 on group carp) is held.
     pub demoted: bool,
+    /// How long the last bulk transfer to this node took, in ms: from its first request to BULK_END
+    /// (or to giving up); None before one finished.
+    #[serde(default)]
+    pub bulk_ms: Option<f64>,
     /// Flows the sync engine knows (local and learned).
     pub flows: u64,
     /// Sync ids of the peers heard recently (their flows stay with them in balancing modes).

@@ -20,8 +20,13 @@ use super::config::PfsyncConfig;
 
 /// The TTL every sync packet is sent with and must arrive with (a packet from beyond the link has a lower one).
 pub const SYNC_TTL: u8 = 255;
-/// Socket buffer asked for in each direction.
-pub const SOCKET_BUFFER: usize = 4 << 20;
+/// Receive buffer asked for (beyond net.core.rmem_max with CAP_NET_ADMIN, which carpd keeps): a bulk
+/// transfer of a million flows is ~100,000 datagrams, sent faster than a busy receiver reads them; at
+/// ~2.3 KB of kernel memory each, 256 MB holds the whole of it. Memory is taken only while a backlog is
+/// queued.
+pub const SOCKET_BUFFER: usize = 256 << 20;
+/// Send buffer asked for (the sync link is local: datagrams leave at once).
+pub const SEND_BUFFER: usize = 16 << 20;
 /// The largest datagram read (a sync packet is at most the configured MTU, 1400 by default).
 pub const MAX_DATAGRAM: usize = 65535;
 
@@ -70,9 +75,14 @@ impl SyncSocket {
         sock.set_nonblocking(true)?;
         sock.set_cloexec(true)?;
         sock.set_reuse_address(true)?;
-        // A bulk transfer arrives in bursts; the kernel caps these at net.core.[rw]mem_max.
-        let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
-        let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
+        // A bulk transfer arrives in bursts. The FORCE variants pass net.core.[rw]mem_max (they need
+        // CAP_NET_ADMIN); without it the plain ones get what the sysctl allows.
+        if force_buffer(sock.as_raw_fd(), libc::SO_RCVBUFFORCE, SOCKET_BUFFER).is_err() {
+            let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
+        }
+        if force_buffer(sock.as_raw_fd(), libc::SO_SNDBUFFORCE, SEND_BUFFER).is_err() {
+            let _ = sock.set_send_buffer_size(SEND_BUFFER);
+        }
         sock.bind_device(Some(dev.as_bytes()))
             .map_err(|e| io::Error::new(e.kind(), format!("SO_BINDTODEVICE {dev}: {e}")))?;
         sock.set_ttl_v4(u32::from(SYNC_TTL))?;
@@ -133,6 +143,24 @@ impl AsRawFd for SyncSocket {
     fn as_raw_fd(&self) -> RawFd {
         self.sock.as_raw_fd()
     }
+}
+
+fn force_buffer(fd: RawFd, opt: libc::c_int, bytes: usize) -> io::Result<()> {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt with a valid int option value and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&v as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn set_recvttl(fd: RawFd) -> io::Result<()> {
