@@ -176,6 +176,21 @@ fn bench(quick: bool, idle_minutes: u64) -> Result<()> {
             "target/bench/sync-lab.json",
         ],
     )?;
+    util::step("sync: the same bulk over a jumbo-frame sync link (MTU 9000)");
+    run_release(
+        "carp-tests",
+        "carp-sync-lab-bench",
+        &[
+            "--flows",
+            "1000000",
+            "--rounds",
+            if quick { "1" } else { "3" },
+            "--sync-mtu",
+            "9000",
+            "--json-out",
+            "target/bench/sync-lab-jumbo.json",
+        ],
+    )?;
     util::step(
         "failover: client-observed outage of carpd, ucarp and keepalived in the pair lab (probe every 5 ms)",
     );

@@ -21,7 +21,7 @@ pub mod wire;
 
 pub use auth::{KeyError, REPLAY_WINDOW, ReplayWindow, SyncKey, TAG_LEN};
 pub use peer::{
-    BulkState, COMPRESSED_MSG, ConfigError, FULL_MSG, FlowIdHasher, FlowOp, FlowTable,
+    BulkState, COMPRESSED_MSG, ConfigError, FULL_MSG, FlowIdHasher, FlowOp, FlowTable, MIN_MTU,
     SeededFlowHash, SyncAction, SyncConfig, SyncCounters, SyncEngine, SyncEvent,
 };
 pub use state::{

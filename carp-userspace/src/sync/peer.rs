@@ -25,6 +25,8 @@ use super::wire::{
 
 /// Bytes of one full flow message (INS/UPD) on the wire.
 pub const FULL_MSG: usize = MSG_HEADER_LEN + FULL_BODY;
+/// The smallest sync packet size (`SyncConfig::mtu`) an engine accepts: one full flow record.
+pub const MIN_MTU: usize = OVERHEAD + FULL_MSG;
 /// Bytes of one compressed update (UPD_C) on the wire.
 pub const COMPRESSED_MSG: usize = MSG_HEADER_LEN + COMPRESSED_BODY;
 
@@ -482,7 +484,7 @@ impl SyncEngine {
         if config.node_id == 0 {
             return Err(ConfigError::NodeZero);
         }
-        let min = OVERHEAD + FULL_MSG;
+        let min = MIN_MTU;
         if config.mtu < min {
             return Err(ConfigError::MtuTooSmall {
                 mtu: config.mtu,

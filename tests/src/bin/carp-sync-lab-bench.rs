@@ -10,7 +10,7 @@
 //! the first request to BULK_END). A round counts only if gw2 ends with every flow, in its engine and in
 //! its XDP map, and no bulk was incomplete; gw2 is then stopped (SIGTERM removes its maps) for the next.
 //!
-//! Usage: `carp-sync-lab-bench [--flows N] [--rounds R] [--json-out FILE]`.
+//! Usage: `carp-sync-lab-bench [--flows N] [--rounds R] [--sync-mtu BYTES] [--json-out FILE]`.
 use anyhow::{Context, Result, bail, ensure};
 use carp::{
     control::{Request, Response, call},
@@ -42,6 +42,9 @@ struct Args {
     /// Bulk transfers measured (each into a fresh gw2).
     #[arg(long, default_value_t = 3)]
     rounds: u32,
+    /// MTU of the sync link (eth2, both ends); carpd fills it (jumbo frames: ~60 flows a packet).
+    #[arg(long, default_value_t = 1500)]
+    sync_mtu: u32,
     /// Where to write the results as JSON.
     #[arg(long)]
     json_out: Option<String>,
@@ -145,6 +148,9 @@ fn main() -> Result<()> {
     let limit = (u64::from(n) * 5 / 4).max(65_536);
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let gw = Gateway::new(PREFIX);
+    for ns in [&gw.pair.gw1, &gw.pair.gw2] {
+        ns.run(&format!("ip link set eth2 mtu {}", args.sync_mtu));
+    }
     let key = gw.pair.dir.join("sync.key");
     write_secret(&key, b"sync lab bench key\n");
     let config = |node: u32, peer: &str, advskew: u8| {
@@ -282,8 +288,9 @@ fn main() -> Result<()> {
     );
     let med = median(bulk);
     println!(
-        "carpd bulk of {n} flows over the lab's sync link: median {med:.0} ms, range {lo:.0}-{hi:.0} ms \
+        "carpd bulk of {n} flows over the lab's sync link (MTU {}): median {med:.0} ms, range {lo:.0}-{hi:.0} ms \
          over {} rounds (target <= 2000 ms); load average at start {}",
+        args.sync_mtu,
         rounds.len(),
         load.split_whitespace()
             .take(3)
@@ -311,9 +318,10 @@ fn main() -> Result<()> {
             })
             .collect();
         let json = format!(
-            "{{\n  \"flows\": {n},\n  \"flow_limit\": {limit},\n  \"loadavg\": \"{}\",\n  \"fill_ms\": {:.1},\n  \
+            "{{\n  \"flows\": {n},\n  \"sync_mtu\": {},\n  \"flow_limit\": {limit},\n  \"loadavg\": \"{}\",\n  \"fill_ms\": {:.1},\n  \
              \"bulk_ms_median\": {med:.1},\n  \"bulk_ms_min\": {lo:.1},\n  \"bulk_ms_max\": {hi:.1},\n  \
              \"target_ms\": 2000,\n  \"rounds\": [\n    {}\n  ]\n}}\n",
+            args.sync_mtu,
             load.trim(),
             fill.as_secs_f64() * 1000.0,
             rows.join(",\n    ")
