@@ -83,3 +83,14 @@ pub fn write_secret(path: &Path, secret: &[u8]) {
     std::fs::write(path, secret).expect("write the secret file");
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
 }
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of the dataplane's leases and flow timestamps.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into ts.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

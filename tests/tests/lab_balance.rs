@@ -11,7 +11,7 @@ use carp::{
 };
 use carp_tests::{
     lab::{Cluster, Daemon},
-    require_root,
+    monotonic_ns, require_root,
 };
 use std::{
     net::Ipv4Addr,
@@ -115,17 +115,6 @@ fn udp_noports(cluster: &Cluster) -> Vec<u64> {
 /// Gateway `g`'s local mask.
 fn mask(cluster: &Cluster, g: usize) -> u32 {
     cluster.maps(g).balance(LEADER).expect("group").local_mask
-}
-
-/// CLOCK_MONOTONIC in ns (the lease's clock).
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into ts.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Sends a round of flows and checks that each datagram was accepted by exactly the gateway owning

@@ -77,23 +77,24 @@ fn dup_fd(map: &Map) -> Option<OwnedFd> {
 /// Entries fetched per BPF_MAP_LOOKUP_BATCH call.
 const BATCH: usize = 4096;
 
+/// `union bpf_attr`, the `batch` member (include/uapi/linux/bpf.h) of the map batch commands.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
 /// Every entry of a hash map of `FlowKey -> FlowEntry` with BPF_MAP_LOOKUP_BATCH (thousands per syscall
 /// instead of two syscalls per entry: a full table would otherwise stall carpd's loop for ~100 ms), or
 /// None if the kernel refuses batch operations (before 5.6).
 fn lookup_batch(fd: &OwnedFd) -> Option<Vec<(FlowKey, FlowEntry)>> {
-    // union bpf_attr, the `batch` member (include/uapi/linux/bpf.h).
-    #[repr(C)]
-    #[derive(Default)]
-    struct BatchAttr {
-        in_batch: u64,
-        out_batch: u64,
-        keys: u64,
-        values: u64,
-        count: u32,
-        map_fd: u32,
-        elem_flags: u64,
-        flags: u64,
-    }
     const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
     let mut keys = vec![FlowKey::default(); BATCH];
     let mut values = vec![FlowEntry::default(); BATCH];
@@ -153,18 +154,6 @@ fn update_batch(
     values: &[FlowEntry],
     only_new: bool,
 ) -> std::io::Result<usize> {
-    #[repr(C)]
-    #[derive(Default)]
-    struct BatchAttr {
-        in_batch: u64,
-        out_batch: u64,
-        keys: u64,
-        values: u64,
-        count: u32,
-        map_fd: u32,
-        elem_flags: u64,
-        flags: u64,
-    }
     const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
     const BPF_NOEXIST: u64 = 1;
     let len = keys.len().min(values.len());

@@ -20,7 +20,7 @@ use carp::{
 use carp_common::maps::{FlowEntry, FlowKey, FlowTcpState};
 use carp_tests::{
     lab::{Daemon, Gateway, cpu_time},
-    require_root, write_secret,
+    monotonic_ns, require_root, write_secret,
 };
 use clap::Parser;
 use std::{
@@ -55,16 +55,6 @@ fn sync_report(sock: &Path) -> Result<SyncReport> {
         Ok(Response::Sync(r)) => Ok(r),
         other => bail!("carpctl sync: {other:?}"),
     }
-}
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Flow `i` of gw1: TCP 10.a.b.c:40000 <-> 172.20.0.1:443, established, created by gw1.
