@@ -13,6 +13,7 @@
 //! - `sim`: a deterministic N-node simulator over virtual time.
 //! - `sync`: pfsync-style flow-state replication, sans-IO: wire format, HMAC, merge rules, engine.
 //! - `track`: `[[track]]` health checks that demote an interface group while they fail.
+//! - `ifreq`: interface ioctls (MAC, MTU, flags, multicast list) in the process's own namespace.
 
 pub mod auth;
 pub mod balance;
@@ -22,6 +23,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod engine;
 pub mod ifconfig;
+pub mod ifreq;
 pub mod sim;
 pub mod sync;
 pub mod track;

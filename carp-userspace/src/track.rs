@@ -11,7 +11,6 @@
 
 use std::{
     ops::Range,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -231,31 +230,10 @@ impl Health {
     }
 }
 
-/// Whether an interface of this network namespace is up with carrier (SIOCGIFFLAGS: /sys/class/net
-/// may show another namespace than the process's).
+/// Whether an interface of this network namespace is up with carrier (`ifreq::flags`).
 pub fn interface_ok(name: &str) -> bool {
-    if name.len() >= libc::IFNAMSIZ {
-        return false;
-    }
-    // SAFETY: a plain socket; the fd is owned right away.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return false;
-    }
-    // SAFETY: fd is a fresh descriptor we own.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: ifreq is plain data; zeroed is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
-        *dst = src as libc::c_char;
-    }
-    // SAFETY: SIOCGIFFLAGS reads into req, which lives for the call.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } != 0 {
-        return false;
-    }
-    // SAFETY: the kernel filled the flags member of the union.
-    let flags = i32::from(unsafe { req.ifr_ifru.ifru_flags });
-    flags & libc::IFF_UP != 0 && flags & libc::IFF_RUNNING != 0
+    crate::ifreq::flags(name)
+        .is_ok_and(|flags| flags & libc::IFF_UP != 0 && flags & libc::IFF_RUNNING != 0)
 }
 
 /// Runs one check: true = healthy.

@@ -422,7 +422,7 @@ impl Daemon {
             let _ = maps.vips.remove(&key);
         }
         set_arp_announce(name);
-        let mac = nodes::hw_addr(name).with_context(|| format!("reading {name}'s MAC"))?;
+        let mac = crate::ifreq::hw_addr(name).with_context(|| format!("reading {name}'s MAC"))?;
         let running = self.nl.is_running(ifindex).await.unwrap_or(true);
         let netio = NetIo::open(name, ifindex).with_context(|| format!("sockets on {name}"))?;
         self.rings.push(ring_fd);

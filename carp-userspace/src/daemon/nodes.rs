@@ -31,6 +31,7 @@ use crate::{
     balance,
     config::{Balancing, InterfaceConfig},
     engine::State,
+    ifreq,
 };
 
 /// The MAC the dataplane keeps for node `node` of `cfg` in `carp_vhids`: in `arp` mode the carp
@@ -47,68 +48,6 @@ pub(super) fn entry_mac(cfg: &InterfaceConfig, node: usize) -> [u8; 6] {
 /// The `carp_vhids` entry of node `node` of `cfg` in `state` (no lease).
 pub(super) fn node_entry(cfg: &InterfaceConfig, node: usize, state: VhidState) -> VhidEntry {
     VhidEntry::new(state, cfg.balancing.mode(), entry_mac(cfg, node))
-}
-
-/// The carpdev's own MAC (SIOCGIFHWADDR, so it is this network namespace's device).
-pub(super) fn hw_addr(ifname: &str) -> std::io::Result<[u8; 6]> {
-    // SAFETY: plain socket(2); the fd is owned right away.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor nobody else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: ifreq is plain data; zeroed is a valid start.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in req.ifr_name.iter_mut().zip(ifname.bytes().take(15)) {
-        *d = s as libc::c_char;
-    }
-    // SAFETY: SIOCGIFHWADDR reads ifr_name and writes ifr_hwaddr of a valid ifreq.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel filled the hwaddr member.
-    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
-    let mut mac = [0u8; 6];
-    for (m, d) in mac.iter_mut().zip(data.iter()) {
-        *m = *d as u8;
-    }
-    Ok(mac)
-}
-
-/// Adds (SIOCADDMULTI) or removes (SIOCDELMULTI) a multicast MAC in `ifname`'s multicast list. An
-/// ioctl entry outlives carpd (unlike a socket's membership), so a hitless restart keeps it; adding it
-/// twice is harmless (the kernel keeps one "global" reference).
-pub(super) fn multicast_mac(ifname: &str, mac: [u8; 6], add: bool) -> std::io::Result<()> {
-    // SAFETY: plain socket(2); the fd is owned right away.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor nobody else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: ifreq is plain data; zeroed is a valid start.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in req.ifr_name.iter_mut().zip(ifname.bytes().take(15)) {
-        *d = s as libc::c_char;
-    }
-    // SAFETY: writing the hwaddr member of the union we then pass to the kernel.
-    unsafe {
-        req.ifr_ifru.ifru_hwaddr.sa_family = libc::AF_UNSPEC as u16;
-        for (d, m) in req.ifr_ifru.ifru_hwaddr.sa_data.iter_mut().zip(mac) {
-            *d = m as libc::c_char;
-        }
-    }
-    let op = if add {
-        libc::SIOCADDMULTI
-    } else {
-        libc::SIOCDELMULTI
-    };
-    // SAFETY: the ioctl reads ifr_name and ifr_hwaddr of a valid ifreq.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), op, &mut req) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Adds `macs` to the address filter of interface `ifindex` (multicast MACs to its multicast list,
@@ -230,7 +169,7 @@ impl Daemon {
         let dev = self.ifs[i].dev;
         if cfg.balancing == Balancing::Ip {
             let mac = balance::interface_mac(cfg.balancing.mode(), cfg.vhid);
-            multicast_mac(&cfg.carpdev, mac, true).map_err(|e| {
+            ifreq::multicast_mac(&cfg.carpdev, mac, true).map_err(|e| {
                 anyhow::anyhow!(
                     "{}: adding {mac:02x?} to {}'s multicast list: {e}",
                     cfg.name,
@@ -266,7 +205,7 @@ impl Daemon {
     pub(super) fn release_balance_macs(cfg: &InterfaceConfig) {
         if cfg.balancing == Balancing::Ip {
             let mac = balance::interface_mac(cfg.balancing.mode(), cfg.vhid);
-            if let Err(e) = multicast_mac(&cfg.carpdev, mac, false) {
+            if let Err(e) = ifreq::multicast_mac(&cfg.carpdev, mac, false) {
                 tracing::warn!(
                     "{}: removing {mac:02x?} from {}'s multicast list: {e}",
                     cfg.name,

@@ -173,12 +173,7 @@ pub(super) enum SyncWake {
 /// The largest sync packet the syncdev carries unfragmented: its MTU less the IPv4 and UDP headers,
 /// at most one UDP datagram; None if the MTU cannot be read or leaves too little.
 fn sync_payload_mtu(syncdev: &str) -> Option<usize> {
-    let mtu: usize = std::fs::read_to_string(format!("/sys/class/net/{syncdev}/mtu"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    payload_for_mtu(mtu)
+    payload_for_mtu(crate::ifreq::mtu(syncdev).ok()? as usize)
 }
 
 /// A link MTU's room for one sync packet (see `sync_payload_mtu`).
@@ -190,37 +185,7 @@ fn payload_for_mtu(mtu: usize) -> Option<usize> {
 
 /// This node's sync id from the syncdev's MAC (its low four bytes; never 0).
 fn node_id_from_mac(dev: &str) -> Option<u32> {
-    #[repr(C)]
-    struct IfReq {
-        name: [u8; libc::IFNAMSIZ],
-        family: u16,
-        data: [u8; 14],
-        pad: [u8; 8],
-    }
-    if dev.len() >= libc::IFNAMSIZ {
-        return None;
-    }
-    let mut req = IfReq {
-        name: [0; libc::IFNAMSIZ],
-        family: 0,
-        data: [0; 14],
-        pad: [0; 8],
-    };
-    req.name[..dev.len()].copy_from_slice(dev.as_bytes());
-    // SAFETY: plain socket/ioctl/close with a live, correctly sized ifreq (works in this netns, unlike
-    // /sys/class/net, which `nsenter --net` does not remount).
-    let mac = unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return None;
-        }
-        let rc = libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut req);
-        libc::close(fd);
-        if rc != 0 {
-            return None;
-        }
-        req.data
-    };
+    let mac = crate::ifreq::hw_addr(dev).ok()?;
     let id = u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]]);
     Some(id.max(1))
 }
@@ -363,14 +328,16 @@ impl SyncDriver {
                 sc.defer_timeout = DEFER_TIMEOUT;
                 sc.defer_limit = DEFER_LIMIT;
                 let key = SyncKey::from_bytes(&p.key).context("pfsync: key_file")?;
+                let sc_mtu = sc.mtu;
                 let engine = SyncEngine::new(sc, key).context("pfsync")?;
                 let sock = SyncSocket::open(p)
                     .with_context(|| format!("pfsync: the sync socket on {}", p.syncdev))?;
                 tracing::info!(
-                    "pfsync: syncdev {} -> {}, node id {node_id}, maxupd {}",
+                    "pfsync: syncdev {} -> {}, node id {node_id}, maxupd {}, packets up to {} bytes",
                     p.syncdev,
                     sock.dest(),
-                    p.maxupd
+                    p.maxupd,
+                    sc_mtu
                 );
                 let syncdev_index = if_index(&p.syncdev).unwrap_or(0);
                 Some(Replication {
@@ -1227,8 +1194,6 @@ mod tests {
         // Too small for one full record: the engine's default stays.
         assert_eq!(payload_for_mtu(100), None);
         assert_eq!(payload_for_mtu(10), None);
-        // The loopback's MTU is read from sysfs like any syncdev's.
-        assert!(sync_payload_mtu("lo").is_some());
         assert_eq!(sync_payload_mtu("no-such-dev0"), None);
     }
 }
