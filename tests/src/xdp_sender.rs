@@ -158,7 +158,7 @@ impl XdpSender {
         let mut log = vec![0u8; 64 * 1024];
         let mut name = [0u8; 16];
         name[..10].copy_from_slice(b"carp_xsend");
-        let attr = ProgLoadAttr {
+        let mut attr = ProgLoadAttr {
             prog_type: BPF_PROG_TYPE_XDP,
             insn_cnt: insns.len() as u32,
             insns: insns.as_ptr() as u64,
@@ -170,25 +170,19 @@ impl XdpSender {
             ..Default::default()
         };
         // SAFETY: a correctly laid out bpf_attr prefix; insns, license and log outlive the call.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_PROG_LOAD,
-                &raw const attr,
-                size_of::<ProgLoadAttr>() as u32,
-            )
+        let fd = match unsafe { carp::dataplane::sys_bpf(BPF_PROG_LOAD, &mut attr) } {
+            Ok(fd) => fd,
+            Err(err) => {
+                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+                return Err(io::Error::new(
+                    err.kind(),
+                    format!(
+                        "BPF_PROG_LOAD of the sender: {err}\n{}",
+                        String::from_utf8_lossy(&log[..end])
+                    ),
+                ));
+            }
         };
-        if fd < 0 {
-            let err = io::Error::last_os_error();
-            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-            return Err(io::Error::new(
-                err.kind(),
-                format!(
-                    "BPF_PROG_LOAD of the sender: {err}\n{}",
-                    String::from_utf8_lossy(&log[..end])
-                ),
-            ));
-        }
         // SAFETY: the kernel returned a new fd that nothing else owns.
         let prog = unsafe { OwnedFd::from_raw_fd(fd as i32) };
         Ok(Self { prog, frame })

@@ -119,15 +119,7 @@ fn lookup_batch(fd: &OwnedFd) -> Option<Vec<(FlowKey, FlowEntry)>> {
         };
         // SAFETY: the attr points at buffers of BATCH keys and values (FlowEntry's size is a multiple of
         // 8, the kernel's value stride) and at 8-byte tokens, all alive for the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                size_of::<BatchAttr>() as u32,
-            )
-        };
-        let err = (rc < 0).then(std::io::Error::last_os_error);
+        let err = unsafe { super::sys_bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) }.err();
         let n = (attr.count as usize).min(BATCH);
         match err.as_ref().and_then(std::io::Error::raw_os_error) {
             None | Some(libc::ENOENT) => {
@@ -170,16 +162,7 @@ fn update_batch(
         };
         // SAFETY: the attr points at `chunk` keys and values (FlowKey and FlowEntry are repr(C) without
         // padding, their sizes the map's key and value sizes), alive and unmoved for the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_UPDATE_BATCH,
-                &mut attr as *mut BatchAttr,
-                size_of::<BatchAttr>() as u32,
-            )
-        };
-        if rc < 0 {
-            let e = std::io::Error::last_os_error();
+        if let Err(e) = unsafe { super::sys_bpf(BPF_MAP_UPDATE_BATCH, &mut attr) } {
             let written = (attr.count as usize).min(chunk);
             if only_new && e.raw_os_error() == Some(libc::EEXIST) {
                 return Ok(done + written);

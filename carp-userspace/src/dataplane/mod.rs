@@ -432,6 +432,29 @@ fn link_stable_path(bpffs: &Path, carpdev: &str) -> Result<(), DataplaneError> {
     })
 }
 
+/// bpf(2) with `attr` as the command's `union bpf_attr` prefix, for the commands aya 0.14 does not
+/// offer (map batches, live-frames test runs); the kernel's non-negative return value or errno.
+///
+/// # Safety
+/// `attr` must be laid out as the kernel's `union bpf_attr` member for `cmd`, and every pointer in it
+/// must be valid for what the kernel reads or writes through it during the call.
+pub unsafe fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<i64> {
+    // SAFETY: the caller vouches for the attr and its pointers; the size is the attr's own.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut T,
+            std::mem::size_of::<T>() as u32,
+        )
+    };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
 /// The interface index of a device.
 pub fn if_index(name: &str) -> Result<u32, DataplaneError> {
     let c = std::ffi::CString::new(name).map_err(|_| DataplaneError::NoSuchDevice(name.into()))?;

@@ -120,19 +120,8 @@ pub fn run_live_repeat(
     };
     // SAFETY: the attr is a correctly laid out bpf_attr prefix whose pointers (frame, ctx) are alive
     // for the call; live-frames mode writes no output buffer, only retval and duration into the attr.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &raw mut attr,
-            size_of::<TestAttr>() as u32,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(attr.duration)
-    }
+    unsafe { super::sys_bpf(BPF_PROG_TEST_RUN, &mut attr) }?;
+    Ok(attr.duration)
 }
 
 /// A loaded `carp_pass`, to re-inject deferred frames with.
