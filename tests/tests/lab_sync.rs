@@ -418,36 +418,18 @@ fn multicast_sync_replicates_flows() {
     let gw2 = gw.carpd(2, &multicast(100));
     expect(&gw1, 0, "pfsync: group carp demote +32", 8);
     expect(&gw2, 0, "pfsync: group carp demote +32", 8);
-    for (d, s) in [(&gw1, &sock1), (&gw2, &sock2)] {
-        assert!(
-            eventually(30, || sync_report(s).bulk == "done"),
-            "{}: bulk transfer not done: {:?}\n{}",
-            d.name,
-            sync_report(s),
-            d.log()
-        );
+    bulks_done(&[(&gw1, &sock1), (&gw2, &sock2)]);
+    for s in [&sock1, &sock2] {
         assert_eq!(
             sync_report(s).destination.as_deref(),
             Some("224.0.0.240:8240")
         );
     }
-    assert!(
-        eventually(15, || {
-            gw1.carpd_state_of("carp0").as_deref() == Some("MASTER")
-                && gw1.carpd_state_of("carp1").as_deref() == Some("MASTER")
-        }),
-        "gw1 MASTER of both:\n{}",
-        gw1.log()
-    );
+    wait_master_of_both(&gw1, &[&gw1]);
     let streams = Streams::start(&gw);
     streams.assert_alive("through gw1", 10);
     assert!(
-        eventually(5, || flows(&sock2)
-            .flows
-            .iter()
-            .filter(|f| f.learned)
-            .count()
-            >= 2),
+        eventually(5, || learned_count(&sock2) >= 2),
         "gw2 learned the TCP and UDP flows over multicast: {:?}",
         flows(&sock2)
     );
@@ -487,14 +469,7 @@ fn sighup_applies_pfsync_and_flows_changes() {
     let (sock1, sock2) = (gw.control_socket(1), gw.control_socket(2));
     let gw1 = gw.carpd(1, &Gateway::config(0, ""));
     let gw2 = gw.carpd(2, &Gateway::config(100, ""));
-    assert!(
-        eventually(15, || {
-            gw1.carpd_state_of("carp0").as_deref() == Some("MASTER")
-                && gw1.carpd_state_of("carp1").as_deref() == Some("MASTER")
-        }),
-        "gw1 MASTER of both:\n{}",
-        gw1.log()
-    );
+    wait_master_of_both(&gw1, &[&gw1]);
     let off = vec![FLOW_MODE_OFF; 2];
     assert_eq!(modes(&gw, 1), off);
     assert!(!sync_report(&sock1).enabled);
@@ -522,13 +497,7 @@ fn sighup_applies_pfsync_and_flows_changes() {
     );
     for (n, d, s) in [(1, &gw1, &sock1), (2, &gw2, &sock2)] {
         assert_eq!(modes(&gw, n), vec![FLOW_MODE_STATEFUL; 2], "{}", d.name);
-        assert!(
-            eventually(30, || sync_report(s).bulk == "done"),
-            "{}: bulk transfer not done: {:?}\n{}",
-            d.name,
-            sync_report(s),
-            d.log()
-        );
+        bulks_done(&[(d, s)]);
         assert!(!sync_report(s).demoted, "{}: no demotion held", d.name);
     }
     assert!(
@@ -541,12 +510,7 @@ fn sighup_applies_pfsync_and_flows_changes() {
     let streams = Streams::start(&gw);
     streams.assert_alive("through gw1 after the reload", 10);
     assert!(
-        eventually(5, || flows(&sock2)
-            .flows
-            .iter()
-            .filter(|f| f.learned)
-            .count()
-            >= 2),
+        eventually(5, || learned_count(&sock2) >= 2),
         "gw2 learned the flows over the reloaded sync: {:?}",
         flows(&sock2)
     );
@@ -600,15 +564,7 @@ fn defer_holds_the_first_packet_until_the_peer_has_the_flow() {
     expect(&gw1, 0, "pfsync: group carp demote +32", 8);
     expect(&gw2, 0, "pfsync: group carp demote +32", 8);
     bulks_done(&[(&gw1, &sock1), (&gw2, &sock2)]);
-    assert!(
-        eventually(15, || {
-            gw1.carpd_state_of("carp0").as_deref() == Some("MASTER")
-                && gw1.carpd_state_of("carp1").as_deref() == Some("MASTER")
-        }),
-        "gw1 MASTER of both:\n{}\n{}",
-        gw1.log(),
-        gw2.log()
-    );
+    wait_master_of_both(&gw1, &[&gw1, &gw2]);
     assert!(!gw1.log().contains("not implemented"), "{}", gw1.log());
     let before = sync_report(&sock1);
     let c = |r: &SyncReport, n: &str| r.counter(n).unwrap_or(0);
@@ -705,6 +661,23 @@ fn defer_holds_the_first_packet_until_the_peer_has_the_flow() {
             .all(|l| l.split_whitespace().nth(1) == Some("0")),
         "{csum}"
     );
+}
+
+/// Waits until `gw1` is MASTER of carp0 and carp1 (the logs of `logs` in the failure message).
+fn wait_master_of_both(gw1: &Daemon, logs: &[&Daemon]) {
+    assert!(
+        eventually(15, || {
+            gw1.carpd_state_of("carp0").as_deref() == Some("MASTER")
+                && gw1.carpd_state_of("carp1").as_deref() == Some("MASTER")
+        }),
+        "gw1 MASTER of both:\n{}",
+        logs.iter().map(|d| d.log()).collect::<Vec<_>>().join("\n")
+    );
+}
+
+/// How many flows `carpctl flows` on `sock` shows as learned from a peer.
+fn learned_count(sock: &Path) -> usize {
+    flows(sock).flows.iter().filter(|f| f.learned).count()
 }
 
 /// Waits until every daemon reports its bulk transfer done (each answered the other's request).
