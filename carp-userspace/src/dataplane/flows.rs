@@ -276,23 +276,8 @@ impl FlowTable {
     pub fn take(ebpf: &mut Ebpf, with_events: bool) -> Result<Self, DataplaneError> {
         let mut take =
             |name: &'static str| ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name));
-        let map = take(MAP_FLOWS)?;
-        let batch_fd = dup_fd(&map);
-        let flows = map.try_into().map_err(map_err(MAP_FLOWS))?;
-        let events = if with_events {
-            Some(
-                take(MAP_FLOW_EVENTS)?
-                    .try_into()
-                    .map_err(map_err(MAP_FLOW_EVENTS))?,
-            )
-        } else {
-            None
-        };
-        Ok(Self {
-            flows,
-            events,
-            batch_fd,
-        })
+        let events = with_events.then(|| take(MAP_FLOW_EVENTS)).transpose()?;
+        Self::from_maps(take(MAP_FLOWS)?, events)
     }
 
     /// Opens the pinned flow table of a carpdev's controller; `with_events` also opens the ring (only
@@ -303,21 +288,20 @@ impl FlowTable {
         with_events: bool,
     ) -> Result<Self, DataplaneError> {
         let dir = pin_dir(bpffs, carpdev);
-        let map = open(&dir, MAP_FLOWS)?;
-        let batch_fd = dup_fd(&map);
-        let flows = map.try_into().map_err(map_err(MAP_FLOWS))?;
-        let events = if with_events {
-            Some(
-                open(&dir, MAP_FLOW_EVENTS)?
-                    .try_into()
-                    .map_err(map_err(MAP_FLOW_EVENTS))?,
-            )
-        } else {
-            None
-        };
+        let events = with_events
+            .then(|| open(&dir, MAP_FLOW_EVENTS))
+            .transpose()?;
+        Self::from_maps(open(&dir, MAP_FLOWS)?, events)
+    }
+
+    /// The table over `carp_flows` and, if given, the `carp_flow_events` ring.
+    fn from_maps(flows: Map, events: Option<Map>) -> Result<Self, DataplaneError> {
+        let batch_fd = dup_fd(&flows);
         Ok(Self {
-            flows,
-            events,
+            flows: flows.try_into().map_err(map_err(MAP_FLOWS))?,
+            events: events
+                .map(|e| e.try_into().map_err(map_err(MAP_FLOW_EVENTS)))
+                .transpose()?,
             batch_fd,
         })
     }
