@@ -253,6 +253,8 @@ fn streams_survive_failover_and_the_returning_master_waits_for_its_bulk_sync() {
     let mut gw1 = gw.carpd(1, &cfg1);
     let gw2 = gw.carpd(2, &cfg2);
     expect(&gw1, 0, "pfsync: group carp demote +32", 8);
+    // Sync packets fill the sync link's MTU (1500, read in carpd's own namespace) less IPv4 and UDP.
+    expect(&gw1, 0, "packets up to 1472 bytes", 8);
     // Each answers the other's bulk request: both lift the demotion, and gw1 (advskew 0) is MASTER.
     bulks_done(&[(&gw1, &sock1), (&gw2, &sock2)]);
     assert!(
