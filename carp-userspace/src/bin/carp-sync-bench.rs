@@ -417,8 +417,10 @@ mod udp {
         base: Instant,
     ) -> Vec<SyncAction> {
         let mut out = Vec::new();
-        while let Some((n, _)) = sock.recv(buf).expect("recv on lo") {
-            out.extend(e.handle(now(base), SyncEvent::Packet(&buf[..n])));
+        while let Some(rx) = sock.recv(buf).expect("recv on lo") {
+            for packet in rx.datagrams(buf) {
+                out.extend(e.handle(now(base), SyncEvent::Packet(packet)));
+            }
         }
         out
     }
@@ -498,11 +500,13 @@ mod udp {
                     "the bulk did not finish in 120 s"
                 );
                 let mut got = false;
-                while let Some((n, _)) = sb.recv(&mut buf).expect("recv on lo") {
+                while let Some(read) = sb.recv(&mut buf).expect("recv on lo") {
                     got = true;
-                    rx.fetch_add(1, Ordering::Release);
-                    let acts = b.handle(now(base), SyncEvent::Packet(&buf[..n]));
-                    carry(&mut sb, acts, &mut wb);
+                    for packet in read.datagrams(&buf) {
+                        rx.fetch_add(1, Ordering::Release);
+                        let acts = b.handle(now(base), SyncEvent::Packet(packet));
+                        carry(&mut sb, acts, &mut wb);
+                    }
                 }
                 if b.next_deadline().is_some_and(|t| t <= now(base)) {
                     let acts = b.handle(now(base), SyncEvent::Timer);
@@ -520,8 +524,10 @@ mod udp {
         let mut started = false;
         while !receiver.is_finished() {
             let mut acts = Vec::new();
-            while let Some((n, _)) = sa.recv(&mut buf).expect("recv on lo") {
-                acts.extend(a.handle(now(base), SyncEvent::Packet(&buf[..n])));
+            while let Some(read) = sa.recv(&mut buf).expect("recv on lo") {
+                for packet in read.datagrams(&buf) {
+                    acts.extend(a.handle(now(base), SyncEvent::Packet(packet)));
+                }
             }
             if a.next_deadline().is_some_and(|t| t <= now(base)) {
                 acts.extend(a.handle(now(base), SyncEvent::Timer));

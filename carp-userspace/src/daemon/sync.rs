@@ -642,13 +642,15 @@ impl Daemon {
         let mut received = false;
         let mut read = 0;
         if let Some(r) = s.repl.as_mut() {
-            for _ in 0..PACKETS_PER_WAKE {
+            while read < PACKETS_PER_WAKE {
                 let got = r.sock.get_mut().recv(&mut s.buf);
                 match got {
-                    Ok(Some((len, _src))) => {
+                    Ok(Some(rx)) => {
                         received = true;
-                        read += 1;
-                        actions.extend(r.engine.handle(now, SyncEvent::Packet(&s.buf[..len])));
+                        for packet in rx.datagrams(&s.buf) {
+                            read += 1;
+                            actions.extend(r.engine.handle(now, SyncEvent::Packet(packet)));
+                        }
                     }
                     Ok(None) => break,
                     Err(e) => {
@@ -708,23 +710,12 @@ impl Daemon {
     async fn sync_actions(&mut self, actions: Vec<SyncAction>) {
         let mut demotes = Vec::new();
         if let Some(s) = self.sync.as_mut() {
+            // Sent together at the end: a bulk tick's packets leave in a few GSO sends. (Nothing
+            // below waits on them: the other actions are local.)
+            let mut sends = Vec::new();
             for a in actions {
                 match a {
-                    SyncAction::Send(bytes) => {
-                        if let Some(r) = s.repl.as_mut()
-                            && let Err(e) = r.sock.get_mut().send(&bytes)
-                        {
-                            s.send_errors += 1;
-                            // Once, then every 1000th: a dead sync link must not flood the log.
-                            if s.send_errors % 1000 == 1 {
-                                tracing::warn!(
-                                    "pfsync: send on {}: {e} ({} send errors in all)",
-                                    r.syncdev,
-                                    s.send_errors
-                                );
-                            }
-                        }
-                    }
+                    SyncAction::Send(bytes) => sends.push(bytes),
                     SyncAction::Apply(op) => apply(s, op),
                     SyncAction::Demote {
                         group,
@@ -746,6 +737,11 @@ impl Daemon {
                 }
             }
             flush_learned(s);
+            if let Some(r) = s.repl.as_mut()
+                && !sends.is_empty()
+            {
+                send(r, &sends, &mut s.send_errors);
+            }
         }
         for (group, delta, reason) in demotes {
             tracing::info!("pfsync: group {group} demote {delta:+} ({reason})");
@@ -815,6 +811,8 @@ impl Daemon {
                 r.counters.push(("received".into(), t.received));
                 r.counters.push(("badttl".into(), t.badttl));
                 r.counters.push(("oerrors".into(), t.oerrors));
+                r.counters.push(("gso_datagrams".into(), t.gso_datagrams));
+                r.counters.push(("gro_reads".into(), t.gro_reads));
                 let d = &s.defer;
                 r.counters.push(("defer_held".into(), d.held_total));
                 r.counters
@@ -870,6 +868,31 @@ impl Daemon {
             .collect();
         flows.sort_by(|a, b| (&a.proto, &a.lo, &a.hi).cmp(&(&b.proto, &b.lo, &b.hi)));
         Response::Flows(FlowsReport { flows })
+    }
+}
+
+/// Sends the engine's packets; failures are counted and logged once, then every 1000th (a dead sync
+/// link must not flood the log).
+fn send(r: &mut Replication, packets: &[Vec<u8>], send_errors: &mut u64) {
+    let sock = r.sock.get_mut();
+    let gso_was_on = sock.gso_off().is_none();
+    let (failed, err) = sock.send_all(packets);
+    if gso_was_on && let Some(e) = sock.gso_off() {
+        tracing::info!(
+            "pfsync: the kernel refuses UDP GSO sends on {} ({e}): one send per sync packet from now on",
+            r.syncdev
+        );
+    }
+    if let Some(e) = err {
+        let before = *send_errors;
+        *send_errors += failed;
+        if before / 1000 != *send_errors / 1000 || before == 0 {
+            tracing::warn!(
+                "pfsync: send on {}: {e} ({} send errors in all)",
+                r.syncdev,
+                *send_errors
+            );
+        }
     }
 }
 
