@@ -672,6 +672,75 @@ fn batch_scan_reads_the_same_flows_as_key_by_key() {
     );
 }
 
+/// carpd scans its table in slices, one per turn of its loop, so a pass over a million flows never
+/// holds up adverts or a peer's bulk request. While flows come and go between slices, every flow that
+/// stayed in the map throughout is read exactly once per pass, and the cursor ends the pass.
+#[test]
+fn sliced_scan_reads_each_flow_once_while_the_map_changes() {
+    root_or_skip!("sliced_scan_reads_each_flow_once_while_the_map_changes");
+    let mut lab = Lab::new(FLOW_MODE_TRACK, true);
+    let flow = |i: u32| {
+        let mut k = key4(17, [10, 3, (i >> 8) as u8, i as u8], 1000, OUTSIDE, 53);
+        k.hi_port = (i % 50_000) as u16;
+        let e = FlowEntry {
+            id: u64::from(i) + 1,
+            creator: 5,
+            ..Default::default()
+        };
+        (k, e)
+    };
+    let n = 30_000u32;
+    let (keys, entries): (Vec<FlowKey>, Vec<FlowEntry>) = (0..n).map(flow).unzip();
+    lab.table
+        .insert_batch(&keys, &entries, false)
+        .expect("fill");
+    let mut cursor = carp::dataplane::flows::ScanCursor::default();
+    let mut seen: std::collections::HashMap<FlowKey, u32> = Default::default();
+    let (mut slices, mut added) = (0, n);
+    loop {
+        let mut out = Vec::new();
+        let end = lab.table.scan_slice(&mut cursor, 4096, &mut out);
+        slices += 1;
+        for (k, _) in out {
+            *seen.entry(k).or_default() += 1;
+        }
+        if end {
+            break;
+        }
+        // Between slices: some flows end (every 7th of the originals, a few at a time), new ones
+        // begin.
+        for i in (slices * 700..(slices + 1) * 700).filter(|i| i % 7 == 0 && *i < n) {
+            lab.table.remove(&keys[i as usize]);
+        }
+        for _ in 0..500 {
+            let (k, e) = flow(added);
+            lab.table.insert(k, e).expect("insert");
+            added += 1;
+        }
+        assert!(slices < 1000, "the scan never ends");
+    }
+    assert!(slices > 5, "{slices} slices: the scan was not cut up");
+    let removed: std::collections::HashSet<u32> = (700..slices * 700)
+        .filter(|i| i % 7 == 0 && *i < n)
+        .collect();
+    for (i, k) in keys.iter().enumerate() {
+        if removed.contains(&(i as u32)) {
+            continue;
+        }
+        assert_eq!(
+            seen.get(k),
+            Some(&1),
+            "flow {i} read {:?} times",
+            seen.get(k)
+        );
+    }
+    assert!(seen.values().all(|&c| c == 1), "a flow was read twice");
+    // The cursor is back at the start: the next pass reads the whole table again.
+    let mut out = Vec::new();
+    while !lab.table.scan_slice(&mut cursor, 4096, &mut out) {}
+    assert_eq!(out.len() as u32, n - removed.len() as u32 + (added - n));
+}
+
 #[test]
 fn live_frames_reinjection_delivers_a_deferred_frame_to_a_socket() {
     root_or_skip!("live_frames_reinjection_delivers_a_deferred_frame_to_a_socket");

@@ -37,7 +37,7 @@ use tokio::io::{Interest, unix::AsyncFd};
 
 use super::{Daemon, monotonic, netlink::LinkEvent};
 use crate::dataplane::{
-    flows::{BatchWriter, DeferredFrame},
+    flows::{BatchWriter, DeferredFrame, ScanCursor},
     reinject,
     reinject::Reinjector,
 };
@@ -62,6 +62,9 @@ const SCAN_INTERVAL: Duration = Duration::from_secs(1);
 /// A scan pass over a big table (~0.2 s at a million flows) is followed by at least this many times
 /// its duration without one, so scanning takes at most a tenth of a CPU however large the table.
 const SCAN_DUTY: u32 = 10;
+/// Flows a scan reads per turn of the loop (~5 ms of work): a pass over a big table is cut into
+/// slices so that adverts, sync packets and a peer's bulk request never wait for a whole pass.
+const SCAN_SLICE: usize = 16_384;
 /// The longest wait between two scan passes (a pass that had a million new flows to announce is slow).
 const SCAN_INTERVAL_MAX: Duration = Duration::from_secs(10);
 /// Most flow events handled per wake-up (the rest wait for the next turn of the loop).
@@ -118,15 +121,15 @@ pub(super) struct SyncDriver {
     table: FlowTable,
     ring: AsyncFd<OwnedFd>,
     devs: Vec<(String, FlowDev)>,
-    // Kernel key of every flow the engine knows, for deletes and clears by id.
-    keys: HashMap<FlowId, km::FlowKey, SeededFlowHash>,
     // What we know of each key in the flow map: a later last-seen time in a scan is traffic here.
     reported: HashMap<km::FlowKey, Seen, SeededFlowHash>,
     // The number of the last scan pass (`Seen::pass`).
     pass: u32,
     next_scan: Time,
-    // How long the last scan pass took (the next one waits at least `SCAN_DUTY` times as long).
-    scan_took: Duration,
+    // The pass under way, if one is.
+    scan: Option<ScanPass>,
+    // When the live peers were last written (the dataplane's lease on them runs from there).
+    live_written_at: Time,
     node_id: u32,
     buf: Vec<u8>,
     send_errors: u64,
@@ -355,11 +358,11 @@ impl SyncDriver {
             table,
             ring,
             devs,
-            keys: HashMap::default(),
             reported: HashMap::default(),
             pass: 0,
             next_scan: monotonic() + SCAN_INTERVAL,
-            scan_took: Duration::ZERO,
+            scan: None,
+            live_written_at: Time::ZERO,
             node_id,
             buf: vec![0; MAX_DATAGRAM],
             send_errors: 0,
@@ -379,7 +382,6 @@ impl SyncDriver {
         let mut adopted = 0;
         for (k, e) in driver.table.scan() {
             let f = flowmap::flow_state(&k, &e);
-            driver.keys.insert(f.id, k);
             driver.reported.insert(
                 k,
                 Seen {
@@ -406,6 +408,7 @@ impl SyncDriver {
     /// Renews the dataplane's view of who is alive (module doc of the XDP `balance`): this node's
     /// claim on its own flows and the peers heard within `PEER_DEAD`, both leased for `PEER_DEAD`.
     fn write_live(&mut self, now: Time) {
+        self.live_written_at = now;
         let mut peers = [0u32; km::MAX_LIVE_PEERS];
         let live = self.live_peers(now);
         let changed = live != self.written_live;
@@ -618,7 +621,6 @@ impl Daemon {
                     reinject(&mut s.defer, frame);
                 }
             }
-            s.keys.insert(f.id, ev.key);
             let seen = s.reported.entry(ev.key).or_insert(Seen {
                 last_seen_ns: 0,
                 id: f.id,
@@ -628,7 +630,11 @@ impl Daemon {
             seen.id = f.id;
             let new = ev.kind == FLOW_EVENT_NEW || ev.kind == FLOW_EVENT_DEFER;
             if new && ev.entry.creator == s.node_id && ev.entry.owner != 0 {
-                s.own_flows[usize::from(ev.entry.owner)] += 1;
+                let owner = usize::from(ev.entry.owner);
+                s.own_flows[owner] += 1;
+                if let Some(own) = s.scan.as_mut().and_then(|p| p.own.as_mut()) {
+                    own[owner] += 1;
+                }
             }
             if let Some(r) = s.repl.as_mut() {
                 let event = if new {
@@ -665,11 +671,10 @@ impl Daemon {
         if read >= PACKETS_PER_WAKE {
             s.backlog = true;
         }
-        // Room for a big bulk transfer up front: growing two maps of a million keys by doubling
-        // would rehash them ~20 times while the flows arrive.
+        // Room for a big bulk transfer up front: growing a map of a million keys by doubling would
+        // rehash it ~20 times while the flows arrive.
         if let Some(n) = s.repl.as_ref().and_then(|r| r.engine.bulk_expected()) {
             let n = (n as usize).min(MAX_BULK_RESERVE);
-            s.keys.reserve(n.saturating_sub(s.keys.len()));
             s.reported.reserve(n.saturating_sub(s.reported.len()));
         }
         // A bulk transfer in either direction goes first: a pass over a million flows would stall it
@@ -677,22 +682,32 @@ impl Daemon {
         let bulk_busy = s.repl.as_ref().is_some_and(|r| {
             r.engine.bulk_sending() || matches!(r.engine.bulk_state(), BulkState::Receiving { .. })
         });
-        let scanned = now >= s.next_scan && !bulk_busy;
-        if bulk_busy && now >= s.next_scan {
-            // Postponed, not due again at once (the loop would spin on it).
+        let scan_due = now >= s.next_scan;
+        let mut scanned = false;
+        if bulk_busy && scan_due {
+            // Postponed (a pass under way pauses), not due again at once (the loop would spin on it).
             s.next_scan = now + SCAN_INTERVAL;
-        }
-        if scanned {
+        } else if scan_due {
             let t = std::time::Instant::now();
-            scan(s, now, &mut actions);
-            s.scan_took = t.elapsed();
-            s.next_scan = now
-                + SCAN_INTERVAL
-                    .max(s.scan_took * SCAN_DUTY)
-                    .min(SCAN_INTERVAL_MAX);
-            s.write_live(now);
-        } else if received && s.live_peers(now) != s.written_live {
-            // A peer (re)appeared: the dataplane leaves its flows to it from now, not from the scan.
+            scanned = scan_slice(s, now, &mut actions);
+            let took = {
+                let pass = s.scan.get_or_insert_with(ScanPass::default);
+                pass.took += t.elapsed();
+                pass.took
+            };
+            if scanned {
+                s.scan = None;
+                s.next_scan = now + SCAN_INTERVAL.max(took * SCAN_DUTY).min(SCAN_INTERVAL_MAX);
+            } else {
+                // The next slice once the loop has served whatever else is waiting.
+                s.backlog = true;
+            }
+        }
+        // The lease on the live-peer view is renewed every second, scan or bulk or not; a peer that
+        // (re)appeared is written at once (the dataplane leaves its flows to it from now).
+        if now.saturating_duration_since(s.live_written_at) >= SCAN_INTERVAL
+            || (received && s.live_peers(now) != s.written_live)
+        {
             s.write_live(now);
         }
         if let Some(r) = s.repl.as_mut()
@@ -916,18 +931,41 @@ fn reinject(d: &mut Deferral, mut frame: DeferredFrame) {
     }
 }
 
-/// One pass over the flow table: report traffic since the last pass, expire idle flows, and forget
-/// flows the LRU evicted. Per flow it costs a map read (batched) and one hash lookup: at a million flows
-/// the whole pass is ~0.2 s.
-fn scan(s: &mut SyncDriver, now: Time, actions: &mut Vec<SyncAction>) {
+/// A scan pass under way: where it stands and what it found so far.
+#[derive(Default)]
+struct ScanPass {
+    cursor: ScanCursor,
+    // Flows this pass found gone (deleted cluster-wide at its end if ours).
+    gone: Vec<FlowId>,
+    // Flows created here per owner, counted by this pass (`own_flows` once it ends).
+    own: Option<Box<[u32; 256]>>,
+    // Time spent on the pass so far.
+    took: Duration,
+    // The slice's buffer, kept between slices.
+    buf: Vec<(km::FlowKey, km::FlowEntry)>,
+}
+
+/// One slice of a pass over the flow table (`SCAN_SLICE` flows): report traffic since the last pass,
+/// expire idle flows, and, at the pass's end, forget flows the LRU evicted. Per flow it costs a map
+/// read (batched) and one hash lookup: at a million flows a whole pass is ~0.2 s, in ~60 slices.
+/// Returns true when the pass ended with this slice.
+fn scan_slice(s: &mut SyncDriver, now: Time, actions: &mut Vec<SyncAction>) -> bool {
     finish_writes(s);
-    let now_ns = now.as_nanos();
-    s.own_flows.fill(0);
-    s.pass = s.pass.wrapping_add(1);
+    let mut p = s.scan.take().unwrap_or_default();
+    if p.own.is_none() {
+        // A new pass.
+        s.pass = s.pass.wrapping_add(1);
+        p.own = Some(Box::new([0; 256]));
+    }
     let pass = s.pass;
+    let now_ns = now.as_nanos();
     let me = s.node_id;
-    let mut gone = Vec::new();
-    for (k, e) in s.table.scan() {
+    let mut slice = std::mem::take(&mut p.buf);
+    slice.clear();
+    let end = s.table.scan_slice(&mut p.cursor, SCAN_SLICE, &mut slice);
+    let own = p.own.as_mut().expect("set above");
+    let gone = &mut p.gone;
+    for &(k, e) in &slice {
         let id = FlowId::new(e.creator, e.id);
         let idle = now_ns.saturating_sub(e.last_seen_ns) / 1_000_000;
         if idle > flowmap::idle_timeout_ms(k.proto, FlowTcpState::from_u8(e.tcp_state)) {
@@ -937,14 +975,13 @@ fn scan(s: &mut SyncDriver, now: Time, actions: &mut Vec<SyncAction>) {
             {
                 gone.push(old.id);
             }
-            s.keys.remove(&id);
             if let Some(r) = s.repl.as_mut() {
                 actions.extend(r.engine.handle(now, SyncEvent::LocalDelete(id)));
             }
             continue;
         }
         if e.creator == me && e.owner != 0 {
-            s.own_flows[usize::from(e.owner)] += 1;
+            own[usize::from(e.owner)] += 1;
         }
         let traffic = match s.reported.entry(k) {
             std::collections::hash_map::Entry::Occupied(mut o) => {
@@ -954,7 +991,6 @@ fn scan(s: &mut SyncDriver, now: Time, actions: &mut Vec<SyncAction>) {
                     // The key holds another flow now (a new connection on the same 5-tuple).
                     gone.push(seen.id);
                     seen.id = id;
-                    s.keys.insert(id, k);
                 }
                 let moved = e.last_seen_ns > seen.last_seen_ns;
                 seen.last_seen_ns = seen.last_seen_ns.max(e.last_seen_ns);
@@ -966,7 +1002,6 @@ fn scan(s: &mut SyncDriver, now: Time, actions: &mut Vec<SyncAction>) {
                     id,
                     pass,
                 });
-                s.keys.insert(id, k);
                 e.last_seen_ns > 0
             }
         };
@@ -975,6 +1010,16 @@ fn scan(s: &mut SyncDriver, now: Time, actions: &mut Vec<SyncAction>) {
             actions.extend(r.engine.handle(now, SyncEvent::LocalUpdate(f)));
         }
     }
+    p.buf = slice;
+    if !end {
+        s.scan = Some(p);
+        return false;
+    }
+    let mut gone = p.gone;
+    // Flows created while the pass was under way were counted by their events into the pass too
+    // (some twice, if the pass then found them: an over-count the next pass corrects, where missing
+    // them could release a carp interface that still has flows).
+    *s.own_flows = *p.own.expect("set above");
     // Keys this pass did not find are gone from the map (the LRU evicted them).
     s.reported.retain(|_, seen| {
         if seen.pass == pass {
@@ -986,21 +1031,25 @@ fn scan(s: &mut SyncDriver, now: Time, actions: &mut Vec<SyncAction>) {
     // Our own flows that left the map are deleted cluster-wide. A learned id can be missing because the
     // key holds another id (both nodes created the same 5-tuple): deleting it would remove the peer's
     // flow, so learned ids are left to the creator's delete or expiry.
+    let Some(r) = s.repl.as_mut() else {
+        return true;
+    };
     for id in gone {
-        if s.keys
-            .get(&id)
-            .is_some_and(|k| s.reported.get(k).is_some_and(|v| v.id == id))
-        {
-            // Still in the map under its key (a flow seen twice in this pass's list).
+        if id.creator != me {
             continue;
         }
-        s.keys.remove(&id);
-        if id.creator == me
-            && let Some(r) = s.repl.as_mut()
-        {
+        let still_mapped = r
+            .engine
+            .table()
+            .get(&id)
+            .and_then(|f| flowmap::kernel_key(&f.key))
+            .is_some_and(|k| s.reported.get(&k).is_some_and(|v| v.id == id));
+        // Still in the map under its key (a flow seen twice in this pass's list).
+        if !still_mapped {
             actions.extend(r.engine.handle(now, SyncEvent::LocalDelete(id)));
         }
     }
+    true
 }
 
 /// Learned flows waiting to be written to the flow map in one BPF_MAP_UPDATE_BATCH (`flush_learned`).
@@ -1035,13 +1084,18 @@ fn apply(s: &mut SyncDriver, op: FlowOp) {
             };
             write_learned(s, k, flowmap::kernel_entry(&f), f.id);
         }
-        FlowOp::Delete(id) => {
+        FlowOp::Delete(f) => {
             flush_learned(s);
             finish_writes(s);
-            if let Some(k) = s.keys.remove(&id) {
-                if s.table.get(&k).is_some_and(|e| e.id == id.id) {
-                    s.table.remove(&k);
-                }
+            let Some(k) = flowmap::kernel_key(&f.key) else {
+                return;
+            };
+            // The key may hold another flow by now (a new connection on the same 5-tuple).
+            if s.table
+                .get(&k)
+                .is_some_and(|e| FlowId::new(e.creator, e.id) == f.id)
+            {
+                s.table.remove(&k);
                 s.reported.remove(&k);
             }
         }
@@ -1054,7 +1108,6 @@ fn apply(s: &mut SyncDriver, op: FlowOp) {
                     s.reported.remove(&k);
                 }
             }
-            s.keys.retain(|id, _| id.creator != creator);
         }
     }
 }
@@ -1073,7 +1126,6 @@ fn write_learned(s: &mut SyncDriver, k: km::FlowKey, theirs: km::FlowEntry, id: 
 }
 
 fn learned_written(s: &mut SyncDriver, k: km::FlowKey, last_seen_ns: u64, id: FlowId) {
-    s.keys.insert(id, k);
     // Written by us, not seen here: a scan must not report it back as local traffic.
     let seen = s.reported.entry(k).or_insert(Seen {
         last_seen_ns: 0,
@@ -1114,7 +1166,6 @@ fn flush_learned(s: &mut SyncDriver) {
         if b.unsupported || known {
             write_learned(s, b.keys[i], b.entries[i], b.ids[i]);
         } else {
-            s.keys.insert(b.ids[i], b.keys[i]);
             if fresh != i {
                 b.keys[fresh] = b.keys[i];
                 b.entries[fresh] = b.entries[i];

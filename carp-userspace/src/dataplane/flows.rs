@@ -91,24 +91,46 @@ struct BatchAttr {
     flags: u64,
 }
 
+/// Where a scan of the flow map in slices stands: the kernel's batch token (for a hash map, the index
+/// of the next bucket). Entries never move between buckets, so a scan resumed after the map changed
+/// still sees every entry that was there throughout, once.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ScanCursor {
+    token: u64,
+    started: bool,
+}
+
 /// Every entry of a hash map of `FlowKey -> FlowEntry` with BPF_MAP_LOOKUP_BATCH (thousands per syscall
 /// instead of two syscalls per entry: a full table would otherwise stall carpd's loop for ~100 ms), or
 /// None if the kernel refuses batch operations (before 5.6).
 fn lookup_batch(fd: &OwnedFd) -> Option<Vec<(FlowKey, FlowEntry)>> {
+    let mut out = Vec::new();
+    let mut cursor = ScanCursor::default();
+    while !lookup_slice(fd, &mut cursor, usize::MAX, &mut out)? {}
+    Some(out)
+}
+
+/// Appends the entries from `cursor` on to `out` until at least `max` were read (whole buckets, so
+/// a few more) or the map ends: Some(true) at the end, None if the kernel refuses batch lookups.
+fn lookup_slice(
+    fd: &OwnedFd,
+    cursor: &mut ScanCursor,
+    max: usize,
+    out: &mut Vec<(FlowKey, FlowEntry)>,
+) -> Option<bool> {
     const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
     let mut keys = vec![FlowKey::default(); BATCH];
     let mut values = vec![FlowEntry::default(); BATCH];
-    let mut out = Vec::new();
+    let mut read = 0;
     // The hash map's batch token is a bucket index (u32); 8 bytes leave room.
-    let mut token_in = [0u64; 1];
+    let mut token_in = [cursor.token];
     let mut token_out = [0u64; 1];
-    let mut first = true;
-    loop {
+    while read < max {
         let mut attr = BatchAttr {
-            in_batch: if first {
-                0
-            } else {
+            in_batch: if cursor.started {
                 token_in.as_mut_ptr() as u64
+            } else {
+                0
             },
             out_batch: token_out.as_mut_ptr() as u64,
             keys: keys.as_mut_ptr() as u64,
@@ -124,15 +146,19 @@ fn lookup_batch(fd: &OwnedFd) -> Option<Vec<(FlowKey, FlowEntry)>> {
         match err.as_ref().and_then(std::io::Error::raw_os_error) {
             None | Some(libc::ENOENT) => {
                 out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
+                read += n;
             }
             _ => return None,
         }
         if err.is_some() {
-            return Some(out);
+            *cursor = ScanCursor::default();
+            return Some(true);
         }
         token_in = token_out;
-        first = false;
+        cursor.token = token_out[0];
+        cursor.started = true;
     }
+    Some(false)
 }
 
 /// Writes `keys[i] -> values[i]` with BPF_MAP_UPDATE_BATCH (one syscall for the lot instead of one per
@@ -315,6 +341,27 @@ impl FlowTable {
     /// Every flow through BPF_MAP_LOOKUP_BATCH; None if the kernel refused it.
     pub fn scan_batch(&self) -> Option<Vec<(FlowKey, FlowEntry)>> {
         self.batch_fd.as_ref().and_then(lookup_batch)
+    }
+
+    /// The next slice of a scan: appends about `max` flows from `cursor` on to `out` and returns true
+    /// when the table's end was reached (the cursor is then back at the start). Where the kernel has
+    /// no batch lookups (before 5.6) the slice is the whole table.
+    pub fn scan_slice(
+        &self,
+        cursor: &mut ScanCursor,
+        max: usize,
+        out: &mut Vec<(FlowKey, FlowEntry)>,
+    ) -> bool {
+        let before = out.len();
+        if let Some(fd) = &self.batch_fd
+            && let Some(end) = lookup_slice(fd, cursor, max, out)
+        {
+            return end;
+        }
+        out.truncate(before);
+        *cursor = ScanCursor::default();
+        out.extend(self.flows.iter().filter_map(|r| r.ok()));
+        true
     }
 
     /// Every flow, read with two syscalls per entry (the fallback of `scan`; tests check the batch

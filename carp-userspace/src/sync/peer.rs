@@ -154,8 +154,8 @@ pub enum FlowOp {
     Insert(FlowState),
     /// A flow changed by a peer's update; this is the merged result.
     Update(FlowState),
-    /// A peer deleted the flow.
-    Delete(FlowId),
+    /// A peer deleted the flow; this is the copy we had (its key names the map entry).
+    Delete(FlowState),
     /// A peer cleared every flow of this creator.
     Clear {
         /// The creator whose flows are gone.
@@ -1055,10 +1055,10 @@ impl SyncEngine {
             Message::UpdC(u) => return self.compressed(now, u, out),
             Message::Del(id) => {
                 self.release_deferred(id, out);
-                if self.table.remove(&id).is_some() {
+                if let Some(f) = self.table.remove(&id) {
                     self.counters.deleted += 1;
                     self.drop_queued(|q| *q == id);
-                    out.push(SyncAction::Apply(FlowOp::Delete(id)));
+                    out.push(SyncAction::Apply(FlowOp::Delete(f)));
                 }
             }
             Message::Clr { creator } => {
@@ -1442,10 +1442,7 @@ mod tests {
         a.handle(T0, SyncEvent::LocalDelete(FlowId::new(1, 1)));
         let acts = a.handle(Time::from_secs(1), SyncEvent::Timer);
         let got = deliver(&mut b, Time::from_secs(1), &acts);
-        assert_eq!(
-            got,
-            vec![SyncAction::Apply(FlowOp::Delete(FlowId::new(1, 1)))]
-        );
+        assert_eq!(got, vec![SyncAction::Apply(FlowOp::Delete(flow(1, 1)))]);
         a.handle(T0, SyncEvent::LocalClear);
         let acts = a.handle(Time::from_secs(2), SyncEvent::Timer);
         let got = deliver(&mut b, Time::from_secs(2), &acts);
