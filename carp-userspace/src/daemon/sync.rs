@@ -752,6 +752,12 @@ impl Daemon {
                 }
             }
             flush_learned(s);
+            // The end of a bulk transfer lifts the demotion: the map must hold every learned flow
+            // before this node may take MASTER with it (and before `carpctl sync` says done), not
+            // only once the writer thread gets to the last batch.
+            if !demotes.is_empty() {
+                finish_writes(s);
+            }
             if let Some(r) = s.repl.as_mut()
                 && !sends.is_empty()
             {
@@ -886,8 +892,7 @@ impl Daemon {
     }
 }
 
-/// Sends the engine's packets; failures are counted and logged once, then every 1000th (a dead sync
-/// link must not flood the log).
+/// Sends the engine's packets; failures are counted and logged (`log_due`).
 fn send(r: &mut Replication, packets: &[Vec<u8>], send_errors: &mut u64) {
     let sock = r.sock.get_mut();
     let gso_was_on = sock.gso_off().is_none();
@@ -901,7 +906,7 @@ fn send(r: &mut Replication, packets: &[Vec<u8>], send_errors: &mut u64) {
     if let Some(e) = err {
         let before = *send_errors;
         *send_errors += failed;
-        if before / 1000 != *send_errors / 1000 || before == 0 {
+        if log_due(before, *send_errors) {
             tracing::warn!(
                 "pfsync: send on {}: {e} ({} send errors in all)",
                 r.syncdev,
@@ -909,6 +914,12 @@ fn send(r: &mut Replication, packets: &[Vec<u8>], send_errors: &mut u64) {
             );
         }
     }
+}
+
+/// True when a failure count that went from `before` to `after` is due a log line: the first
+/// failure, then one per thousand (a dead link or a missing kernel feature must not flood the log).
+fn log_due(before: u64, after: u64) -> bool {
+    before == 0 && after > 0 || before / 1000 != after / 1000
 }
 
 /// Puts a deferred first packet back into its carpdev's receive path.
@@ -920,8 +931,8 @@ fn reinject(d: &mut Deferral, mut frame: DeferredFrame) {
     };
     if let Err(e) = res {
         d.reinject_failed += 1;
-        // Once, then every 1000th: a kernel without live frames would otherwise flood the log.
-        if d.reinject_failed % 1000 == 1 {
+        // A kernel without live frames would otherwise flood the log.
+        if log_due(d.reinject_failed - 1, d.reinject_failed) {
             tracing::warn!(
                 "pfsync: defer: re-injecting a first packet on ifindex {}: {e} ({} failures in all)",
                 frame.ifindex,
@@ -1269,5 +1280,16 @@ mod tests {
         assert_eq!(payload_for_mtu(100), None);
         assert_eq!(payload_for_mtu(10), None);
         assert_eq!(sync_payload_mtu("no-such-dev0"), None);
+    }
+
+    #[test]
+    fn failures_are_logged_first_then_once_a_thousand() {
+        let logged: Vec<u64> = (1..=3001).filter(|&n| log_due(n - 1, n)).collect();
+        assert_eq!(logged, [1, 1000, 2000, 3000]);
+        // A GSO run of 44 failing together crosses a thousand without landing on it.
+        assert!(log_due(0, 44));
+        assert!(!log_due(44, 88));
+        assert!(log_due(980, 1024));
+        assert!(!log_due(5, 5));
     }
 }

@@ -256,9 +256,10 @@ fn main() -> Result<()> {
         );
         ensure!(
             res.flows_engine >= u64::from(n) && res.learned_map >= n as usize,
-            "round {round}: gw2 lost flows (engine {}, map {} learned of {n})",
+            "round {round}: gw2 lost flows (engine {}, map {} learned of {n}):\n{}",
             res.flows_engine,
-            res.learned_map
+            res.learned_map,
+            gw2.log()
         );
         gw2.signal(libc::SIGTERM);
         if gw2.wait_exit(Duration::from_secs(20)).is_none() {
