@@ -121,6 +121,10 @@ struct Round {
     udp_drops: u64,
     gw1_cpu_ms: f64,
     gw2_cpu_ms: f64,
+    /// gw2's reads that held several datagrams (UDP GRO).
+    gro_reads: u64,
+    /// Datagrams gw2 received.
+    received: u64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -240,10 +244,13 @@ fn main() -> Result<()> {
             udp_drops: udp_drops(&gw, 2).saturating_sub(drops1),
             gw1_cpu_ms: gw1_cpu.as_secs_f64() * 1000.0,
             gw2_cpu_ms: gw2_cpu.as_secs_f64() * 1000.0,
+            gro_reads: r.counter("gro_reads").unwrap_or(0),
+            received: r.counter("received").unwrap_or(0),
         };
         println!(
             "round {round}: bulk {:.0} ms (carpd start to done {:.0} ms), gw2 has {} flows in its engine, \
-             {} in its map ({} learned); incomplete bulks {}, socket drops {}; CPU gw1 {:.0} ms, gw2 {:.0} ms",
+             {} in its map ({} learned); incomplete bulks {}, socket drops {}; CPU gw1 {:.0} ms, gw2 {:.0} ms; \
+             gw2 read {} datagrams, {} reads of several (GRO)",
             res.bulk_ms,
             res.start_to_done_ms,
             res.flows_engine,
@@ -252,7 +259,9 @@ fn main() -> Result<()> {
             res.incomplete,
             res.udp_drops,
             res.gw1_cpu_ms,
-            res.gw2_cpu_ms
+            res.gw2_cpu_ms,
+            res.received,
+            res.gro_reads
         );
         ensure!(
             res.flows_engine >= u64::from(n) && res.learned_map >= n as usize,
@@ -295,7 +304,7 @@ fn main() -> Result<()> {
                 format!(
                     "{{\"bulk_ms\": {:.1}, \"start_to_done_ms\": {:.1}, \"flows_engine\": {}, \"flows_map\": {}, \
                      \"learned_map\": {}, \"bulk_incomplete\": {}, \"udp_drops\": {}, \"gw1_cpu_ms\": {:.0}, \
-                     \"gw2_cpu_ms\": {:.0}}}",
+                     \"gw2_cpu_ms\": {:.0}, \"received\": {}, \"gro_reads\": {}}}",
                     r.bulk_ms,
                     r.start_to_done_ms,
                     r.flows_engine,
@@ -304,7 +313,9 @@ fn main() -> Result<()> {
                     r.incomplete,
                     r.udp_drops,
                     r.gw1_cpu_ms,
-                    r.gw2_cpu_ms
+                    r.gw2_cpu_ms,
+                    r.received,
+                    r.gro_reads
                 )
             })
             .collect();
