@@ -29,6 +29,7 @@
 //! 224.0.0.18 / ff02::12 so the NIC's multicast filter admits adverts (`netio`).
 
 pub mod control;
+pub mod deadline;
 pub mod hooks;
 pub mod netio;
 pub mod netlink;
@@ -655,6 +656,7 @@ impl Daemon {
         // counters now and then and logs each cause at most once a minute.
         let mut audit = tokio::time::interval(AUDIT_INTERVAL);
         audit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut deadline = deadline::Deadline::new().context("a timerfd for the engine's deadlines")?;
         loop {
             if self.stopping && self.ifs.iter().all(|i| i.state != State::Master) {
                 tracing::info!("stopped");
@@ -666,12 +668,11 @@ impl Daemon {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 return Ok(Exit::Restart);
             }
-            let sleep = match self.host.next_deadline() {
-                Some(t) => t - monotonic(),
-                None => Duration::from_secs(3600),
-            };
+            deadline
+                .arm(self.host.next_deadline())
+                .context("arming the engine's timerfd")?;
             let wake = tokio::select! {
-                _ = tokio::time::sleep(sleep) => Wake::Timer,
+                _ = deadline.wait() => Wake::Timer,
                 _ = audit.tick() => Wake::Audit,
                 i = ring_ready(&self.rings) => Wake::Ring(i),
                 ev = netlink::next_event(&mut self.nl_rx) => Wake::Link(ev),
