@@ -36,6 +36,7 @@ pub mod netlink;
 pub mod nodes;
 pub mod privs;
 pub mod ratelog;
+pub mod standby;
 pub mod sync;
 
 use std::{
@@ -231,6 +232,9 @@ struct Daemon {
     restart: bool,
     // Flow tracking and replication (`[flows]`, `[pfsync]`), when configured.
     sync: Option<sync::SyncDriver>,
+    // Threads on other CPUs that repeat a MASTER's last advert if the loop is held up (None if they
+    // could not start).
+    standby: Option<standby::Standby>,
 }
 
 /// Why the main loop ended.
@@ -332,6 +336,7 @@ impl Daemon {
             stopping: false,
             restart: false,
             sync: None,
+            standby: None,
         })
     }
 
@@ -611,6 +616,9 @@ impl Daemon {
                 dropped.len()
             );
         }
+        self.standby = standby::Standby::start()
+            .map_err(|e| tracing::warn!("standby advert senders not started: {e}"))
+            .ok();
         self.feed(HostEvent::Start).await;
         self.sync_start().await;
         for d in 0..self.devs.len() {
@@ -656,7 +664,8 @@ impl Daemon {
         // counters now and then and logs each cause at most once a minute.
         let mut audit = tokio::time::interval(AUDIT_INTERVAL);
         audit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut deadline = deadline::Deadline::new().context("a timerfd for the engine's deadlines")?;
+        let mut deadline =
+            deadline::Deadline::new().context("a timerfd for the engine's deadlines")?;
         loop {
             if self.stopping && self.ifs.iter().all(|i| i.state != State::Master) {
                 tracing::info!("stopped");
@@ -987,6 +996,11 @@ impl Daemon {
         let vhid = self.ifs[i].vhid;
         if let Some((from, to, reason)) = action.transition() {
             self.ifs[i].state = to;
+            if to != State::Master
+                && let Some(s) = &self.standby
+            {
+                s.clear(i);
+            }
             if self.ifs[i].resuming {
                 if to != State::Master {
                     // On the way to the forced MASTER: the kernel already is MASTER, leave it be.
@@ -1041,8 +1055,12 @@ impl Daemon {
                 counter,
                 bow_out,
             } => {
-                if !bow_out && self.ifs[i].state == State::Master {
+                let master = !bow_out && self.ifs[i].state == State::Master;
+                if master {
                     self.renew_lease(i, advbase, advskew);
+                } else if let Some(s) = &self.standby {
+                    // Before the bow-out leaves: no standby may repeat an advert after it.
+                    s.clear(i);
                 }
                 let c = &self.ifs[i];
                 let repr = AdvertRepr {
@@ -1054,7 +1072,12 @@ impl Daemon {
                     digest: c.auth.sign(&counter),
                 };
                 match self.send_advert(i, &repr) {
-                    Ok(()) => self.ifs[i].opackets += 1,
+                    Ok(frames) => {
+                        self.ifs[i].opackets += 1;
+                        if master {
+                            self.standby_sent(i, frames, advbase, advskew);
+                        }
+                    }
                     Err(e) => tracing::warn!("{name} vhid {vhid}: sending an advert failed: {e:#}"),
                 }
             }
@@ -1082,7 +1105,32 @@ impl Daemon {
         }
     }
 
-    fn send_advert(&mut self, i: usize, repr: &AdvertRepr) -> Result<()> {
+    /// Hands the advert just sent for node `i` to the standby senders (unicast `peer` adverts go
+    /// through the kernel's routing: none are repeated).
+    fn standby_sent(&self, i: usize, frames: Vec<Vec<u8>>, advbase: u8, advskew: u8) {
+        let Some(s) = &self.standby else {
+            return;
+        };
+        if frames.is_empty() {
+            s.clear(i);
+            return;
+        }
+        let netio = &self.devs[self.ifs[i].dev].netio;
+        let now = std::time::Instant::now();
+        s.sent(
+            i,
+            netio.packet_socket(),
+            netio.ifindex,
+            frames,
+            crate::engine::advert_interval(advbase, advskew),
+            now,
+            now + lease_len(advbase, advskew),
+        );
+    }
+
+    /// Sends the advert `repr` for node `i`; returns the Ethernet frames sent to the CARP groups (none
+    /// for a unicast `peer`).
+    fn send_advert(&mut self, i: usize, repr: &AdvertRepr) -> Result<Vec<Vec<u8>>> {
         let src_mac = self.advert_mac(i);
         let c = &self.ifs[i];
         let dev = &mut self.devs[c.dev];
@@ -1094,15 +1142,19 @@ impl Daemon {
         if let Some(IpAddr::V4(peer)) = c.cfg.peer {
             let src = src4.context("carppeer needs an IPv4 address on the carpdev")?;
             dev.netio.send_peer_advert(repr, src, peer)?;
-            return Ok(());
+            return Ok(Vec::new());
         }
+        let mut frames = Vec::new();
         let vips = c.cfg.vips();
         if vips.iter().any(IpAddr::is_ipv4) {
             let src = src4.with_context(|| {
                 format!("{} has no IPv4 address to send adverts from", dev.name)
             })?;
-            dev.netio
-                .send_group_advert(repr, &Encap::group_v4(src, rand::random()), src_mac)?;
+            frames.push(dev.netio.send_group_advert(
+                repr,
+                &Encap::group_v4(src, rand::random()),
+                src_mac,
+            )?);
         }
         if vips.iter().any(IpAddr::is_ipv6) {
             let ll = addrs.iter().find_map(|a| match a {
@@ -1115,10 +1167,12 @@ impl Daemon {
                     dev.name
                 )
             })?;
-            dev.netio
-                .send_group_advert(repr, &Encap::group_v6(src), src_mac)?;
+            frames.push(
+                dev.netio
+                    .send_group_advert(repr, &Encap::group_v6(src), src_mac)?,
+            );
         }
-        Ok(())
+        Ok(frames)
     }
 
     /// Extends the dataplane's MASTER lease of interface `i` by three advert intervals (plus slack for a

@@ -12,6 +12,7 @@ use std::{
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    sync::Arc,
 };
 
 use carp_common::proto::{CARP_GROUP_V4, CARP_GROUP_V6, ETH_P_ARP, ETH_P_IPV6, IPPROTO_CARP};
@@ -28,7 +29,8 @@ pub struct NetIo {
     pub carpdev: String,
     /// The carpdev's interface index.
     pub ifindex: u32,
-    packet: OwnedFd,
+    // Shared with the standby advert senders (`standby`).
+    packet: Arc<OwnedFd>,
     raw_v4: Option<Socket>,
     // Held only for its group memberships.
     _membership_v4: Option<Socket>,
@@ -67,7 +69,7 @@ impl NetIo {
         Ok(NetIo {
             carpdev: carpdev.into(),
             ifindex,
-            packet,
+            packet: Arc::new(packet),
             raw_v4: None,
             _membership_v4: membership_v4,
             _membership_v6: membership_v6,
@@ -76,37 +78,25 @@ impl NetIo {
 
     /// Sends one Ethernet frame out of the carpdev.
     pub fn send_frame(&self, frame: &[u8]) -> io::Result<()> {
-        // SAFETY: sockaddr_ll is plain data; zeroed is a valid start.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_ifindex = self.ifindex as i32;
-        sll.sll_halen = 6;
-        sll.sll_addr[..6].copy_from_slice(&frame[..6]);
-        // SAFETY: frame and sll are valid for the lengths given.
-        let n = unsafe {
-            libc::sendto(
-                self.packet.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&sll as *const libc::sockaddr_ll).cast(),
-                size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        send_frame_on(&self.packet, self.ifindex, frame)
     }
 
-    /// Sends an advert to the CARP group of `encap`'s family, from the virtual MAC.
+    /// The AF_PACKET socket that sends the adverts.
+    pub fn packet_socket(&self) -> &Arc<OwnedFd> {
+        &self.packet
+    }
+
+    /// Sends an advert to the CARP group of `encap`'s family, from the virtual MAC; returns the
+    /// frame sent.
     pub fn send_group_advert(
         &self,
         repr: &AdvertRepr,
         encap: &Encap,
         vmac: [u8; 6],
-    ) -> io::Result<()> {
-        self.send_frame(&emit_frame(repr, encap, vmac, encap.group_mac()))
+    ) -> io::Result<Vec<u8>> {
+        let frame = emit_frame(repr, encap, vmac, encap.group_mac());
+        self.send_frame(&frame)?;
+        Ok(frame)
     }
 
     /// Sends an IPv4 advert to a unicast peer through the kernel's routing and ARP (carppeer).
@@ -146,6 +136,32 @@ impl NetIo {
     pub fn send_unsolicited_na(&self, vip: Ipv6Addr, vmac: [u8; 6]) -> io::Result<()> {
         self.send_frame(&unsolicited_na(vip, vmac))
     }
+}
+
+/// Sends one Ethernet frame on `ifindex` through the AF_PACKET socket `fd` (to the frame's
+/// destination MAC).
+pub fn send_frame_on(fd: &OwnedFd, ifindex: u32, frame: &[u8]) -> io::Result<()> {
+    // SAFETY: sockaddr_ll is plain data; zeroed is a valid start.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_ifindex = ifindex as i32;
+    sll.sll_halen = 6;
+    sll.sll_addr[..6].copy_from_slice(&frame[..6]);
+    // SAFETY: frame and sll are valid for the lengths given.
+    let n = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// A gratuitous ARP request frame: broadcast, sender hardware = `mac`, sender IP = target IP = `ip`.
