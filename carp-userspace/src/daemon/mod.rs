@@ -235,6 +235,8 @@ struct Daemon {
     // Threads on other CPUs that repeat a MASTER's last advert if the loop is held up (None if they
     // could not start).
     standby: Option<standby::Standby>,
+    // The standbys' repeat count at the last audit.
+    standby_seen: u64,
 }
 
 /// Why the main loop ended.
@@ -337,6 +339,7 @@ impl Daemon {
             restart: false,
             sync: None,
             standby: None,
+            standby_seen: 0,
         })
     }
 
@@ -694,7 +697,10 @@ impl Daemon {
             };
             match wake {
                 Wake::Timer => self.on_timer().await,
-                Wake::Audit => self.audit_dataplane(),
+                Wake::Audit => {
+                    self.audit_dataplane();
+                    self.audit_standby();
+                }
                 Wake::Ring(d) => self.drain(d).await,
                 Wake::Link(Some(ev)) => {
                     self.sync_link(&ev).await;
@@ -722,6 +728,23 @@ impl Daemon {
                 Wake::Control(msg) => self.on_control(msg).await,
                 Wake::Sync(w) => self.on_sync(w).await,
             }
+        }
+    }
+
+    /// Logs (at most once an audit interval) that the standby senders repeated adverts: the loop was
+    /// held up past half an advert interval, which without them the peers would have seen as a gap.
+    fn audit_standby(&mut self) {
+        let Some(s) = &self.standby else {
+            return;
+        };
+        let total = s.resent();
+        if total > self.standby_seen {
+            tracing::info!(
+                "standby senders repeated {} adverts in the last {}s (carpd's loop was held up past half an advert interval; {total} in all)",
+                total - self.standby_seen,
+                AUDIT_INTERVAL.as_secs()
+            );
+            self.standby_seen = total;
         }
     }
 

@@ -962,6 +962,26 @@ fn idle_run(carpd: &Path, imp: Impl, minutes: u64) -> Result<Idle> {
         );
     }
     let m = probes.measure(from, to, from);
+    // carpd logs each audit interval in which its standby senders repeated adverts, with the total.
+    let repeated = gw1
+        .daemon
+        .log()
+        .lines()
+        .filter_map(|l| {
+            l.split(" in all)")
+                .next()?
+                .rsplit("; ")
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0);
+    if matches!(imp, Impl::Carpd(_)) {
+        println!(
+            "idle run: gw1's standby senders repeated {repeated} adverts (its loop held up past half an interval)"
+        );
+    }
     let idle = Idle {
         imp,
         minutes,
