@@ -235,8 +235,9 @@ struct Daemon {
     // Threads on other CPUs that repeat a MASTER's last advert if the loop is held up (None if they
     // could not start).
     standby: Option<standby::Standby>,
-    // The standbys' repeat count at the last audit.
+    // The standbys' repeat count when it was last logged, and when.
     standby_seen: u64,
+    standby_logged: Option<std::time::Instant>,
 }
 
 /// Why the main loop ended.
@@ -340,6 +341,7 @@ impl Daemon {
             sync: None,
             standby: None,
             standby_seen: 0,
+            standby_logged: None,
         })
     }
 
@@ -731,20 +733,23 @@ impl Daemon {
         }
     }
 
-    /// Logs (at most once an audit interval) that the standby senders repeated adverts: the loop was
-    /// held up past half an advert interval, which without them the peers would have seen as a gap.
+    /// Logs, at most once a minute, that the standby senders repeated adverts: the loop was held up
+    /// past half an advert interval, which without them the peers would have seen as a gap.
     fn audit_standby(&mut self) {
         let Some(s) = &self.standby else {
             return;
         };
         let total = s.resent();
-        if total > self.standby_seen {
+        let due = self
+            .standby_logged
+            .is_none_or(|t| t.elapsed() >= ratelog::LOG_INTERVAL);
+        if total > self.standby_seen && due {
             tracing::info!(
-                "standby senders repeated {} adverts in the last {}s (carpd's loop was held up past half an advert interval; {total} in all)",
-                total - self.standby_seen,
-                AUDIT_INTERVAL.as_secs()
+                "standby senders repeated {} adverts since the last report (carpd's loop was held up past half an advert interval; {total} in all)",
+                total - self.standby_seen
             );
             self.standby_seen = total;
+            self.standby_logged = Some(std::time::Instant::now());
         }
     }
 
