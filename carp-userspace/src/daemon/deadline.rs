@@ -105,13 +105,7 @@ mod tests {
     use std::time::Duration;
 
     fn now() -> Time {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes into ts.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        Time::from_nanos(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+        crate::daemon::monotonic()
     }
 
     fn rt() -> tokio::runtime::Runtime {
