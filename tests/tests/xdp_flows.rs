@@ -594,6 +594,26 @@ fn two_carpdevs_share_one_pinned_flow_table_bpftool_prints_fields() {
     let _ = std::fs::remove_dir_all(&bpffs);
 }
 
+/// Flow number `i` of a table test: a distinct key in 10.`subnet`.0.0/16, entry id `i + 1` from
+/// `creator`, `i` packets one way and one the other.
+fn numbered_flow(i: u32, proto: u8, subnet: u8, creator: u32) -> (FlowKey, FlowEntry) {
+    let mut k = key4(
+        proto,
+        [10, subnet, (i >> 8) as u8, i as u8],
+        1000,
+        OUTSIDE,
+        0,
+    );
+    k.hi_port = (i % 50_000) as u16;
+    let e = FlowEntry {
+        id: u64::from(i) + 1,
+        creator,
+        packets: [u64::from(i), 1],
+        ..Default::default()
+    };
+    (k, e)
+}
+
 /// Learned flows are written with BPF_MAP_UPDATE_BATCH (`FlowTable::insert_batch`): every one lands, as
 /// a key-by-key write would put it, and a second batch over the same keys replaces them.
 #[test]
@@ -601,22 +621,11 @@ fn batch_write_puts_every_flow_in_the_table() {
     root_or_skip!("batch_write_puts_every_flow_in_the_table");
     let mut lab = Lab::new(FLOW_MODE_TRACK, true);
     let n = 20_000u32;
-    let (keys, mut entries): (Vec<FlowKey>, Vec<FlowEntry>) = (0..n)
-        .map(|i| {
-            let mut k = key4(6, [10, 2, (i >> 8) as u8, i as u8], 1000, OUTSIDE, 443);
-            k.hi_port = (i % 50_000) as u16;
-            let e = FlowEntry {
-                id: u64::from(i) + 1,
-                creator: 9,
-                packets: [u64::from(i), 2],
-                ..Default::default()
-            };
-            (k, e)
-        })
-        .unzip();
+    let (keys, mut entries): (Vec<FlowKey>, Vec<FlowEntry>) =
+        (0..n).map(|i| numbered_flow(i, 6, 2, 9)).unzip();
     let written = lab
         .table
-        .insert_batch(&keys, &entries, false)
+        .insert_batch(&keys, &entries)
         .expect("the kernel supports batch updates");
     assert_eq!(written, n as usize);
     for (k, e) in keys.iter().zip(&entries).step_by(997) {
@@ -626,7 +635,7 @@ fn batch_write_puts_every_flow_in_the_table() {
         e.packets[1] = 3;
     }
     lab.table
-        .insert_batch(&keys, &entries, false)
+        .insert_batch(&keys, &entries)
         .expect("second batch");
     let all = lab.table.scan();
     assert_eq!(all.len(), n as usize);
@@ -641,14 +650,7 @@ fn batch_scan_reads_the_same_flows_as_key_by_key() {
     let mut lab = Lab::new(FLOW_MODE_TRACK, true);
     let n = 20_000u32;
     for i in 0..n {
-        let mut k = key4(17, [10, 1, (i >> 8) as u8, i as u8], 1000, OUTSIDE, 53);
-        k.hi_port = (i % 50_000) as u16;
-        let e = FlowEntry {
-            id: u64::from(i) + 1,
-            creator: 7,
-            packets: [u64::from(i), 1],
-            ..Default::default()
-        };
+        let (k, e) = numbered_flow(i, 17, 1, 7);
         lab.table.insert(k, e).expect("insert");
     }
     let t = std::time::Instant::now();
@@ -679,21 +681,10 @@ fn batch_scan_reads_the_same_flows_as_key_by_key() {
 fn sliced_scan_reads_each_flow_once_while_the_map_changes() {
     root_or_skip!("sliced_scan_reads_each_flow_once_while_the_map_changes");
     let mut lab = Lab::new(FLOW_MODE_TRACK, true);
-    let flow = |i: u32| {
-        let mut k = key4(17, [10, 3, (i >> 8) as u8, i as u8], 1000, OUTSIDE, 53);
-        k.hi_port = (i % 50_000) as u16;
-        let e = FlowEntry {
-            id: u64::from(i) + 1,
-            creator: 5,
-            ..Default::default()
-        };
-        (k, e)
-    };
+    let flow = |i: u32| numbered_flow(i, 17, 3, 5);
     let n = 30_000u32;
     let (keys, entries): (Vec<FlowKey>, Vec<FlowEntry>) = (0..n).map(flow).unzip();
-    lab.table
-        .insert_batch(&keys, &entries, false)
-        .expect("fill");
+    lab.table.insert_batch(&keys, &entries).expect("fill");
     let mut cursor = carp::dataplane::flows::ScanCursor::default();
     let mut seen: std::collections::HashMap<FlowKey, u32> = Default::default();
     let (mut slices, mut added) = (0, n);

@@ -632,8 +632,8 @@ impl Daemon {
             if new && ev.entry.creator == s.node_id && ev.entry.owner != 0 {
                 let owner = usize::from(ev.entry.owner);
                 s.own_flows[owner] += 1;
-                if let Some(own) = s.scan.as_mut().and_then(|p| p.own.as_mut()) {
-                    own[owner] += 1;
+                if let Some(p) = s.scan.as_mut() {
+                    p.own[owner] += 1;
                 }
             }
             if let Some(r) = s.repl.as_mut() {
@@ -688,19 +688,13 @@ impl Daemon {
             // Postponed (a pass under way pauses), not due again at once (the loop would spin on it).
             s.next_scan = now + SCAN_INTERVAL;
         } else if scan_due {
-            let t = std::time::Instant::now();
-            scanned = scan_slice(s, now, &mut actions);
-            let took = {
-                let pass = s.scan.get_or_insert_with(ScanPass::default);
-                pass.took += t.elapsed();
-                pass.took
-            };
-            if scanned {
-                s.scan = None;
-                s.next_scan = now + SCAN_INTERVAL.max(took * SCAN_DUTY).min(SCAN_INTERVAL_MAX);
-            } else {
+            match scan_slice(s, now, &mut actions) {
+                Some(took) => {
+                    scanned = true;
+                    s.next_scan = now + SCAN_INTERVAL.max(took * SCAN_DUTY).min(SCAN_INTERVAL_MAX);
+                }
                 // The next slice once the loop has served whatever else is waiting.
-                s.backlog = true;
+                None => s.backlog = true,
             }
         }
         // The lease on the live-peer view is renewed every second, scan or bulk or not; a peer that
@@ -943,14 +937,13 @@ fn reinject(d: &mut Deferral, mut frame: DeferredFrame) {
 }
 
 /// A scan pass under way: where it stands and what it found so far.
-#[derive(Default)]
 struct ScanPass {
     cursor: ScanCursor,
     // Flows this pass found gone (deleted cluster-wide at its end if ours).
     gone: Vec<FlowId>,
     // Flows created here per owner, counted by this pass (`own_flows` once it ends).
-    own: Option<Box<[u32; 256]>>,
-    // Time spent on the pass so far.
+    own: Box<[u32; 256]>,
+    // Time spent on the pass so far (the next pass waits `SCAN_DUTY` times as long).
     took: Duration,
     // The slice's buffer, kept between slices.
     buf: Vec<(km::FlowKey, km::FlowEntry)>,
@@ -959,25 +952,33 @@ struct ScanPass {
 /// One slice of a pass over the flow table (`SCAN_SLICE` flows): report traffic since the last pass,
 /// expire idle flows, and, at the pass's end, forget flows the LRU evicted. Per flow it costs a map
 /// read (batched) and one hash lookup: at a million flows a whole pass is ~0.2 s, in ~60 slices.
-/// Returns true when the pass ended with this slice.
-fn scan_slice(s: &mut SyncDriver, now: Time, actions: &mut Vec<SyncAction>) -> bool {
+/// Returns the whole pass's time when the pass ended with this slice.
+fn scan_slice(s: &mut SyncDriver, now: Time, actions: &mut Vec<SyncAction>) -> Option<Duration> {
+    let started = std::time::Instant::now();
     finish_writes(s);
-    let mut p = s.scan.take().unwrap_or_default();
-    if p.own.is_none() {
-        // A new pass.
-        s.pass = s.pass.wrapping_add(1);
-        p.own = Some(Box::new([0; 256]));
-    }
+    let mut p = match s.scan.take() {
+        Some(p) => p,
+        None => {
+            s.pass = s.pass.wrapping_add(1);
+            ScanPass {
+                cursor: ScanCursor::default(),
+                gone: Vec::new(),
+                own: Box::new([0; 256]),
+                took: Duration::ZERO,
+                buf: Vec::new(),
+            }
+        }
+    };
     let pass = s.pass;
     let now_ns = now.as_nanos();
     let me = s.node_id;
     let mut slice = std::mem::take(&mut p.buf);
     slice.clear();
     let end = s.table.scan_slice(&mut p.cursor, SCAN_SLICE, &mut slice);
-    let own = p.own.as_mut().expect("set above");
+    let own = &mut p.own;
     let gone = &mut p.gone;
     for &(k, e) in &slice {
-        let id = FlowId::new(e.creator, e.id);
+        let id = entry_id(&e);
         let idle = now_ns.saturating_sub(e.last_seen_ns) / 1_000_000;
         if idle > flowmap::idle_timeout_ms(k.proto, FlowTcpState::from_u8(e.tcp_state)) {
             s.table.remove(&k);
@@ -1023,14 +1024,17 @@ fn scan_slice(s: &mut SyncDriver, now: Time, actions: &mut Vec<SyncAction>) -> b
     }
     p.buf = slice;
     if !end {
+        p.took += started.elapsed();
         s.scan = Some(p);
-        return false;
+        return None;
     }
-    let mut gone = p.gone;
+    // The pass's time, this last slice and the wrap-up below included.
+    let took = || p.took + started.elapsed();
+    let mut gone = std::mem::take(&mut p.gone);
     // Flows created while the pass was under way were counted by their events into the pass too
     // (some twice, if the pass then found them: an over-count the next pass corrects, where missing
     // them could release a carp interface that still has flows).
-    *s.own_flows = *p.own.expect("set above");
+    *s.own_flows = *p.own;
     // Keys this pass did not find are gone from the map (the LRU evicted them).
     s.reported.retain(|_, seen| {
         if seen.pass == pass {
@@ -1043,7 +1047,7 @@ fn scan_slice(s: &mut SyncDriver, now: Time, actions: &mut Vec<SyncAction>) -> b
     // key holds another id (both nodes created the same 5-tuple): deleting it would remove the peer's
     // flow, so learned ids are left to the creator's delete or expiry.
     let Some(r) = s.repl.as_mut() else {
-        return true;
+        return Some(took());
     };
     for id in gone {
         if id.creator != me {
@@ -1060,7 +1064,7 @@ fn scan_slice(s: &mut SyncDriver, now: Time, actions: &mut Vec<SyncAction>) -> b
             actions.extend(r.engine.handle(now, SyncEvent::LocalDelete(id)));
         }
     }
-    true
+    Some(took())
 }
 
 /// Learned flows waiting to be written to the flow map in one BPF_MAP_UPDATE_BATCH (`flush_learned`).
@@ -1068,7 +1072,6 @@ fn scan_slice(s: &mut SyncDriver, now: Time, actions: &mut Vec<SyncAction>) -> b
 struct LearnedBatch {
     keys: Vec<km::FlowKey>,
     entries: Vec<km::FlowEntry>,
-    ids: Vec<FlowId>,
     /// False once the kernel refused a batch update (before Linux 5.6): one syscall per flow from then.
     unsupported: bool,
 }
@@ -1085,7 +1088,6 @@ fn apply(s: &mut SyncDriver, op: FlowOp) {
             };
             s.learned.keys.push(k);
             s.learned.entries.push(flowmap::kernel_entry(&f));
-            s.learned.ids.push(f.id);
         }
         FlowOp::Update(f) => {
             flush_learned(s);
@@ -1093,7 +1095,7 @@ fn apply(s: &mut SyncDriver, op: FlowOp) {
             let Some(k) = flowmap::kernel_key(&f.key) else {
                 return;
             };
-            write_learned(s, k, flowmap::kernel_entry(&f), f.id);
+            write_learned(s, k, flowmap::kernel_entry(&f));
         }
         FlowOp::Delete(f) => {
             flush_learned(s);
@@ -1102,10 +1104,7 @@ fn apply(s: &mut SyncDriver, op: FlowOp) {
                 return;
             };
             // The key may hold another flow by now (a new connection on the same 5-tuple).
-            if s.table
-                .get(&k)
-                .is_some_and(|e| FlowId::new(e.creator, e.id) == f.id)
-            {
+            if s.table.get(&k).is_some_and(|e| entry_id(&e) == f.id) {
                 s.table.remove(&k);
                 s.reported.remove(&k);
             }
@@ -1124,7 +1123,8 @@ fn apply(s: &mut SyncDriver, op: FlowOp) {
 }
 
 /// Writes one learned flow, merged into the map's copy if the key is there already.
-fn write_learned(s: &mut SyncDriver, k: km::FlowKey, theirs: km::FlowEntry, id: FlowId) {
+fn write_learned(s: &mut SyncDriver, k: km::FlowKey, theirs: km::FlowEntry) {
+    let id = entry_id(&theirs);
     let entry = match s.table.get(&k) {
         Some(ours) => flowmap::merge_kernel_entries(&ours, &theirs),
         None => theirs,
@@ -1133,18 +1133,33 @@ fn write_learned(s: &mut SyncDriver, k: km::FlowKey, theirs: km::FlowEntry, id: 
         tracing::warn!("flows: writing a learned flow: {e}");
         return;
     }
-    learned_written(s, k, entry.last_seen_ns, id);
-}
-
-fn learned_written(s: &mut SyncDriver, k: km::FlowKey, last_seen_ns: u64, id: FlowId) {
     // Written by us, not seen here: a scan must not report it back as local traffic.
     let seen = s.reported.entry(k).or_insert(Seen {
         last_seen_ns: 0,
         id,
         pass: s.pass,
     });
-    seen.last_seen_ns = seen.last_seen_ns.max(last_seen_ns);
+    seen.last_seen_ns = seen.last_seen_ns.max(entry.last_seen_ns);
     seen.id = id;
+}
+
+/// The flow a learned entry holds.
+fn entry_id(e: &km::FlowEntry) -> FlowId {
+    FlowId::new(e.creator, e.id)
+}
+
+/// Logs why a batch write of learned flows failed; true if the kernel refuses batch updates
+/// altogether (before Linux 5.6), so they are written one by one from now on.
+fn batch_refused(e: &std::io::Error) -> bool {
+    if matches!(e.raw_os_error(), Some(libc::EINVAL | 524 /* ENOTSUPP */)) {
+        tracing::info!(
+            "flows: the kernel refuses batch map updates ({e}): learned flows are written one by one"
+        );
+        true
+    } else {
+        tracing::warn!("flows: batch-writing learned flows: {e}; writing them one by one");
+        false
+    }
 }
 
 /// Writes the gathered learned inserts with one BPF_MAP_UPDATE_BATCH. The batch overwrites, so a key
@@ -1168,19 +1183,18 @@ fn flush_learned(s: &mut SyncDriver) {
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(Seen {
                     last_seen_ns: b.entries[i].last_seen_ns,
-                    id: b.ids[i],
+                    id: entry_id(&b.entries[i]),
                     pass: s.pass,
                 });
                 false
             }
         };
         if b.unsupported || known {
-            write_learned(s, b.keys[i], b.entries[i], b.ids[i]);
+            write_learned(s, b.keys[i], b.entries[i]);
         } else {
             if fresh != i {
                 b.keys[fresh] = b.keys[i];
                 b.entries[fresh] = b.entries[i];
-                b.ids[fresh] = b.ids[i];
             }
             fresh += 1;
         }
@@ -1193,7 +1207,6 @@ fn flush_learned(s: &mut SyncDriver) {
         if let Some(w) = s.writer.as_mut() {
             b.keys.truncate(fresh);
             b.entries.truncate(fresh);
-            b.ids.clear();
             let keys = std::mem::take(&mut b.keys);
             let entries = std::mem::take(&mut b.entries);
             match w.start(keys, entries) {
@@ -1208,33 +1221,19 @@ fn flush_learned(s: &mut SyncDriver) {
         }
     }
     if fresh > 0 {
-        match s
-            .table
-            .insert_batch(&b.keys[..fresh], &b.entries[..fresh], false)
-        {
+        match s.table.insert_batch(&b.keys[..fresh], &b.entries[..fresh]) {
             Ok(_) => {}
             Err(e) => {
-                if matches!(e.raw_os_error(), Some(libc::EINVAL | 524 /* ENOTSUPP */)) {
-                    tracing::info!(
-                        "flows: the kernel refuses batch map updates ({e}): learned flows are written one by one"
-                    );
-                    b.unsupported = true;
-                } else {
-                    tracing::warn!(
-                        "flows: batch-writing learned flows: {e}; writing them one by one"
-                    );
-                }
+                b.unsupported |= batch_refused(&e);
                 // Each write is idempotent: the ones the batch did write are written again.
                 for i in 0..fresh {
-                    let id = FlowId::new(b.entries[i].creator, b.entries[i].id);
-                    write_learned(s, b.keys[i], b.entries[i], id);
+                    write_learned(s, b.keys[i], b.entries[i]);
                 }
             }
         }
     }
     b.keys.clear();
     b.entries.clear();
-    b.ids.clear();
     s.learned = b;
 }
 
@@ -1245,16 +1244,9 @@ fn finish_writes(s: &mut SyncDriver) {
         return;
     };
     if let Err(e) = done.result {
-        if matches!(e.raw_os_error(), Some(libc::EINVAL | 524 /* ENOTSUPP */)) {
-            tracing::info!(
-                "flows: the kernel refuses batch map updates ({e}): learned flows are written one by one"
-            );
-            s.learned.unsupported = true;
-        } else {
-            tracing::warn!("flows: batch-writing learned flows: {e}; writing them one by one");
-        }
+        s.learned.unsupported |= batch_refused(&e);
         for (k, e) in done.keys.iter().zip(&done.entries) {
-            write_learned(s, *k, *e, FlowId::new(e.creator, e.id));
+            write_learned(s, *k, *e);
         }
     }
     // The buffers go round again.

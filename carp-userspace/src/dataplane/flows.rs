@@ -162,18 +162,11 @@ fn lookup_slice(
 }
 
 /// Writes `keys[i] -> values[i]` with BPF_MAP_UPDATE_BATCH (one syscall for the lot instead of one per
-/// flow). With `only_new` (BPF_NOEXIST) the kernel stops at the first key already in the map: the result
-/// is how many were written, so `keys[result]` (if `result < keys.len()`) is present and was not
-/// written. Errors other than that stop (EINVAL or ENOTSUPP before Linux 5.6: the caller falls back to
-/// single updates; ENOMEM/E2BIG: the entries up to the failure may be written).
-fn update_batch(
-    fd: &OwnedFd,
-    keys: &[FlowKey],
-    values: &[FlowEntry],
-    only_new: bool,
-) -> std::io::Result<usize> {
+/// flow), replacing what the map holds; returns how many were written. An error stops it (EINVAL or
+/// ENOTSUPP before Linux 5.6: the caller falls back to single updates; ENOMEM/E2BIG: the entries up to
+/// the failure may be written).
+fn update_batch(fd: &OwnedFd, keys: &[FlowKey], values: &[FlowEntry]) -> std::io::Result<usize> {
     const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
-    const BPF_NOEXIST: u64 = 1;
     let len = keys.len().min(values.len());
     let mut done = 0;
     while done < len {
@@ -183,18 +176,11 @@ fn update_batch(
             values: values[done..].as_ptr() as u64,
             count: chunk as u32,
             map_fd: fd.as_raw_fd() as u32,
-            elem_flags: if only_new { BPF_NOEXIST } else { 0 },
             ..Default::default()
         };
         // SAFETY: the attr points at `chunk` keys and values (FlowKey and FlowEntry are repr(C) without
         // padding, their sizes the map's key and value sizes), alive and unmoved for the call.
-        if let Err(e) = unsafe { super::sys_bpf(BPF_MAP_UPDATE_BATCH, &mut attr) } {
-            let written = (attr.count as usize).min(chunk);
-            if only_new && e.raw_os_error() == Some(libc::EEXIST) {
-                return Ok(done + written);
-            }
-            return Err(e);
-        }
+        unsafe { super::sys_bpf(BPF_MAP_UPDATE_BATCH, &mut attr) }?;
         done += chunk;
     }
     Ok(len)
@@ -232,7 +218,7 @@ impl BatchWriter {
             .spawn(move || {
                 // Ends when the writer (and so `jobs`) is dropped.
                 while let Ok((keys, entries)) = job_rx.recv() {
-                    let result = update_batch(&fd, &keys, &entries, false);
+                    let result = update_batch(&fd, &keys, &entries);
                     if done_tx
                         .send(BatchDone {
                             keys,
@@ -380,17 +366,16 @@ impl FlowTable {
         self.flows.insert(key, entry, 0).map_err(map_err(MAP_FLOWS))
     }
 
-    /// Writes many flows with BPF_MAP_UPDATE_BATCH (see `update_batch`): with `only_new`, stops at the
-    /// first key already present and returns its index (the count written before it). Err if the kernel
-    /// refuses batch updates (before 5.6) or the map is not a hash: write them one by one then.
+    /// Writes many flows with BPF_MAP_UPDATE_BATCH (see `update_batch`), replacing what the map holds.
+    /// Err if the kernel refuses batch updates (before 5.6) or the map is not a hash: write them one by
+    /// one then.
     pub fn insert_batch(
         &mut self,
         keys: &[FlowKey],
         values: &[FlowEntry],
-        only_new: bool,
     ) -> std::io::Result<usize> {
         match &self.batch_fd {
-            Some(fd) => update_batch(fd, keys, values, only_new),
+            Some(fd) => update_batch(fd, keys, values),
             None => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
         }
     }

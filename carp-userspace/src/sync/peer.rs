@@ -586,9 +586,7 @@ impl SyncEngine {
         let mut v: Vec<u32> = self
             .heard
             .iter()
-            .filter(|&(_, &t)| {
-                now.as_nanos().saturating_sub(t.as_nanos()) <= within.as_nanos() as u64
-            })
+            .filter(|&(_, &t)| now.saturating_duration_since(t) <= within)
             .map(|(&id, _)| id)
             .collect();
         v.sort_unstable();
@@ -666,9 +664,7 @@ impl SyncEngine {
         self.bulk_in = BulkState::Done { complete };
         self.bulk_rx = None;
         if let Some(t) = self.bulk_asked_at.take() {
-            self.bulk_took = Some(Duration::from_nanos(
-                now.as_nanos().saturating_sub(t.as_nanos()),
-            ));
+            self.bulk_took = Some(now.saturating_duration_since(t));
         }
         if complete {
             self.counters.bulk_received += 1;
@@ -962,10 +958,9 @@ impl SyncEngine {
             // One transfer at a time; a second requester gets the rest of this one and retries.
             return;
         }
-        let again_soon = self.bulk_out_ended.is_some_and(|t| {
-            now.as_nanos().saturating_sub(t.as_nanos())
-                < 2 * self.config.request_interval.as_nanos() as u64
-        });
+        let again_soon = self
+            .bulk_out_ended
+            .is_some_and(|t| now.saturating_duration_since(t) < 2 * self.config.request_interval);
         self.bulk_slowdown = if again_soon {
             (self.bulk_slowdown + 1).min(6)
         } else {
@@ -1242,6 +1237,23 @@ mod tests {
             .collect()
     }
 
+    /// Runs a bulk transfer from `a` to `b` to its end, one pacing tick (20 ms) at a time, starting
+    /// with `wire` (a's answer to the request); returns b's demotion changes.
+    fn run_bulk(
+        a: &mut SyncEngine,
+        b: &mut SyncEngine,
+        mut now: Time,
+        mut wire: Vec<SyncAction>,
+    ) -> Vec<i32> {
+        let mut released = Vec::new();
+        while !wire.is_empty() {
+            released.extend(demotes(&deliver(b, now, &wire)));
+            now += Duration::from_millis(20);
+            wire = a.handle(now, SyncEvent::Timer);
+        }
+        released
+    }
+
     fn deliver(to: &mut SyncEngine, now: Time, actions: &[SyncAction]) -> Vec<SyncAction> {
         let mut out = Vec::new();
         for b in sent(actions) {
@@ -1495,18 +1507,12 @@ mod tests {
         let req = b.handle(T0, SyncEvent::Start);
         assert_eq!(demotes(&req), vec![32]);
         assert_eq!(decode(&req), vec![Message::UpdReq(FlowId::BULK)]);
-        let mut now = T0;
-        let mut wire = a.handle(now, SyncEvent::Packet(sent(&req)[0]));
+        let wire = a.handle(T0, SyncEvent::Packet(sent(&req)[0]));
         assert!(matches!(
             decode(&wire)[0],
             Message::BulkStart { flows: 100 }
         ));
-        let mut released = Vec::new();
-        while !wire.is_empty() {
-            released.extend(demotes(&deliver(&mut b, now, &wire)));
-            now += Duration::from_millis(20);
-            wire = a.handle(now, SyncEvent::Timer);
-        }
+        let released = run_bulk(&mut a, &mut b, T0, wire);
         assert_eq!(released, vec![-32]);
         assert_eq!(b.bulk_state(), BulkState::Done { complete: true });
         assert_eq!(a.table(), b.table());
@@ -1548,13 +1554,8 @@ mod tests {
         assert!(b.table().len() < a.table().len());
         assert_eq!(decode(&again), vec![Message::UpdReq(FlowId::BULK)]);
         // The second transfer arrives whole.
-        let mut wire = a.handle(now, SyncEvent::Packet(sent(&again)[0]));
-        let mut released = Vec::new();
-        while !wire.is_empty() {
-            released.extend(demotes(&deliver(&mut b, now, &wire)));
-            now += Duration::from_millis(20);
-            wire = a.handle(now, SyncEvent::Timer);
-        }
+        let wire = a.handle(now, SyncEvent::Packet(sent(&again)[0]));
+        let released = run_bulk(&mut a, &mut b, now, wire);
         assert_eq!(released, vec![-32]);
         assert_eq!(b.bulk_state(), BulkState::Done { complete: true });
         assert_eq!(a.table(), b.table());

@@ -285,22 +285,10 @@ impl AsRawFd for SyncSocket {
     }
 }
 
+/// Sets a socket buffer size with the FORCE variant of `opt` (past net.core.[rw]mem_max).
 fn force_buffer(fd: RawFd, opt: libc::c_int, bytes: usize) -> io::Result<()> {
     let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: setsockopt with a valid int option value and its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            opt,
-            (&v as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    set_int_opt(fd, libc::SOL_SOCKET, opt, v)
 }
 
 /// How many packets from `start` on make one GSO send: equal sizes, the last no larger, within the

@@ -171,7 +171,7 @@ fn main() -> Result<()> {
     let (keys, entries): (Vec<FlowKey>, Vec<FlowEntry>) = (0..n).map(|i| flow(i, now)).unzip();
     let t = Instant::now();
     let written = table
-        .insert_batch(&keys, &entries, false)
+        .insert_batch(&keys, &entries)
         .context("BPF_MAP_UPDATE_BATCH into gw1's carp_flows")?;
     let fill = t.elapsed();
     ensure!(written == n as usize, "wrote {written} of {n} flows");
