@@ -1,5 +1,7 @@
 //! carp-xdp's controller library: the CARP wire format, advert authentication, the sans-IO election
-//! engine and its simulator. The binaries `carpd` and `carpctl` are thin shells around it.
+//! engine, flow replication's protocol core, the config front ends, the control protocol and carpd
+//! itself. The binaries `carpd` and `carpctl` are thin shells around it; the simulator is its own
+//! crate (`carp-sim`).
 //!
 //! Where to look:
 //! - `wire::advert`: the 36-byte CARP header (checked view + `Repr`), checksum.
@@ -7,12 +9,14 @@
 //! - `balance`: carpnodes load balancing: the reference bucket hashes and the `carp_balance` value.
 //! - `auth`: the HMAC-SHA1 key and input (spec §2), replay cookie and loop detection (spec §3).
 //! - `engine`: the election rules (spec §4), one state machine per vhid, and interface-group demotion.
-//! - `config`: carpd's TOML configuration, validated with file:line:key errors.
-//! - `control`: the control-socket protocol between carpd and carpctl (requests, reports, client).
-//! - `daemon`: carpd itself: the engine driven by real time, the XDP dataplane, netlink and AF_PACKET.
-//! - `sim`: a deterministic N-node simulator over virtual time.
+//! - `config`: carpd's configuration: the TOML file, the ifconfig-line front end (`config::ifconfig`),
+//!   the `[pfsync]`/`[flows]` sections (`config::sync`) and `[[track]]` (`config::track`), validated
+//!   with file:line:key errors.
+//! - `control`: the control-socket protocol between carpd and carpctl (requests, every report shape,
+//!   their text, JSON and metrics renderings, the client).
+//! - `daemon`: carpd itself: the engine driven by real time, the XDP dataplane, netlink and AF_PACKET,
+//!   the sync driver (`daemon::sync`: transport, flow map) and the `[[track]]` checkers.
 //! - `sync`: pfsync-style flow-state replication, sans-IO: wire format, HMAC, merge rules, engine.
-//! - `track`: `[[track]]` health checks that demote an interface group while they fail.
 //! - `ifreq`: interface ioctls (MAC, MTU, flags, multicast list) in the process's own namespace.
 
 pub mod auth;
@@ -22,9 +26,6 @@ pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod engine;
-pub mod ifconfig;
 pub mod ifreq;
-pub mod sim;
 pub mod sync;
-pub mod track;
 pub mod wire;

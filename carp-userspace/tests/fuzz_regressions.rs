@@ -4,8 +4,8 @@
 use carp::{
     auth::{AuthContext, AuthInput, Key},
     config::Config,
+    config::ifconfig::{parse_ifconfig_args, parse_ifconfig_line},
     engine::Time,
-    ifconfig::{parse_ifconfig_args, parse_ifconfig_line},
     sync::{PacketRepr, SyncConfig, SyncEngine, SyncEvent, SyncKey, seal_raw},
     wire::ip::{Encap, emit_frame, receive_frame},
 };

@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use carp::ifconfig::{
+use carp::config::ifconfig::{
     DemoteChange, IfconfigCommand, IfconfigError, IfconfigSpec, parse_carpnodes,
     parse_ifconfig_args, parse_ifconfig_line,
 };
@@ -855,7 +855,7 @@ fn arb_spec() -> impl Strategy<Value = IfconfigSpec> {
     ];
     // A name that is itself a keyword ("up", "vhid", ...) is read as a missing value, by design.
     let not_keyword = |s: &String| {
-        !carp::ifconfig::VALUE_KEYWORDS.contains(&s.as_str()) && s != "up" && s != "down"
+        !carp::config::ifconfig::VALUE_KEYWORDS.contains(&s.as_str()) && s != "up" && s != "down"
     };
     let name = "[a-z][a-z0-9._-]{0,14}".prop_filter("not a keyword", not_keyword);
     let group = "[a-z][a-z0-9_-]{0,13}[a-z_]".prop_filter("not a keyword", not_keyword);

@@ -1,7 +1,7 @@
 //! Fuzzes the OpenBSD ifconfig carp syntax: a line either parses or fails with a message; a parsed line
 //! renders back to a canonical line that parses to the same spec.
 #![no_main]
-use carp::ifconfig::{parse_ifconfig_args, parse_ifconfig_line};
+use carp::config::ifconfig::{parse_ifconfig_args, parse_ifconfig_line};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

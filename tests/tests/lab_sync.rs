@@ -6,11 +6,11 @@
 //! lifts the +32 demotion) before it takes MASTER back, and the streams live on. Forged, truncated and
 //! replayed sync packets are rejected and counted. Real carpd processes; root only.
 use carp::{
-    control::{Request, Response, call},
-    sync::{
-        Message, PacketRepr, SyncKey,
+    control::{
+        Request, Response, call,
         report::{FlowsReport, SyncReport},
     },
+    sync::{Message, PacketRepr, SyncKey},
 };
 use carp_common::maps::{FLOW_MODE_OFF, FLOW_MODE_STATEFUL, FLOW_MODE_TRACK};
 use carp_tests::{

@@ -4,7 +4,7 @@
 //! loses nothing. Needs root.
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use carp::sync::transport::{MAX_DATAGRAM, SyncSocket};
+use carp::daemon::sync::transport::{MAX_DATAGRAM, SyncSocket};
 use carp_tests::{netns::Netns, require_root};
 
 const PORT: u16 = 18260;

@@ -122,7 +122,7 @@ fn run_release(package: &str, bin: &str, args: &[&str]) -> Result<()> {
 }
 
 fn cargo_sim(args: &[&str]) -> Result<()> {
-    run_release("carp-userspace", "carp-sim", args)
+    run_release("carp-sim", "carp-sim", args)
 }
 
 fn sim(args: &[String]) -> Result<()> {

@@ -6,7 +6,7 @@
 //! (first as inserts into an empty table, then again as merges into a full one), and the bytes on the
 //! wire per flow for full (INS/UPD) and compressed (UPD_C) updates at the chosen MTU.
 //!
-//! With `--udp` it also runs the protocol over the real transport (`carp::sync::transport::SyncSocket`,
+//! With `--udp` it also runs the protocol over the real transport (`carp::daemon::sync::transport::SyncSocket`,
 //! two sockets on `lo`, TTL 255 checked on receipt): a bulk transfer of N flows, receiver-limited (the
 //! sender's next batch goes out once the receiver has drained the previous one, so no datagram is lost
 //! to a full socket buffer; both ends run on this one thread), and the replication lag of new flows
@@ -275,10 +275,9 @@ fn main() {
 /// The protocol over the real UDP transport on `lo`.
 mod udp {
     use super::{Args, flow, key};
+    use carp::daemon::sync::transport::SyncSocket;
     use carp::engine::Time;
-    use carp::sync::{
-        BulkState, FlowId, FlowOp, SyncAction, SyncEngine, SyncEvent, transport::SyncSocket,
-    };
+    use carp::sync::{BulkState, FlowId, FlowOp, SyncAction, SyncEngine, SyncEvent};
     use std::collections::HashMap;
     use std::net::{Ipv4Addr, SocketAddrV4};
     use std::time::{Duration, Instant};

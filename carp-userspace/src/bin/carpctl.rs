@@ -10,11 +10,11 @@ use std::{
 };
 
 use carp::{
+    config::ifconfig::{IfconfigCommand, IfconfigSpec, parse_ifconfig_args},
     control::{
         self, CountersReport, DemoteOp, ForceTo, GroupStatus, Request, Response, SYSCTLS, Setting,
         StatusReport, check_adv, parse_sysctl_value, table, unknown_sysctl,
     },
-    ifconfig::{IfconfigCommand, IfconfigSpec, parse_ifconfig_args},
 };
 use clap::{CommandFactory, Parser, Subcommand};
 
@@ -295,12 +295,12 @@ fn run(socket: &Path, command: Cmd) -> Result<(), String> {
         }
         Cmd::Sync { json } => match call(socket, &Request::Sync)? {
             Response::Sync(r) if json => print_json(&r),
-            Response::Sync(r) => print!("{}", carp::sync::report::sync_text(&r)),
+            Response::Sync(r) => print!("{}", carp::control::report::sync_text(&r)),
             r => return Err(unexpected(&r)),
         },
         Cmd::Flows { json } => match call(socket, &Request::Flows)? {
             Response::Flows(r) if json => print_json(&r),
-            Response::Flows(r) => print!("{}", carp::sync::report::flows_table(&r)),
+            Response::Flows(r) => print!("{}", carp::control::report::flows_table(&r)),
             r => return Err(unexpected(&r)),
         },
         Cmd::Restart => done(call(socket, &Request::Restart)?)?,

@@ -2,7 +2,7 @@
 //!
 //! What this module owns: the root-only Unix socket (mode 0600, peers checked with SO_PEERCRED),
 //! one task per connection that reads one JSON request line and writes one JSON response line, the
-//! OpenMetrics responder (`--metrics ADDR`), starting the `[[track]]` checkers (`crate::track`),
+//! OpenMetrics responder (`--metrics ADDR`), starting the `[[track]]` checkers (`crate::config::track`, run by `crate::daemon::track`),
 //! systemd's READY=1 notification, and the daemon's
 //! answers to each request (`Daemon::on_control`). The tasks never touch the engine: they pass a
 //! `Msg` over an mpsc channel to the main loop, which owns the engine and replies on a oneshot, so a
@@ -66,7 +66,7 @@ impl Server {
     pub fn start(
         path: &Path,
         metrics: Option<SocketAddr>,
-        tracks: &[crate::track::TrackConfig],
+        tracks: &[crate::config::track::TrackConfig],
     ) -> Result<Server> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -98,7 +98,7 @@ impl Server {
             tracing::info!("metrics at http://{addr}/metrics");
         }
         // Trackers talk to the main loop exactly as carpctl does (`carpctl demote GROUP +N`).
-        tasks.extend(crate::track::spawn(tracks, tx));
+        tasks.extend(super::track::spawn(tracks, tx));
         tracing::info!("control socket {}", path.display());
         notify_ready();
         Ok(Server {
@@ -251,7 +251,7 @@ async fn serve_metrics(mut stream: TcpStream, tx: mpsc::Sender<Msg>) {
             (Response::Status(s), Response::Counters(c)) => {
                 let mut text = render_metrics(&s, &c);
                 if let Response::Sync(r) = ask(&tx, Request::Sync).await {
-                    crate::sync::report::append_metrics(&mut text, &r);
+                    crate::control::report::append_metrics(&mut text, &r);
                 }
                 (
                     "200 OK",

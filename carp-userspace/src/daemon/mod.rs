@@ -38,6 +38,7 @@ pub mod privs;
 pub mod ratelog;
 pub mod standby;
 pub mod sync;
+pub mod track;
 
 use std::{
     collections::HashMap,

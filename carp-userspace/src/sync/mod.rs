@@ -11,12 +11,8 @@
 //! which closes pfsync's "anyone on the link can insert states" hole (spec §8, "Security").
 
 pub mod auth;
-pub mod config;
-pub mod flowmap;
 pub mod peer;
-pub mod report;
 pub mod state;
-pub mod transport;
 pub mod wire;
 
 pub use auth::{KeyError, REPLAY_WINDOW, ReplayWindow, SyncKey, TAG_LEN};

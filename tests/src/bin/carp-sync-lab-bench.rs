@@ -13,9 +13,9 @@
 //! Usage: `carp-sync-lab-bench [--flows N] [--rounds R] [--sync-mtu BYTES] [--json-out FILE]`.
 use anyhow::{Context, Result, bail, ensure};
 use carp::{
+    control::report::SyncReport,
     control::{Request, Response, call},
     dataplane::flows::FlowTable,
-    sync::report::SyncReport,
 };
 use carp_common::maps::{FlowEntry, FlowKey, FlowTcpState};
 use carp_tests::{

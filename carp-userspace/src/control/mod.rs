@@ -15,6 +15,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+pub mod report;
+
 /// Where carpd listens and carpctl connects by default.
 pub const DEFAULT_SOCKET: &str = "/run/carp/carpd.sock";
 /// The longest request or response line accepted (a status of 255 vhids fits easily).
@@ -120,9 +122,9 @@ pub enum Response {
     /// Answer to `Groups` and `Demote`.
     Groups(Vec<GroupStatus>),
     /// Answer to `Sync`.
-    Sync(crate::sync::report::SyncReport),
+    Sync(report::SyncReport),
     /// Answer to `Flows`.
-    Flows(crate::sync::report::FlowsReport),
+    Flows(report::FlowsReport),
     /// Answer to `Sysctl`: the value after the request.
     Sysctl {
         /// The full name.

@@ -16,7 +16,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::engine::{
+use carp::engine::{
     Action, Advert, DropReason, ForcedState, Host, HostEvent, MasterDownMode, State, Time,
     VhidConfig,
 };

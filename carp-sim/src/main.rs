@@ -1,11 +1,11 @@
-//! carp-sim: runs one of the built-in deterministic CARP scenarios (`carp::sim`) and prints its
+//! carp-sim: runs one of the built-in deterministic CARP scenarios (`carp_sim`) and prints its
 //! timeline and a summary. `cargo xtask sim SCENARIO` wraps this binary.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use carp::sim::{Sim, scenario, scenarios};
+use carp_sim::{Sim, scenario, scenarios};
 
 /// Command line of carp-sim.
 #[derive(Parser, Debug)]

@@ -23,7 +23,7 @@ use std::{
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::config::PfsyncConfig;
+use crate::config::sync::PfsyncConfig;
 
 /// The TTL every sync packet is sent with and must arrive with (a packet from beyond the link has a lower one).
 pub const SYNC_TTL: u8 = 255;

@@ -36,6 +36,7 @@ use carp_common::maps::{
 use tokio::io::{Interest, unix::AsyncFd};
 
 use super::{Daemon, monotonic, netlink::LinkEvent};
+
 use crate::dataplane::{
     flows::{BatchWriter, DeferredFrame, ScanCursor},
     reinject,
@@ -43,7 +44,10 @@ use crate::dataplane::{
 };
 use crate::{
     config::Config,
-    control::Response,
+    control::{
+        Response,
+        report::{DataplaneFlowCounters, FlowRow, FlowsReport, SyncReport},
+    },
     dataplane::{
         flows::{FlowDev, FlowTable},
         if_index,
@@ -51,11 +55,14 @@ use crate::{
     engine::{HostEvent, Time},
     sync::{
         BulkState, FlowId, FlowOp, SeededFlowHash, SyncAction, SyncConfig, SyncEngine, SyncEvent,
-        SyncKey, flowmap,
-        report::{DataplaneFlowCounters, FlowRow, FlowsReport, SyncReport},
-        transport::{MAX_DATAGRAM, SyncSocket},
+        SyncKey,
     },
 };
+
+pub mod flowmap;
+pub mod transport;
+
+use transport::{MAX_DATAGRAM, SyncSocket};
 
 /// How often the flow table is scanned for traffic to report and flows to expire.
 const SCAN_INTERVAL: Duration = Duration::from_secs(1);

@@ -28,7 +28,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::config::{ConfigError, InterfaceConfig};
+use super::{ConfigError, InterfaceConfig};
 
 /// The UDP port sync packets go to by default.
 pub const DEFAULT_PORT: u16 = 8240;

@@ -19,6 +19,10 @@ use toml::Spanned;
 
 use crate::auth::Key;
 
+pub mod ifconfig;
+pub mod sync;
+pub mod track;
+
 /// Default config file path.
 pub const DEFAULT_CONFIG: &str = "/etc/carp/carp.toml";
 
@@ -282,14 +286,14 @@ pub struct Config {
     /// The carp interfaces, in file order.
     #[serde(rename = "interface")]
     pub interfaces: Vec<InterfaceConfig>,
-    /// Health trackers (`[[track]]`, see `crate::track`).
+    /// Health trackers (`[[track]]`, see `crate::config::track`, run by `crate::daemon::track`).
     #[serde(rename = "track", skip_serializing_if = "Vec::is_empty")]
-    pub tracks: Vec<crate::track::TrackConfig>,
-    /// Flow replication (`[pfsync]`, see `crate::sync::config`).
+    pub tracks: Vec<track::TrackConfig>,
+    /// Flow replication (`[pfsync]`, see `crate::config::sync`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pfsync: Option<crate::sync::config::PfsyncConfig>,
+    pub pfsync: Option<sync::PfsyncConfig>,
     /// The flow table (`[flows]`).
-    pub flows: crate::sync::config::FlowsConfig,
+    pub flows: sync::FlowsConfig,
 }
 
 impl Config {
@@ -350,10 +354,8 @@ impl Config {
             }
             interfaces.push(iface);
         }
-        let tracks =
-            crate::track::validate(path, text, raw.track.unwrap_or_default(), &interfaces)?;
-        let (pfsync, flows) =
-            crate::sync::config::validate(path, text, raw.pfsync, raw.flows, &interfaces)?;
+        let tracks = track::validate(path, text, raw.track.unwrap_or_default(), &interfaces)?;
+        let (pfsync, flows) = sync::validate(path, text, raw.pfsync, raw.flows, &interfaces)?;
         Ok(Config {
             file: path.into(),
             carp,
@@ -386,9 +388,9 @@ impl Config {
 struct RawConfig {
     carp: Option<RawCarp>,
     interface: Option<Vec<Spanned<RawInterface>>>,
-    track: Option<Vec<Spanned<crate::track::RawTrack>>>,
-    pfsync: Option<Spanned<crate::sync::config::RawPfsync>>,
-    flows: Option<Spanned<crate::sync::config::RawFlows>>,
+    track: Option<Vec<Spanned<track::RawTrack>>>,
+    pfsync: Option<Spanned<sync::RawPfsync>>,
+    flows: Option<Spanned<sync::RawFlows>>,
 }
 
 #[derive(Deserialize)]
@@ -760,7 +762,7 @@ impl Cx<'_> {
         raw: &mut RawInterface,
     ) -> Result<(), ConfigError> {
         let span = line.span();
-        let spec = crate::ifconfig::parse_ifconfig_line(line.get_ref())
+        let spec = ifconfig::parse_ifconfig_line(line.get_ref())
             .map_err(|m| self.err(&span, format!("{ctx}: ifconfig: {m}")))?;
         macro_rules! set {
             ($field:ident, $key:literal, $value:expr) => {
@@ -847,7 +849,7 @@ pub fn read_secret_bytes(path: &Path) -> Result<Vec<u8>, String> {
 /// after the commas are allowed too); nodes come back sorted by vhid (the first is the leader).
 pub fn parse_carpnodes(s: &str) -> Result<Vec<(u8, u8)>, String> {
     let compact: Vec<&str> = s.split(',').map(str::trim).collect();
-    crate::ifconfig::parse_carpnodes(&compact.join(",")).map_err(|e| e.to_string())
+    ifconfig::parse_carpnodes(&compact.join(",")).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

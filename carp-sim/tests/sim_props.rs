@@ -1,5 +1,5 @@
 //! Simulator properties under random fault schedules, and fixed-seed regression tests of every
-//! built-in scenario (`carp::sim::scenarios`).
+//! built-in scenario (`carp_sim::scenarios`).
 //!
 //! The properties: once faults stop (time `t_f`), (a) within master-down plus one advert interval
 //! exactly one node is MASTER per vhid and stays so, (b) with preempt on that node is the preferred
@@ -14,7 +14,7 @@ use proptest::prelude::*;
 use carp::engine::{
     ForcedState, MasterDownMode, State, Time, advert_interval, master_down_interval, reason,
 };
-use carp::sim::{IfaceSpec, LinkParams, NodeSpec, Op, Scenario, Sim, scenario, scenarios};
+use carp_sim::{IfaceSpec, LinkParams, NodeSpec, Op, Scenario, Sim, scenario, scenarios};
 
 /// A fault as generated (nodes are indices).
 #[derive(Clone, Debug)]

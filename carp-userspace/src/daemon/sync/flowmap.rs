@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use carp_common::maps::{self as km, FLOW_LEARNED, FlowTcpState};
 
-use super::state::{ConnState, Endpoint, FlowId, FlowKey, FlowState, Peer};
+use crate::sync::state::{ConnState, Endpoint, FlowId, FlowKey, FlowState, Peer};
 
 /// Idle timeout of a flow by protocol and state, in ms (pf's defaults: tcp.first 120 s,
 /// tcp.opening 30 s, tcp.established 24 h, tcp.closing 900 s, tcp.finwait 45 s, tcp.closed 90 s,
