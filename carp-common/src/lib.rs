@@ -7,3 +7,4 @@
 
 pub mod maps;
 pub mod proto;
+pub mod vrrp;

@@ -11,6 +11,9 @@
 
 pub mod advert;
 pub mod ip;
+pub mod vrrp;
+pub mod vrrp2;
+pub mod vrrp3;
 
 pub use advert::{AdvertPacket, AdvertRepr};
 pub use ip::{EthAdvert, IpAdvert, IpFacts};
