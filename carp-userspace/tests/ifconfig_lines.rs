@@ -890,12 +890,18 @@ fn arb_spec() -> impl Strategy<Value = IfconfigSpec> {
             prop::option::of(68u32..=65535),
             prop::option::of(any::<u8>()),
         ),
+        (
+            prop::option::of(2u8..=3),
+            prop::option::of(1u8..=255),
+            prop::option::of(1u16..=4095),
+        ),
     )
         .prop_map(
             |(
                 (addresses, (vhid, advskew, carpnodes), advbase, pass),
                 (carpdev, carppeer, balancing, state),
                 (description, groups, up, lladdr, mtu, carpdemote),
+                (carpver, vrrpprio, vrrpinterval),
             )| IfconfigSpec {
                 addresses,
                 vhid,
@@ -913,6 +919,9 @@ fn arb_spec() -> impl Strategy<Value = IfconfigSpec> {
                 lladdr,
                 mtu,
                 carpdemote,
+                carpver,
+                vrrpprio,
+                vrrpinterval,
             },
         )
 }

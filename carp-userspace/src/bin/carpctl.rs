@@ -451,8 +451,14 @@ fn ifconfig_request(cmd: IfconfigCommand) -> Result<Option<Request>, String> {
         lladdr,
         mtu,
         carpdemote,
+        carpver,
+        vrrpprio,
+        vrrpinterval,
     } = spec;
     let fixed = [
+        ("carpver", carpver.is_some()),
+        ("vrrpprio", vrrpprio.is_some()),
+        ("vrrpinterval", vrrpinterval.is_some()),
         ("addresses", !addresses.is_empty()),
         ("vhid", vhid.is_some()),
         ("carpdev", carpdev.is_some()),

@@ -69,6 +69,12 @@ pub struct IfconfigSpec {
     pub mtu: Option<u32>,
     /// `carpdemote N`: this interface's own demote counter (a carp-xdp extension; OpenBSD only has `-g`).
     pub carpdemote: Option<u8>,
+    /// FreeBSD's `carpver 2|3`: 2 is CARP, 3 is VRRPv3.
+    pub carpver: Option<u8>,
+    /// FreeBSD's `vrrpprio N`, 1..=255 (the VRRP priority).
+    pub vrrpprio: Option<u8>,
+    /// FreeBSD's `vrrpinterval N`, centiseconds 1..=4095.
+    pub vrrpinterval: Option<u16>,
 }
 
 /// What a `carpctl ifconfig ...` argument list asks for.
@@ -307,8 +313,11 @@ struct PendingAddr {
 }
 
 /// Keywords that take a value; used to spot a missing value ("carpdev vhid 1").
-pub const VALUE_KEYWORDS: [&str; 17] = [
+pub const VALUE_KEYWORDS: [&str; 20] = [
     "vhid",
+    "carpver",
+    "vrrpprio",
+    "vrrpinterval",
     "advbase",
     "advskew",
     "pass",
@@ -637,6 +646,28 @@ impl<'a> Parser<'a> {
                     " (IPv4 needs at least 68; an IP packet is at most 65535 bytes)",
                 )?;
                 self.spec.mtu = Some(u32::try_from(n).unwrap_or(u32::MAX));
+                Ok(())
+            }
+            // FreeBSD's VRRPv3 keywords (sbin/ifconfig/carp.c since FreeBSD 15).
+            "carpver" => {
+                self.once("carpver", &tok)?;
+                let v = self.value(&tok, "2 (CARP) or 3 (VRRPv3)")?;
+                let n = number(&v, "carpver", 2, 3, " (2 = CARP, 3 = VRRPv3)")?;
+                self.spec.carpver = Some(to_u8(n));
+                Ok(())
+            }
+            "vrrpprio" => {
+                self.once("vrrpprio", &tok)?;
+                let v = self.value(&tok, "a number 1..=255")?;
+                let n = number(&v, "vrrpprio", 1, 255, " (255 = address owner)")?;
+                self.spec.vrrpprio = Some(to_u8(n));
+                Ok(())
+            }
+            "vrrpinterval" => {
+                self.once("vrrpinterval", &tok)?;
+                let v = self.value(&tok, "centiseconds 1..=4095")?;
+                let n = number(&v, "vrrpinterval", 1, 4095, " (centiseconds, 12 bits)")?;
+                self.spec.vrrpinterval = Some(u16::try_from(n).unwrap_or(u16::MAX));
                 Ok(())
             }
             "carpdemote" => {
@@ -1289,6 +1320,15 @@ impl fmt::Display for IfconfigSpec {
         }
         if let Some(v) = self.carpdemote {
             word(f, "carpdemote", Some(&v.to_string()))?;
+        }
+        if let Some(v) = self.carpver {
+            word(f, "carpver", Some(&v.to_string()))?;
+        }
+        if let Some(v) = self.vrrpprio {
+            word(f, "vrrpprio", Some(&v.to_string()))?;
+        }
+        if let Some(v) = self.vrrpinterval {
+            word(f, "vrrpinterval", Some(&v.to_string()))?;
         }
         if let Some(v) = &self.description {
             word(f, "description", Some(v))?;

@@ -22,6 +22,7 @@ use crate::auth::Key;
 pub mod ifconfig;
 pub mod sync;
 pub mod track;
+pub mod vrrp;
 
 /// Default config file path.
 pub const DEFAULT_CONFIG: &str = "/etc/carp/carp.toml";
@@ -235,6 +236,9 @@ pub struct InterfaceConfig {
     /// Hook run on leaving MASTER: `<script> <carpif> <state> <vip...>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub down_script: Option<PathBuf>,
+    /// VRRP settings when `protocol` is vrrp3 or vrrp2 (`vhid` is then the VRID); `None` for CARP.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub vrrp: Option<vrrp::VrrpConfig>,
 }
 
 fn carpnodes_str<S: serde::Serializer>(nodes: &[CarpNode], s: S) -> Result<S::Ok, S::Error> {
@@ -421,6 +425,15 @@ struct RawInterface {
     up_script: Option<Spanned<String>>,
     down_script: Option<Spanned<String>>,
     ifconfig: Option<Spanned<String>>,
+    // VRRP keys, validated in `vrrp.rs`.
+    protocol: Option<Spanned<String>>,
+    vrid: Option<Spanned<i64>>,
+    priority: Option<Spanned<i64>>,
+    interval: Option<Spanned<i64>>,
+    preempt: Option<Spanned<bool>>,
+    accept_mode: Option<Spanned<bool>>,
+    unicast_peers: Option<Spanned<Vec<String>>>,
+    checksum: Option<Spanned<String>>,
 }
 
 struct Cx<'a> {
@@ -484,6 +497,7 @@ impl Cx<'_> {
             self.merge_ifconfig(&ctx, &line, &mut raw)?;
         }
         let name_span = name.span();
+        let vrrp = self.take_vrrp(&ctx, &name_span, &mut raw)?;
         let missing = |key: &str| self.err(&name_span, format!("{ctx}: {key} is missing"));
 
         let carpdev = raw.carpdev.as_ref().ok_or_else(|| missing("carpdev"))?;
@@ -743,6 +757,7 @@ impl Cx<'_> {
             carpnodes,
             up_script: script(&raw.up_script, "up_script")?,
             down_script: script(&raw.down_script, "down_script")?,
+            vrrp,
         })
     }
 
@@ -793,6 +808,13 @@ impl Cx<'_> {
         set!(balancing, "balancing", spec.balancing);
         set!(state, "state", spec.state);
         set!(description, "description", spec.description);
+        set!(
+            protocol,
+            "carpver",
+            spec.carpver.map(vrrp::carpver_protocol)
+        );
+        set!(priority, "vrrpprio", spec.vrrpprio.map(i64::from));
+        set!(interval, "vrrpinterval", spec.vrrpinterval.map(i64::from));
         set!(
             carpnodes,
             "carpnodes",

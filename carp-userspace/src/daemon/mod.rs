@@ -91,6 +91,7 @@ pub struct Options {
 
 /// Runs the daemon until a planned stop (Ok) or a start-up failure (Err, nothing left half-started).
 pub fn run(config: Config, options: Options) -> Result<()> {
+    crate::config::vrrp::refuse_in_daemon(&config).map_err(anyhow::Error::msg)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -947,7 +948,16 @@ impl Daemon {
     /// advskew, state, description or hooks is applied in place (state kept); any other change
     /// (carpdev, vhid, pass, addresses, peer, groups) re-creates that interface; removed ones go away.
     async fn reload(&mut self) {
-        let new = match Config::load(&self.options.config_path) {
+        let new = match Config::load(&self.options.config_path).and_then(|c| {
+            crate::config::vrrp::refuse_in_daemon(&c).map_err(|message| {
+                crate::config::ConfigError {
+                    file: c.file.clone(),
+                    line: None,
+                    message,
+                }
+            })?;
+            Ok(c)
+        }) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("SIGHUP: keeping the running config: {e}");
