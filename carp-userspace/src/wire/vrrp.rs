@@ -369,7 +369,7 @@ mod tests {
     #[test]
     fn lookup_not_run_for_bad_checksum() {
         let mut p = v3();
-        p[3] ^= 0x10;
+        p[2] ^= 0x10;
         let e = check_vrrp(&facts(255), &p, |_| panic!("lookup before checksum"));
         assert_eq!(e.unwrap_err(), VrrpRejection::BadSum);
     }
