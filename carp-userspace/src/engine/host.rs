@@ -51,6 +51,13 @@ pub enum HostEvent {
         /// The advert.
         advert: Advert,
     },
+    /// A validated VRRP advert arrived on `carpdev` (routed to the VRRP vhid with its VRID).
+    VrrpAdvert {
+        /// Parent interface it arrived on.
+        carpdev: String,
+        /// The advert.
+        advert: super::VrrpAdvertIn,
+    },
     /// A deadline from `Host::next_deadline` was reached.
     Timer,
     /// A carpdev's link changed.
@@ -206,6 +213,16 @@ impl Host {
                     .position(|i| i.carpdev == carpdev && i.vhid.config().vhid == advert.vhid);
                 if let Some(i) = target {
                     self.feed(now, i, Event::Advert(advert), &mut out);
+                }
+            }
+            HostEvent::VrrpAdvert { carpdev, advert } => {
+                let target = self.ifaces.iter().position(|i| {
+                    i.carpdev == carpdev
+                        && i.vhid.config().vhid == advert.vrid
+                        && i.vhid.config().vrrp.is_some()
+                });
+                if let Some(i) = target {
+                    self.feed(now, i, Event::VrrpAdvert(advert), &mut out);
                 }
             }
             HostEvent::Timer => {

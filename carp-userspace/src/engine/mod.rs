@@ -11,6 +11,7 @@ mod demote;
 mod host;
 mod time;
 mod timing;
+pub mod vrrp;
 
 pub use demote::{DEFAULT_GROUP, DemoteChange, Groups};
 pub use host::{CarpIf, Host, HostAction, HostEvent};
@@ -18,6 +19,7 @@ pub use time::Time;
 pub use timing::{
     MasterDownMode, advert_interval, going_to_time_out_threshold, master_down_interval, preference,
 };
+pub use vrrp::{VrrpAdvertIn, VrrpElection};
 
 use std::fmt;
 use std::net::IpAddr;
@@ -72,6 +74,8 @@ pub struct VhidConfig {
     pub own_addrs: Vec<IpAddr>,
     /// The constant replay cookie sent as the counter of every advert (OpenBSD model, spec §3).
     pub cookie: [u8; 8],
+    /// Run VRRP's election (`engine::vrrp`) instead of CARP's; `vhid` is then the VRID.
+    pub vrrp: Option<VrrpElection>,
 }
 
 impl VhidConfig {
@@ -86,6 +90,7 @@ impl VhidConfig {
             ucarp_tiebreak: false,
             own_addrs: Vec::new(),
             cookie,
+            vrrp: None,
         }
     }
 
@@ -156,6 +161,8 @@ pub enum Event {
     LinkDown,
     /// A valid advert (HMAC already checked by the caller) arrived on the carpdev.
     Advert(Advert),
+    /// A valid VRRP advert (wire checks done by `wire::vrrp::check_vrrp`) for a VRRP vhid.
+    VrrpAdvert(VrrpAdvertIn),
     /// A deadline from `next_deadline()` has been reached.
     Timer,
     /// The demote byte of this interface is now `demote`; `advertise` asks a MASTER to advertise
@@ -198,6 +205,13 @@ pub enum Action {
         counter: [u8; 8],
         /// True for the single bow-out advert (advbase = advskew = 255).
         bow_out: bool,
+    },
+    /// Send a VRRP advert (VRRP vhids only) with this priority (0 on a planned stop) and interval.
+    SendVrrp {
+        /// Priority byte.
+        priority: u8,
+        /// Our Advertisement_Interval in centiseconds.
+        interval_cs: u16,
     },
     /// Now MASTER: take the virtual addresses, answer ARP/ND.
     BecameMaster {
@@ -292,6 +306,10 @@ pub struct Vhid {
     delayed_arp: Option<u8>,
     last_master: Option<IpAddr>,
     to_master_count: u64,
+    // VRRPv3: the Master_Adver_Interval learned from the master's adverts (None: our own).
+    learned_interval_cs: Option<u16>,
+    // VRRP: the master-down timer was shortened to Skew_Time by a priority-0 advert.
+    vrrp_stop_seen: bool,
 }
 
 impl Vhid {
@@ -309,6 +327,8 @@ impl Vhid {
             delayed_arp: None,
             last_master: None,
             to_master_count: 0,
+            learned_interval_cs: None,
+            vrrp_stop_seen: false,
         }
     }
 
@@ -368,7 +388,11 @@ impl Vhid {
                     self.enter_init(reason::LINK_DOWN, &mut out);
                 }
             }
+            Event::Advert(_) if self.config.vrrp.is_some() => {
+                out.push(Action::Dropped(DropReason::WrongVhid));
+            }
             Event::Advert(adv) => self.on_advert(now, &adv, &mut out),
+            Event::VrrpAdvert(adv) => self.on_vrrp_advert(now, &adv, &mut out),
             Event::Timer => self.on_timer(now, &mut out),
             Event::Demote { demote, advertise } => {
                 self.demote = demote;
@@ -389,7 +413,16 @@ impl Vhid {
             self.linger_until = None;
             self.send_advert(now, out);
         } else if self.state == State::Init && self.link_up {
-            self.enter_backup(now, reason::UP, out);
+            if self
+                .config
+                .vrrp
+                .as_ref()
+                .is_some_and(|v| v.priority == carp_common::vrrp::VRRP_PRIORITY_OWNER)
+            {
+                self.master_down(now, vrrp::vrrp_reason::OWNER, out);
+            } else {
+                self.enter_backup(now, reason::UP, out);
+            }
         }
     }
 
@@ -400,12 +433,16 @@ impl Vhid {
             State::Backup => self.enter_init(reason::DOWN, out),
             State::Master if self.is_lingering() => self.enter_init(reason::DOWN, out),
             State::Master => {
-                out.push(Action::SendAdvert {
-                    advbase: CARP_BOW_OUT,
-                    advskew: CARP_BOW_OUT,
-                    demote: self.demote,
-                    counter: self.config.cookie,
-                    bow_out: true,
+                out.push(match &self.config.vrrp {
+                    // VRRP's bow-out: priority 0 (RFC 9568 §6.4.3).
+                    Some(v) => self.vrrp_advert(v, carp_common::vrrp::VRRP_PRIORITY_STOP),
+                    None => Action::SendAdvert {
+                        advbase: CARP_BOW_OUT,
+                        advskew: CARP_BOW_OUT,
+                        demote: self.demote,
+                        counter: self.config.cookie,
+                        bow_out: true,
+                    },
                 });
                 if linger.is_zero() {
                     self.enter_init(reason::DOWN, out);
@@ -461,7 +498,7 @@ impl Vhid {
                 } else if self.config.advbase != 0 && adv_t > threshold {
                     self.master_down(now, reason::GOING_TO_TIME_OUT, out);
                 } else {
-                    self.master_down_at = Some(now + self.config.master_down_interval());
+                    self.master_down_at = Some(now + self.master_down_interval());
                 }
             }
         }
@@ -510,13 +547,18 @@ impl Vhid {
                 // nominal one and eats their master-down margin (at advbase 0 tokio's 1 ms rounding
                 // alone turned 3.9 ms into 4-5 ms). Catching up never sends a burst: at most one advert
                 // per wake-up, and after a delay of a whole interval or more the phase restarts from now.
-                let next = due + self.config.advert_interval();
+                let next = due + self.advert_interval();
                 if next > now {
                     self.advert_at = Some(next);
                 }
             }
             State::Backup if self.master_down_at.is_some_and(|t| t <= now) => {
-                self.master_down(now, reason::MASTER_DOWN, out);
+                let why = if self.vrrp_stop_seen {
+                    vrrp::vrrp_reason::MASTER_STOPPED
+                } else {
+                    reason::MASTER_DOWN
+                };
+                self.master_down(now, why, out);
             }
             _ => {}
         }
@@ -533,7 +575,7 @@ impl Vhid {
                 self.enter_backup(now, reason::FORCED_BACKUP, out)
             }
             (State::Backup, ForcedState::Backup) => {
-                self.master_down_at = Some(now + self.config.master_down_interval());
+                self.master_down_at = Some(now + self.master_down_interval());
             }
         }
     }
@@ -544,23 +586,41 @@ impl Vhid {
                 self.config.advbase,
                 self.config.advskew,
                 self.config.master_down_mode,
-            );
+            )
+            || config.vrrp != self.config.vrrp;
         self.config = config;
         if !timing_changed {
             return;
         }
         match self.state {
             State::Init => {}
-            State::Backup => self.master_down_at = Some(now + self.config.master_down_interval()),
+            State::Backup => self.master_down_at = Some(now + self.master_down_interval()),
             // Tell the peers at once: with preempt on, a raised advskew hands over right away.
             State::Master if !self.is_lingering() => self.send_advert(now, out),
             State::Master => {}
         }
     }
 
+    /// The interval between our adverts as MASTER (CARP's advbase/advskew, or VRRP's interval).
+    fn advert_interval(&self) -> Duration {
+        match &self.config.vrrp {
+            Some(v) => v.advert_interval(),
+            None => self.config.advert_interval(),
+        }
+    }
+
+    /// How long a BACKUP waits for an advert before taking over.
+    fn master_down_interval(&self) -> Duration {
+        match &self.config.vrrp {
+            Some(v) => self.vrrp_master_down(v),
+            None => self.config.master_down_interval(),
+        }
+    }
+
     /// The master-down path: MASTER, advert, gratuitous ARP, advert timer (spec §4).
     fn master_down(&mut self, now: Time, why: &'static str, out: &mut Vec<Action>) {
         let from = self.state;
+        self.vrrp_stop_seen = false;
         self.state = State::Master;
         self.master_down_at = None;
         self.to_master_count += 1;
@@ -572,14 +632,17 @@ impl Vhid {
     }
 
     fn send_advert(&mut self, now: Time, out: &mut Vec<Action>) {
-        out.push(Action::SendAdvert {
-            advbase: self.config.advbase,
-            advskew: self.config.advskew,
-            demote: self.demote,
-            counter: self.config.cookie,
-            bow_out: false,
+        out.push(match &self.config.vrrp {
+            Some(v) => self.vrrp_advert(v, v.effective_priority(self.demote)),
+            None => Action::SendAdvert {
+                advbase: self.config.advbase,
+                advskew: self.config.advskew,
+                demote: self.demote,
+                counter: self.config.cookie,
+                bow_out: false,
+            },
         });
-        self.advert_at = Some(now + self.config.advert_interval());
+        self.advert_at = Some(now + self.advert_interval());
         if let Some(left) = self.delayed_arp {
             if left <= 1 {
                 self.delayed_arp = None;
@@ -596,13 +659,16 @@ impl Vhid {
         self.advert_at = None;
         self.linger_until = None;
         self.delayed_arp = None;
-        self.master_down_at = Some(now + self.config.master_down_interval());
+        self.master_down_at = Some(now + self.master_down_interval());
         out.push(Action::BecameBackup { from, reason: why });
     }
 
     fn enter_init(&mut self, why: &'static str, out: &mut Vec<Action>) {
         let from = self.state;
         self.state = State::Init;
+        // VRRP's Initialize state starts again from our own interval.
+        self.learned_interval_cs = None;
+        self.vrrp_stop_seen = false;
         self.advert_at = None;
         self.master_down_at = None;
         self.linger_until = None;
