@@ -27,5 +27,6 @@ pub mod daemon;
 pub mod dataplane;
 pub mod engine;
 pub mod ifreq;
+pub mod manpage;
 pub mod sync;
 pub mod wire;

@@ -3,6 +3,7 @@
 //! that crate needs bpf-linker to build, and installing bpf-linker is this tool's first job.
 
 mod demo;
+mod package;
 mod setup;
 mod util;
 
@@ -24,6 +25,14 @@ enum Command {
     Setup,
     /// Set up, then run the live demo (see README).
     Demo,
+    /// Build the Debian package target/package/carp-xdp_<version>_<arch>.deb (only the build set-up:
+    /// no test tools are installed).
+    Package {
+        /// Also run the package checks (root): contents, install and removal in a throwaway root,
+        /// the installed carpd on the shipped example, systemd-analyze on the unit.
+        #[arg(long)]
+        check: bool,
+    },
     /// Set up, then run every test: formatting, clippy, unit, property, simulator and root-only lab tests.
     Test {
         /// Skip `cargo fmt --check` and clippy (for quick local runs; CI runs them).
@@ -81,6 +90,10 @@ fn main() -> Result<()> {
         Command::Demo => {
             setup::ensure_all()?;
             demo()
+        }
+        Command::Package { check } => {
+            setup::ensure_build()?;
+            package::package(check)
         }
         Command::Test { no_lint } => {
             setup::ensure_all()?;
@@ -288,6 +301,55 @@ fn test(no_lint: bool) -> Result<()> {
             ],
         )?;
     }
+    // The packaging checks run first so that cargo test's summary stays the last line; a failure
+    // here is reported after the tests have run too.
+    let packaging = packaging_checks();
     util::step("cargo test --workspace");
-    util::run("cargo", &["test", "--workspace", "--no-fail-fast"])
+    let tests = util::run("cargo", &["test", "--workspace", "--no-fail-fast"]);
+    if let Err(e) = &packaging {
+        eprintln!("packaging checks failed: {e:#}");
+    }
+    tests?;
+    packaging
+}
+
+/// The package (built, listed, installed and removed in a throwaway root), the unit (verify and the
+/// security rating), the alert rules (`promtool test rules`) and the dashboard's JSON.
+fn packaging_checks() -> Result<()> {
+    util::step("package: build and check (cargo xtask package --check)");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut passed = 0;
+    let deb = package::build()?;
+    if util::output("id", &["-u"]).is_some_and(|u| u.trim() == "0") {
+        passed += package::check(&deb)?;
+    } else if std::env::var_os("CI").is_some_and(|v| v == "true") {
+        anyhow::bail!(
+            "the package checks need root (dpkg --root) and CI=true: failing instead of skipping"
+        );
+    } else {
+        println!("package checks SKIPPED: not root (dpkg --root needs it)");
+    }
+    util::step("systemd-analyze security --offline=true packaging/carpd.service (<= 3.5)");
+    let exposure = package::unit_exposure(&root.join("packaging/carpd.service"))?;
+    anyhow::ensure!(
+        exposure <= 3.5,
+        "carpd.service's systemd-analyze security exposure is {exposure}, above 3.5"
+    );
+    println!("exposure {exposure}");
+    passed += 1;
+    util::step("promtool check rules / test rules packaging/prometheus-alerts.yml");
+    let packaging = root.join("packaging");
+    let status = std::process::Command::new("promtool")
+        .current_dir(&packaging)
+        .args(["check", "rules", "prometheus-alerts.yml"])
+        .status()?;
+    anyhow::ensure!(status.success(), "promtool check rules failed");
+    let status = std::process::Command::new("promtool")
+        .current_dir(&packaging)
+        .args(["test", "rules", "prometheus-alerts.test.yml"])
+        .status()?;
+    anyhow::ensure!(status.success(), "promtool test rules failed");
+    passed += 2;
+    println!("packaging: {passed} passed, 0 failed");
+    Ok(())
 }

@@ -1,14 +1,22 @@
-//! Set-up from nothing: a fresh machine has the Rust toolchains, gcc and Python. This installs the
-//! Debian packages the labs and the eBPF build need, bpf-linker 0.13.0 against LLVM 22 and rust-src for
-//! the installed nightly. Every step checks first, so a second run installs nothing.
+//! Set-up from nothing: a fresh machine has the Rust toolchains, gcc and Python. Two sets, kept apart:
+//! what building carp-xdp and its package needs (`ensure_build`: LLVM 22, bpf-linker 0.13.0 against it,
+//! rust-src for the installed nightly, dpkg-dev) and, on top, what only the tests need (`ensure_all`:
+//! the interop peers, traffic tools and checkers the labs run). Neither is what carpd needs at run
+//! time: that is the package's Depends (`package.rs`), a C library and nothing else. Every step checks
+//! first, so a second run installs nothing.
 use crate::util::{output, run, step};
 use anyhow::{Result, bail};
 use std::path::PathBuf;
 
-/// Debian packages: LLVM 22 for bpf-linker, and the tools and interop peers the labs run.
+/// Debian packages the build and the package need: LLVM 22 for bpf-linker, dpkg-dev for
+/// dpkg-shlibdeps (the package's Depends) and strip.
+const BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "dpkg-dev", "binutils"];
+
+/// Debian packages only the tests need: the tools and interop peers the labs run, and the checkers
+/// (promtool for the alert rules and the metrics, systemd-analyze for the unit).
 const PACKAGES: &[&str] = &[
-    "llvm-22-dev",
-    "libpolly-22-dev",
+    "prometheus",
+    "systemd",
     "bpftool",
     "iproute2",
     "ucarp",
@@ -24,12 +32,18 @@ const PACKAGES: &[&str] = &[
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_MAJOR: &str = "22";
 
-/// Installs whatever is missing and checks the toolchain fits together.
-pub fn ensure_all() -> Result<()> {
-    apt_packages()?;
+/// Installs what building and packaging need and checks the toolchain fits together.
+pub fn ensure_build() -> Result<()> {
+    apt_packages("build", BUILD_PACKAGES)?;
     rust_src()?;
     bpf_linker()?;
-    llvm_matches()?;
+    llvm_matches()
+}
+
+/// Installs whatever the build and the tests need.
+pub fn ensure_all() -> Result<()> {
+    ensure_build()?;
+    apt_packages("test", PACKAGES)?;
     step("set-up complete");
     Ok(())
 }
@@ -38,8 +52,8 @@ fn is_root() -> bool {
     output("id", &["-u"]).is_some_and(|s| s.trim() == "0")
 }
 
-fn apt_packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
+fn apt_packages(set: &str, packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|p| {
@@ -48,11 +62,11 @@ fn apt_packages() -> Result<()> {
         })
         .collect();
     if missing.is_empty() {
-        step("Debian packages: all present");
+        step(&format!("Debian packages ({set}): all present"));
         return Ok(());
     }
     step(&format!(
-        "Debian packages: installing {}",
+        "Debian packages ({set}): installing {}",
         missing.join(" ")
     ));
     if !is_root() {

@@ -37,7 +37,7 @@ Examples:
 Runtime changes last until carpd restarts or reloads its config (systemctl reload carpd):
 make them permanent in /etc/carp/carp.toml.";
 
-/// carpctl: inspect and steer a running carpd (CARP for Linux with an XDP dataplane).
+/// Inspect and steer a running carpd (CARP for Linux with an XDP dataplane).
 ///
 /// carpctl talks to carpd over its control socket (root only). It shows the state of every carp
 /// interface, the counters of the XDP dataplane, and changes settings at runtime: advbase/advskew,
@@ -193,7 +193,7 @@ fn write_man(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let cmd = Cli::command();
     let mut buf = Vec::new();
-    clap_mangen::Man::new(cmd.clone()).render(&mut buf)?;
+    carp::manpage::command_page(cmd.clone(), "1", carp::manpage::CARPCTL_SECTIONS, &mut buf)?;
     std::fs::write(dir.join("carpctl.1"), buf)?;
     for sub in cmd.get_subcommands() {
         // clap names need a &'static str; leaking a dozen short strings in a one-shot generator is fine.

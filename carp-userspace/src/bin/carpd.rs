@@ -6,7 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 use carp::{config::Config, dataplane::AttachMode};
 use clap::{CommandFactory, Parser};
 
-/// carpd: CARP (OpenBSD's Common Address Redundancy Protocol) for Linux, with an XDP dataplane.
+/// CARP (OpenBSD's Common Address Redundancy Protocol) for Linux, with an XDP dataplane.
 ///
 /// Each [[interface]] of the config becomes a carp interface: a macvlan named after it (e.g. carp0) on
 /// its carpdev, carrying the virtual MAC 00:00:5e:00:01:<vhid>. carpd sends adverts, elects a MASTER
@@ -69,19 +69,22 @@ struct Cli {
     /// Print a completion script for SHELL and exit (packaging).
     #[arg(long, value_name = "SHELL", hide = true)]
     generate_completions: Option<clap_complete::Shell>,
-    /// Write the man page carpd.8 into DIR and exit (packaging).
+    /// Write the man pages carpd.8 and carp.toml.5 into DIR and exit (packaging).
     #[arg(long, value_name = "DIR", hide = true)]
     generate_man: Option<PathBuf>,
 }
 
-/// `--generate-man DIR`: carpd.8 from the clap definition, so the page never drifts from --help.
+/// `--generate-man DIR`: carpd.8 from the clap definition (so the page never drifts from --help) with
+/// the SIGNALS, FILES and EXIT STATUS sections, and carp.toml.5, the config reference.
 fn write_man(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut buf = Vec::new();
-    clap_mangen::Man::new(Cli::command())
-        .section("8")
-        .render(&mut buf)?;
-    std::fs::write(dir.join("carpd.8"), buf)
+    carp::manpage::command_page(Cli::command(), "8", carp::manpage::CARPD_SECTIONS, &mut buf)?;
+    std::fs::write(dir.join("carpd.8"), buf)?;
+    std::fs::write(
+        dir.join("carp.toml.5"),
+        carp::manpage::config_page(env!("CARGO_PKG_VERSION")),
+    )
 }
 
 fn main() -> ExitCode {
