@@ -17,6 +17,7 @@
 //! - `daemon`: carpd itself: the engine driven by real time, the XDP dataplane, netlink and AF_PACKET,
 //!   the sync driver (`daemon::sync`: transport, flow map) and the `[[track]]` checkers.
 //! - `sync`: pfsync-style flow-state replication, sans-IO: wire format, HMAC, merge rules, engine.
+//! - `manpage`: the man pages' hand-written sections and the config reference (Markdown in docs/) as roff.
 //! - `ifreq`: interface ioctls (MAC, MTU, flags, multicast list) in the process's own namespace.
 
 pub mod auth;
