@@ -18,8 +18,9 @@ use rand::{Rng, SeedableRng};
 
 use carp::engine::{
     Action, Advert, DropReason, ForcedState, Host, HostEvent, MasterDownMode, State, Time,
-    VhidConfig,
+    VhidConfig, VrrpAdvertIn, VrrpElection,
 };
+use carp::wire::vrrp::VrrpVersion;
 
 /// One carp interface of a simulated node.
 #[derive(Clone, Debug, PartialEq)]
@@ -42,6 +43,8 @@ pub struct IfaceSpec {
     pub ucarp_tiebreak: bool,
     /// State forced right after boot (config `state = ...`).
     pub initial_state: Option<ForcedState>,
+    /// Run VRRP instead of CARP (`vhid` is the VRID; advbase/advskew are then unused).
+    pub vrrp: Option<VrrpElection>,
 }
 
 impl IfaceSpec {
@@ -57,6 +60,7 @@ impl IfaceSpec {
             master_down_mode: MasterDownMode::Classic,
             ucarp_tiebreak: false,
             initial_state: None,
+            vrrp: None,
         }
     }
 
@@ -70,6 +74,17 @@ impl IfaceSpec {
     /// Sets advbase.
     pub fn advbase(mut self, advbase: u8) -> IfaceSpec {
         self.advbase = advbase;
+        self
+    }
+
+    /// Runs VRRPv3 with this priority and interval (centiseconds), preempt on.
+    pub fn vrrp3(mut self, priority: u8, interval_cs: u16) -> IfaceSpec {
+        self.vrrp = Some(VrrpElection {
+            version: VrrpVersion::V3,
+            priority,
+            interval_cs,
+            preempt: true,
+        });
         self
     }
 
@@ -391,12 +406,19 @@ pub struct Stats {
     pub gratuitous_arps: u64,
 }
 
+/// What goes over a simulated segment: a CARP or a VRRP advert.
+#[derive(Debug, Clone, Copy)]
+enum Wire {
+    Carp(Advert),
+    Vrrp(VrrpAdvertIn),
+}
+
 #[derive(Debug)]
 enum Pending {
     Deliver {
         to: usize,
         carpdev: String,
-        advert: Advert,
+        advert: Wire,
     },
     Op(Op),
 }
@@ -584,7 +606,11 @@ impl Sim {
                         } => {
                             if self.nodes[to].host.is_some() {
                                 self.stats.adverts_delivered += 1;
-                                self.node_event(to, HostEvent::Advert { carpdev, advert });
+                                let event = match advert {
+                                    Wire::Carp(advert) => HostEvent::Advert { carpdev, advert },
+                                    Wire::Vrrp(advert) => HostEvent::VrrpAdvert { carpdev, advert },
+                                };
+                                self.node_event(to, event);
                             }
                         }
                         Pending::Op(op) => self.apply_op(op),
@@ -799,6 +825,7 @@ impl Sim {
             config.master_down_mode = f.master_down_mode;
             config.ucarp_tiebreak = f.ucarp_tiebreak;
             config.own_addrs = vec![IpAddr::V4(spec.addr)];
+            config.vrrp = f.vrrp.clone();
             host.add_interface(&f.name, &f.carpdev, &f.groups, config);
         }
         self.nodes[i].host = Some(host);
@@ -862,7 +889,22 @@ impl Sim {
                         demote,
                         counter,
                     };
-                    self.transmit(i, &carpdev, advert);
+                    self.transmit(i, &carpdev, Wire::Carp(advert));
+                }
+                Action::SendVrrp {
+                    priority,
+                    interval_cs,
+                } => {
+                    if priority == 0 {
+                        self.record(Some(i), EntryKind::BowOut { vhid });
+                    }
+                    let advert = VrrpAdvertIn {
+                        src: IpAddr::V4(self.nodes[i].spec.addr),
+                        vrid: vhid,
+                        priority,
+                        interval_cs,
+                    };
+                    self.transmit(i, &carpdev, Wire::Vrrp(advert));
                 }
                 Action::GratuitousArp { .. } => self.stats.gratuitous_arps += 1,
                 Action::Dropped(DropReason::OwnAddress | DropReason::OwnCookie) => {
@@ -876,7 +918,7 @@ impl Sim {
         }
     }
 
-    fn transmit(&mut self, from: usize, carpdev: &str, advert: Advert) {
+    fn transmit(&mut self, from: usize, carpdev: &str, advert: Wire) {
         self.stats.adverts_sent += 1;
         for to in 0..self.nodes.len() {
             let link = if to == from {
@@ -1063,6 +1105,45 @@ pub fn scenarios() -> Vec<Scenario> {
         )
         .at(
             s(10),
+            Op::Shutdown {
+                node: 0,
+                linger: Duration::from_secs(1),
+            },
+        ),
+        Scenario::new(
+            "mixed-carp-vrrp",
+            "each node runs CARP vhid 1 and VRRPv3 VRID 2 on eth0; gw1 (advskew 0, priority 200) crashes at 10 s: gw2 takes both; gw1 reboots at 20 s: VRRP preempts back to gw1, CARP (preempt off) stays on gw2",
+            vec![
+                NodeSpec {
+                    ifaces: vec![
+                        IfaceSpec::new(1, 0).on("carp0", "eth0"),
+                        IfaceSpec::new(2, 0).on("vr0", "eth0").vrrp3(200, 100),
+                    ],
+                    ..gw(1, IfaceSpec::new(1, 0))
+                },
+                NodeSpec {
+                    ifaces: vec![
+                        IfaceSpec::new(1, 100).on("carp0", "eth0"),
+                        IfaceSpec::new(2, 0).on("vr0", "eth0").vrrp3(100, 100),
+                    ],
+                    ..gw(2, IfaceSpec::new(1, 100))
+                },
+            ],
+            s(30),
+        )
+        .at(s(10), Op::Crash(0))
+        .at(s(20), Op::Restart(0)),
+        Scenario::new(
+            "vrrp-stop",
+            "VRRPv3 at 10 ms: gw1 (priority 200) stops at 5 s with priority 0 and lingers; gw2 (100) takes over after its skew time (6.1 ms), gw1 leaves when it hears gw2",
+            vec![
+                gw(1, IfaceSpec::new(1, 0).vrrp3(200, 1)),
+                gw(2, IfaceSpec::new(1, 0).vrrp3(100, 1)),
+            ],
+            s(6),
+        )
+        .at(
+            s(5),
             Op::Shutdown {
                 node: 0,
                 linger: Duration::from_secs(1),

@@ -352,6 +352,9 @@ fn every_scenario_is_deterministic_and_tested() {
             "ucarp-tiebreak",
             "loop-echo",
             "advbase-0",
+            // VRRP scenarios: their regression tests are in sim_vrrp.rs.
+            "mixed-carp-vrrp",
+            "vrrp-stop",
         ];
         assert!(
             tested.contains(&sc.name.as_str()),
