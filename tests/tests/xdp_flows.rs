@@ -692,6 +692,13 @@ fn sliced_scan_reads_each_flow_once_while_the_map_changes() {
         let mut out = Vec::new();
         let end = lab.table.scan_slice(&mut cursor, 4096, &mut out);
         slices += 1;
+        // A slice stops within one bucket of its size (the kernel returns whole buckets), never a
+        // second batch past it: the loop's pause between slices is sized from it.
+        assert!(
+            out.len() <= 4096 + 64,
+            "slice {slices} read {} flows for a slice of 4096",
+            out.len()
+        );
         for (k, _) in out {
             *seen.entry(k).or_default() += 1;
         }
@@ -791,4 +798,43 @@ fn defer_shares_the_per_cpu_event_budget() {
     assert_eq!(s.events_ratelimited, 20 - dropped as u64, "{s:?}");
     assert_eq!(s.new_flows, 20);
     assert_eq!(lab.table.drain_events(100).len(), dropped);
+}
+
+/// The LRU flow table keeps every flow until it is nearly full, whichever CPU inserts them: the
+/// kernel's LRU keeps a few free slots per CPU aside (at most 128 each), so eviction may begin that
+/// many slots early, never long before. Filled from a thread on each CPU in turn to 99% of its slots.
+#[test]
+fn lru_flow_map_evicts_nothing_before_it_is_full() {
+    root_or_skip!("lru_flow_map_evicts_nothing_before_it_is_full");
+    let mut lab = Lab::new(FLOW_MODE_TRACK, true);
+    let slots = carp_common::maps::FLOW_SLOTS;
+    let n = slots - slots / 100;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let table = std::sync::Mutex::new(&mut lab.table);
+    let per = 1000u32;
+    for chunk in 0..n.div_ceil(per) {
+        let cpu = chunk as usize % cpus;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: an all-zero cpu_set_t is valid; CPU_SET writes within it.
+                unsafe {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(cpu, &mut set);
+                    libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+                }
+                let mut t = table.lock().unwrap();
+                for i in chunk * per..((chunk + 1) * per).min(n) {
+                    let (k, e) = numbered_flow(i, 6, 4 + (i >> 16) as u8, 5);
+                    t.insert(k, e).expect("insert");
+                }
+            });
+        });
+    }
+    let held = lab.table.scan_one_by_one().len() as u32;
+    assert_eq!(
+        held,
+        n,
+        "{} of {n} flows evicted from a table of {slots}",
+        n - held
+    );
 }

@@ -110,8 +110,11 @@ fn lookup_batch(fd: &OwnedFd) -> Option<Vec<(FlowKey, FlowEntry)>> {
     Some(out)
 }
 
-/// Appends the entries from `cursor` on to `out` until at least `max` were read (whole buckets, so
-/// a few more) or the map ends: Some(true) at the end, None if the kernel refuses batch lookups.
+/// Appends the entries from `cursor` on to `out` until `max` were read or the map ends: Some(true)
+/// at the end, None if the kernel refuses batch lookups. The kernel hands out whole buckets, so a
+/// slice can hold one bucket more than `max` (when the first bucket is larger than `max`), never a
+/// second batch: each call asks only for what is left, and a call that stops short of its count has
+/// reached a bucket that does not fit, where the next slice starts.
 fn lookup_slice(
     fd: &OwnedFd,
     cursor: &mut ScanCursor,
@@ -122,10 +125,17 @@ fn lookup_slice(
     let mut keys = vec![FlowKey::default(); BATCH];
     let mut values = vec![FlowEntry::default(); BATCH];
     let mut read = 0;
+    let mut retry_whole = false;
     // The hash map's batch token is a bucket index (u32); 8 bytes leave room.
     let mut token_in = [cursor.token];
     let mut token_out = [0u64; 1];
     while read < max {
+        // What is left of the slice; a whole batch when even the first bucket is larger (ENOSPC).
+        let want = if read == 0 && max < BATCH && retry_whole {
+            BATCH
+        } else {
+            (max - read).min(BATCH)
+        };
         let mut attr = BatchAttr {
             in_batch: if cursor.started {
                 token_in.as_mut_ptr() as u64
@@ -135,18 +145,27 @@ fn lookup_slice(
             out_batch: token_out.as_mut_ptr() as u64,
             keys: keys.as_mut_ptr() as u64,
             values: values.as_mut_ptr() as u64,
-            count: BATCH as u32,
+            count: want as u32,
             map_fd: fd.as_raw_fd() as u32,
             ..Default::default()
         };
         // SAFETY: the attr points at buffers of BATCH keys and values (FlowEntry's size is a multiple of
-        // 8, the kernel's value stride) and at 8-byte tokens, all alive for the call.
+        // 8, the kernel's value stride) and at 8-byte tokens, all alive for the call; want <= BATCH.
         let err = unsafe { super::sys_bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) }.err();
-        let n = (attr.count as usize).min(BATCH);
+        let n = (attr.count as usize).min(want);
         match err.as_ref().and_then(std::io::Error::raw_os_error) {
             None | Some(libc::ENOENT) => {
                 out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
                 read += n;
+            }
+            // The next bucket holds more than is left: the slice ends before it (the kernel left
+            // the token on it), or, if nothing was read yet, the next call asks for a whole batch.
+            Some(libc::ENOSPC) if want < BATCH => {
+                if read > 0 {
+                    return Some(false);
+                }
+                retry_whole = true;
+                continue;
             }
             _ => return None,
         }
@@ -157,6 +176,10 @@ fn lookup_slice(
         token_in = token_out;
         cursor.token = token_out[0];
         cursor.started = true;
+        if n < want {
+            // Stopped at a bucket that did not fit in what was left.
+            return Some(false);
+        }
     }
     Some(false)
 }
