@@ -48,7 +48,7 @@ fn receive(rx: &mut SyncSocket, n: usize) -> Vec<Vec<u8>> {
     let mut got = Vec::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     while got.len() < n && std::time::Instant::now() < deadline {
-        match rx.recv(&mut buf).expect("recv") {
+        match rx.recv(&mut buf, &mut { usize::MAX }).expect("recv") {
             Some(read) => {
                 assert_eq!(read.src, Ipv4Addr::new(10, 77, 0, 1));
                 got.extend(read.datagrams(&buf).map(<[u8]>::to_vec));
@@ -120,4 +120,67 @@ fn a_path_that_refuses_gso_gets_one_send_per_packet() {
     let (failed, _) = tx.send_all(&sent[..5]);
     assert_eq!(failed, 0);
     assert_eq!(receive(&mut rx, 5), sent[..5]);
+}
+
+/// Sends `n` junk datagrams of 100 bytes to the receiver's port from `src` (an address of `ns`) with
+/// TTL `ttl`.
+fn junk(ns: &Netns, src: [u8; 4], ttl: u32, n: usize) {
+    ns.in_ns(move || {
+        let s = std::net::UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::from(src), PORT + 1))
+            .expect("bind");
+        s.set_ttl(ttl).expect("ttl");
+        let to = SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 2), PORT);
+        for _ in 0..n {
+            s.send_to(&[0x55; 100], to).expect("send junk");
+        }
+    });
+}
+
+/// A flood of datagrams with the wrong TTL cannot hold the reader: one receive reads at most its
+/// budget of datagrams, junk included (the daemon's loop would otherwise stay in it while a sender
+/// outpaces recvmsg), counts what it skipped, and the good packet behind the junk still comes.
+#[test]
+fn a_junk_flood_costs_a_bounded_read() {
+    if !require_root("a_junk_flood_costs_a_bounded_read") {
+        return;
+    }
+    let (a, _b, mut tx, mut rx) = pair("j", 1500);
+    junk(&a, [10, 77, 0, 1], 64, 2000);
+    tx.send(&packet(1, 200)).expect("send");
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut budget = 256;
+    let first = rx.recv(&mut buf, &mut budget).expect("recv");
+    let c = rx.counters();
+    assert!(first.is_none(), "a good packet before 2000 junk ones");
+    assert_eq!(budget, 0, "the budget was not spent");
+    assert!(
+        c.received <= 256,
+        "one receive read {} datagrams",
+        c.received
+    );
+    assert_eq!(c.badttl, c.received, "{c:?}");
+    let got = receive(&mut rx, 1);
+    assert_eq!(got, vec![packet(1, 200)]);
+    assert_eq!(rx.counters().badttl, 2000);
+}
+
+/// The socket takes only what it must: from a unicast syncpeer, datagrams from any other address
+/// never reach it (the kernel filters them), right TTL or not.
+#[test]
+fn a_unicast_sync_socket_takes_datagrams_from_its_peer_only() {
+    if !require_root("a_unicast_sync_socket_takes_datagrams_from_its_peer_only") {
+        return;
+    }
+    let (a, _b, mut tx, mut rx) = pair("u", 1500);
+    a.run("ip addr add 10.77.0.3/24 dev sync0");
+    junk(&a, [10, 77, 0, 3], 255, 500);
+    tx.send(&packet(7, 200)).expect("send");
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let got = receive(&mut rx, 1);
+    assert_eq!(got, vec![packet(7, 200)]);
+    let c = rx.counters();
+    assert_eq!((c.received, c.badttl), (1, 0), "{c:?}");
+    // Counted where the kernel dropped them.
+    assert_eq!(c.kernel_drops, 500, "{c:?}");
 }

@@ -416,7 +416,7 @@ mod udp {
         base: Instant,
     ) -> Vec<SyncAction> {
         let mut out = Vec::new();
-        while let Some(rx) = sock.recv(buf).expect("recv on lo") {
+        while let Some(rx) = sock.recv(buf, &mut { usize::MAX }).expect("recv on lo") {
             for packet in rx.datagrams(buf) {
                 out.extend(e.handle(now(base), SyncEvent::Packet(packet)));
             }
@@ -499,7 +499,7 @@ mod udp {
                     "the bulk did not finish in 120 s"
                 );
                 let mut got = false;
-                while let Some(read) = sb.recv(&mut buf).expect("recv on lo") {
+                while let Some(read) = sb.recv(&mut buf, &mut { usize::MAX }).expect("recv on lo") {
                     got = true;
                     for packet in read.datagrams(&buf) {
                         rx.fetch_add(1, Ordering::Release);
@@ -523,7 +523,7 @@ mod udp {
         let mut started = false;
         while !receiver.is_finished() {
             let mut acts = Vec::new();
-            while let Some(read) = sa.recv(&mut buf).expect("recv on lo") {
+            while let Some(read) = sa.recv(&mut buf, &mut { usize::MAX }).expect("recv on lo") {
                 for packet in read.datagrams(&buf) {
                     acts.extend(a.handle(now(base), SyncEvent::Packet(packet)));
                 }

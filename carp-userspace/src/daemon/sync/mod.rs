@@ -76,7 +76,7 @@ const SCAN_SLICE: usize = 16_384;
 const SCAN_INTERVAL_MAX: Duration = Duration::from_secs(10);
 /// Most flow events handled per wake-up (the rest wait for the next turn of the loop).
 const EVENTS_PER_WAKE: usize = 4096;
-/// Most sync packets read per wake-up.
+/// Most sync datagrams read per wake-up, junk (a wrong TTL) included.
 const PACKETS_PER_WAKE: usize = 256;
 /// Bulk bytes sent per tick: 340 packets of 1400 bytes every 5 ms is ~95 MB/s (680,000 flows a
 /// second, ~760 Mbit/s: within a 1 GbE sync link, which a faster pace would overrun), a million flows
@@ -653,15 +653,16 @@ impl Daemon {
             }
         }
         let mut received = false;
-        let mut read = 0;
+        // Every datagram read spends one, junk (a wrong TTL) included: a flood faster than recvmsg
+        // must not keep the loop here.
+        let mut budget = PACKETS_PER_WAKE;
         if let Some(r) = s.repl.as_mut() {
-            while read < PACKETS_PER_WAKE {
-                let got = r.sock.get_mut().recv(&mut s.buf);
+            loop {
+                let got = r.sock.get_mut().recv(&mut s.buf, &mut budget);
                 match got {
                     Ok(Some(rx)) => {
                         received = true;
                         for packet in rx.datagrams(&s.buf) {
-                            read += 1;
                             actions.extend(r.engine.handle(now, SyncEvent::Packet(packet)));
                         }
                     }
@@ -675,7 +676,7 @@ impl Daemon {
         }
         // The socket's readiness was cleared before this read: packets left in it (a bulk transfer
         // arrives faster than one turn reads) would wait for the next packet or timer to wake us.
-        if read >= PACKETS_PER_WAKE {
+        if budget == 0 {
             s.backlog = true;
         }
         // Room for a big bulk transfer up front: growing a map of a million keys by doubling would

@@ -1,7 +1,12 @@
 //! The sync transport: UDP on `syncdev`, to the unicast `syncpeer` or to a multicast group (pfsync's
 //! 224.0.0.240 by default), TTL 255 on every packet sent and checked on every packet received
 //! (IP_RECVTTL), the socket bound to the device (SO_BINDTODEVICE) so nothing arriving on another
-//! interface is taken (pfsync's "accepted only on syncdev").
+//! interface is taken (pfsync's "accepted only on syncdev"), and a socket filter in the kernel so that
+//! only datagrams from the unicast `syncpeer`, or sent to the group, reach carpd at all.
+//!
+//! A stranger can still send to the port (spoofing the peer's address, or with the wrong TTL), faster
+//! than carpd reads: every receive therefore spends a budget the caller gives it, one unit per
+//! datagram read, junk included, so a flood costs the daemon's loop a bounded time per wake-up.
 //!
 //! This is the IO edge of the sync protocol: it moves opaque byte strings. Authentication, replay and
 //! truncation checks are the engine's (`SyncEngine` counts badauth, replay, badlen, ...); this module
@@ -57,6 +62,10 @@ pub struct TransportCounters {
     /// Reads that returned several datagrams coalesced by GRO.
     #[serde(default)]
     pub gro_reads: u64,
+    /// Datagrams the kernel dropped before carpd read them: not from the syncpeer (or not to the
+    /// group), or the receive buffer was full (the socket's drop count, SO_MEMINFO).
+    #[serde(default)]
+    pub kernel_drops: u64,
 }
 
 /// One read from the socket: `len` bytes from `src`, holding datagrams of `segment` bytes each (the
@@ -128,6 +137,14 @@ impl SyncSocket {
         sock.set_multicast_ttl_v4(u32::from(SYNC_TTL))?;
         sock.set_multicast_loop_v4(false)?;
         set_int_opt(sock.as_raw_fd(), libc::IPPROTO_IP, libc::IP_RECVTTL, 1)?;
+        // Only the groups this socket joined, not every group some other socket on the host joined.
+        set_int_opt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MULTICAST_ALL,
+            0,
+        )?;
+        attach_filter(sock.as_raw_fd(), &only_from_or_to(dest))?;
         // Before Linux 5.0 there is no UDP GRO: every datagram is then read on its own.
         let _ = set_int_opt(sock.as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, 1);
         sock.bind(&SockAddr::from(bind))?;
@@ -144,9 +161,12 @@ impl SyncSocket {
         self.dest
     }
 
-    /// The counters.
+    /// The counters (`kernel_drops` read from the socket now).
     pub fn counters(&self) -> TransportCounters {
-        self.counters
+        TransportCounters {
+            kernel_drops: socket_drops(self.sock.as_raw_fd()).unwrap_or(0),
+            ..self.counters
+        }
     }
 
     /// Why GSO sends are off (the kernel refused one), or None while they are on.
@@ -252,14 +272,16 @@ impl SyncSocket {
     }
 
     /// Receives the next datagram, or run of datagrams coalesced by GRO, that arrived with TTL 255
-    /// into `buf` (make it `MAX_DATAGRAM` long); `Ok(None)` when nothing is waiting. Reads with
-    /// another TTL are counted and skipped.
-    pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<Received>> {
-        loop {
+    /// into `buf` (make it `MAX_DATAGRAM` long). Every datagram read, whatever its TTL, takes one
+    /// from `budget`; reads with another TTL are counted and skipped. `Ok(None)` when nothing is
+    /// waiting or the budget is spent (then `*budget == 0`: more may be waiting).
+    pub fn recv(&mut self, buf: &mut [u8], budget: &mut usize) -> io::Result<Option<Received>> {
+        while *budget > 0 {
             match recv_with_ttl(self.sock.as_raw_fd(), buf) {
                 Ok((len, src, ttl, segment)) => {
                     let segment = segment.filter(|&s| s > 0 && s < len).unwrap_or(len);
                     let datagrams = len.div_ceil(segment.max(1)).max(1) as u64;
+                    *budget = budget.saturating_sub(datagrams as usize);
                     self.counters.received += datagrams;
                     if datagrams > 1 {
                         self.counters.gro_reads += 1;
@@ -276,6 +298,7 @@ impl SyncSocket {
                 Err(e) => return Err(e),
             }
         }
+        Ok(None)
     }
 }
 
@@ -289,6 +312,79 @@ impl AsRawFd for SyncSocket {
 fn force_buffer(fd: RawFd, opt: libc::c_int, bytes: usize) -> io::Result<()> {
     let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
     set_int_opt(fd, libc::SOL_SOCKET, opt, v)
+}
+
+/// A classic BPF socket filter that keeps only IPv4 datagrams from `dest` (a unicast syncpeer) or to
+/// it (a multicast group). A UDP socket's filter runs with the data at the UDP header, so the IP
+/// header is read at the kernel's network-header offset (SKF_NET_OFF); loads are in host order.
+fn only_from_or_to(dest: SocketAddrV4) -> [libc::sock_filter; 4] {
+    const SKF_NET_OFF: i32 = -0x100000;
+    let field = if dest.ip().is_multicast() { 16 } else { 12 };
+    let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    [
+        op(
+            libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+            0,
+            0,
+            (SKF_NET_OFF + field) as u32,
+        ),
+        op(
+            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+            0,
+            1,
+            u32::from(*dest.ip()),
+        ),
+        op(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX),
+        op(libc::BPF_RET | libc::BPF_K, 0, 0, 0),
+    ]
+}
+
+/// Attaches a classic BPF program to the socket (SO_ATTACH_FILTER).
+fn attach_filter(fd: RawFd, prog: &[libc::sock_filter]) -> io::Result<()> {
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr().cast_mut(),
+    };
+    // SAFETY: fprog points at `len` instructions alive for the call; the kernel copies them.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&fprog as *const libc::sock_fprog).cast(),
+            size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The socket's drop count (SK_MEMINFO_DROPS of SO_MEMINFO, Linux 4.6).
+fn socket_drops(fd: RawFd) -> io::Result<u64> {
+    const SK_MEMINFO_DROPS: usize = 8;
+    let mut info = [0u32; 16];
+    let mut len = size_of_val(&info) as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 || (len as usize) < (SK_MEMINFO_DROPS + 1) * 4 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u64::from(info[SK_MEMINFO_DROPS]))
 }
 
 /// How many packets from `start` on make one GSO send: equal sizes, the last no larger, within the
