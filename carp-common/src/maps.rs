@@ -4,7 +4,7 @@
 //! controller only adopts pins whose layout it understands, so changing any struct here must bump it.
 
 /// Version of the map layout; part of the pin path.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 /// Entries in the per-vhid arrays: index = vhid, index 0 counts frames whose vhid could not be read.
 pub const VHID_SLOTS: u32 = 256;
 /// Maximum number of virtual addresses across all vhids of one carpdev.
@@ -242,9 +242,11 @@ pub struct VipKey {
 /// The last good advert seen per vhid (value of `carp_last_advert`, an array indexed by vhid).
 ///
 /// The controller reads `ktime_ns` before declaring a master down, so a stalled controller cannot
-/// cause a false failover.
+/// cause a false failover. The kernel cannot check the HMAC, so it keeps the CARP header as received
+/// and the controller verifies it before it believes the record: a forged advert must never delay a
+/// takeover.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LastAdvert {
     /// CLOCK_MONOTONIC ns when the advert arrived, at tick resolution (`bpf_ktime_get_coarse_ns`).
     pub ktime_ns: u64,
@@ -260,6 +262,26 @@ pub struct LastAdvert {
     pub demote: u8,
     /// Always zero.
     pub pad: [u8; 4],
+    /// The 36 CARP header bytes as received (counter and digest included), for HMAC verification.
+    pub carp: [u8; 36],
+    /// Always zero.
+    pub pad2: [u8; 4],
+}
+
+impl Default for LastAdvert {
+    fn default() -> Self {
+        Self {
+            ktime_ns: 0,
+            src: [0; 16],
+            family: 0,
+            advbase: 0,
+            advskew: 0,
+            demote: 0,
+            pad: [0; 4],
+            carp: [0; 36],
+            pad2: [0; 4],
+        }
+    }
 }
 
 /// An advert that passed the kernel's checks, handed to the controller through `carp_events`.
@@ -600,12 +622,12 @@ pub struct FlowScratch {
 /// is at most `tolerance_ns` ahead of now, and each allowed event moves it `interval_ns` on): one per
 /// (vhid, source address), checked first, so one flooding source cannot drain the vhid's budget, and a
 /// vhid-wide one, which bounds the controller's work whatever the sources. One source's bucket lives
-/// here (`owner_*`: normally the master's, so the common case needs no hash lookup); every other
-/// source's lives in `carp_advert_sources` (or in the `second_*` slot, see there). The owner is exempt
-/// from the vhid bucket, so a flood from
-/// many (spoofed) sources cannot crowd the master out; it is still held to its own rate. Another source
-/// takes the slot over only once the owner has been quiet for `owner_idle_ns` past its bucket, so a
-/// master advertising at least that often keeps it, and a bucket is only ever in one of the two places.
+/// here (`owner_*`: the master's, so the common case needs no hash lookup); every other source's lives
+/// in `carp_advert_sources` (or in the `second_*` slot, see there). The owner is exempt from the vhid
+/// bucket, so a flood from many (spoofed) sources cannot crowd the master out; it is still held to its
+/// own rate. Only the controller names the owner, and only after an advert from it passed the HMAC
+/// check: the kernel cannot authenticate, so a flood (of one source or many, wrong password) that
+/// starts before the master is heard must not be able to take the slot.
 /// The loader writes `AdvertLimit::DEFAULT` into every slot of a fresh map; all-zero settings let
 /// everything through.
 #[repr(C)]
@@ -623,9 +645,10 @@ pub struct AdvertLimit {
     pub src_tolerance_ns: u64,
     /// The bucket of the source that owns this slot; written by the program.
     pub owner_tat_ns: u64,
-    /// The owner's address (IPv4 in the first four bytes); written by the program.
+    /// The owner's address (IPv4 in the first four bytes); written by the controller once an advert
+    /// from it authenticated.
     pub owner_addr: [u8; 16],
-    /// The owner's address family, 4 or 6 (0: no owner yet); written by the program.
+    /// The owner's address family, 4 or 6 (0: no owner yet); written by the controller.
     pub owner_family: u8,
     /// Always zero.
     pub pad: [u8; 7],
@@ -639,8 +662,8 @@ pub struct AdvertLimit {
     pub second_family: u8,
     /// Always zero.
     pub pad2: [u8; 7],
-    /// How long the owner must have been quiet (past its bucket's arrival time) before another source
-    /// may take the slot.
+    /// How long the second source must have been quiet (past its bucket's arrival time) before
+    /// another source may take the second slot.
     pub owner_idle_ns: u64,
     /// The (coarse) clock reading at which an advert of this vhid last found the ring buffer full;
     /// written by the program, which does not look at the ring again within the same clock tick.

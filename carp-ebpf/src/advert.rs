@@ -213,9 +213,8 @@ unsafe fn same_source(family: u8, addr: &[u8; 16], from: &Source) -> bool {
 
 /// Whether a source that does not own the vhid's slot may hand an advert over: its own bucket (in the
 /// second slot if it is the second source, else looked up in `carp_advert_sources`, where a new source
-/// starts with a full bucket), then, unless it takes the owner's place now (the owner has been quiet for
-/// `owner_idle_ns` past its bucket), the vhid's bucket. A source found in the hash moves into the second
-/// slot when that one's source has been as quiet.
+/// starts with a full bucket), then the vhid's bucket. A source found in the hash moves into the
+/// second slot when that one's source has been quiet for `owner_idle_ns` past its bucket.
 ///
 /// # Safety
 /// `from.src` points at the source address in the frame, at an even address.
@@ -231,11 +230,7 @@ unsafe fn other_source(limit: &mut AdvertLimit, vhid: u8, now: u64, from: &Sourc
         )
     } else {
         // SAFETY: as above.
-        match unsafe { hashed_source(limit, vhid, now, from) } {
-            Some(ok) => ok,
-            // It became the owner: held to its own rate only.
-            None => return true,
-        }
+        unsafe { hashed_source(limit, vhid, now, from) }
     };
     ok && allow(
         &mut limit.vhid_tat_ns,
@@ -246,18 +241,13 @@ unsafe fn other_source(limit: &mut AdvertLimit, vhid: u8, now: u64, from: &Sourc
 }
 
 /// The bucket of a source in neither slot: looked up in `carp_advert_sources`, then moved into the
-/// owner's slot (returns None: allowed, and exempt from the vhid bucket) or the second slot when their
-/// sources have gone quiet, or written back. Some(whether its own bucket allows the advert) otherwise.
+/// second slot when its source has gone quiet, or written back; whether its own bucket allows the
+/// advert. Never into the owner's slot: only the controller, which checks the HMAC, names the owner.
 ///
 /// # Safety
 /// `from.src` points at the source address in the frame, at an even address.
 #[inline(always)]
-unsafe fn hashed_source(
-    limit: &mut AdvertLimit,
-    vhid: u8,
-    now: u64,
-    from: &Source,
-) -> Option<bool> {
+unsafe fn hashed_source(limit: &mut AdvertLimit, vhid: u8, now: u64, from: &Source) -> bool {
     // 8-aligned on the stack so the key is built with word stores (put_addr's contract), not 20 byte
     // stores.
     #[repr(C, align(8))]
@@ -278,17 +268,11 @@ unsafe fn hashed_source(
     // A source moving into a slot leaves its hash entry stale, never read while it is in the slot;
     // should it lose the slot, the stale value only lets it start from an earlier (fuller) bucket, as
     // an evicted entry would.
-    if limit.owner_tat_ns + limit.owner_idle_ns <= now {
-        limit.owner_tat_ns = tat;
-        limit.owner_addr = key.addr;
-        limit.owner_family = from.family;
-        return if ok { None } else { Some(false) };
-    }
     if limit.second_tat_ns + limit.owner_idle_ns <= now {
         limit.second_tat_ns = tat;
         limit.second_addr = key.addr;
         limit.second_family = from.family;
-        return Some(ok);
+        return ok;
     }
     match stored {
         // SAFETY: as above.
@@ -298,7 +282,7 @@ unsafe fn hashed_source(
             let _ = ADVERT_SOURCES_MAP.insert(key, tat, BPF_ANY as u64);
         }
     }
-    Some(ok)
+    ok
 }
 
 /// Records a good advert and hands it to the controller, unless its source or its vhid is over its
@@ -317,8 +301,9 @@ fn accept(ctx: &XdpContext, hdr: &CarpHdr, vhid: u8, counters: Counters, from: &
     // extra event gets through, which the limits' margins absorb.
     let limit = unsafe { &mut *limit };
     // The source's own bucket first, so one flooding source only spends its own budget, never the
-    // vhid's. The owner (normally the master) is held to its own rate only; everyone else also to the
-    // vhid's, so not even a flood from many spoofed addresses crowds the master out.
+    // vhid's. The owner (the master the controller authenticated) is held to its own rate only;
+    // everyone else also to the vhid's, so not even a flood from many spoofed addresses crowds the
+    // master out.
     // SAFETY: `from.src` points into the frame (bounds checked by the caller's header access).
     let allowed = if unsafe { same_source(limit.owner_family, &limit.owner_addr, from) } {
         allow(
@@ -351,6 +336,14 @@ fn accept(ctx: &XdpContext, hdr: &CarpHdr, vhid: u8, counters: Counters, from: &
                     hdr.advskew(),
                     hdr.demote(),
                 ]));
+            // The header as received, so the controller can verify it before trusting the record.
+            let words = hdr.bytes.as_ptr().cast::<u16>();
+            let carp = (*last).carp.as_mut_ptr().cast::<u16>();
+            let mut i = 0;
+            while i < CARP_HEADER_LEN / 2 {
+                carp.add(i).write(words.add(i).read());
+                i += 1;
+            }
         }
     }
     // A full ring makes bpf_ringbuf_reserve fail, after taking the ring's lock; once it has, the ring is

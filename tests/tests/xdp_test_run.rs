@@ -94,6 +94,8 @@ fn good_ipv4_advert_reaches_the_controller() {
     );
     assert_eq!(&last.src[..4], &PEER);
     assert_eq!(last.ktime_ns, ev.ktime_ns);
+    // The header as received, for the controller to verify before its stall guard trusts it.
+    assert_eq!(&last.carp[..], &carp[..]);
 }
 
 #[test]
@@ -493,11 +495,11 @@ fn advert_rate_limit_per_vhid_bounds_all_sources_but_the_master() {
     lab.maps
         .set_advert_limit(1, AdvertLimit::new(10, 8, 10, 3))
         .expect("limit");
-    assert_eq!(
-        adverts_from(&mut lab, PEER, 1),
-        1,
-        "the master, heard first"
-    );
+    // The controller names the master once its advert authenticated.
+    lab.maps
+        .set_advert_owner(1, 4, padded(PEER))
+        .expect("owner");
+    assert_eq!(adverts_from(&mut lab, PEER, 1), 1, "the master");
     let passed: u64 = (1..=100u8)
         .map(|i| adverts_from(&mut lab, [10, 0, 1, i], 3))
         .sum();
@@ -509,6 +511,53 @@ fn advert_rate_limit_per_vhid_bounds_all_sources_but_the_master() {
         "the master still passes"
     );
     assert_eq!(adverts_from(&mut lab, [10, 0, 2, 1], 1), 0, "others do not");
+}
+
+/// An IPv4 address as the maps keep it (the first four of 16 bytes).
+fn padded(a: [u8; 4]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..4].copy_from_slice(&a);
+    out
+}
+
+/// Only an authenticated advert earns the protected slot (issue #16 item 6): the kernel cannot check
+/// the HMAC, so a wrong-password flood from many sources that starts before the master is heard takes
+/// nothing (the slot stays unowned, every source held to the vhid bucket), and once the controller
+/// names the master, its adverts pass through the flood again.
+#[test]
+fn advert_rate_limit_protected_slot_only_for_the_owner_the_controller_names() {
+    root_or_skip!("advert_rate_limit_protected_slot_only_for_the_owner_the_controller_names");
+    let mut lab = Lab::new(VhidState::Backup);
+    lab.maps
+        .set_advert_limit(1, AdvertLimit::new(10, 8, 10, 3))
+        .expect("limit");
+    let passed: u64 = (1..=100u8)
+        .map(|i| adverts_from(&mut lab, [10, 0, 1, i], 3))
+        .sum();
+    assert_eq!(passed, 8, "8 of 300 from 100 sources");
+    let limit = lab.maps.advert_limit(1).expect("limit");
+    assert_eq!(
+        limit.owner_family,
+        0,
+        "a source nobody authenticated took the slot: {:?}",
+        &limit.owner_addr[..4]
+    );
+    assert_eq!(
+        adverts_from(&mut lab, PEER, 1),
+        0,
+        "crowded out before it is named"
+    );
+    lab.maps
+        .set_advert_owner(1, 4, padded(PEER))
+        .expect("owner");
+    for _ in 0..3 {
+        assert_eq!(
+            adverts_from(&mut lab, PEER, 1),
+            1,
+            "the named master passes"
+        );
+        assert_eq!(adverts_from(&mut lab, [10, 0, 1, 7], 1), 0);
+    }
 }
 
 /// The default limits pass advbase 0 comfortably: four peers each advertising every 1/256 s for a
@@ -561,7 +610,7 @@ fn advert_rate_limit_ipv6_sources_differ_in_the_last_byte() {
         }
         lab.stats(1).adverts_to_controller - before
     };
-    // a owns the slot, b takes the second slot, c's bucket is in the hash.
+    // a takes the second slot, b's and c's buckets are in the hash.
     let c = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x14).octets();
     assert_eq!(handed(&mut lab, a, 20), 4, "a's burst");
     assert_eq!(handed(&mut lab, b, 20), 4, "b has its own bucket");

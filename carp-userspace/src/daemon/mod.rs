@@ -793,13 +793,20 @@ impl Daemon {
     }
 
     /// A deadline passed. Drain every ring first, and re-check the kernel's last-advert time, so a
-    /// controller that was stalled (or lost events) never declares a live master down.
+    /// controller that was stalled (or lost events) never declares a live master down. The kernel's
+    /// record is believed only if its header passes the HMAC check: an advert that failed
+    /// authentication (or any advert, with net.inet.carp.allow = 0) never delays a takeover.
     async fn on_timer(&mut self) {
         for d in 0..self.devs.len() {
             self.drain(d).await;
         }
         let now = self.now();
-        for i in 0..self.ifs.len() {
+        let guard = if self.config.carp.allow {
+            self.ifs.len()
+        } else {
+            0
+        };
+        for i in 0..guard {
             let (state, vhid, dev) = (self.ifs[i].state, self.ifs[i].vhid, self.ifs[i].dev);
             let due = self.host.interfaces()[i]
                 .vhid
@@ -827,8 +834,14 @@ impl Daemon {
                     last.src[3],
                 )),
             };
+            // The record as received must verify, like an advert from the ring.
+            let verified = AdvertPacket::new_checked(&last.carp[..])
+                .ok()
+                .and_then(|p| AdvertRepr::parse(&p).ok())
+                .is_some_and(|r| r.vhid == vhid && self.ifs[i].auth.verify_repr(&r));
             // Only re-confirm a master we already authenticated, advertising the same values.
-            if last.ktime_ns > self.ifs[i].last_event_ktime
+            if verified
+                && last.ktime_ns > self.ifs[i].last_event_ktime
                 && Time::from_nanos(last.ktime_ns) + window > now
                 && src == known.src
                 && (last.advbase, last.advskew, last.demote)
@@ -894,6 +907,20 @@ impl Daemon {
                 demote: repr.demote,
                 counter: repr.counter,
             };
+            // An authenticated source that is not ours (our cookie: our own advert came back) earns
+            // the kernel's protected limits slot; written only when the source changes.
+            let own = repr.counter == self.host.interfaces()[i].vhid.config().cookie;
+            if !own
+                && self.ifs[i].last_verified.map(|a| a.src) != Some(src)
+                && let Err(e) = self.devs[d]
+                    .maps
+                    .set_advert_owner(repr.vhid, ev.family, ev.src)
+            {
+                tracing::warn!(
+                    "{}: naming the advert limits' owner: {e}",
+                    self.devs[d].name
+                );
+            }
             self.ifs[i].last_event_ktime = self.ifs[i].last_event_ktime.max(ev.ktime_ns);
             self.ifs[i].last_verified = Some(advert);
             let carpdev = self.devs[d].name.clone();

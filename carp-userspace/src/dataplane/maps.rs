@@ -86,6 +86,22 @@ impl Maps {
             .map_err(map_err(MAP_ADVERT_LIMITS))
     }
 
+    /// Names the owner of a vhid's limits slot (the source exempt from the vhid bucket, see
+    /// `AdvertLimit`): the controller calls it for a source whose advert passed the HMAC check. Its
+    /// bucket starts full; the limits and the other buckets are kept.
+    pub fn set_advert_owner(
+        &mut self,
+        vhid: u8,
+        family: u8,
+        addr: [u8; 16],
+    ) -> Result<(), DataplaneError> {
+        let mut limit = self.advert_limit(vhid)?;
+        limit.owner_family = family;
+        limit.owner_addr = addr;
+        limit.owner_tat_ns = 0;
+        self.set_advert_limit(vhid, limit)
+    }
+
     /// The advert event limits of a vhid and its vhid-wide bucket.
     pub fn advert_limit(&self, vhid: u8) -> Result<AdvertLimit, DataplaneError> {
         self.advert_limits
