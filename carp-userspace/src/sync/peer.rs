@@ -54,6 +54,9 @@ pub struct SyncConfig {
     pub request_tries: u32,
     /// The least time to wait for BULK_END after BULK_START; larger bulks get more (see `bulk_end_bound`).
     pub bulk_end_min: Duration,
+    /// How long a bulk transfer being received may go without a packet from its sender before the
+    /// receiver gives up (a sender that died mid-bulk), whatever `bulk_end_bound` allows.
+    pub bulk_idle: Duration,
     /// How long a deferred first packet is held at most (pfsync: 20 ms).
     pub defer_timeout: Duration,
     /// How many first packets may be held at once; beyond it the oldest is released (pfsync: 128).
@@ -82,6 +85,7 @@ impl SyncConfig {
             request_interval: Duration::from_secs(2),
             request_tries: 12,
             bulk_end_min: Duration::from_secs(10),
+            bulk_idle: Duration::from_secs(3),
             defer_timeout: Duration::from_millis(20),
             defer_limit: 128,
             bulk_demote: 32,
@@ -96,13 +100,16 @@ impl SyncConfig {
     }
 
     /// How long to wait for BULK_END after a BULK_START announcing `flows` flows: four times the
-    /// paced transfer time at one packet per `bulk_interval` (pfsync's bound), at least `bulk_end_min`.
+    /// paced transfer time at `bulk_packets_per_tick` packets per `bulk_interval` (pfsync's bound,
+    /// which sends one per tick), at least `bulk_end_min`. The peers run the same pacing; a sender
+    /// that stops sending is noticed sooner, after `bulk_idle`.
     pub fn bulk_end_bound(&self, flows: u32) -> Duration {
         let per = self.flows_per_packet().max(1) as u64;
         let packets = u64::from(flows).div_ceil(per) + 1;
+        let ticks = packets.div_ceil(self.bulk_packets_per_tick.max(1) as u64);
         let paced = self
             .bulk_interval
-            .saturating_mul(u32::try_from(packets.saturating_mul(4)).unwrap_or(u32::MAX));
+            .saturating_mul(u32::try_from(ticks.saturating_mul(4)).unwrap_or(u32::MAX));
         paced.max(self.bulk_end_min)
     }
 }
@@ -372,6 +379,9 @@ struct BulkRx {
     start_seq: u64,
     packets: u64,
     tries: u32,
+    // The whole transfer's deadline (`bulk_end_bound` from BULK_START); the wait also ends
+    // `bulk_idle` after the last packet from the sender.
+    until: Time,
 }
 
 /// A fast hasher for [`FlowId`] keys (the FxHash fold: rotate, xor, multiply).
@@ -1004,6 +1014,9 @@ impl SyncEngine {
             && rx.sender == packet.sender
         {
             rx.packets += 1;
+            if let BulkState::Receiving { deadline } = &mut self.bulk_in {
+                *deadline = rx.until.min(now + self.config.bulk_idle);
+            }
         }
         let (sender, seq) = (packet.sender, packet.seq);
         let mut urgent = false;
@@ -1069,18 +1082,20 @@ impl SyncEngine {
             }
             Message::BulkStart { flows } => {
                 if let BulkState::Requesting { tries, .. } = self.bulk_in {
+                    let until = now + self.config.bulk_end_bound(flows);
                     self.bulk_rx = Some(BulkRx {
                         sender,
                         flows,
                         start_seq: seq,
                         packets: 1,
                         tries,
+                        until,
                     });
                     // Growing the table once instead of doubling it ~20 times during a big bulk.
                     let room = (flows as usize).min(MAX_BULK_RESERVE);
                     self.table.reserve(room.saturating_sub(self.table.len()));
                     self.bulk_in = BulkState::Receiving {
-                        deadline: now + self.config.bulk_end_bound(flows),
+                        deadline: until.min(now + self.config.bulk_idle),
                     };
                 }
             }
@@ -1628,15 +1643,60 @@ mod tests {
         };
         assert_eq!(
             deadline,
-            Time::from_secs(10),
-            "bulk_end_min for a small bulk"
+            T0 + b.config().bulk_idle,
+            "bulk_idle when nothing follows START (bulk_end_min bounds the whole of a small bulk)"
         );
         assert!(
-            b.handle(Time::from_secs(4), SyncEvent::Timer).is_empty(),
+            b.handle(Time::from_secs(2), SyncEvent::Timer).is_empty(),
             "no retries after START"
         );
         assert_eq!(demotes(&b.handle(deadline, SyncEvent::Timer)), vec![-32]);
         assert!(SyncConfig::new(1).bulk_end_bound(1_000_000) > Duration::from_secs(1000));
+    }
+
+    /// A sender that dies mid-bulk (issue #16 item 9): the receiver gives up once no packet of the
+    /// transfer came for `bulk_idle`, not after the bound for a million flows paced one packet a
+    /// tick (~33 minutes at carpd's pacing), and lifts its demotion.
+    #[test]
+    fn rule_sender_killed_mid_bulk_ends_the_wait_after_bulk_idle() {
+        let fast = |c: &mut SyncConfig| {
+            c.bulk_interval = Duration::from_millis(5);
+            c.bulk_packets_per_tick = 340;
+        };
+        let mut a = engine_with(1, fast);
+        let mut b = engine_with(2, fast);
+        let per = a.config().flows_per_packet() as u64;
+        for i in 1..=per * 2000 {
+            a.adopt(flow(1, i));
+        }
+        let req = b.handle(T0, SyncEvent::Start);
+        let mut wire = a.handle(T0, SyncEvent::Packet(sent(&req)[0]));
+        // Two ticks of the transfer arrive, then the sender is gone.
+        let mut now = T0;
+        for _ in 0..2 {
+            assert!(demotes(&deliver(&mut b, now, &wire)).is_empty());
+            now += Duration::from_millis(5);
+            wire = a.handle(now, SyncEvent::Timer);
+        }
+        assert!(matches!(b.bulk_state(), BulkState::Receiving { .. }));
+        let idle = b.config().bulk_idle;
+        let mut released = Vec::new();
+        let end = now + idle + Duration::from_millis(10);
+        while now < end && released.is_empty() {
+            now += Duration::from_millis(50);
+            released = demotes(&b.handle(now, SyncEvent::Timer));
+        }
+        assert_eq!(
+            released,
+            vec![-32],
+            "still demoted {now:?} after the sender died"
+        );
+        assert_eq!(b.bulk_state(), BulkState::Done { complete: false });
+        // The whole-transfer bound counts the sender's packets per tick: a million flows at carpd's
+        // pacing is seconds, not half an hour.
+        let mut c = SyncConfig::new(1);
+        fast(&mut c);
+        assert!(c.bulk_end_bound(1_000_000) <= Duration::from_secs(30));
     }
 
     #[test]
