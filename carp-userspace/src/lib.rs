@@ -18,12 +18,14 @@
 //!   the sync driver (`daemon::sync`: transport, flow map) and the `[[track]]` checkers.
 //! - `sync`: pfsync-style flow-state replication, sans-IO: wire format, HMAC, merge rules, engine.
 //! - `manpage`: the man pages' hand-written sections and the config reference (Markdown in docs/) as roff.
+//! - `ctnetlink`: netfilter's conntrack table over netlink (events, dumps, batched changes).
 //! - `ifreq`: interface ioctls (MAC, MTU, flags, multicast list) in the process's own namespace.
 
 pub mod auth;
 pub mod balance;
 pub mod config;
 pub mod control;
+pub mod ctnetlink;
 pub mod daemon;
 pub mod dataplane;
 pub mod engine;

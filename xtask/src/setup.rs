@@ -28,6 +28,8 @@ const PACKAGES: &[&str] = &[
     "iputils-ping",
     "netsniff-ng",
     "ethtool",
+    "conntrack",
+    "conntrackd",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_MAJOR: &str = "22";

@@ -11,6 +11,7 @@
 //! which closes pfsync's "anyone on the link can insert states" hole (spec §8, "Security").
 
 pub mod auth;
+pub mod conntrack;
 pub mod peer;
 pub mod state;
 pub mod wire;
@@ -18,7 +19,7 @@ pub mod wire;
 pub use auth::{KeyError, REPLAY_WINDOW, ReplayWindow, SyncKey, TAG_LEN};
 pub use peer::{
     BulkState, COMPRESSED_MSG, ConfigError, FULL_MSG, FlowIdHasher, FlowOp, FlowTable, MIN_MTU,
-    SeededFlowHash, SyncAction, SyncConfig, SyncCounters, SyncEngine, SyncEvent,
+    Sealer, SeededFlowHash, SyncAction, SyncConfig, SyncCounters, SyncEngine, SyncEvent,
 };
 pub use state::{
     ConnState, Direction, Endpoint, FlowId, FlowKey, FlowState, FlowUpdate, MergeOutcome, Peer,

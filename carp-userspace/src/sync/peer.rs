@@ -200,6 +200,30 @@ pub enum SyncAction {
         /// True if a peer acknowledged the flow, false on timeout or overflow.
         acked: bool,
     },
+    /// A conntrack message from peer `from` (authentic and fresh): for the conntrack mirror.
+    Conntrack {
+        /// The sending node.
+        from: u32,
+        /// The message.
+        msg: super::conntrack::CtMessage,
+    },
+}
+
+/// Seals packets with this engine's key, node id and sequence numbers from another thread (the
+/// conntrack mirror's), so its packets share the peers' replay window with the engine's own.
+#[derive(Clone)]
+pub struct Sealer {
+    key: SyncKey,
+    node_id: u32,
+    seq: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Sealer {
+    /// Fills the header, takes the next sequence number and appends the tag.
+    pub fn seal(&self, b: PacketBuilder) -> Vec<u8> {
+        let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        b.finish(&self.key, self.node_id, seq)
+    }
 }
 
 /// Where the bulk transfer *to* this node stands.
@@ -463,7 +487,8 @@ pub struct SyncEngine {
     extra: Vec<Message>,
     queued_bytes: usize,
     flush_at: Option<Time>,
-    seq: u64,
+    // Shared with `Sealer`s: the conntrack mirror seals its packets on its own thread.
+    seq: std::sync::Arc<std::sync::atomic::AtomicU64>,
     windows: HashMap<u32, ReplayWindow>,
     counters: SyncCounters,
     bulk_out: Option<BulkOut>,
@@ -482,6 +507,10 @@ pub struct SyncEngine {
     // When each peer's last authentic, fresh packet arrived.
     heard: HashMap<u32, Time>,
     keepalive_at: Option<Time>,
+    // The conntrack bulk is still to be applied: the bulk demotion stays until it is (one demotion
+    // for both bulks). `flow_bulk_done` says the flow bulk's end came while it was pending.
+    ct_pending: bool,
+    flow_bulk_done: bool,
 }
 
 fn ms(t: Time) -> u64 {
@@ -502,7 +531,7 @@ impl SyncEngine {
             });
         }
         Ok(SyncEngine {
-            seq: config.seq_start,
+            seq: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(config.seq_start)),
             config,
             key,
             table: FlowTable::default(),
@@ -525,6 +554,8 @@ impl SyncEngine {
             deferred: VecDeque::new(),
             heard: HashMap::new(),
             keepalive_at: None,
+            ct_pending: false,
+            flow_bulk_done: false,
         })
     }
 
@@ -679,7 +710,9 @@ impl SyncEngine {
         if complete {
             self.counters.bulk_received += 1;
         }
-        if self.demoted {
+        if self.demoted && self.ct_pending {
+            self.flow_bulk_done = true;
+        } else if self.demoted {
             self.demoted = false;
             out.push(SyncAction::Demote {
                 group: DEFAULT_GROUP,
@@ -867,9 +900,38 @@ impl SyncEngine {
     }
 
     fn next_seq(&mut self) -> u64 {
-        let s = self.seq;
-        self.seq = self.seq.wrapping_add(1);
-        s
+        self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A sealer for another thread's packets (see [`Sealer`]).
+    pub fn sealer(&self) -> Sealer {
+        Sealer {
+            key: self.key.clone(),
+            node_id: self.config.node_id,
+            seq: self.seq.clone(),
+        }
+    }
+
+    /// Holds the bulk demotion, once taken, until [`SyncEngine::conntrack_bulk_done`] too (call it
+    /// before `Start` when the conntrack mirror runs).
+    pub fn wait_for_conntrack_bulk(&mut self) {
+        self.ct_pending = true;
+    }
+
+    /// The conntrack bulk was applied (or given up on): the demotion goes once the flow bulk is done too.
+    pub fn conntrack_bulk_done(&mut self) -> Vec<SyncAction> {
+        let mut out = Vec::new();
+        self.ct_pending = false;
+        if self.flow_bulk_done && self.demoted {
+            self.flow_bulk_done = false;
+            self.demoted = false;
+            out.push(SyncAction::Demote {
+                group: DEFAULT_GROUP,
+                delta: -i32::from(self.config.bulk_demote),
+                reason: "sync done: flow and conntrack bulk transfers applied",
+            });
+        }
+        out
     }
 
     fn send(&mut self, b: PacketBuilder, out: &mut Vec<SyncAction>) {
@@ -1133,6 +1195,7 @@ impl SyncEngine {
                 _ => {}
             },
             Message::InsAck(id) => self.release_deferred(id, out),
+            Message::Ct(msg) => out.push(SyncAction::Conntrack { from: sender, msg }),
         }
         false
     }

@@ -269,6 +269,8 @@ pub enum Message {
     },
     /// The INS of this flow arrived.
     InsAck(FlowId),
+    /// A conntrack message (`sync::conntrack::wire`): netfilter's state table, replicated.
+    Ct(super::conntrack::CtMessage),
 }
 
 impl Message {
@@ -282,6 +284,7 @@ impl Message {
                 Message::Clr { .. } | Message::BulkStart { .. } | Message::BulkEnd { .. } => {
                     WORD_BODY
                 }
+                Message::Ct(m) => m.body_len(),
             }
     }
 
@@ -297,6 +300,7 @@ impl Message {
             Message::BulkStart { .. } => (msg::BULK_START, 0),
             Message::BulkEnd { .. } => (msg::BULK_END, 0),
             Message::InsAck(_) => (msg::INS_ACK, 0),
+            Message::Ct(m) => m.kind(),
         };
         // Every body is far below 64 KiB, so the cast loses nothing.
         let len = self.wire_len() as u16;
@@ -311,6 +315,7 @@ impl Message {
             Message::BulkStart { flows } | Message::BulkEnd { flows } => {
                 out.extend_from_slice(&flows.to_be_bytes())
             }
+            Message::Ct(m) => m.emit_body(out),
         }
     }
 
@@ -327,6 +332,10 @@ impl Message {
             msg::UPD_C => COMPRESSED_BODY,
             msg::DEL | msg::UPD_REQ | msg::INS_ACK => ID_BODY,
             msg::CLR | msg::BULK_START | msg::BULK_END => WORD_BODY,
+            k if super::conntrack::wire::msg::is_ct(k) => {
+                return super::conntrack::CtMessage::parse(k, flags, body)
+                    .map(|m| Some(Message::Ct(m)));
+            }
             _ => return Ok(None),
         };
         if body.len() < need {

@@ -741,6 +741,8 @@ impl Daemon {
                     } => demotes.push((group, delta, reason)),
                     // The engine keeps the deadline; the frame (if the dataplane deferred one) is here.
                     SyncAction::Hold { .. } => {}
+                    // Not wired into carpd yet: without `[pfsync] conntrack` they are ignored.
+                    SyncAction::Conntrack { .. } => {}
                     SyncAction::Release { flow, acked } => {
                         if let Some(frame) = s.defer.held.remove(&flow) {
                             if acked {
