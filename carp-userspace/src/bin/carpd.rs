@@ -66,6 +66,10 @@ struct Cli {
     /// Validate the config, print it normalised (passphrases redacted) and exit: 0 if valid, 1 if not.
     #[arg(long)]
     check: bool,
+    /// Print a carp.toml equivalent to the VRRP instances of a keepalived.conf (includes followed)
+    /// and exit; every setting that could not be carried over is listed on stderr with the reason.
+    #[arg(long, value_name = "FILE")]
+    import_keepalived: Option<PathBuf>,
     /// Print a completion script for SHELL and exit (packaging).
     #[arg(long, value_name = "SHELL", hide = true)]
     generate_completions: Option<clap_complete::Shell>,
@@ -87,6 +91,34 @@ fn write_man(dir: &std::path::Path) -> std::io::Result<()> {
     )
 }
 
+/// `--import-keepalived FILE`: the carp.toml on stdout, the unmapped settings on stderr; the output is
+/// validated with carpd's own config parser so a bad conversion never reaches a deployment.
+fn import_keepalived(file: &std::path::Path) -> ExitCode {
+    let import = match carp::config::keepalived::import(file) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("carpd: --import-keepalived: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for u in &import.unmapped {
+        eprintln!(
+            "carpd: {}:{}: {}: not carried over: {}",
+            u.file.display(),
+            u.line,
+            u.setting,
+            u.why
+        );
+    }
+    if let Err(e) = Config::parse(std::path::Path::new("imported carp.toml"), &import.toml) {
+        eprintln!("carpd: --import-keepalived: the converted config does not validate: {e}");
+        eprint!("{}", import.toml);
+        return ExitCode::FAILURE;
+    }
+    print!("{}", import.toml);
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(shell) = cli.generate_completions {
@@ -99,6 +131,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
         return ExitCode::SUCCESS;
+    }
+    if let Some(file) = &cli.import_keepalived {
+        return import_keepalived(file);
     }
     let config = match Config::load(&cli.config) {
         Ok(c) => c,

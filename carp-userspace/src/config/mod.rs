@@ -20,6 +20,7 @@ use toml::Spanned;
 use crate::auth::Key;
 
 pub mod ifconfig;
+pub mod keepalived;
 pub mod sync;
 pub mod track;
 pub mod vrrp;
