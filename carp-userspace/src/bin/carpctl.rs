@@ -12,8 +12,10 @@ use std::{
 use carp::{
     config::ifconfig::{IfconfigCommand, IfconfigSpec, parse_ifconfig_args},
     control::{
-        self, CountersReport, DemoteOp, ForceTo, GroupStatus, Request, Response, SYSCTLS, Setting,
-        StatusReport, check_adv, parse_sysctl_value, table, unknown_sysctl,
+        self, CountersReport, DemoteOp, ForceTo, Request, Response, SYSCTLS, Setting, StatusReport,
+        check_adv, parse_sysctl_value,
+        render::{counters_table, groups_table, ifconfig_show, status_table},
+        unknown_sysctl,
     },
 };
 use clap::{CommandFactory, Parser, Subcommand};
@@ -295,12 +297,12 @@ fn run(socket: &Path, command: Cmd) -> Result<(), String> {
         }
         Cmd::Sync { json } => match call(socket, &Request::Sync)? {
             Response::Sync(r) if json => print_json(&r),
-            Response::Sync(r) => print!("{}", carp::control::report::sync_text(&r)),
+            Response::Sync(r) => print!("{}", carp::control::render::sync_text(&r)),
             r => return Err(unexpected(&r)),
         },
         Cmd::Flows { json } => match call(socket, &Request::Flows)? {
             Response::Flows(r) if json => print_json(&r),
-            Response::Flows(r) => print!("{}", carp::control::report::flows_table(&r)),
+            Response::Flows(r) => print!("{}", carp::control::render::flows_table(&r)),
             r => return Err(unexpected(&r)),
         },
         Cmd::Restart => done(call(socket, &Request::Restart)?)?,
@@ -512,148 +514,6 @@ fn ifconfig_request(cmd: IfconfigCommand) -> Result<Option<Request>, String> {
         iface: name,
         changes,
     }))
-}
-
-/// One interface the way OpenBSD's ifconfig prints a carp interface.
-fn ifconfig_show(status: &StatusReport, name: &str) -> Result<String, String> {
-    let i = status
-        .interfaces
-        .iter()
-        .find(|i| i.name == name)
-        .ok_or_else(|| {
-            let names: Vec<&str> = status.interfaces.iter().map(|i| i.name.as_str()).collect();
-            format!("no carp interface {name} (carpd runs {})", names.join(", "))
-        })?;
-    let mut s = format!(
-        "{}: carp: {} carpdev {} vhid {} advbase {} advskew {}\n",
-        i.name, i.state, i.carpdev, i.vhid, i.advbase, i.advskew
-    );
-    if i.nodes.len() > 1 {
-        let nodes: Vec<String> = i
-            .nodes
-            .iter()
-            .map(|n| format!("{}:{}:{}", n.state, n.vhid, n.advskew))
-            .collect();
-        s += &format!(
-            "\tcarp: carpnodes {} balancing {}\n",
-            nodes.join(","),
-            i.balancing
-        );
-    }
-    s += &format!("\tgroups: {}\n", i.groups.join(" "));
-    s += &format!("\tdemote: {}\n", i.demote);
-    for a in &i.addresses {
-        let family = if a.contains(':') { "inet6" } else { "inet" };
-        s += &format!("\t{family} {a}\n");
-    }
-    Ok(s)
-}
-
-fn status_table(s: &StatusReport) -> String {
-    let mut out = format!(
-        "net.inet.carp.preempt={} allow={} log={}\n\n",
-        u8::from(s.preempt),
-        u8::from(s.allow),
-        s.log
-    );
-    let mut rows = vec![
-        [
-            "INTERFACE",
-            "CARPDEV",
-            "VHID",
-            "STATE",
-            "ADVBASE",
-            "ADVSKEW",
-            "DEMOTE",
-            "LAST MASTER",
-            "ADDRESSES",
-        ]
-        .map(String::from)
-        .to_vec(),
-    ];
-    for i in &s.interfaces {
-        rows.push(vec![
-            i.name.clone(),
-            i.carpdev.clone(),
-            i.vhid.to_string(),
-            i.state.clone(),
-            i.advbase.to_string(),
-            i.advskew.to_string(),
-            i.demote.to_string(),
-            i.last_master.clone().unwrap_or_else(|| "-".into()),
-            i.addresses.join(" "),
-        ]);
-    }
-    out += &table(&rows);
-    // Carp interfaces with carpnodes: one line per node (OpenBSD's ifconfig prints "carp: carpnodes").
-    let balanced: Vec<_> = s.interfaces.iter().filter(|i| i.nodes.len() > 1).collect();
-    if !balanced.is_empty() {
-        out.push('\n');
-        let mut rows = vec![
-            ["INTERFACE", "BALANCING", "NODE VHID", "STATE", "ADVSKEW"]
-                .map(String::from)
-                .to_vec(),
-        ];
-        for i in balanced {
-            for n in &i.nodes {
-                rows.push(vec![
-                    i.name.clone(),
-                    i.balancing.clone(),
-                    n.vhid.to_string(),
-                    n.state.clone(),
-                    n.advskew.to_string(),
-                ]);
-            }
-        }
-        out += &table(&rows);
-    }
-    out.push('\n');
-    out += &groups_table(&s.groups);
-    out
-}
-
-fn groups_table(groups: &[GroupStatus]) -> String {
-    let mut rows = vec![["GROUP", "DEMOTE", "MEMBERS"].map(String::from).to_vec()];
-    for g in groups {
-        rows.push(vec![
-            g.name.clone(),
-            g.demote.to_string(),
-            g.members.join(" "),
-        ]);
-    }
-    table(&rows)
-}
-
-fn counters_table(c: &CountersReport) -> String {
-    let mut out = String::new();
-    for v in &c.vhids {
-        out += &format!(
-            "{} vhid {} on {}: {}, became MASTER {} time(s), {} adverts sent, {} failed HMAC, last master {}, last advert {}\n",
-            v.name,
-            v.vhid,
-            v.carpdev,
-            v.state,
-            v.transitions_to_master,
-            v.opackets,
-            v.badauth,
-            v.last_master.as_deref().unwrap_or("-"),
-            v.last_advert_age_seconds
-                .map(|a| format!("{a:.1} s ago"))
-                .unwrap_or_else(|| "never".into()),
-        );
-        match &v.dataplane {
-            Some(d) => {
-                let rows: Vec<Vec<String>> = d
-                    .fields()
-                    .iter()
-                    .map(|(k, n)| vec![format!("  {k}"), n.to_string()])
-                    .collect();
-                out += &table(&rows);
-            }
-            None => out += "  (the dataplane counters could not be read)\n",
-        }
-    }
-    out
 }
 
 #[cfg(test)]

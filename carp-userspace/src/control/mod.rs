@@ -15,7 +15,15 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+pub mod metrics;
+pub mod render;
 pub mod report;
+
+pub use render::table;
+pub use report::{
+    CountersReport, DataplaneCounters, GroupStatus, InterfaceStatus, NodeStatus, StatusReport,
+    VhidCounters,
+};
 
 /// Where carpd listens and carpctl connects by default.
 pub const DEFAULT_SOCKET: &str = "/run/carp/carpd.sock";
@@ -138,109 +146,6 @@ pub enum Response {
     Error(String),
 }
 
-/// `carpctl status --json` (design §2).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatusReport {
-    /// `net.inet.carp.preempt`.
-    pub preempt: bool,
-    /// `net.inet.carp.allow`.
-    pub allow: bool,
-    /// `net.inet.carp.log`.
-    pub log: u8,
-    /// Every carp interface, in config order.
-    pub interfaces: Vec<InterfaceStatus>,
-    /// Every demote group, sorted by name.
-    pub groups: Vec<GroupStatus>,
-}
-
-/// One carp interface in `status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InterfaceStatus {
-    /// e.g. "carp0".
-    pub name: String,
-    /// The parent interface.
-    pub carpdev: String,
-    /// The (first) vhid.
-    pub vhid: u8,
-    /// INIT, BACKUP or MASTER: the state of the first (lowest vhid) node.
-    pub state: String,
-    /// Running advbase.
-    pub advbase: u8,
-    /// Running advskew.
-    pub advskew: u8,
-    /// The demote byte it advertises (sum of its groups' counters).
-    pub demote: u8,
-    /// Virtual addresses with prefix length.
-    pub addresses: Vec<String>,
-    /// Balancing mode.
-    pub balancing: String,
-    /// Its carpnodes (one per vhid).
-    pub nodes: Vec<NodeStatus>,
-    /// Its groups, "carp" included.
-    pub groups: Vec<String>,
-    /// Source address of the last master heard while BACKUP.
-    pub last_master: Option<String>,
-}
-
-/// One carpnode of an interface.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeStatus {
-    /// Its vhid.
-    pub vhid: u8,
-    /// INIT, BACKUP or MASTER.
-    pub state: String,
-    /// Its advskew.
-    pub advskew: u8,
-}
-
-/// One demote group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupStatus {
-    /// Group name ("carp" always exists).
-    pub name: String,
-    /// Its demote counter.
-    pub demote: u8,
-    /// Its carp interfaces.
-    pub members: Vec<String>,
-}
-
-/// `carpctl counters --json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CountersReport {
-    /// One entry per vhid.
-    pub vhids: Vec<VhidCounters>,
-}
-
-/// The counters of one vhid.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VhidCounters {
-    /// The carp interface.
-    pub name: String,
-    /// The parent interface.
-    pub carpdev: String,
-    /// The vhid.
-    pub vhid: u8,
-    /// Its state now.
-    pub state: String,
-    /// How many times it became MASTER since carpd started.
-    pub transitions_to_master: u64,
-    /// Adverts sent since carpd started (carpstats opackets).
-    #[serde(default)]
-    pub opackets: u64,
-    /// Adverts that failed the HMAC check since carpd started (carpstats badauth).
-    #[serde(default)]
-    pub badauth: u64,
-    /// Source address of the last master heard while BACKUP.
-    pub last_master: Option<String>,
-    /// Seconds since the XDP program last accepted an advert for this vhid (None: never).
-    pub last_advert_age_seconds: Option<f64>,
-    /// The dataplane's per-vhid counters summed over CPUs (None if the map could not be read).
-    pub dataplane: Option<DataplaneCounters>,
-}
-
-/// The XDP program's per-vhid counters (`carp_stats`), summed over CPUs, named as bpftool shows them.
-pub use carp_common::maps::CarpStats as DataplaneCounters;
-
 /// Checks an advbase or advskew value; the error names the key and the allowed range.
 pub fn check_adv(key: &str, value: u32) -> Result<u8, String> {
     if value > u32::from(MAX_ADV) {
@@ -317,31 +222,6 @@ pub fn call(path: &Path, request: &Request, timeout: Duration) -> Result<Respons
         ));
     }
     serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(e.to_string()))
-}
-
-/// Left-aligned columns, two spaces apart, for the CLI's tables.
-pub fn table(rows: &[Vec<String>]) -> String {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(c, s)| format!("{s:<w$}", w = widths[c]))
-            .collect();
-        out += line.join("  ").trim_end();
-        out.push('\n');
-    }
-    out
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! The shapes of `carpctl sync [--json]` and `carpctl flows [--json]` (design §2), their tables, and the
-//! sync lines of the metrics. carpd fills them (`daemon::sync`); carpctl prints them.
+//! Every report shape carpd answers with (design §2): `carpctl status|counters|groups|sync|flows
+//! [--json]`. carpd fills them (`daemon::control`, `daemon::sync`); carpctl prints them through
+//! `control::render` (text) or serde (JSON); the metrics endpoint through `control::metrics`.
 
 use serde::{Deserialize, Serialize};
 
@@ -94,126 +95,105 @@ pub struct FlowsReport {
     pub flows: Vec<FlowRow>,
 }
 
-/// The text of `carpctl sync`.
-pub fn sync_text(r: &SyncReport) -> String {
-    let mut out = String::new();
-    if !r.enabled {
-        out.push_str("sync: not configured (no [pfsync] table)\n");
-    } else {
-        out.push_str(&format!(
-            "sync: syncdev {} -> {}, node id {}, bulk {}{}, {} flows\n",
-            r.syncdev.as_deref().unwrap_or("-"),
-            r.destination.as_deref().unwrap_or("-"),
-            r.node_id,
-            r.bulk,
-            if r.demoted {
-                " (group carp demoted +32)"
-            } else {
-                ""
-            },
-            r.flows
-        ));
-        let live: Vec<String> = r.live_peers.iter().map(u32::to_string).collect();
-        out.push_str(&format!(
-            "live peers: {}\n",
-            if live.is_empty() {
-                "none".to_string()
-            } else {
-                live.join(", ")
-            }
-        ));
-    }
-    out.push_str(&format!(
-        "flows: {}\n",
-        if r.stateful {
-            "stateful"
-        } else {
-            "not stateful"
-        }
-    ));
-    if r.enabled {
-        let mut rows = vec![vec!["COUNTER".to_string(), "VALUE".to_string()]];
-        rows.extend(
-            r.counters
-                .iter()
-                .map(|(n, v)| vec![n.clone(), v.to_string()]),
-        );
-        out.push_str(&crate::control::table(&rows));
-    }
-    for d in &r.dataplane {
-        out.push_str(&format!(
-            "{} ({}{}):",
-            d.carpdev,
-            d.mode,
-            if d.inside { ", inside" } else { "" }
-        ));
-        for (n, v) in &d.counters {
-            out.push_str(&format!(" {n}={v}"));
-        }
-        out.push('\n');
-    }
-    out
+/// `carpctl status --json` (design §2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// `net.inet.carp.preempt`.
+    pub preempt: bool,
+    /// `net.inet.carp.allow`.
+    pub allow: bool,
+    /// `net.inet.carp.log`.
+    pub log: u8,
+    /// Every carp interface, in config order.
+    pub interfaces: Vec<InterfaceStatus>,
+    /// Every demote group, sorted by name.
+    pub groups: Vec<GroupStatus>,
 }
 
-/// The table of `carpctl flows`.
-pub fn flows_table(r: &FlowsReport) -> String {
-    let mut rows = vec![
-        [
-            "PROTO", "LO", "HI", "STATE", "CREATOR", "LEARNED", "PKTS", "BYTES", "AGE", "IDLE",
-        ]
-        .map(String::from)
-        .to_vec(),
-    ];
-    for f in &r.flows {
-        rows.push(vec![
-            f.proto.clone(),
-            f.lo.clone(),
-            f.hi.clone(),
-            f.state.clone(),
-            format!("{}/{:x}", f.creator, f.id),
-            if f.learned { "yes" } else { "no" }.into(),
-            format!("{}/{}", f.packets[0], f.packets[1]),
-            format!("{}/{}", f.bytes[0], f.bytes[1]),
-            format!("{}s", f.age_s),
-            format!("{}s", f.idle_s),
-        ]);
-    }
-    crate::control::table(&rows)
+/// One carp interface in `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceStatus {
+    /// e.g. "carp0".
+    pub name: String,
+    /// The parent interface.
+    pub carpdev: String,
+    /// The (first) vhid.
+    pub vhid: u8,
+    /// INIT, BACKUP or MASTER: the state of the first (lowest vhid) node.
+    pub state: String,
+    /// Running advbase.
+    pub advbase: u8,
+    /// Running advskew.
+    pub advskew: u8,
+    /// The demote byte it advertises (sum of its groups' counters).
+    pub demote: u8,
+    /// Virtual addresses with prefix length.
+    pub addresses: Vec<String>,
+    /// Balancing mode.
+    pub balancing: String,
+    /// Its carpnodes (one per vhid).
+    pub nodes: Vec<NodeStatus>,
+    /// Its groups, "carp" included.
+    pub groups: Vec<String>,
+    /// Source address of the last master heard while BACKUP.
+    pub last_master: Option<String>,
 }
 
-/// Appends the sync counters to an OpenMetrics text (before its `# EOF`).
-pub fn append_metrics(text: &mut String, r: &SyncReport) {
-    let eof = text.ends_with("# EOF\n");
-    if eof {
-        text.truncate(text.len() - "# EOF\n".len());
-    }
-    text.push_str("# HELP carp_sync_enabled 1 when [pfsync] replication runs.\n");
-    text.push_str("# TYPE carp_sync_enabled gauge\n");
-    text.push_str(&format!("carp_sync_enabled {}\n", u8::from(r.enabled)));
-    text.push_str("# HELP carp_sync_flows Flows the sync engine knows (local and learned).\n");
-    text.push_str("# TYPE carp_sync_flows gauge\n");
-    text.push_str(&format!("carp_sync_flows {}\n", r.flows));
-    text.push_str("# HELP carp_sync_demoted 1 while the bulk demotion of group carp is held.\n");
-    text.push_str("# TYPE carp_sync_demoted gauge\n");
-    text.push_str(&format!("carp_sync_demoted {}\n", u8::from(r.demoted)));
-    text.push_str(
-        "# HELP carp_sync_counter Sync protocol and transport counters (badauth, replay, ...).\n",
-    );
-    text.push_str("# TYPE carp_sync_counter gauge\n");
-    for (n, v) in &r.counters {
-        text.push_str(&format!("carp_sync_counter{{counter=\"{n}\"}} {v}\n"));
-    }
-    text.push_str("# HELP carp_flow_counter The dataplane's flow table counters per carpdev.\n");
-    text.push_str("# TYPE carp_flow_counter gauge\n");
-    for d in &r.dataplane {
-        for (n, v) in &d.counters {
-            text.push_str(&format!(
-                "carp_flow_counter{{carpdev=\"{}\",counter=\"{n}\"}} {v}\n",
-                d.carpdev
-            ));
-        }
-    }
-    if eof {
-        text.push_str("# EOF\n");
-    }
+/// One carpnode of an interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Its vhid.
+    pub vhid: u8,
+    /// INIT, BACKUP or MASTER.
+    pub state: String,
+    /// Its advskew.
+    pub advskew: u8,
 }
+
+/// One demote group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStatus {
+    /// Group name ("carp" always exists).
+    pub name: String,
+    /// Its demote counter.
+    pub demote: u8,
+    /// Its carp interfaces.
+    pub members: Vec<String>,
+}
+
+/// `carpctl counters --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CountersReport {
+    /// One entry per vhid.
+    pub vhids: Vec<VhidCounters>,
+}
+
+/// The counters of one vhid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VhidCounters {
+    /// The carp interface.
+    pub name: String,
+    /// The parent interface.
+    pub carpdev: String,
+    /// The vhid.
+    pub vhid: u8,
+    /// Its state now.
+    pub state: String,
+    /// How many times it became MASTER since carpd started.
+    pub transitions_to_master: u64,
+    /// Adverts sent since carpd started (carpstats opackets).
+    #[serde(default)]
+    pub opackets: u64,
+    /// Adverts that failed the HMAC check since carpd started (carpstats badauth).
+    #[serde(default)]
+    pub badauth: u64,
+    /// Source address of the last master heard while BACKUP.
+    pub last_master: Option<String>,
+    /// Seconds since the XDP program last accepted an advert for this vhid (None: never).
+    pub last_advert_age_seconds: Option<f64>,
+    /// The dataplane's per-vhid counters summed over CPUs (None if the map could not be read).
+    pub dataplane: Option<DataplaneCounters>,
+}
+
+/// The XDP program's per-vhid counters (`carp_stats`), summed over CPUs, named as bpftool shows them.
+pub use carp_common::maps::CarpStats as DataplaneCounters;

@@ -10,7 +10,6 @@
 //! transition) is carried out by the same code as everything else.
 
 use std::{
-    fmt::Write as _,
     net::SocketAddr,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
@@ -18,11 +17,6 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use prometheus_client::{
-    encoding::text::encode,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
-    registry::Registry,
-};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{TcpListener, TcpStream, UnixListener, UnixStream},
@@ -34,9 +28,9 @@ use super::{Daemon, monotonic};
 use crate::{
     auth::{AuthContext, AuthInput, Key},
     control::{
-        CountersReport, DataplaneCounters, DemoteOp, ForceTo, GroupStatus, InterfaceStatus,
-        MAX_LINE, NodeStatus, Request, Response, SYSCTLS, Setting, StatusReport, VhidCounters,
-        check_adv, parse_sysctl_value, unknown_sysctl,
+        CountersReport, DemoteOp, ForceTo, GroupStatus, InterfaceStatus, MAX_LINE, NodeStatus,
+        Request, Response, SYSCTLS, Setting, StatusReport, VhidCounters, check_adv,
+        parse_sysctl_value, unknown_sysctl,
     },
     engine::{ForcedState, HostEvent},
 };
@@ -249,9 +243,9 @@ async fn serve_metrics(mut stream: TcpStream, tx: mpsc::Sender<Msg>) {
             ask(&tx, Request::Counters).await,
         ) {
             (Response::Status(s), Response::Counters(c)) => {
-                let mut text = render_metrics(&s, &c);
+                let mut text = crate::control::metrics::render_metrics(&s, &c);
                 if let Response::Sync(r) = ask(&tx, Request::Sync).await {
-                    crate::control::report::append_metrics(&mut text, &r);
+                    crate::control::metrics::append_metrics(&mut text, &r);
                 }
                 (
                     "200 OK",
@@ -272,134 +266,6 @@ async fn serve_metrics(mut stream: TcpStream, tx: mpsc::Sender<Msg>) {
     );
     let _ = stream.write_all(reply.as_bytes()).await;
     let _ = stream.shutdown().await;
-}
-
-type Labels = Vec<(String, String)>;
-
-/// Renders a status and the counters as OpenMetrics text (built afresh per scrape: the values are
-/// carpd's and the kernel's, so there is nothing to keep between scrapes).
-pub fn render_metrics(status: &StatusReport, counters: &CountersReport) -> String {
-    let mut reg = Registry::default();
-    let gauge = |reg: &mut Registry, name: &str, help: &str| {
-        let f = Family::<Labels, Gauge>::default();
-        reg.register(name, help, f.clone());
-        f
-    };
-    let vhid_labels = |name: &str, carpdev: &str, vhid: u8| -> Labels {
-        vec![
-            ("interface".into(), name.into()),
-            ("carpdev".into(), carpdev.into()),
-            ("vhid".into(), vhid.to_string()),
-        ]
-    };
-    let preempt = gauge(&mut reg, "carp_preempt", "net.inet.carp.preempt (1 = on)");
-    preempt
-        .get_or_create(&Vec::new())
-        .set(i64::from(status.preempt));
-    let state = gauge(
-        &mut reg,
-        "carp_vhid_state",
-        "1 for the state each vhid is in (INIT, BACKUP, MASTER), 0 for the others",
-    );
-    let advbase = gauge(&mut reg, "carp_vhid_advbase", "Running advbase in seconds");
-    let advskew = gauge(&mut reg, "carp_vhid_advskew", "Running advskew in 1/256 s");
-    let demote = gauge(
-        &mut reg,
-        "carp_vhid_demote",
-        "Demote byte each vhid advertises (sum of its groups' counters)",
-    );
-    let last_master = gauge(
-        &mut reg,
-        "carp_vhid_last_master",
-        "Source address of the last master heard while BACKUP (value always 1)",
-    );
-    for i in &status.interfaces {
-        for n in &i.nodes {
-            for s in ["INIT", "BACKUP", "MASTER"] {
-                let mut l = vhid_labels(&i.name, &i.carpdev, n.vhid);
-                l.push(("state".into(), s.into()));
-                state.get_or_create(&l).set(i64::from(n.state == s));
-            }
-            let l = vhid_labels(&i.name, &i.carpdev, n.vhid);
-            advbase.get_or_create(&l).set(i64::from(i.advbase));
-            advskew.get_or_create(&l).set(i64::from(n.advskew));
-            demote.get_or_create(&l).set(i64::from(i.demote));
-            if let Some(m) = &i.last_master {
-                let mut l = l.clone();
-                l.push(("address".into(), m.clone()));
-                last_master.get_or_create(&l).set(1);
-            }
-        }
-    }
-    let group_demote = gauge(
-        &mut reg,
-        "carp_group_demote",
-        "Demote counter per interface group",
-    );
-    for g in &status.groups {
-        group_demote
-            .get_or_create(&vec![("group".into(), g.name.clone())])
-            .set(i64::from(g.demote));
-    }
-    let transitions = Family::<Labels, Counter>::default();
-    reg.register(
-        "carp_vhid_transitions_to_master",
-        "Times each vhid became MASTER since carpd started",
-        transitions.clone(),
-    );
-    let opackets = Family::<Labels, Counter>::default();
-    reg.register(
-        "carp_vhid_opackets",
-        "Adverts sent for each vhid since carpd started",
-        opackets.clone(),
-    );
-    let badauth = Family::<Labels, Counter>::default();
-    reg.register(
-        "carp_vhid_badauth",
-        "Adverts for each vhid that failed the HMAC check since carpd started",
-        badauth.clone(),
-    );
-    let age = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
-    reg.register(
-        "carp_vhid_last_advert_age_seconds",
-        "Seconds since the XDP program last accepted an advert for the vhid",
-        age.clone(),
-    );
-    let fields: Vec<(&str, Family<Labels, Counter>)> = DataplaneCounters::default()
-        .fields()
-        .iter()
-        .map(|(name, _)| {
-            let f = Family::<Labels, Counter>::default();
-            reg.register(
-                format!("carp_dataplane_{name}"),
-                format!("XDP counter {name} of carp_stats (summed over CPUs)"),
-                f.clone(),
-            );
-            (*name, f)
-        })
-        .collect();
-    for v in &counters.vhids {
-        let l = vhid_labels(&v.name, &v.carpdev, v.vhid);
-        transitions
-            .get_or_create(&l)
-            .inc_by(v.transitions_to_master);
-        opackets.get_or_create(&l).inc_by(v.opackets);
-        badauth.get_or_create(&l).inc_by(v.badauth);
-        if let Some(a) = v.last_advert_age_seconds {
-            age.get_or_create(&l).set(a);
-        }
-        if let Some(d) = &v.dataplane {
-            for ((_, value), (_, fam)) in d.fields().iter().zip(&fields) {
-                fam.get_or_create(&l).inc_by(*value);
-            }
-        }
-    }
-    let mut out = String::new();
-    if encode(&mut out, &reg).is_err() {
-        out.clear();
-        let _ = writeln!(out, "# EOF");
-    }
-    out
 }
 
 /// A change to a carp interface, validated, waiting to be applied.
@@ -790,75 +656,5 @@ impl Daemon {
             name: name.to_string(),
             value: value.to_string(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn metrics_render_as_openmetrics() {
-        let status = StatusReport {
-            preempt: true,
-            allow: true,
-            log: 2,
-            interfaces: vec![InterfaceStatus {
-                name: "carp0".into(),
-                carpdev: "eth0".into(),
-                vhid: 1,
-                state: "MASTER".into(),
-                advbase: 1,
-                advskew: 100,
-                demote: 0,
-                addresses: vec!["10.0.0.1/24".into()],
-                balancing: "none".into(),
-                nodes: vec![NodeStatus {
-                    vhid: 1,
-                    state: "MASTER".into(),
-                    advskew: 100,
-                }],
-                groups: vec!["carp".into()],
-                last_master: None,
-            }],
-            groups: vec![GroupStatus {
-                name: "carp".into(),
-                demote: 3,
-                members: vec!["carp0".into()],
-            }],
-        };
-        let counters = CountersReport {
-            vhids: vec![VhidCounters {
-                name: "carp0".into(),
-                carpdev: "eth0".into(),
-                vhid: 1,
-                state: "MASTER".into(),
-                transitions_to_master: 2,
-                opackets: 40,
-                badauth: 3,
-                last_master: None,
-                last_advert_age_seconds: Some(0.5),
-                dataplane: Some(DataplaneCounters {
-                    ipackets: 7,
-                    ..Default::default()
-                }),
-            }],
-        };
-        let text = render_metrics(&status, &counters);
-        let labels = r#"interface="carp0",carpdev="eth0",vhid="1""#;
-        for want in [
-            format!(r#"carp_vhid_state{{{labels},state="MASTER"}} 1"#),
-            format!("carp_vhid_opackets_total{{{labels}}} 40"),
-            format!("carp_vhid_badauth_total{{{labels}}} 3"),
-            format!(r#"carp_vhid_state{{{labels},state="BACKUP"}} 0"#),
-            format!("carp_vhid_transitions_to_master_total{{{labels}}} 2"),
-            format!("carp_dataplane_ipackets_total{{{labels}}} 7"),
-            format!("carp_vhid_advskew{{{labels}}} 100"),
-            r#"carp_group_demote{group="carp"} 3"#.to_string(),
-            "carp_preempt 1".to_string(),
-        ] {
-            assert!(text.contains(&want), "missing {want} in\n{text}");
-        }
-        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }
