@@ -36,6 +36,7 @@ pub mod netlink;
 pub mod nodes;
 pub mod privs;
 pub mod ratelog;
+pub mod server;
 pub mod standby;
 pub mod sync;
 pub mod track;
@@ -145,7 +146,7 @@ fn reexec() -> anyhow::Error {
     let mut args = std::env::args_os();
     let arg0 = args.next().unwrap_or_else(|| "carpd".into());
     tracing::info!("hitless restart: re-executing /proc/self/exe");
-    control::notify(&format!(
+    server::notify(&format!(
         "RELOADING=1\nMONOTONIC_USEC={}",
         monotonic().as_nanos() / 1000
     ));
@@ -215,7 +216,7 @@ enum Wake {
     Stop(&'static str),
     Restart,
     Reload,
-    Control(control::Msg),
+    Control(server::Msg),
     Sync(sync::SyncWake),
 }
 
@@ -609,7 +610,7 @@ impl Daemon {
         // The handlers are in place: signals held back across a hitless restart's execve come in now.
         block_signals(false);
         // Last step of start-up (it also sends systemd READY=1): carpctl works from here on.
-        let mut ctl = control::Server::start(
+        let mut ctl = server::Server::start(
             &self.options.control_socket,
             self.options.metrics,
             &self.config.tracks,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::control::Msg;
+use super::server::Msg;
 use crate::{
     config::track::{Check, TrackConfig},
     control::{DemoteOp, Request, Response},

@@ -1,0 +1,260 @@
+//! carpd's control socket and metrics endpoint (design §2, issue #5).
+//!
+//! What this module owns: the root-only Unix socket (mode 0600, peers checked with SO_PEERCRED),
+//! one task per connection that reads one JSON request line and writes one JSON response line, the
+//! OpenMetrics responder (`--metrics ADDR`, rendered by `control::metrics`), starting the
+//! `[[track]]` checkers (`daemon::track`) and systemd's READY=1 notification. The tasks never touch
+//! the engine: they pass a `Msg` over an mpsc channel to the main loop, which owns the engine and
+//! replies on a oneshot (`daemon::control`), so a request is handled between two engine events like
+//! any other input and its effect (an advert, a transition) is carried out by the same code as
+//! everything else.
+
+use std::{
+    net::SocketAddr,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{TcpListener, TcpStream, UnixListener, UnixStream},
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+};
+
+use crate::control::{MAX_LINE, Request, Response};
+
+/// How long a client may take to send its request line.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One request on its way to the main loop, with the channel its answer goes back on.
+pub struct Msg {
+    /// The request.
+    pub request: Request,
+    /// Where the main loop sends the response.
+    pub reply: oneshot::Sender<Response>,
+}
+
+/// The listening control socket (and metrics endpoint); the socket file is removed on drop.
+pub struct Server {
+    rx: mpsc::Receiver<Msg>,
+    path: PathBuf,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds the control socket at `path` (and the metrics endpoint at `metrics`), starts the
+    /// `[[track]]` checkers, then tells systemd the daemon is ready: this is the last step of
+    /// start-up, so READY=1 means carpctl works.
+    pub fn start(
+        path: &Path,
+        metrics: Option<SocketAddr>,
+        tracks: &[crate::config::track::TrackConfig],
+    ) -> Result<Server> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        if path.exists() {
+            // A socket someone still answers on belongs to a live carpd; a dead one is ours to replace.
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                bail!(
+                    "another carpd serves the control socket {}; give this one its own --control-socket",
+                    path.display()
+                );
+            }
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing the stale socket {}", path.display()))?;
+        }
+        let listener = UnixListener::bind(path)
+            .with_context(|| format!("binding the control socket {}", path.display()))?;
+        // Root only; peers are also checked with SO_PEERCRED, which covers the instant before chmod.
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("chmod 0600 {}", path.display()))?;
+        let (tx, rx) = mpsc::channel(16);
+        let mut tasks = vec![tokio::spawn(accept_control(listener, tx.clone()))];
+        if let Some(addr) = metrics {
+            let std_listener = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("binding the metrics endpoint {addr}"))?;
+            std_listener.set_nonblocking(true)?;
+            let listener = TcpListener::from_std(std_listener)?;
+            tasks.push(tokio::spawn(accept_metrics(listener, tx.clone())));
+            tracing::info!("metrics at http://{addr}/metrics");
+        }
+        // Trackers talk to the main loop exactly as carpctl does (`carpctl demote GROUP +N`).
+        tasks.extend(super::track::spawn(tracks, tx));
+        tracing::info!("control socket {}", path.display());
+        notify_ready();
+        Ok(Server {
+            rx,
+            path: path.to_path_buf(),
+            tasks,
+        })
+    }
+
+    /// The next request for the main loop (never returns if every sender is gone).
+    pub async fn next(&mut self) -> Msg {
+        match self.rx.recv().await {
+            Some(m) => m,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Tells systemd (Type=notify) that carpd is up.
+fn notify_ready() {
+    notify("READY=1");
+}
+
+/// Sends one sd_notify(3) state (e.g. "READY=1") to $NOTIFY_SOCKET; a no-op outside systemd.
+pub(super) fn notify(state: &str) {
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let result = (|| -> std::io::Result<()> {
+        use std::os::{linux::net::SocketAddrExt, unix::ffi::OsStrExt};
+        let sock = std::os::unix::net::UnixDatagram::unbound()?;
+        let bytes = target.as_bytes();
+        // "@name" is an abstract socket; anything else is a path.
+        let addr = match bytes.strip_prefix(b"@") {
+            Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name)?,
+            None => std::os::unix::net::SocketAddr::from_pathname(Path::new(&target))?,
+        };
+        sock.send_to_addr(state.as_bytes(), &addr)?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        tracing::warn!("telling systemd {state:?} (NOTIFY_SOCKET): {e}");
+    }
+}
+
+async fn accept_control(listener: UnixListener, tx: mpsc::Sender<Msg>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(serve_control(stream, tx.clone()));
+            }
+            Err(e) => {
+                tracing::warn!("control socket: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Sends a request to the main loop and waits for its answer.
+async fn ask(tx: &mpsc::Sender<Msg>, request: Request) -> Response {
+    let (reply, answer) = oneshot::channel();
+    if tx.send(Msg { request, reply }).await.is_err() {
+        return Response::Error("carpd is stopping".into());
+    }
+    answer
+        .await
+        .unwrap_or_else(|_| Response::Error("carpd is stopping".into()))
+}
+
+async fn serve_control(stream: UnixStream, tx: mpsc::Sender<Msg>) {
+    let uid = stream.peer_cred().map(|c| c.uid()).ok();
+    let (rd, mut wr) = stream.into_split();
+    let response = if uid != Some(0) {
+        Response::Error("permission denied: only root may use carpd's control socket".into())
+    } else {
+        let mut line = String::new();
+        let mut rd = BufReader::new(rd.take(MAX_LINE as u64));
+        match tokio::time::timeout(READ_TIMEOUT, rd.read_line(&mut line)).await {
+            Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
+                Ok(request) => ask(&tx, request).await,
+                Err(e) => Response::Error(format!("malformed request: {e}")),
+            },
+            Ok(Err(e)) => Response::Error(format!("reading the request: {e}")),
+            Err(_) => Response::Error("no request within 5 s".into()),
+        }
+    };
+    if let Ok(mut text) = serde_json::to_string(&response) {
+        text.push('\n');
+        let _ = wr.write_all(text.as_bytes()).await;
+    }
+}
+
+async fn accept_metrics(listener: TcpListener, tx: mpsc::Sender<Msg>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(serve_metrics(stream, tx.clone()));
+            }
+            Err(e) => {
+                tracing::warn!("metrics: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// A deliberately tiny HTTP/1.x responder: one GET per connection, then close.
+async fn serve_metrics(mut stream: TcpStream, tx: mpsc::Sender<Msg>) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(READ_TIMEOUT, async {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    if read.is_err() {
+        return;
+    }
+    let head = String::from_utf8_lossy(&head);
+    let mut words = head.split_whitespace();
+    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    let (status, ctype, body) = if method != "GET" {
+        (
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET only\n".to_string(),
+        )
+    } else if path != "/metrics" && path != "/" {
+        ("404 Not Found", "text/plain", "try /metrics\n".to_string())
+    } else {
+        match (
+            ask(&tx, Request::Status).await,
+            ask(&tx, Request::Counters).await,
+        ) {
+            (Response::Status(s), Response::Counters(c)) => {
+                let mut text = crate::control::metrics::render_metrics(&s, &c);
+                if let Response::Sync(r) = ask(&tx, Request::Sync).await {
+                    crate::control::metrics::append_metrics(&mut text, &r);
+                }
+                (
+                    "200 OK",
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    text,
+                )
+            }
+            _ => (
+                "503 Service Unavailable",
+                "text/plain",
+                "carpd is stopping\n".to_string(),
+            ),
+        }
+    };
+    let reply = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(reply.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
