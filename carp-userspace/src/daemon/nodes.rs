@@ -26,7 +26,7 @@ use carp_common::{
     proto::virtual_mac,
 };
 
-use super::{Daemon, lease_len, monotonic};
+use super::{Daemon, actions::lease_len, monotonic};
 use crate::{
     balance,
     config::{Balancing, InterfaceConfig},
