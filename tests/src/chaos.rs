@@ -192,9 +192,7 @@ fn client_flows(
 /// How many of the client's flows (source ports) a gateway's flow table lacks; all of them when its
 /// carpd does not answer.
 fn missing_flows(socket: &Path, ports: &[u16]) -> usize {
-    let Ok(Response::Flows(report)) =
-        control::call(socket, &Request::Flows, Duration::from_secs(5))
-    else {
+    let Ok(Ok(report)) = control::flows(socket, &Default::default(), Duration::from_secs(5)) else {
         return ports.len();
     };
     let vip = format!("{VIP}:9");

@@ -51,8 +51,8 @@ fn sync_report(sock: &Path) -> SyncReport {
 }
 
 fn flows(sock: &Path) -> FlowsReport {
-    match call(sock, &Request::Flows, Duration::from_secs(3)) {
-        Ok(Response::Flows(r)) => r,
+    match carp::control::flows(sock, &Default::default(), Duration::from_secs(3)) {
+        Ok(Ok(r)) => r,
         other => panic!("carpctl flows: {other:?}"),
     }
 }

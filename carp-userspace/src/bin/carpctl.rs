@@ -148,11 +148,33 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// The dataplane's flow table: local and learned flows, TCP state, packets and bytes.
+    /// The dataplane's flow table: local and learned flows, TCP state, packets and bytes. Printed as
+    /// carpd streams it (in the table's order, not sorted), so a table of any size lists.
+    #[command(
+        after_help = "Examples:\n  carpctl flows --proto tcp --port 443 --limit 20\n  carpctl flows --learned --addr 10.0.0.100 --json"
+    )]
     Flows {
-        /// JSON instead of a table.
+        /// JSON instead of a table: {"flows": [...]}.
         #[arg(long)]
         json: bool,
+        /// List at most N flows.
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
+        /// Only this protocol: tcp, udp, icmp, icmp6 or a number.
+        #[arg(long, value_name = "PROTO")]
+        proto: Option<String>,
+        /// Only flows with this address at either end.
+        #[arg(long, value_name = "IP")]
+        addr: Option<std::net::IpAddr>,
+        /// Only flows with this port at either end.
+        #[arg(long, value_name = "PORT")]
+        port: Option<u16>,
+        /// Only flows learned from a sync peer.
+        #[arg(long, conflicts_with = "local")]
+        learned: bool,
+        /// Only flows created here.
+        #[arg(long)]
+        local: bool,
     },
     /// Re-execute carpd in place without a failover (same as SIGUSR2): MASTERs stay MASTER.
     Restart,
@@ -300,14 +322,87 @@ fn run(socket: &Path, command: Cmd) -> Result<(), String> {
             Response::Sync(r) => print!("{}", carp::control::render::sync_text(&r)),
             r => return Err(unexpected(&r)),
         },
-        Cmd::Flows { json } => match call(socket, &Request::Flows)? {
-            Response::Flows(r) if json => print_json(&r),
-            Response::Flows(r) => print!("{}", carp::control::render::flows_table(&r)),
-            r => return Err(unexpected(&r)),
-        },
+        Cmd::Flows {
+            json,
+            limit,
+            proto,
+            addr,
+            port,
+            learned,
+            local,
+        } => {
+            let query = carp::control::report::FlowQuery {
+                limit,
+                proto,
+                addr,
+                port,
+                learned: (learned || local).then_some(learned),
+            };
+            flows(socket, &query, json)?
+        }
         Cmd::Restart => done(call(socket, &Request::Restart)?)?,
     }
     Ok(())
+}
+
+/// `carpctl flows`: prints each page as it arrives (JSON as one `{"flows": [...]}` document).
+fn flows(
+    socket: &Path,
+    query: &carp::control::report::FlowQuery,
+    json: bool,
+) -> Result<(), String> {
+    use carp::control::render::{flow_line, flows_header};
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut first = true;
+    let mut failed = None;
+    let mut ended = false;
+    if json {
+        let _ = write!(out, "{{\n  \"flows\": [");
+    } else {
+        let _ = write!(out, "{}", flows_header());
+    }
+    control::stream(
+        socket,
+        &Request::Flows(query.clone()),
+        TIMEOUT,
+        |r| match r {
+            Response::FlowsPage(rows) => {
+                for f in &rows {
+                    if json {
+                        let row = serde_json::to_string(f).expect("rows serialise");
+                        let _ = write!(out, "{}\n    {row}", if first { "" } else { "," });
+                    } else {
+                        let _ = write!(out, "{}", flow_line(f));
+                    }
+                    first = false;
+                }
+                true
+            }
+            Response::FlowsEnd { .. } => {
+                ended = true;
+                false
+            }
+            Response::Error(e) => {
+                failed = Some(e);
+                false
+            }
+            r => {
+                failed = Some(unexpected(&r));
+                false
+            }
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if !ended {
+        return Err("carpd ended the flow listing early".into());
+    }
+    if json {
+        let _ = writeln!(out, "{}]\n}}", if first { "" } else { "\n  " });
+    }
+    out.flush().map_err(|e| format!("writing the listing: {e}"))
 }
 
 fn done(r: Response) -> Result<(), String> {

@@ -73,8 +73,9 @@ pub enum Request {
     Restart,
     /// Flow replication state and counters (`carpctl sync`).
     Sync,
-    /// The dataplane's flow table (`carpctl flows`).
-    Flows,
+    /// The dataplane's flow table (`carpctl flows`), streamed in pages (`Response::FlowsPage` lines
+    /// then one `Response::FlowsEnd`) by a thread of its own, never by the main loop.
+    Flows(report::FlowQuery),
 }
 
 /// One runtime setting of a carp interface.
@@ -131,8 +132,21 @@ pub enum Response {
     Groups(Vec<GroupStatus>),
     /// Answer to `Sync`.
     Sync(report::SyncReport),
-    /// Answer to `Flows`.
-    Flows(report::FlowsReport),
+    /// One page of a `Flows` listing (one line each; a listing is as long as the table).
+    FlowsPage(Vec<report::FlowRow>),
+    /// The last line of a `Flows` listing: how many flows it sent.
+    FlowsEnd {
+        /// Flows sent (after the filters and the limit).
+        listed: u64,
+    },
+    /// The main loop's answer to `Flows`, for the control socket's own use (never sent to carpctl):
+    /// where the connection's lister thread opens the pinned flow table.
+    FlowsPin {
+        /// carpd's bpffs directory.
+        bpffs: PathBuf,
+        /// A carpdev whose pin directory holds `carp_flows`.
+        carpdev: String,
+    },
     /// Answer to `Sysctl`: the value after the request.
     Sysctl {
         /// The full name.
@@ -195,10 +209,67 @@ pub enum ClientError {
     Protocol(String),
 }
 
-/// Sends one request to the carpd listening at `path` and waits (at most `timeout`) for the answer.
-pub fn call(path: &Path, request: &Request, timeout: Duration) -> Result<Response, ClientError> {
+/// Sends `request` and hands every response line to `each` until it returns false or carpd closes
+/// the connection; for answers of many lines (`Flows`). Each line may be up to `MAX_LINE` bytes, the
+/// whole answer any length; `timeout` bounds each read, not the whole answer.
+pub fn stream(
+    path: &Path,
+    request: &Request,
+    timeout: Duration,
+    mut each: impl FnMut(Response) -> bool,
+) -> Result<(), ClientError> {
     let io = |e: std::io::Error| ClientError::Io(path.to_path_buf(), e);
-    let mut stream = UnixStream::connect(path).map_err(|e| match e.kind() {
+    let mut stream = connect(path, timeout)?;
+    let mut line =
+        serde_json::to_string(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).map_err(io)?;
+    let mut rd = BufReader::new(&stream);
+    loop {
+        let mut answer = String::new();
+        (&mut rd)
+            .take(MAX_LINE as u64)
+            .read_line(&mut answer)
+            .map_err(io)?;
+        if answer.is_empty() {
+            return Err(ClientError::Protocol(
+                "the connection closed before the answer's end".into(),
+            ));
+        }
+        let r = serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if !each(r) {
+            return Ok(());
+        }
+    }
+}
+
+/// The whole flow listing for `query` (`Request::Flows`), collected; carpd's refusal as `Err`.
+pub fn flows(
+    path: &Path,
+    query: &report::FlowQuery,
+    timeout: Duration,
+) -> Result<Result<report::FlowsReport, String>, ClientError> {
+    let mut out = Ok(report::FlowsReport::default());
+    stream(path, &Request::Flows(query.clone()), timeout, |r| match r {
+        Response::FlowsPage(rows) => {
+            if let Ok(rep) = &mut out {
+                rep.flows.extend(rows);
+            }
+            true
+        }
+        Response::Error(e) => {
+            out = Err(e);
+            false
+        }
+        _ => false,
+    })?;
+    Ok(out)
+}
+
+/// Connects to carpd's socket with read and write timeouts, naming "not running" and "not root".
+fn connect(path: &Path, timeout: Duration) -> Result<UnixStream, ClientError> {
+    let io = |e: std::io::Error| ClientError::Io(path.to_path_buf(), e);
+    let stream = UnixStream::connect(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
             ClientError::NotRunning(path.to_path_buf())
         }
@@ -207,6 +278,13 @@ pub fn call(path: &Path, request: &Request, timeout: Duration) -> Result<Respons
     })?;
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream.set_write_timeout(Some(timeout)).map_err(io)?;
+    Ok(stream)
+}
+
+/// Sends one request to the carpd listening at `path` and waits (at most `timeout`) for the answer.
+pub fn call(path: &Path, request: &Request, timeout: Duration) -> Result<Response, ClientError> {
+    let io = |e: std::io::Error| ClientError::Io(path.to_path_buf(), e);
+    let mut stream = connect(path, timeout)?;
     let mut line =
         serde_json::to_string(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
     line.push('\n');

@@ -2,7 +2,7 @@
 //! counters tables, OpenBSD ifconfig's view of one carp interface, `carpctl sync` and `carpctl flows`.
 //! The JSON rendering is serde's over the same shapes (`report`), and the metrics are `metrics`.
 
-use super::report::{CountersReport, FlowsReport, GroupStatus, StatusReport, SyncReport};
+use super::report::{CountersReport, FlowRow, FlowsReport, GroupStatus, StatusReport, SyncReport};
 
 /// The text of `carpctl sync`.
 pub fn sync_text(r: &SyncReport) -> String {
@@ -65,30 +65,49 @@ pub fn sync_text(r: &SyncReport) -> String {
     out
 }
 
-/// The table of `carpctl flows`.
+/// The header of `carpctl flows`' table; rows follow as `flow_line` prints them.
+pub fn flows_header() -> String {
+    flow_columns(&[
+        "PROTO", "LO", "HI", "STATE", "CREATOR", "LEARNED", "PKTS", "BYTES", "AGE", "IDLE",
+    ])
+}
+
+/// One row of `carpctl flows`' table. Fixed column widths (a wider value pushes the rest right), so
+/// a listing prints as it arrives instead of after the whole table was read.
+pub fn flow_line(f: &FlowRow) -> String {
+    flow_columns(&[
+        &f.proto,
+        &f.lo,
+        &f.hi,
+        &f.state,
+        &format!("{}/{:x}", f.creator, f.id),
+        if f.learned { "yes" } else { "no" },
+        &format!("{}/{}", f.packets[0], f.packets[1]),
+        &format!("{}/{}", f.bytes[0], f.bytes[1]),
+        &format!("{}s", f.age_s),
+        &format!("{}s", f.idle_s),
+    ])
+}
+
+fn flow_columns(cols: &[&str; 10]) -> String {
+    const WIDTHS: [usize; 10] = [5, 21, 21, 11, 12, 7, 13, 17, 7, 0];
+    let line: Vec<String> = cols
+        .iter()
+        .zip(WIDTHS)
+        .map(|(c, w)| format!("{c:<w$}"))
+        .collect();
+    let mut out = line.join("  ").trim_end().to_string();
+    out.push('\n');
+    out
+}
+
+/// The table of `carpctl flows` for a collected listing.
 pub fn flows_table(r: &FlowsReport) -> String {
-    let mut rows = vec![
-        [
-            "PROTO", "LO", "HI", "STATE", "CREATOR", "LEARNED", "PKTS", "BYTES", "AGE", "IDLE",
-        ]
-        .map(String::from)
-        .to_vec(),
-    ];
+    let mut out = flows_header();
     for f in &r.flows {
-        rows.push(vec![
-            f.proto.clone(),
-            f.lo.clone(),
-            f.hi.clone(),
-            f.state.clone(),
-            format!("{}/{:x}", f.creator, f.id),
-            if f.learned { "yes" } else { "no" }.into(),
-            format!("{}/{}", f.packets[0], f.packets[1]),
-            format!("{}/{}", f.bytes[0], f.bytes[1]),
-            format!("{}s", f.age_s),
-            format!("{}s", f.idle_s),
-        ]);
+        out.push_str(&flow_line(f));
     }
-    table(&rows)
+    out
 }
 
 /// Left-aligned columns, two spaces apart, for the CLI's tables.
@@ -259,4 +278,38 @@ pub fn counters_table(c: &CountersReport) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(proto: &str, lo: &str, hi: &str, learned: bool) -> FlowRow {
+        FlowRow {
+            proto: proto.into(),
+            lo: lo.into(),
+            hi: hi.into(),
+            state: "-".into(),
+            creator: 1,
+            id: 2,
+            owner: 0,
+            learned,
+            packets: [1, 2],
+            bytes: [3, 4],
+            age_s: 5,
+            idle_s: 6,
+        }
+    }
+
+    #[test]
+    fn the_table_prints_row_by_row_under_its_header() {
+        let r = FlowsReport {
+            flows: vec![row("udp", "10.0.0.100:4000", "10.0.0.1:53", false)],
+        };
+        let t = flows_table(&r);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("PROTO  LO"), "{t}");
+        assert_eq!(lines[0].find("HI"), lines[1].find("10.0.0.1:53"), "{t}");
+    }
 }

@@ -91,8 +91,46 @@ pub struct FlowRow {
 /// `carpctl flows --json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct FlowsReport {
-    /// Every flow in the dataplane's table.
+    /// Every flow of the listing, in the table's own order (a listing streamed in pages cannot sort).
     pub flows: Vec<FlowRow>,
+}
+
+/// Which flows `carpctl flows` lists: every filter given must match, and at most `limit` are sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct FlowQuery {
+    /// Stop after this many flows (None: all).
+    pub limit: Option<u64>,
+    /// Only this protocol, as `FlowRow::proto` names it ("tcp", "udp", "icmp", "icmp6" or a number).
+    pub proto: Option<String>,
+    /// Only flows with this address at either end.
+    pub addr: Option<std::net::IpAddr>,
+    /// Only flows with this port at either end.
+    pub port: Option<u16>,
+    /// Only learned (true) or only local (false) flows.
+    pub learned: Option<bool>,
+}
+
+impl FlowQuery {
+    /// True when `row` passes every filter.
+    pub fn matches(&self, row: &FlowRow) -> bool {
+        let ends = [&row.lo, &row.hi].map(|e| split_endpoint(e));
+        self.proto.as_ref().is_none_or(|p| *p == row.proto)
+            && self.learned.is_none_or(|l| l == row.learned)
+            && self
+                .addr
+                .is_none_or(|a| ends.iter().any(|e| e.is_some_and(|(ea, _)| ea == a)))
+            && self
+                .port
+                .is_none_or(|p| ends.iter().any(|e| e.is_some_and(|(_, ep)| ep == p)))
+    }
+}
+
+/// `addr:port` or `[addr]:port` back into its parts.
+fn split_endpoint(e: &str) -> Option<(std::net::IpAddr, u16)> {
+    e.parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|s| (s.ip(), s.port()))
 }
 
 /// `carpctl status --json` (design §2).
@@ -197,3 +235,63 @@ pub struct VhidCounters {
 
 /// The XDP program's per-vhid counters (`carp_stats`), summed over CPUs, named as bpftool shows them.
 pub use carp_common::maps::CarpStats as DataplaneCounters;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(proto: &str, lo: &str, hi: &str, learned: bool) -> FlowRow {
+        FlowRow {
+            proto: proto.into(),
+            lo: lo.into(),
+            hi: hi.into(),
+            state: "-".into(),
+            creator: 1,
+            id: 2,
+            owner: 0,
+            learned,
+            packets: [1, 2],
+            bytes: [3, 4],
+            age_s: 5,
+            idle_s: 6,
+        }
+    }
+
+    #[test]
+    fn flow_queries_filter_by_every_field() {
+        let udp = row("udp", "10.0.0.100:4000", "10.0.0.1:53", false);
+        let tcp6 = row("tcp", "[2001:db8::1]:443", "[2001:db8::2]:50000", true);
+        let all = FlowQuery::default();
+        assert!(all.matches(&udp) && all.matches(&tcp6));
+        let q = |f: fn(&mut FlowQuery)| {
+            let mut q = FlowQuery::default();
+            f(&mut q);
+            q
+        };
+        let udp_only = q(|q| q.proto = Some("udp".into()));
+        assert!(udp_only.matches(&udp) && !udp_only.matches(&tcp6));
+        let learned = q(|q| q.learned = Some(true));
+        assert!(!learned.matches(&udp) && learned.matches(&tcp6));
+        let local = q(|q| q.learned = Some(false));
+        assert!(local.matches(&udp) && !local.matches(&tcp6));
+        let addr = q(|q| q.addr = Some("10.0.0.1".parse().unwrap()));
+        assert!(addr.matches(&udp) && !addr.matches(&tcp6));
+        let addr6 = q(|q| q.addr = Some("2001:db8::2".parse().unwrap()));
+        assert!(!addr6.matches(&udp) && addr6.matches(&tcp6));
+        let port = q(|q| q.port = Some(443));
+        assert!(!port.matches(&udp) && port.matches(&tcp6));
+        // Filters combine: all must match.
+        let both = q(|q| {
+            q.proto = Some("udp".into());
+            q.port = Some(443)
+        });
+        assert!(!both.matches(&udp) && !both.matches(&tcp6));
+    }
+
+    #[test]
+    fn a_flow_query_without_fields_is_the_old_request() {
+        // carpctl of the previous release sent {"request":"flows"}.
+        let r: crate::control::Request = serde_json::from_str(r#"{"request":"flows"}"#).unwrap();
+        assert_eq!(r, crate::control::Request::Flows(FlowQuery::default()));
+    }
+}

@@ -11,7 +11,6 @@ use super::actions::vhid_entry;
 use crate::{
     auth::{AuthContext, AuthInput, ReplayCookie},
     config::{Config, InitialState, InterfaceConfig},
-    dataplane::if_index,
     engine::{Advert, ForcedState, HostEvent, State, VhidConfig},
 };
 
@@ -73,8 +72,22 @@ impl Daemon {
             .iter()
             .map(|n| self.devs[dev].inherited.remove(&n.vhid).is_some())
             .collect();
+        // Only a link carpd created may be kept or replaced (`existing`): anything else with the name is
+        // someone else's and the config is refused.
+        let carpdev_index = self.devs[dev].ifindex;
+        let existing = self.nl.link_facts(&cfg.name).await;
+        if let Some(link) = &existing
+            && !super::existing::is_ours(link, carpdev_index, vmac)
+        {
+            anyhow::bail!(super::existing::refusal(
+                &cfg.name,
+                link,
+                &cfg.carpdev,
+                carpdev_index
+            ));
+        }
         let kept = match resumed.contains(&true) {
-            true => if_index(&cfg.name).ok(),
+            true => existing.as_ref().map(|l| l.index),
             false => None,
         };
         let index = match kept {
@@ -87,7 +100,10 @@ impl Daemon {
                 index
             }
             None => {
-                if self.nl.delete_if_exists(&cfg.name).await? {
+                if let Some(link) = &existing {
+                    self.nl.delete(link.index).await.map_err(|e| {
+                        anyhow::anyhow!("deleting the stale carp interface {}: {e:#}", cfg.name)
+                    })?;
                     tracing::info!("{}: removed a stale carp interface", cfg.name);
                 }
                 self.nl

@@ -43,7 +43,7 @@ impl Daemon {
             Request::Sysctl { name, value } => self.sysctl(&name, value.as_deref()).await,
             Request::Restart => self.request_restart(),
             Request::Sync => self.sync_report(),
-            Request::Flows => self.flows_report(),
+            Request::Flows(_) => self.flows_pin(),
         };
         let _ = msg.reply.send(response);
     }

@@ -40,6 +40,8 @@ mod carpdev;
 mod carpif;
 pub mod control;
 pub mod deadline;
+pub mod existing;
+pub mod flowlist;
 pub mod hooks;
 mod intake;
 pub mod netio;

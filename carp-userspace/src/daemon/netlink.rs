@@ -18,7 +18,10 @@ use rtnetlink::{
     packet_route::{
         RouteNetlinkMessage,
         address::{AddressAttribute, AddressFlags},
-        link::{AfSpecInet6, AfSpecUnspec, In6AddrGenMode, LinkAttribute, LinkFlags, MacVlanMode},
+        link::{
+            AfSpecInet6, AfSpecUnspec, In6AddrGenMode, LinkAttribute, LinkFlags, LinkInfo,
+            MacVlanMode,
+        },
     },
     sys::SocketAddr,
 };
@@ -90,18 +93,36 @@ impl Netlink {
         Ok(running(msg.header.flags))
     }
 
-    /// Deletes a link by name if it exists (a stale carp interface left by a killed carpd).
-    pub async fn delete_if_exists(&self, name: &str) -> Result<bool> {
-        if let Some(index) = self.index_of(name).await {
-            self.handle
-                .link()
-                .del(index)
-                .execute()
-                .await
-                .with_context(|| format!("deleting stale link {name}"))?;
-            return Ok(true);
+    /// What decides whether an existing link named `name` is a carp interface carpd created
+    /// (`existing::is_ours`); None if no link has that name.
+    pub async fn link_facts(&self, name: &str) -> Option<super::existing::LinkFacts> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        let msg = links.try_next().await.ok()??;
+        let mut facts = super::existing::LinkFacts {
+            index: msg.header.index,
+            kind: None,
+            parent: None,
+            mac: None,
+        };
+        for a in &msg.attributes {
+            match a {
+                LinkAttribute::LinkInfo(infos) => {
+                    facts.kind = infos.iter().find_map(|i| match i {
+                        LinkInfo::Kind(k) => Some(k.to_string()),
+                        _ => None,
+                    })
+                }
+                LinkAttribute::Link(p) => facts.parent = Some(*p),
+                LinkAttribute::Address(m) => facts.mac = Some(m.clone()),
+                _ => {}
+            }
         }
-        Ok(false)
+        Some(facts)
     }
 
     /// Deletes a link by index.

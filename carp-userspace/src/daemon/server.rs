@@ -73,7 +73,11 @@ impl Server {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .with_context(|| format!("chmod 0600 {}", path.display()))?;
         let (tx, rx) = mpsc::channel(16);
-        let mut tasks = vec![tokio::spawn(accept_control(listener, tx.clone()))];
+        let mut tasks = vec![tokio::spawn(accept_control(
+            listener,
+            tx.clone(),
+            super::flowlist::listings(),
+        ))];
         if let Some(addr) = metrics {
             let std_listener = std::net::TcpListener::bind(addr)
                 .with_context(|| format!("binding the metrics endpoint {addr}"))?;
@@ -138,11 +142,15 @@ pub(super) fn notify(state: &str) {
     }
 }
 
-async fn accept_control(listener: UnixListener, tx: mpsc::Sender<Msg>) {
+async fn accept_control(
+    listener: UnixListener,
+    tx: mpsc::Sender<Msg>,
+    listings: std::sync::Arc<tokio::sync::Semaphore>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(serve_control(stream, tx.clone()));
+                tokio::spawn(serve_control(stream, tx.clone(), listings.clone()));
             }
             Err(e) => {
                 tracing::warn!("control socket: accept: {e}");
@@ -163,23 +171,40 @@ async fn ask(tx: &mpsc::Sender<Msg>, request: Request) -> Response {
         .unwrap_or_else(|_| Response::Error("carpd is stopping".into()))
 }
 
-async fn serve_control(stream: UnixStream, tx: mpsc::Sender<Msg>) {
+async fn serve_control(
+    stream: UnixStream,
+    tx: mpsc::Sender<Msg>,
+    listings: std::sync::Arc<tokio::sync::Semaphore>,
+) {
     let uid = stream.peer_cred().map(|c| c.uid()).ok();
     let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::new(rd.take(MAX_LINE as u64));
+    let mut query = None;
     let response = if uid != Some(0) {
         Response::Error("permission denied: only root may use carpd's control socket".into())
     } else {
         let mut line = String::new();
-        let mut rd = BufReader::new(rd.take(MAX_LINE as u64));
         match tokio::time::timeout(READ_TIMEOUT, rd.read_line(&mut line)).await {
             Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
-                Ok(request) => ask(&tx, request).await,
+                Ok(request) => {
+                    if let Request::Flows(q) = &request {
+                        query = Some(q.clone());
+                    }
+                    ask(&tx, request).await
+                }
                 Err(e) => Response::Error(format!("malformed request: {e}")),
             },
             Ok(Err(e)) => Response::Error(format!("reading the request: {e}")),
             Err(_) => Response::Error("no request within 5 s".into()),
         }
     };
+    // `Flows`: the loop said where the table is; a thread of its own streams it (`flowlist`).
+    if let (Response::FlowsPin { bpffs, carpdev }, Some(query)) = (&response, query) {
+        if let Ok(stream) = rd.into_inner().into_inner().reunite(wr) {
+            super::flowlist::serve(stream, bpffs.clone(), carpdev.clone(), query, listings).await;
+        }
+        return;
+    }
     if let Ok(mut text) = serde_json::to_string(&response) {
         text.push('\n');
         let _ = wr.write_all(text.as_bytes()).await;

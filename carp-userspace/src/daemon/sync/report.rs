@@ -1,15 +1,15 @@
 //! `carpctl sync` and `carpctl flows`: the driver's state, counters and flow table as report shapes
 //! (`control::report`).
-use super::{PEER_DEAD, flowmap};
+use super::PEER_DEAD;
 
-use carp_common::maps::{FLOW_MODE_STATEFUL, FLOW_MODE_TRACK, FlowTcpState};
+use carp_common::maps::{FLOW_MODE_STATEFUL, FLOW_MODE_TRACK};
 
 use crate::daemon::{Daemon, monotonic};
 
 use crate::{
     control::{
         Response,
-        report::{DataplaneFlowCounters, FlowRow, FlowsReport, SyncReport},
+        report::{DataplaneFlowCounters, SyncReport},
     },
     sync::BulkState,
 };
@@ -90,45 +90,15 @@ impl Daemon {
         Response::Sync(r)
     }
 
-    /// `carpctl flows`.
-    pub(in crate::daemon) fn flows_report(&self) -> Response {
-        let Some(s) = &self.sync else {
-            return Response::Flows(FlowsReport::default());
-        };
-        let now_ns = monotonic().as_nanos();
-        let mut flows: Vec<FlowRow> = s
-            .table
-            .scan()
-            .into_iter()
-            .map(|(k, e)| {
-                let key = flowmap::key_from_kernel(&k);
-                let ep = |e: &crate::sync::Endpoint| match e.addr {
-                    std::net::IpAddr::V6(a) => format!("[{a}]:{}", e.port),
-                    a => format!("{a}:{}", e.port),
-                };
-                FlowRow {
-                    proto: match (k.proto, k.family) {
-                        (6, _) => "tcp".into(),
-                        (17, _) => "udp".into(),
-                        (1, _) => "icmp".into(),
-                        (58, _) => "icmp6".into(),
-                        (p, _) => p.to_string(),
-                    },
-                    lo: ep(&key.lo),
-                    hi: ep(&key.hi),
-                    state: FlowTcpState::from_u8(e.tcp_state).as_str().into(),
-                    creator: e.creator,
-                    id: e.id,
-                    owner: e.owner,
-                    learned: e.learned(),
-                    packets: e.packets,
-                    bytes: e.bytes,
-                    age_s: now_ns.saturating_sub(e.created_ns) / 1_000_000_000,
-                    idle_s: now_ns.saturating_sub(e.last_seen_ns) / 1_000_000_000,
-                }
-            })
-            .collect();
-        flows.sort_by(|a, b| (&a.proto, &a.lo, &a.hi).cmp(&(&b.proto, &b.lo, &b.hi)));
-        Response::Flows(FlowsReport { flows })
+    /// `carpctl flows`: where the flow table is pinned, for the connection's lister thread
+    /// (`daemon::flowlist`); the listing itself never runs on the loop.
+    pub(in crate::daemon) fn flows_pin(&self) -> Response {
+        match (&self.sync, self.devs.first()) {
+            (Some(_), Some(d)) => Response::FlowsPin {
+                bpffs: self.options.bpffs.clone(),
+                carpdev: d.name.clone(),
+            },
+            _ => Response::FlowsEnd { listed: 0 },
+        }
     }
 }
