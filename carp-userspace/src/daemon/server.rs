@@ -211,13 +211,31 @@ async fn serve_control(
     }
 }
 
+/// Scrapes served at once. A scrape takes milliseconds, so a few slots are plenty for any number of
+/// Prometheus servers; beyond them connections wait in the kernel's backlog (costing carpd no
+/// descriptor), so idle or slow clients can never take the descriptors carpctl, hooks and reloads need.
+pub const METRICS_CONNECTIONS: usize = 16;
+/// The most time one scrape connection may take, request and answer together.
+pub const METRICS_DEADLINE: Duration = Duration::from_secs(10);
+
 async fn accept_metrics(listener: TcpListener, tx: mpsc::Sender<Msg>) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(METRICS_CONNECTIONS));
     loop {
+        // A slot first, then the accept: at the limit nothing is accepted, so no descriptor is spent.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(serve_metrics(stream, tx.clone()));
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    // Dropping the future on the deadline closes the connection.
+                    let _ = tokio::time::timeout(METRICS_DEADLINE, serve_metrics(stream, tx)).await;
+                });
             }
             Err(e) => {
+                drop(slot);
                 tracing::warn!("metrics: accept: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
