@@ -34,3 +34,12 @@ pub const fn vrrp_mac_v4(vrid: u8) -> [u8; 6] {
 pub const fn vrrp_mac_v6(vrid: u8) -> [u8; 6] {
     [0x00, 0x00, 0x5e, 0x00, 0x02, vrid]
 }
+
+/// Flag in `VhidEntry::mode` (above the `BalanceMode` values, which VRRP never uses): this vhid is a
+/// VRRPv3 VRID, so the XDP intake runs the VRRP checks on its adverts and passes them up to carpd's
+/// packet socket instead of parsing them as CARP.
+pub const VHID_MODE_VRRP3: u8 = 0x40;
+/// Flag in `VhidEntry::mode`: this vhid is a VRRPv2 VRID (see `VHID_MODE_VRRP3`).
+pub const VHID_MODE_VRRP2: u8 = 0x80;
+/// Both VRRP flags.
+pub const VHID_MODE_VRRP: u8 = VHID_MODE_VRRP3 | VHID_MODE_VRRP2;

@@ -17,6 +17,7 @@ use crate::{
     ipv6::{self, Ipv6Hdr},
     maps::{ADVERT_LIMITS, ADVERT_SOURCES_MAP, Counters, EVENTS, LAST_ADVERT, vhid_entry},
     packet::{be16, ptr_at},
+    vrrp,
 };
 use aya_ebpf::{
     bindings::{BPF_ANY, xdp_action},
@@ -47,6 +48,15 @@ pub fn intake_v4(ctx: &XdpContext, l2: L2) -> u32 {
         counters.bump(|s| &mut s.hdrops);
         return xdp_action::XDP_DROP;
     }
+    if let Some(flags) = vrrp_flags(vhid) {
+        let at = vrrp::At {
+            ttl: ip.ttl,
+            payload_len: tot - hlen,
+            off,
+            family: 4,
+        };
+        return vrrp::intake(ctx, at, vhid, flags, counters);
+    }
     let Some(hdr) = check(ctx, ip.ttl, tot - hlen, off, vhid, counters) else {
         return xdp_action::XDP_DROP;
     };
@@ -75,6 +85,15 @@ pub fn intake_v6(ctx: &XdpContext, l2: L2) -> u32 {
     let counters = Counters::of(vhid);
     counters.bump(|s| &mut s.ipackets6);
     let plen = be16(ip.payload_len) as usize;
+    if let Some(flags) = vrrp_flags(vhid) {
+        let at = vrrp::At {
+            ttl: ip.hop_limit,
+            payload_len: plen,
+            off,
+            family: 6,
+        };
+        return vrrp::intake(ctx, at, vhid, flags, counters);
+    }
     let Some(hdr) = check(ctx, ip.hop_limit, plen, off, vhid, counters) else {
         return xdp_action::XDP_DROP;
     };
@@ -87,6 +106,14 @@ pub fn intake_v6(ctx: &XdpContext, l2: L2) -> u32 {
     };
     accept(ctx, hdr, vhid, counters, &from);
     xdp_action::XDP_DROP
+}
+
+/// The VRRP flag of a vhid the controller marked as a VRRP VRID, None for CARP (or unconfigured).
+#[inline(always)]
+fn vrrp_flags(vhid: u8) -> Option<u8> {
+    vhid_entry(vhid)
+        .map(|e| vrrp::flags(e.mode))
+        .filter(|&f| f != 0)
 }
 
 /// Where a good advert came from, as pointers into the frame (the addresses are 4 or 16 bytes).
@@ -153,7 +180,7 @@ fn check(
 
 /// One GCRA step: true (and the bucket moved on by `interval`) when an event at `now` fits.
 #[inline(always)]
-fn allow(tat: &mut u64, now: u64, interval: u64, tolerance: u64) -> bool {
+pub(crate) fn allow(tat: &mut u64, now: u64, interval: u64, tolerance: u64) -> bool {
     let t = *tat;
     if t > now + tolerance {
         return false;

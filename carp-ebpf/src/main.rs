@@ -4,7 +4,7 @@
 //! (helpers are never called there) so `cargo clippy --workspace` and `cargo test --workspace` cover it.
 //!
 //! Layout: one module per header (`eth`, `ipv4`, `ipv6`, `arp`, `carp`) and one per decision
-//! (`advert` intake, `responder` for ARP/NS, `vmac` filter, `balance` for carpnodes load balancing,
+//! (`advert` intake, `vrrp` intake for VRRP VRIDs, `responder` for ARP/NS, `vmac` filter, `balance` for carpnodes load balancing,
 //! `flow` for the pfsync-style flow table);
 //! `maps` holds the BTF maps and counters.
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -27,6 +27,7 @@ mod packet;
 mod program;
 mod responder;
 mod vmac;
+mod vrrp;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -274,11 +274,30 @@ fn planned_stop_sends_priority_zero_and_serves_until_the_new_master_is_heard() {
     assert_eq!(sent(&a), vec![(0, 100)]);
     assert_eq!(v.state(), State::Master, "make-before-break: still serving");
     assert!(v.is_lingering());
-    // Another priority-0 advert does not end it; the new master's normal advert does.
+    // Another priority-0 advert does not end it; the new master's normal advert starts a short grace
+    // (3 intervals, at least 100 ms) for clients still sending to our MAC, then INIT.
     assert!(v.handle(t + 2 * MS, adv(HIGHER, 0, 100)).is_empty());
-    let a = v.handle(t + 3 * MS, adv(HIGHER, 100, 100));
+    let heard = t + 3 * MS;
+    assert!(v.handle(heard, adv(HIGHER, 100, 100)).is_empty());
+    assert_eq!(v.state(), State::Master);
+    // The grace is capped by the linger (2 s here, less than 3 x 1 s).
+    assert_eq!(v.next_deadline(), Some(t + MS + Duration::from_secs(2)));
+    let a = v.handle(v.next_deadline().unwrap(), Event::Timer);
     assert_eq!(reasons(&a), vec![reason::HANDED_OVER]);
     assert_eq!(v.state(), State::Init);
+    // At 10 ms the grace is the 100 ms minimum.
+    let (mut f, t) = master(cfg(election(VrrpVersion::V3, 200, 1, true)));
+    f.handle(
+        t + MS,
+        Event::Down {
+            linger: Duration::from_secs(2),
+        },
+    );
+    f.handle(t + 2 * MS, adv(HIGHER, 100, 1));
+    assert_eq!(
+        f.next_deadline(),
+        Some(t + 2 * MS + Duration::from_millis(100))
+    );
     // Control: without linger the stop is immediate.
     let (mut w, t) = master(v3(200));
     let a = w.handle(

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use carp::wire::checksum;
 use carp::wire::ip::parse_ethernet;
-use carp::wire::vrrp::{ChecksumForm, VridConfig, VrrpRejection, VrrpVersion, check_vrrp};
+use carp::wire::vrrp::{
+    ChecksumForm, VridConfig, VrrpRejection, VrrpVersion, check_vrrp, emit_vrrp_frame, emit_vrrp_ip,
+};
 use carp::wire::vrrp2::{Vrrp2Auth, Vrrp2Packet, Vrrp2Repr};
 use carp::wire::vrrp3::{Vrrp3Packet, Vrrp3Repr};
 
@@ -277,4 +279,38 @@ fn wrong_password_version_or_owner_refuses_a_capture() {
     // The packet itself carries the password in clear: anyone on the segment can read it.
     let p = Vrrp2Packet::new_checked(eth.ip.payload).unwrap();
     assert_eq!(&p.auth_data(), b"secret12");
+}
+
+#[test]
+fn our_ipv4_packet_equals_keepalived_s_with_its_ip_id() {
+    for v in vectors().iter().filter(|v| !v.dst.contains(':')) {
+        for (file, frame, _) in frames(v) {
+            let eth = parse_ethernet(&frame).unwrap();
+            let ident = u16::from_be_bytes([frame[18], frame[19]]);
+            let ip = emit_vrrp_ip(eth.ip.payload, eth.ip.facts.src, eth.ip.facts.dst, ident);
+            assert_eq!(
+                ip,
+                frame[14..],
+                "{file}: TOS 0xc0, no DF, TTL 255, header checksum"
+            );
+            // Same frame with keepalived's MACs (carpd sends from the virtual MAC instead).
+            let dst: [u8; 6] = frame[..6].try_into().unwrap();
+            assert_eq!(emit_vrrp_frame(&ip, SRC_MAC, dst), frame, "{file}");
+        }
+    }
+}
+
+#[test]
+fn our_ipv6_packet_equals_keepalived_s_but_for_the_flow_label() {
+    let v = vectors().into_iter().find(|v| v.dst.contains(':')).unwrap();
+    for (file, frame, _) in frames(&v) {
+        let eth = parse_ethernet(&frame).unwrap();
+        let ip = emit_vrrp_ip(eth.ip.payload, eth.ip.facts.src, eth.ip.facts.dst, 0);
+        let mut theirs = frame[14..].to_vec();
+        // keepalived's kernel socket sets a flow label; we send 0 (both are valid).
+        theirs[1] &= 0xf0;
+        theirs[2] = 0;
+        theirs[3] = 0;
+        assert_eq!(ip, theirs, "{file}");
+    }
 }

@@ -379,18 +379,20 @@ pub(super) fn carpver_protocol(carpver: u8) -> String {
     if carpver == 3 { "vrrp3" } else { "carp" }.to_string()
 }
 
-/// carpd's runtime does not drive VRRP interfaces yet (the wire formats, config and election engine
-/// are in place; the daemon's send/receive path is not): refuse such a config at start and on reload
-/// rather than run a VRRP interface as CARP.
+/// What carpd's runtime does not drive yet for VRRP interfaces: IPv6 unicast peers. Refused at start
+/// and on reload rather than run half-way.
 pub fn refuse_in_daemon(config: &super::Config) -> Result<(), String> {
-    match config.interfaces.iter().find(|i| i.vrrp.is_some()) {
-        None => Ok(()),
-        Some(i) => Err(format!(
-            "interface {}: protocol = \"{}\": carpd cannot run VRRP interfaces yet (the daemon's VRRP send/receive path is not built; see README \"Coming from keepalived\")",
-            i.name,
-            i.vrrp.as_ref().map_or("vrrp", |v| v.protocol().as_str())
-        )),
+    for i in &config.interfaces {
+        if let Some(v) = &i.vrrp
+            && v.unicast_peers.iter().any(IpAddr::is_ipv6)
+        {
+            return Err(format!(
+                "interface {}: unicast_peers: carpd sends VRRP to IPv6 unicast peers not yet; use the ff02::12 group",
+                i.name
+            ));
+        }
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -139,6 +139,10 @@ impl Daemon {
                 }
                 tracing::debug!("{name}: gratuitous ARP/NA sent (delayed: {delayed})");
             }
+            Action::SendVrrp {
+                priority,
+                interval_cs,
+            } => self.carry_out_vrrp(i, priority, interval_cs),
             Action::Dropped(reason) => {
                 tracing::debug!("{name} vhid {vhid}: advert dropped: {reason:?}")
             }

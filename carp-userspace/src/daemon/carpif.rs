@@ -5,7 +5,7 @@ use super::{Daemon, netio, nodes, ratelog};
 use std::{os::fd::OwnedFd, time::Duration};
 
 use anyhow::Result;
-use carp_common::{maps::VhidState, proto::virtual_mac};
+use carp_common::maps::VhidState;
 
 use super::actions::vhid_entry;
 use crate::{
@@ -53,6 +53,7 @@ pub(super) fn vhid_config(cfg: &InterfaceConfig, config: &Config, carpdev: &str)
     );
     v.preempt = config.carp.preempt;
     v.own_addrs = netio::interface_addrs(carpdev);
+    v.vrrp = super::vrrp::election(cfg);
     v
 }
 
@@ -64,7 +65,7 @@ impl Daemon {
             Some(d) => d,
             None => self.attach_carpdev(&cfg.carpdev).await?,
         };
-        let vmac = virtual_mac(cfg.vhid);
+        let vmac = nodes::entry_mac(cfg, 0);
         // A MASTER left by the previous carpd keeps its carp interface (and so its VIPs): deleting and
         // re-creating it would drop traffic to the VIPs. For carpnodes, any resumed node keeps it.
         let resumed: Vec<bool> = cfg
@@ -120,7 +121,7 @@ impl Daemon {
                 node: n,
                 vhid: node.vhid,
                 dev,
-                vmac: virtual_mac(node.vhid),
+                vmac: nodes::entry_mac(cfg, n),
                 membership: None,
                 if_up: n == 0 && kept.is_some(),
                 auth,
@@ -142,6 +143,9 @@ impl Daemon {
             vc.advskew = node.advskew;
             self.host
                 .add_interface(&cfg.name, &cfg.carpdev, &cfg.groups, vc);
+        }
+        if cfg.vrrp.is_some() {
+            self.ensure_vrrp_rx(dev)?;
         }
         let maps = &mut self.devs[dev].maps;
         for a in &cfg.addresses {

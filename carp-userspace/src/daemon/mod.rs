@@ -54,6 +54,7 @@ pub mod server;
 pub mod standby;
 pub mod sync;
 pub mod track;
+pub mod vrrp;
 
 use std::{os::fd::OwnedFd, path::PathBuf, time::Duration};
 
@@ -168,6 +169,7 @@ enum Wake {
     Timer,
     Audit,
     Ring(usize),
+    Vrrp(usize),
     Link(Option<LinkEvent>),
     Stop(&'static str),
     Restart,
@@ -197,6 +199,8 @@ struct Daemon {
     // The standbys' repeat count when it was last logged, and when.
     standby_seen: u64,
     standby_logged: Option<std::time::Instant>,
+    // The VRRP receive sockets, one set per carpdev with VRRP interfaces (`vrrp`).
+    vrrp_rx: Vec<vrrp::VrrpRx>,
 }
 
 /// Why the main loop ended.
@@ -238,6 +242,7 @@ impl Daemon {
             standby: None,
             standby_seen: 0,
             standby_logged: None,
+            vrrp_rx: Vec::new(),
         })
     }
 
@@ -357,6 +362,7 @@ impl Daemon {
                 _ = deadline.wait() => Wake::Timer,
                 _ = audit.tick() => Wake::Audit,
                 i = ring_ready(&self.rings) => Wake::Ring(i),
+                k = vrrp::rx_ready(&self.vrrp_rx) => Wake::Vrrp(k),
                 ev = netlink::next_event(&mut self.nl_rx) => Wake::Link(ev),
                 _ = term.recv() => Wake::Stop("SIGTERM"),
                 _ = int.recv() => Wake::Stop("SIGINT"),
@@ -372,6 +378,7 @@ impl Daemon {
                     self.audit_standby();
                 }
                 Wake::Ring(d) => self.drain(d).await,
+                Wake::Vrrp(k) => self.on_vrrp_rx(k).await,
                 Wake::Link(Some(ev)) => {
                     self.sync_link(&ev).await;
                     self.on_link(ev).await

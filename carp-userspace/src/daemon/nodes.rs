@@ -38,7 +38,9 @@ use crate::{
 /// interface's MAC (XDP re-addresses a node's frames to it so the one macvlan receives them), else
 /// the node's own virtual MAC.
 pub(super) fn entry_mac(cfg: &InterfaceConfig, node: usize) -> [u8; 6] {
-    if cfg.balancing == Balancing::Arp {
+    if let Some(mac) = super::vrrp::vmac(cfg) {
+        mac
+    } else if cfg.balancing == Balancing::Arp {
         virtual_mac(cfg.vhid)
     } else {
         virtual_mac(cfg.carpnodes[node].vhid)
@@ -47,7 +49,10 @@ pub(super) fn entry_mac(cfg: &InterfaceConfig, node: usize) -> [u8; 6] {
 
 /// The `carp_vhids` entry of node `node` of `cfg` in `state` (no lease).
 pub(super) fn node_entry(cfg: &InterfaceConfig, node: usize, state: VhidState) -> VhidEntry {
-    VhidEntry::new(state, cfg.balancing.mode(), entry_mac(cfg, node))
+    let mut entry = VhidEntry::new(state, cfg.balancing.mode(), entry_mac(cfg, node));
+    // A VRRP VRID: the XDP intake runs the VRRP checks on its adverts (carp_common::vrrp).
+    entry.mode |= super::vrrp::mode_flag(cfg);
+    entry
 }
 
 /// Adds `macs` to the address filter of interface `ifindex` (multicast MACs to its multicast list,
@@ -258,7 +263,10 @@ impl Daemon {
     /// The MASTER lease length of node `i` (three of its advert intervals plus slack).
     pub(super) fn node_lease(&self, i: usize) -> std::time::Duration {
         let vc = self.host.interfaces()[i].vhid.config();
-        lease_len(vc.advbase, vc.advskew)
+        match &vc.vrrp {
+            Some(v) => super::vrrp::lease_len(v),
+            None => lease_len(vc.advbase, vc.advskew),
+        }
     }
 }
 

@@ -310,6 +310,8 @@ pub struct Vhid {
     learned_interval_cs: Option<u16>,
     // VRRP: the master-down timer was shortened to Skew_Time by a priority-0 advert.
     vrrp_stop_seen: bool,
+    // VRRP: lingering after a planned stop, the new master was heard (the grace before INIT runs).
+    vrrp_handed_over: bool,
 }
 
 impl Vhid {
@@ -329,6 +331,7 @@ impl Vhid {
             to_master_count: 0,
             learned_interval_cs: None,
             vrrp_stop_seen: false,
+            vrrp_handed_over: false,
         }
     }
 
@@ -535,7 +538,12 @@ impl Vhid {
 
     fn on_timer(&mut self, now: Time, out: &mut Vec<Action>) {
         if self.linger_until.is_some_and(|t| t <= now) {
-            self.enter_init(reason::LINGER_EXPIRED, out);
+            let why = if self.vrrp_handed_over {
+                reason::HANDED_OVER
+            } else {
+                reason::LINGER_EXPIRED
+            };
+            self.enter_init(why, out);
             return;
         }
         match self.state {
@@ -669,6 +677,7 @@ impl Vhid {
         // VRRP's Initialize state starts again from our own interval.
         self.learned_interval_cs = None;
         self.vrrp_stop_seen = false;
+        self.vrrp_handed_over = false;
         self.advert_at = None;
         self.master_down_at = None;
         self.linger_until = None;

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use carp_common::vrrp::{VRRP_PRIORITY_OWNER, VRRP_PRIORITY_STOP};
 
-use super::{Action, DropReason, State, Time, Vhid, ip_key, reason};
+use super::{Action, DropReason, State, Time, Vhid, ip_key};
 use crate::wire::vrrp::VrrpVersion;
 
 /// The VRRP settings of a vhid that runs VRRP instead of CARP.
@@ -64,6 +64,9 @@ pub mod vrrp_reason {
     /// MASTER -> BACKUP: equal priority from a higher primary address.
     pub const HIGHER_ADDRESS: &str = "equal priority, higher primary address wins";
 }
+
+/// Shortest time a stopping VRRP master keeps serving after the new master's first advert.
+pub const HANDOVER_GRACE_MIN: Duration = Duration::from_millis(100);
 
 /// One centisecond.
 const CS: Duration = Duration::from_millis(10);
@@ -159,8 +162,14 @@ impl Vhid {
             State::Init => {}
             // Make-before-break: after our priority-0 advert, the new master's first advert ends it.
             State::Master if self.is_lingering() => {
-                if adv.priority != VRRP_PRIORITY_STOP {
-                    self.enter_init(reason::HANDED_OVER, out);
+                if adv.priority != VRRP_PRIORITY_STOP && !self.vrrp_handed_over {
+                    // Keep serving a little longer: a new master without a virtual MAC (keepalived's
+                    // default) moves clients with gratuitous ARP, which may leave after its first
+                    // advert; frames still addressed to our MAC meanwhile must find the VIP here.
+                    self.vrrp_handed_over = true;
+                    let grace = (3 * v.advert_interval()).max(HANDOVER_GRACE_MIN);
+                    let until = now + grace;
+                    self.linger_until = Some(self.linger_until.map_or(until, |t| t.min(until)));
                 }
             }
             State::Master => {

@@ -250,6 +250,57 @@ pub fn check_vrrp(
     })
 }
 
+/// TOS / traffic class of the VRRP adverts we send: internetwork control (0xc0), as keepalived sends.
+pub const VRRP_TOS: u8 = 0xc0;
+
+/// The IP packet (IPv4: TOS 0xc0, no DF, TTL 255; IPv6: traffic class 0xc0, hop limit 255) around a
+/// VRRP message already emitted for `src` -> `dst`; `ident` is the IPv4 identification.
+pub fn emit_vrrp_ip(message: &[u8], src: IpAddr, dst: IpAddr, ident: u16) -> Vec<u8> {
+    let mut out = Vec::with_capacity(40 + message.len());
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            out.extend_from_slice(&[0x45, VRRP_TOS]);
+            // A VRRP message is at most 8 + 255 * 4 + 8 bytes, so the total fits 16 bits.
+            out.extend_from_slice(&((20 + message.len()) as u16).to_be_bytes());
+            out.extend_from_slice(&ident.to_be_bytes());
+            out.extend_from_slice(&[0, 0, CARP_TTL, carp_common::proto::IPPROTO_CARP, 0, 0]);
+            out.extend_from_slice(&s.octets());
+            out.extend_from_slice(&d.octets());
+            let sum = super::checksum(&out[..20]);
+            out[10..12].copy_from_slice(&sum.to_be_bytes());
+        }
+        (s, d) => {
+            let v6 = |a: IpAddr| match a {
+                IpAddr::V6(a) => a,
+                IpAddr::V4(a) => a.to_ipv6_mapped(),
+            };
+            // Version 6, traffic class 0xc0, flow label 0.
+            out.extend_from_slice(&[0x60 | (VRRP_TOS >> 4), (VRRP_TOS & 0x0f) << 4, 0, 0]);
+            out.extend_from_slice(&(message.len() as u16).to_be_bytes());
+            out.extend_from_slice(&[carp_common::proto::IPPROTO_CARP, CARP_TTL]);
+            out.extend_from_slice(&v6(s).octets());
+            out.extend_from_slice(&v6(d).octets());
+        }
+    }
+    out.extend_from_slice(message);
+    out
+}
+
+/// An Ethernet frame around an IP packet from `emit_vrrp_ip`.
+pub fn emit_vrrp_frame(ip: &[u8], src_mac: [u8; 6], dst_mac: [u8; 6]) -> Vec<u8> {
+    let ethertype = if ip.first().is_some_and(|b| b >> 4 == 6) {
+        carp_common::proto::ETH_P_IPV6
+    } else {
+        carp_common::proto::ETH_P_IP
+    };
+    let mut f = Vec::with_capacity(14 + ip.len());
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(ip);
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

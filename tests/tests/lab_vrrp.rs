@@ -1,0 +1,410 @@
+//! carpd speaking VRRP with a live keepalived 2.2.7 (Debian's package) in the "pair" lab: carpd BACKUP
+//! under a keepalived MASTER and the reverse, keepalived SIGKILLed with its link cut (carpd takes over
+//! within master-down), carpd stopped with SIGTERM (keepalived takes over on the priority-0 advert and
+//! a client pinging the VIP every 10 ms loses no probe), VRRPv3 at 1 s and 10 ms, VRRPv2 at 1 s, IPv6,
+//! preempt on and off; every test also reads keepalived's log for checksum, interval or address
+//! complaints. Needs root.
+use carp_tests::{
+    lab::{Daemon, Pair, VIP},
+    require_root,
+};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// What one test runs: VRRP version, interval and family.
+#[derive(Clone, Copy)]
+struct Kind {
+    v3: bool,
+    /// keepalived's advert_int.
+    advert: &'static str,
+    /// The same interval in carpd's units (v3 centiseconds, v2 seconds).
+    interval: u32,
+    v6: bool,
+}
+
+const V3_1S: Kind = Kind {
+    v3: true,
+    advert: "1",
+    interval: 100,
+    v6: false,
+};
+const V3_10MS: Kind = Kind {
+    v3: true,
+    advert: "0.01",
+    interval: 1,
+    v6: false,
+};
+const V2_1S: Kind = Kind {
+    v3: false,
+    advert: "1",
+    interval: 1,
+    v6: false,
+};
+const V3_V6: Kind = Kind {
+    v3: true,
+    advert: "1",
+    interval: 100,
+    v6: true,
+};
+
+const VIP6: &str = "2001:db8:99::1";
+
+impl Kind {
+    fn vip(&self) -> String {
+        if self.v6 {
+            format!("{VIP6}/64")
+        } else {
+            format!("{VIP}/24")
+        }
+    }
+
+    /// Master-down of a priority-100 backup at this interval, plus slack for a loaded machine.
+    fn takeover_bound(&self) -> Duration {
+        let interval = if self.v3 {
+            Duration::from_millis(u64::from(self.interval) * 10)
+        } else {
+            Duration::from_secs(u64::from(self.interval))
+        };
+        let skew = interval.mul_f64(156.0 / 256.0);
+        let skew = if self.v3 {
+            skew
+        } else {
+            Duration::from_secs_f64(156.0 / 256.0)
+        };
+        3 * interval + skew + Duration::from_millis(1500)
+    }
+}
+
+fn carpd_config(k: Kind, priority: u8, preempt: bool) -> String {
+    format!(
+        "[[interface]]\nname = \"vr0\"\ncarpdev = \"eth0\"\nprotocol = \"{}\"\nvrid = 7\npriority = {priority}\n\
+         interval = {}\npreempt = {preempt}\naddresses = [\"{}\"]\n",
+        if k.v3 { "vrrp3" } else { "vrrp2" },
+        k.interval,
+        k.vip()
+    )
+}
+
+/// keepalived with its VRRP child's pid file, both SIGKILLed on drop.
+struct Keepalived {
+    daemon: Daemon,
+    vrrp_pid: PathBuf,
+}
+
+impl Keepalived {
+    fn start(pair: &Pair, k: Kind, state: &str, priority: u8, nopreempt: bool) -> Keepalived {
+        let conf = pair.dir.join("keepalived.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "global_defs {{\n  router_id gw2\n  vrrp_version {}\n}}\n\
+                 vrrp_instance VI_7 {{\n  state {state}\n  interface eth0\n  virtual_router_id 7\n  \
+                 priority {priority}\n  advert_int {}\n  {}\n  virtual_ipaddress {{\n    {}\n  }}\n}}\n",
+                if k.v3 { 3 } else { 2 },
+                k.advert,
+                if nopreempt { "nopreempt" } else { "" },
+                k.vip()
+            ),
+        )
+        .expect("write keepalived.conf");
+        let pid = pair.dir.join("keepalived.pid");
+        let vrrp_pid = pair.dir.join("keepalived-vrrp.pid");
+        let daemon = Daemon::spawn(
+            &pair.gw2,
+            "keepalived",
+            &pair.dir,
+            &[
+                "keepalived",
+                "-n",
+                "-l",
+                "-D",
+                "-P",
+                "-f",
+                conf.to_str().unwrap(),
+                "-p",
+                pid.to_str().unwrap(),
+                "-r",
+                vrrp_pid.to_str().unwrap(),
+            ],
+        );
+        Keepalived { daemon, vrrp_pid }
+    }
+
+    fn kill9(&mut self) {
+        if let Some(pid) = std::fs::read_to_string(&self.vrrp_pid)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            // SAFETY: kill(2) on keepalived's VRRP child, which this test started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        self.daemon.kill9();
+    }
+
+    /// Lines where keepalived complains about what carpd sent.
+    fn complaints(&self) -> Vec<String> {
+        self.daemon
+            .log()
+            .lines()
+            .filter(|l| {
+                [
+                    "Invalid",
+                    "invalid",
+                    "mismatch",
+                    "not present in MASTER advert",
+                    "unexpected ip number",
+                    "wrong version",
+                    "too short",
+                    "too long",
+                ]
+                .iter()
+                .any(|n| l.contains(n))
+            })
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Keepalived {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn ipv6_lab(pair: &Pair) {
+    // Addresses of the lab are IPv4; link-locals come with the links. Wait for DAD so both sides
+    // have a usable link-local source.
+    for ns in [&pair.gw1, &pair.gw2, &pair.client] {
+        ns.run("sysctl -qw net.ipv6.conf.eth0.accept_dad=0");
+    }
+    pair.client
+        .run("ip -6 addr add 2001:db8:99::100/64 dev eth0 nodad");
+    std::thread::sleep(Duration::from_millis(500));
+}
+
+fn client_reaches(pair: &Pair, k: Kind, timeout: Duration) -> bool {
+    if !k.v6 {
+        return pair.client_reaches_vip(timeout);
+    }
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if pair
+            .client
+            .run(&format!("ping -6 -c1 -W1 {VIP6} >/dev/null && echo ok"))
+            .contains("ok")
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+/// keepalived MASTER (priority 200), carpd BACKUP (100); then keepalived SIGKILLed with its link cut.
+fn keepalived_master_carpd_backup(prefix: &str, k: Kind) {
+    let pair = Pair::new(prefix);
+    if k.v6 {
+        ipv6_lab(&pair);
+    }
+    let mut ka = Keepalived::start(&pair, k, "MASTER", 200, false);
+    assert!(
+        ka.daemon.wait_log("(VI_7) Entering MASTER STATE", SETTLE),
+        "{}",
+        ka.daemon.log()
+    );
+    let gw1 = pair.carpd(&pair.gw1, "gw1", &carpd_config(k, 100, true));
+    assert!(
+        gw1.wait_log("vr0 vhid 7: INIT -> BACKUP", SETTLE),
+        "{}",
+        gw1.log()
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        gw1.carpd_state_of("vr0").as_deref(),
+        Some("BACKUP"),
+        "{}",
+        gw1.log()
+    );
+    assert!(client_reaches(&pair, k, Duration::from_secs(3)));
+    // keepalived dies and its link goes: carpd takes over within master-down.
+    let before = gw1.log().len();
+    ka.kill9();
+    pair.gw2.run("ip link set eth0 down");
+    let t0 = Instant::now();
+    assert!(
+        gw1.wait_log_after(
+            before,
+            "vr0 vhid 7: BACKUP -> MASTER (master down timer expired)",
+            k.takeover_bound() + Duration::from_secs(2)
+        ),
+        "{}",
+        gw1.log()
+    );
+    let took = t0.elapsed();
+    assert!(took <= k.takeover_bound(), "takeover after {took:?}");
+    assert!(
+        client_reaches(&pair, k, Duration::from_secs(3)),
+        "{}",
+        gw1.log()
+    );
+    assert!(ka.complaints().is_empty(), "{:?}", ka.complaints());
+}
+
+/// carpd MASTER (priority 200), keepalived BACKUP (100); then carpd SIGTERM: keepalived takes over on
+/// the priority-0 advert while carpd keeps serving, and a 10 ms ping loses nothing.
+fn carpd_master_keepalived_backup(prefix: &str, k: Kind) {
+    let pair = Pair::new(prefix);
+    if k.v6 {
+        ipv6_lab(&pair);
+    }
+    let mut gw1 = pair.carpd(&pair.gw1, "gw1", &carpd_config(k, 200, true));
+    assert!(
+        gw1.wait_log("vr0 vhid 7: BACKUP -> MASTER", SETTLE),
+        "{}",
+        gw1.log()
+    );
+    let ka = Keepalived::start(&pair, k, "BACKUP", 100, false);
+    assert!(
+        ka.daemon.wait_log("(VI_7) Entering BACKUP STATE", SETTLE),
+        "{}",
+        ka.daemon.log()
+    );
+    // keepalived accepts carpd's adverts: it stays BACKUP well past its master-down.
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        !ka.daemon.log().contains("(VI_7) Entering MASTER STATE"),
+        "keepalived did not accept carpd's adverts:\n{}\n{}",
+        ka.daemon.log(),
+        gw1.log()
+    );
+    assert!(ka.complaints().is_empty(), "{:?}", ka.complaints());
+    assert_eq!(gw1.carpd_state_of("vr0").as_deref(), Some("MASTER"));
+    assert!(client_reaches(&pair, k, Duration::from_secs(3)));
+    if k.v6 {
+        gw1.signal(libc::SIGTERM);
+        assert!(
+            ka.daemon
+                .wait_log("(VI_7) Entering MASTER STATE", Duration::from_secs(3)),
+            "{}",
+            ka.daemon.log()
+        );
+        return;
+    }
+    let ping = ping_fast(&pair, 400);
+    std::thread::sleep(Duration::from_millis(1000));
+    gw1.signal(libc::SIGTERM);
+    assert!(
+        ka.daemon
+            .wait_log("(VI_7) Entering MASTER STATE", Duration::from_secs(3)),
+        "{}",
+        ka.daemon.log()
+    );
+    assert!(
+        gw1.wait_exit(Duration::from_secs(5))
+            .is_some_and(|s| s.success()),
+        "{}",
+        gw1.log()
+    );
+    let (sent, received) = ping.join().expect("ping thread");
+    assert_eq!(sent, received, "probes lost over the planned handover");
+    assert!(ka.complaints().is_empty(), "{:?}", ka.complaints());
+}
+
+fn ping_fast(pair: &Pair, count: u32) -> std::thread::JoinHandle<(u32, u32)> {
+    let ns = pair.client.name.clone();
+    std::thread::spawn(move || {
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{ns}"))
+            .args(["ping", "-n", "-q", "-i", "0.01", "-W", "1", "-c"])
+            .arg(count.to_string())
+            .arg(VIP)
+            .output()
+            .expect("run ping");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or_else(|| panic!("no ping summary: {text}"));
+        let words: Vec<&str> = line.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+        let num = |word: &str| -> u32 {
+            let at = words.iter().position(|w| *w == word).expect("summary word");
+            words[at - 1].parse().expect("a count")
+        };
+        (num("packets"), num("received"))
+    })
+}
+
+#[test]
+fn vrrp3_1s_keepalived_master_carpd_backup_sigkill_and_link_cut() {
+    if require_root("vrrp3_1s_keepalived_master_carpd_backup") {
+        keepalived_master_carpd_backup("kv31", V3_1S);
+    }
+}
+
+#[test]
+fn vrrp3_1s_carpd_master_keepalived_backup_sigterm_no_probe_lost() {
+    if require_root("vrrp3_1s_carpd_master_keepalived_backup") {
+        carpd_master_keepalived_backup("kv32", V3_1S);
+    }
+}
+
+#[test]
+fn vrrp3_10ms_both_directions() {
+    if require_root("vrrp3_10ms_both_directions") {
+        keepalived_master_carpd_backup("kv33", V3_10MS);
+        carpd_master_keepalived_backup("kv34", V3_10MS);
+    }
+}
+
+#[test]
+fn vrrp2_1s_both_directions() {
+    if require_root("vrrp2_1s_both_directions") {
+        keepalived_master_carpd_backup("kv21", V2_1S);
+        carpd_master_keepalived_backup("kv22", V2_1S);
+    }
+}
+
+#[test]
+fn vrrp3_ipv6_both_directions() {
+    if require_root("vrrp3_ipv6_both_directions") {
+        keepalived_master_carpd_backup("kv61", V3_V6);
+        carpd_master_keepalived_backup("kv62", V3_V6);
+    }
+}
+
+#[test]
+fn preempt_on_and_off_against_keepalived() {
+    if !require_root("preempt_on_and_off_against_keepalived") {
+        return;
+    }
+    // keepalived (100) is MASTER alone; carpd (200) joins. With preempt on carpd takes over after its
+    // master-down; with preempt off it stays BACKUP.
+    for (preempt, p) in [(true, "kvp1"), (false, "kvp2")] {
+        let pair = Pair::new(p);
+        let ka = Keepalived::start(&pair, V3_1S, "BACKUP", 100, false);
+        assert!(
+            ka.daemon.wait_log("(VI_7) Entering MASTER STATE", SETTLE),
+            "{}",
+            ka.daemon.log()
+        );
+        let gw1 = pair.carpd(&pair.gw1, "gw1", &carpd_config(V3_1S, 200, preempt));
+        assert!(
+            gw1.wait_log("vr0 vhid 7: INIT -> BACKUP", SETTLE),
+            "{}",
+            gw1.log()
+        );
+        let took = gw1.wait_log("vr0 vhid 7: BACKUP -> MASTER", Duration::from_secs(6));
+        assert_eq!(took, preempt, "preempt = {preempt}:\n{}", gw1.log());
+        if preempt {
+            assert!(
+                ka.daemon
+                    .wait_log("(VI_7) Entering BACKUP STATE", Duration::from_secs(3)),
+                "{}",
+                ka.daemon.log()
+            );
+        }
+        assert!(ka.complaints().is_empty(), "{:?}", ka.complaints());
+    }
+}
