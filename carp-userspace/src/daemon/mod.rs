@@ -50,6 +50,7 @@ pub mod nodes;
 pub mod privs;
 pub mod ratelog;
 mod reload;
+mod reload_check;
 pub mod server;
 pub mod standby;
 pub mod sync;

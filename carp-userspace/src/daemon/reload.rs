@@ -52,6 +52,11 @@ impl Daemon {
                 return;
             }
         };
+        // All or nothing: what could fail half-way is checked before anything changes (`reload_check`).
+        if let Err(e) = self.check_reload(&new).await {
+            tracing::error!("SIGHUP: keeping the running config: {e}");
+            return;
+        }
         if new.carp.preempt != self.config.carp.preempt {
             tracing::info!("SIGHUP: preempt = {}", new.carp.preempt);
             self.feed(HostEvent::SetPreempt(new.carp.preempt)).await;

@@ -99,6 +99,7 @@ impl Daemon {
         if new.pfsync == self.config.pfsync && new.flows == self.config.flows {
             return;
         }
+        let running = (self.config.pfsync.clone(), self.config.flows.clone());
         self.config.pfsync = new.pfsync.clone();
         self.config.flows = new.flows.clone();
         let held = self
@@ -125,9 +126,21 @@ impl Daemon {
         match SyncDriver::open(&self.config, &self.options.bpffs, true) {
             Ok(driver) => self.sync = driver,
             Err(e) => {
-                tracing::error!(
-                    "SIGHUP: [pfsync]/[flows]: {e:#}; flows are not tracked until fixed"
-                );
+                // The checks before the reload passed, but opening failed anyway (the socket's bind,
+                // say): the running tables come back, so a bad reload never drops replication.
+                (self.config.pfsync, self.config.flows) = running;
+                match SyncDriver::open(&self.config, &self.options.bpffs, true) {
+                    Ok(driver) => {
+                        tracing::error!(
+                            "SIGHUP: [pfsync]/[flows]: {e:#}; keeping the running [pfsync]/[flows]"
+                        );
+                        self.sync = driver;
+                        self.sync_start().await;
+                    }
+                    Err(e2) => tracing::error!(
+                        "SIGHUP: [pfsync]/[flows]: {e:#}; re-opening the running ones failed too ({e2:#}): flows are not tracked until fixed"
+                    ),
+                }
                 return;
             }
         }
