@@ -87,6 +87,19 @@ fn carpd_config(k: Kind, priority: u8, preempt: bool) -> String {
     )
 }
 
+/// A keepalived.conf with one instance VI_7 (VRID 7) on eth0.
+fn keepalived_conf(k: Kind, state: &str, priority: u8, nopreempt: bool) -> String {
+    format!(
+        "global_defs {{\n  router_id lab\n  vrrp_version {}\n}}\n\
+         vrrp_instance VI_7 {{\n  state {state}\n  interface eth0\n  virtual_router_id 7\n  \
+         priority {priority}\n  advert_int {}\n  {}\n  virtual_ipaddress {{\n    {}\n  }}\n}}\n",
+        if k.v3 { 3 } else { 2 },
+        k.advert,
+        if nopreempt { "nopreempt" } else { "" },
+        k.vip()
+    )
+}
+
 /// keepalived with its VRRP child's pid file, both SIGKILLed on drop.
 struct Keepalived {
     daemon: Daemon,
@@ -96,24 +109,22 @@ struct Keepalived {
 impl Keepalived {
     fn start(pair: &Pair, k: Kind, state: &str, priority: u8, nopreempt: bool) -> Keepalived {
         let conf = pair.dir.join("keepalived.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "global_defs {{\n  router_id gw2\n  vrrp_version {}\n}}\n\
-                 vrrp_instance VI_7 {{\n  state {state}\n  interface eth0\n  virtual_router_id 7\n  \
-                 priority {priority}\n  advert_int {}\n  {}\n  virtual_ipaddress {{\n    {}\n  }}\n}}\n",
-                if k.v3 { 3 } else { 2 },
-                k.advert,
-                if nopreempt { "nopreempt" } else { "" },
-                k.vip()
-            ),
-        )
-        .expect("write keepalived.conf");
-        let pid = pair.dir.join("keepalived.pid");
-        let vrrp_pid = pair.dir.join("keepalived-vrrp.pid");
+        std::fs::write(&conf, keepalived_conf(k, state, priority, nopreempt))
+            .expect("write keepalived.conf");
+        Keepalived::run(pair, &pair.gw2, "keepalived", &conf)
+    }
+
+    fn run(
+        pair: &Pair,
+        ns: &carp_tests::netns::Netns,
+        name: &str,
+        conf: &std::path::Path,
+    ) -> Keepalived {
+        let pid = pair.dir.join(format!("{name}.pid"));
+        let vrrp_pid = pair.dir.join(format!("{name}-vrrp.pid"));
         let daemon = Daemon::spawn(
-            &pair.gw2,
-            "keepalived",
+            ns,
+            name,
             &pair.dir,
             &[
                 "keepalived",
@@ -282,6 +293,24 @@ fn carpd_master_keepalived_backup(prefix: &str, k: Kind) {
     assert!(ka.complaints().is_empty(), "{:?}", ka.complaints());
     assert_eq!(gw1.carpd_state_of("vr0").as_deref(), Some("MASTER"));
     assert!(client_reaches(&pair, k, Duration::from_secs(3)));
+    // carpctl shows the protocol and the VRRP terms.
+    let json: serde_json::Value =
+        serde_json::from_str(&pair.carpctl("gw1", &["status", "--json"])).expect("status JSON");
+    let i = &json["interfaces"][0];
+    assert_eq!(
+        i["protocol"],
+        if k.v3 { "vrrp3" } else { "vrrp2" },
+        "{json}"
+    );
+    assert_eq!(i["vrrp"]["vrid"], 7);
+    assert_eq!(i["vrrp"]["priority"], 200);
+    let cs = if k.v3 { k.interval } else { k.interval * 100 };
+    assert_eq!(i["vrrp"]["interval_cs"], cs);
+    let text = pair.carpctl("gw1", &["status"]);
+    assert!(
+        text.contains("MASTER INTERVAL") && text.contains("vrrp"),
+        "{text}"
+    );
     if k.v6 {
         gw1.signal(libc::SIGTERM);
         assert!(
@@ -407,4 +436,156 @@ fn preempt_on_and_off_against_keepalived() {
         }
         assert!(ka.complaints().is_empty(), "{:?}", ka.complaints());
     }
+}
+
+#[test]
+fn keepalived_2_2_7_refuses_the_message_only_checksum() {
+    // The control for sending the pseudo-header form by default: with checksum = "message-only"
+    // (RFC 9568's letter) keepalived 2.2.7 logs "Invalid VRRPv3 checksum" and takes over as if carpd
+    // were silent.
+    if !require_root("keepalived_2_2_7_refuses_the_message_only_checksum") {
+        return;
+    }
+    let pair = Pair::new("kvck");
+    let cfg = carpd_config(V3_1S, 200, true) + "checksum = \"message-only\"\n";
+    let gw1 = pair.carpd(&pair.gw1, "gw1", &cfg);
+    assert!(
+        gw1.wait_log("vr0 vhid 7: BACKUP -> MASTER", SETTLE),
+        "{}",
+        gw1.log()
+    );
+    let ka = Keepalived::start(&pair, V3_1S, "BACKUP", 100, false);
+    assert!(
+        ka.daemon.wait_log("(VI_7) Invalid VRRPv3 checksum", SETTLE),
+        "{}",
+        ka.daemon.log()
+    );
+    assert!(
+        ka.daemon.wait_log("(VI_7) Entering MASTER STATE", SETTLE),
+        "{}",
+        ka.daemon.log()
+    );
+    // carpd accepts keepalived's pseudo-header adverts all the same (either form on receive) and
+    // yields to nobody: keepalived's priority is lower, so carpd stays MASTER and re-advertises.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        gw1.carpd_state_of("vr0").as_deref(),
+        Some("MASTER"),
+        "{}",
+        gw1.log()
+    );
+}
+
+/// Runs `carpd --import-keepalived FILE` and returns the carp.toml it prints.
+fn import(conf: &std::path::Path) -> String {
+    let out = std::process::Command::new(carp_tests::lab::carpd_binary())
+        .arg("--import-keepalived")
+        .arg(conf)
+        .output()
+        .expect("run carpd --import-keepalived");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn rolling_swap_from_a_keepalived_pair_loses_no_probe() {
+    if !require_root("rolling_swap_from_a_keepalived_pair_loses_no_probe") {
+        return;
+    }
+    // A keepalived pair (VRRPv3, 100 ms): gw1 MASTER (150), gw2 BACKUP (100), a client pinging the VIP.
+    let k = Kind {
+        v3: true,
+        advert: "0.1",
+        interval: 10,
+        v6: false,
+    };
+    let pair = Pair::new("kvsw");
+    let conf1 = pair.dir.join("gw1-keepalived.conf");
+    let conf2 = pair.dir.join("gw2-keepalived.conf");
+    std::fs::write(&conf1, keepalived_conf(k, "MASTER", 150, false)).unwrap();
+    std::fs::write(&conf2, keepalived_conf(k, "BACKUP", 100, false)).unwrap();
+    let mut ka1 = Keepalived::run(&pair, &pair.gw1, "ka1", &conf1);
+    assert!(
+        ka1.daemon.wait_log("(VI_7) Entering MASTER STATE", SETTLE),
+        "{}",
+        ka1.daemon.log()
+    );
+    let mut ka2 = Keepalived::run(&pair, &pair.gw2, "ka2", &conf2);
+    assert!(
+        ka2.daemon.wait_log("(VI_7) Entering BACKUP STATE", SETTLE),
+        "{}",
+        ka2.daemon.log()
+    );
+    assert!(pair.client_reaches_vip(Duration::from_secs(3)));
+    let ping = ping_fast(&pair, 2500);
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Step 1: the BACKUP is replaced by carpd running the imported config.
+    ka2.daemon.signal(libc::SIGTERM);
+    assert!(ka2.daemon.wait_exit(Duration::from_secs(5)).is_some());
+    ka2.kill9();
+    let toml2 = import(&conf2);
+    assert!(
+        toml2.contains("protocol = \"vrrp3\"") && toml2.contains("priority = 100"),
+        "{toml2}"
+    );
+    let gw2 = pair.carpd(&pair.gw2, "gw2", &toml2);
+    assert!(
+        gw2.wait_log("vrrp0 vhid 7: INIT -> BACKUP", SETTLE),
+        "{}",
+        gw2.log()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        gw2.carpd_state_of("vrrp0").as_deref(),
+        Some("BACKUP"),
+        "{}",
+        gw2.log()
+    );
+
+    // Step 2: the MASTER's planned stop. Its priority goes below carpd's (keepalived reload), carpd
+    // preempts after its master-down, keepalived yields on carpd's first advert; then it stops.
+    std::fs::write(&conf1, keepalived_conf(k, "MASTER", 50, false)).unwrap();
+    ka1.daemon.signal(libc::SIGHUP);
+    assert!(
+        gw2.wait_log("vrrp0 vhid 7: BACKUP -> MASTER", Duration::from_secs(5)),
+        "{}\n{}",
+        gw2.log(),
+        ka1.daemon.log()
+    );
+    assert!(
+        ka1.daemon
+            .wait_log("(VI_7) Entering BACKUP STATE", Duration::from_secs(3)),
+        "{}",
+        ka1.daemon.log()
+    );
+    ka1.daemon.signal(libc::SIGTERM);
+    assert!(ka1.daemon.wait_exit(Duration::from_secs(5)).is_some());
+    ka1.kill9();
+
+    // Step 3: gw1 comes back as carpd with its original (priority 150) imported config and, preempt
+    // being on, takes the VIP back from carpd on gw2: the same virtual MAC, so nothing moves for the
+    // client but the switch port.
+    std::fs::write(&conf1, keepalived_conf(k, "MASTER", 150, false)).unwrap();
+    let gw1 = pair.carpd(&pair.gw1, "gw1", &import(&conf1));
+    assert!(
+        gw1.wait_log("vrrp0 vhid 7: BACKUP -> MASTER", SETTLE),
+        "{}",
+        gw1.log()
+    );
+    assert!(
+        gw2.wait_log("vrrp0 vhid 7: MASTER -> BACKUP", Duration::from_secs(3)),
+        "{}",
+        gw2.log()
+    );
+    let (sent, received) = ping.join().expect("ping thread");
+    assert_eq!(
+        sent, received,
+        "probes lost during the planned steps of the swap"
+    );
+    assert!(ka1.complaints().is_empty() && ka2.complaints().is_empty());
 }

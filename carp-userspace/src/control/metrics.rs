@@ -50,7 +50,25 @@ pub fn render_metrics(status: &StatusReport, counters: &CountersReport) -> Strin
         "carp_vhid_last_master",
         "Source address of the last master heard while BACKUP (value always 1)",
     );
+    let vrrp_priority = gauge(
+        &mut reg,
+        "vrrp_priority",
+        "VRRP interfaces: the priority advertised now (255 = owner), labelled with the protocol",
+    );
+    let vrrp_interval = gauge(
+        &mut reg,
+        "vrrp_master_interval_centiseconds",
+        "VRRP interfaces: the Master_Adver_Interval in use (learned from the master in VRRPv3)",
+    );
     for i in &status.interfaces {
+        if let Some(v) = &i.vrrp {
+            let mut l = vhid_labels(&i.name, &i.carpdev, i.vhid);
+            l.push(("protocol".into(), i.protocol.clone()));
+            vrrp_priority.get_or_create(&l).set(i64::from(v.priority));
+            vrrp_interval
+                .get_or_create(&l)
+                .set(i64::from(v.master_interval_cs));
+        }
         for n in &i.nodes {
             for s in ["INIT", "BACKUP", "MASTER"] {
                 let mut l = vhid_labels(&i.name, &i.carpdev, n.vhid);
@@ -204,6 +222,8 @@ mod tests {
                 }],
                 groups: vec!["carp".into()],
                 last_master: None,
+                protocol: "carp".into(),
+                vrrp: None,
             }],
             groups: vec![GroupStatus {
                 name: "carp".into(),

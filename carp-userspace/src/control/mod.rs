@@ -22,7 +22,7 @@ pub mod report;
 pub use render::table;
 pub use report::{
     CountersReport, DataplaneCounters, GroupStatus, InterfaceStatus, NodeStatus, StatusReport,
-    VhidCounters,
+    VhidCounters, VrrpStatus,
 };
 
 /// Where carpd listens and carpctl connects by default.

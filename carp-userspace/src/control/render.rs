@@ -199,14 +199,66 @@ pub fn status_table(s: &StatusReport) -> String {
             i.carpdev.clone(),
             i.vhid.to_string(),
             i.state.clone(),
-            i.advbase.to_string(),
-            i.advskew.to_string(),
+            // advbase/advskew are CARP terms: a VRRP interface has its own table below.
+            if i.vrrp.is_some() {
+                "-".into()
+            } else {
+                i.advbase.to_string()
+            },
+            if i.vrrp.is_some() {
+                "-".into()
+            } else {
+                i.advskew.to_string()
+            },
             i.demote.to_string(),
             i.last_master.clone().unwrap_or_else(|| "-".into()),
             i.addresses.join(" "),
         ]);
     }
     out += &table(&rows);
+    // VRRP interfaces in VRRP's terms.
+    let vrrp: Vec<_> = s
+        .interfaces
+        .iter()
+        .filter_map(|i| Some((i, i.vrrp.as_ref()?)))
+        .collect();
+    if !vrrp.is_empty() {
+        out.push('\n');
+        let mut rows = vec![
+            [
+                "INTERFACE",
+                "PROTOCOL",
+                "VRID",
+                "PRIORITY",
+                "INTERVAL",
+                "MASTER INTERVAL",
+                "PREEMPT",
+                "ACCEPT",
+                "CHECKSUM",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
+        for (i, v) in vrrp {
+            let prio = if v.priority == v.configured_priority {
+                v.priority.to_string()
+            } else {
+                format!("{} ({} configured)", v.priority, v.configured_priority)
+            };
+            rows.push(vec![
+                i.name.clone(),
+                i.protocol.clone(),
+                v.vrid.to_string(),
+                prio,
+                format!("{} cs", v.interval_cs),
+                format!("{} cs", v.master_interval_cs),
+                if v.preempt { "on" } else { "off" }.into(),
+                if v.accept_mode { "on" } else { "off" }.into(),
+                v.checksum.clone(),
+            ]);
+        }
+        out += &table(&rows);
+    }
     // Carp interfaces with carpnodes: one line per node (OpenBSD's ifconfig prints "carp: carpnodes").
     let balanced: Vec<_> = s.interfaces.iter().filter(|i| i.nodes.len() > 1).collect();
     if !balanced.is_empty() {

@@ -175,6 +175,37 @@ pub struct InterfaceStatus {
     pub groups: Vec<String>,
     /// Source address of the last master heard while BACKUP.
     pub last_master: Option<String>,
+    /// "carp", "vrrp3" or "vrrp2".
+    #[serde(default = "carp_protocol")]
+    pub protocol: String,
+    /// The VRRP terms of a VRRP interface (its `vhid` is the VRID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vrrp: Option<VrrpStatus>,
+}
+
+fn carp_protocol() -> String {
+    "carp".into()
+}
+
+/// A VRRP interface in VRRP's terms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VrrpStatus {
+    /// The virtual router id.
+    pub vrid: u8,
+    /// The priority advertised now (configured, lowered by group demotion; 255 = owner).
+    pub priority: u8,
+    /// The configured priority.
+    pub configured_priority: u8,
+    /// Our Advertisement_Interval in centiseconds.
+    pub interval_cs: u16,
+    /// The Master_Adver_Interval in use (VRRPv3 learns it from the master), centiseconds.
+    pub master_interval_cs: u16,
+    /// Preempt_Mode.
+    pub preempt: bool,
+    /// Accept_Mode.
+    pub accept_mode: bool,
+    /// The VRRPv3-over-IPv4 checksum form we send ("pseudo-header" or "message-only").
+    pub checksum: String,
 }
 
 /// One carpnode of an interface.

@@ -121,6 +121,29 @@ impl Daemon {
                         .map(|g| g.to_string())
                         .collect(),
                     last_master: h.vhid.last_master().map(|a| a.to_string()),
+                    protocol: c
+                        .cfg
+                        .vrrp
+                        .as_ref()
+                        .map_or("carp", |v| v.protocol().as_str())
+                        .to_string(),
+                    vrrp: c.cfg.vrrp.as_ref().map(|v| crate::control::VrrpStatus {
+                        vrid: v.vrid,
+                        priority: h.vhid.vrrp_priority().unwrap_or(v.priority),
+                        configured_priority: v.priority,
+                        interval_cs: v.interval_cs,
+                        master_interval_cs: h
+                            .vhid
+                            .master_adver_interval_cs()
+                            .unwrap_or(v.interval_cs),
+                        preempt: v.preempt,
+                        accept_mode: v.accept_mode,
+                        checksum: match v.checksum {
+                            crate::wire::vrrp::ChecksumForm::PseudoHeader => "pseudo-header",
+                            crate::wire::vrrp::ChecksumForm::MessageOnly => "message-only",
+                        }
+                        .to_string(),
+                    }),
                 }
             })
             .collect();
