@@ -19,6 +19,7 @@ use toml::Spanned;
 
 use crate::auth::Key;
 
+pub mod conntrack;
 pub mod ifconfig;
 pub mod keepalived;
 pub mod sync;

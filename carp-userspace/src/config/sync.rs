@@ -53,6 +53,12 @@ pub struct RawPfsync {
     defer: Option<Spanned<bool>>,
     node_id: Option<Spanned<i64>>,
     port: Option<Spanned<i64>>,
+    // The conntrack keys (`config::conntrack`).
+    conntrack: Option<Spanned<bool>>,
+    conntrack_zones: Option<Spanned<Vec<i64>>>,
+    conntrack_protocols: Option<Spanned<Vec<String>>>,
+    conntrack_ignore: Option<Spanned<Vec<String>>>,
+    conntrack_ignore_own: Option<Spanned<bool>>,
 }
 
 /// `[flows]` as written.
@@ -87,6 +93,8 @@ pub struct PfsyncConfig {
     pub node_id: Option<u32>,
     /// The UDP port.
     pub port: u16,
+    /// `conntrack = true`: replicate netfilter's conntrack table (`config::conntrack`).
+    pub conntrack: Option<super::conntrack::ConntrackConfig>,
 }
 
 /// The validated `[flows]` table.
@@ -202,6 +210,16 @@ pub fn validate(
                 Some(_) => Some(ranged(&r.node_id, "node_id", ctx, 1, u32::MAX as i64, 1)? as u32),
             };
             let port = ranged(&r.port, "port", ctx, 1, 65535, i64::from(DEFAULT_PORT))? as u16;
+            let conntrack = super::conntrack::validate(
+                super::conntrack::RawConntrack {
+                    on: &r.conntrack,
+                    zones: &r.conntrack_zones,
+                    protocols: &r.conntrack_protocols,
+                    ignore: &r.conntrack_ignore,
+                    ignore_own: &r.conntrack_ignore_own,
+                },
+                err,
+            )?;
             Some(PfsyncConfig {
                 syncdev: dev.clone(),
                 syncpeer,
@@ -212,6 +230,7 @@ pub fn validate(
                 defer: r.defer.map(|d| *d.get_ref()).unwrap_or(false),
                 node_id,
                 port,
+                conntrack,
             })
         }
     };

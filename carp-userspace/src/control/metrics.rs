@@ -179,6 +179,28 @@ pub fn append_metrics(text: &mut String, r: &SyncReport) {
     for (n, v) in &r.counters {
         text.push_str(&format!("carp_sync_counter{{counter=\"{n}\"}} {v}\n"));
     }
+    if let Some(c) = &r.conntrack {
+        text.push_str("# HELP carp_conntrack_entries Conntrack entries the mirror knows.\n");
+        text.push_str("# TYPE carp_conntrack_entries gauge\n");
+        text.push_str(&format!("carp_conntrack_entries {}\n", c.entries));
+        text.push_str("# HELP carp_conntrack_learned Conntrack entries learned from peers.\n");
+        text.push_str("# TYPE carp_conntrack_learned gauge\n");
+        text.push_str(&format!("carp_conntrack_learned {}\n", c.learned));
+        text.push_str(
+            "# HELP carp_conntrack_counter Conntrack replication counters (events, sent, applied, overruns, ...).\n",
+        );
+        text.push_str("# TYPE carp_conntrack_counter gauge\n");
+        for (n, v) in &c.counters {
+            text.push_str(&format!("carp_conntrack_counter{{counter=\"{n}\"}} {v}\n"));
+        }
+        text.push_str(
+            "# HELP carp_conntrack_refused Conntrack changes the kernel refused, by errno.\n",
+        );
+        text.push_str("# TYPE carp_conntrack_refused gauge\n");
+        for (n, v) in &c.refused {
+            text.push_str(&format!("carp_conntrack_refused{{errno=\"{n}\"}} {v}\n"));
+        }
+    }
     text.push_str("# HELP carp_flow_counter The dataplane's flow table counters per carpdev.\n");
     text.push_str("# TYPE carp_flow_counter gauge\n");
     for d in &r.dataplane {

@@ -50,6 +50,24 @@ pub fn sync_text(r: &SyncReport) -> String {
         );
         out.push_str(&table(&rows));
     }
+    if let Some(c) = &r.conntrack {
+        out.push_str(&format!(
+            "conntrack: {} entries ({} learned), bulk {}\n",
+            c.entries, c.learned, c.bulk
+        ));
+        let mut rows = vec![vec!["CONNTRACK".to_string(), "VALUE".to_string()]];
+        rows.extend(
+            c.counters
+                .iter()
+                .map(|(n, v)| vec![n.clone(), v.to_string()]),
+        );
+        rows.extend(
+            c.refused
+                .iter()
+                .map(|(n, v)| vec![format!("refused {n}"), v.to_string()]),
+        );
+        out.push_str(&table(&rows));
+    }
     for d in &r.dataplane {
         out.push_str(&format!(
             "{} ({}{}):",

@@ -34,6 +34,25 @@ pub struct SyncReport {
     pub counters: Vec<(String, u64)>,
     /// What the dataplane counted per carpdev (new_flows, stateful_drop, events_lost, ...).
     pub dataplane: Vec<DataplaneFlowCounters>,
+    /// Conntrack replication (`[pfsync] conntrack = true`), if on.
+    #[serde(default)]
+    pub conntrack: Option<Box<ConntrackReport>>,
+}
+
+/// The conntrack replication's state in `carpctl sync`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConntrackReport {
+    /// Entries the mirror knows (this node's and learned ones).
+    pub entries: u64,
+    /// Of them learned from peers.
+    pub learned: u64,
+    /// The conntrack bulk to this node: idle, requesting, receiving N/M, done, timed-out.
+    pub bulk: String,
+    /// Counters by name: events, sent, received, applied, learned, stale, filtered, refreshed,
+    /// bulk_sent, bulk_received, bulk_incomplete, resyncs, echoes, overruns, refused, send_errors, dumped.
+    pub counters: Vec<(String, u64)>,
+    /// Changes the kernel refused, by errno (ENOMEM: the table is full).
+    pub refused: Vec<(String, u64)>,
 }
 
 impl SyncReport {

@@ -76,7 +76,13 @@ impl Daemon {
     pub(in crate::daemon) async fn sync_start(&mut self) {
         let now = self.now();
         let (mut actions, index) = match self.sync.as_mut().and_then(|s| s.repl.as_mut()) {
-            Some(r) => (r.engine.handle(now, SyncEvent::Start), r.syncdev_index),
+            Some(r) => {
+                // After the capability drop: the thread holds no more than the rest of carpd.
+                if let Some(ct) = r.ct.as_mut() {
+                    ct.start();
+                }
+                (r.engine.handle(now, SyncEvent::Start), r.syncdev_index)
+            }
             None => return,
         };
         // A syncdev already down at start holds its +1 like one that goes down later.
@@ -178,6 +184,17 @@ impl Daemon {
         };
         let mut actions = Vec::new();
         let now = monotonic().max(self.last_now);
+        if let Some(r) = s.repl.as_mut()
+            && let Some(ct) = r.ct.as_ref()
+        {
+            for n in ct.take_notices() {
+                match n {
+                    super::conntrack::Notice::BulkApplied { .. } => {
+                        actions.extend(r.engine.conntrack_bulk_done())
+                    }
+                }
+            }
+        }
         // Kernel events first, so a flow's INS precedes any update the scan might find.
         let events = s.table.drain_events_with_frames(EVENTS_PER_WAKE);
         // A full batch may have left events behind, which no new readiness would announce.
@@ -291,6 +308,7 @@ impl Daemon {
     /// Carries out the engine's actions.
     pub(in crate::daemon) async fn sync_actions(&mut self, actions: Vec<SyncAction>) {
         let mut demotes = Vec::new();
+        let mut conntrack_in = Vec::new();
         if let Some(s) = self.sync.as_mut() {
             // Sent together at the end: a bulk tick's packets leave in a few GSO sends. (Nothing
             // below waits on them: the other actions are local.)
@@ -306,8 +324,7 @@ impl Daemon {
                     } => demotes.push((group, delta, reason)),
                     // The engine keeps the deadline; the frame (if the dataplane deferred one) is here.
                     SyncAction::Hold { .. } => {}
-                    // Not wired into carpd yet: without `[pfsync] conntrack` they are ignored.
-                    SyncAction::Conntrack { .. } => {}
+                    SyncAction::Conntrack { from, msg } => conntrack_in.push((from, msg)),
                     SyncAction::Release { flow, acked } => {
                         if let Some(frame) = s.defer.held.remove(&flow) {
                             if acked {
@@ -331,6 +348,10 @@ impl Daemon {
                 && !sends.is_empty()
             {
                 send(r, &sends, &mut s.send_errors);
+            }
+            // One hand-over per turn; without `conntrack = true` a peer's conntrack messages are dropped.
+            if let Some(ct) = s.repl.as_ref().and_then(|r| r.ct.as_ref()) {
+                ct.remote(std::mem::take(&mut conntrack_in));
             }
         }
         for (group, delta, reason) in demotes {

@@ -54,6 +54,7 @@ use crate::{
     sync::{FlowId, SeededFlowHash, SyncConfig, SyncEngine, SyncKey},
 };
 
+pub mod conntrack;
 mod events;
 pub mod flowmap;
 mod learned;
@@ -121,6 +122,8 @@ struct Replication {
     sock: AsyncFd<SyncSocket>,
     syncdev: String,
     syncdev_index: u32,
+    /// `[pfsync] conntrack = true`: the conntrack thread.
+    ct: Option<conntrack::CtDriver>,
 }
 
 /// The flow tables, the engine and the transport of one carpd.
@@ -179,6 +182,8 @@ pub(super) enum SyncWake {
     Socket,
     /// The scan or an engine deadline is due.
     Timer,
+    /// The conntrack thread has news (its bulk was applied).
+    Conntrack,
 }
 
 /// The largest sync packet the syncdev carries unfragmented: its MTU less the IPv4 and UDP headers,
@@ -340,9 +345,32 @@ impl SyncDriver {
                 sc.defer_limit = DEFER_LIMIT;
                 let key = SyncKey::from_bytes(&p.key).context("pfsync: key_file")?;
                 let sc_mtu = sc.mtu;
-                let engine = SyncEngine::new(sc, key).context("pfsync")?;
+                let mut engine = SyncEngine::new(sc, key).context("pfsync")?;
                 let sock = SyncSocket::open(p)
                     .with_context(|| format!("pfsync: the sync socket on {}", p.syncdev))?;
+                let ct = match &p.conntrack {
+                    None => None,
+                    Some(c) => {
+                        let vips: Vec<std::net::IpAddr> = config
+                            .interfaces
+                            .iter()
+                            .flat_map(|i| i.addresses.iter().map(|a| a.addr))
+                            .collect();
+                        let mut sync_addrs = conntrack::own_addresses(&[], Some(&p.syncdev));
+                        sync_addrs.extend(p.syncpeer.map(std::net::IpAddr::V4));
+                        let d = conntrack::CtDriver::open(
+                            c,
+                            &sock,
+                            engine.sealer(),
+                            sc_mtu,
+                            &vips,
+                            &sync_addrs,
+                        )?;
+                        // One demotion for both bulks: it stays until the conntrack bulk is in too.
+                        engine.wait_for_conntrack_bulk();
+                        Some(d)
+                    }
+                };
                 tracing::info!(
                     "pfsync: syncdev {} -> {}, node id {node_id}, maxupd {}, packets up to {} bytes",
                     p.syncdev,
@@ -358,6 +386,7 @@ impl SyncDriver {
                         .map_err(|e| anyhow::anyhow!("registering the sync socket: {e}"))?,
                     syncdev: p.syncdev.clone(),
                     syncdev_index,
+                    ct,
                 })
             }
         };
@@ -419,6 +448,9 @@ impl SyncDriver {
         self.live_written_at = now;
         let mut peers = [0u32; km::MAX_LIVE_PEERS];
         let live = self.live_peers(now);
+        if let Some(ct) = self.repl.as_ref().and_then(|r| r.ct.as_ref()) {
+            ct.live(live.clone());
+        }
         let changed = live != self.written_live;
         self.written_live = live.clone();
         if !live.is_empty() {
@@ -507,6 +539,12 @@ pub(super) async fn wait(sync: &Option<SyncDriver>) -> SyncWake {
             None => std::future::pending::<()>().await,
         }
     };
+    let ct = async {
+        match s.repl.as_ref().and_then(|r| r.ct.as_ref()) {
+            Some(ct) => ct.notified().await,
+            None => std::future::pending::<()>().await,
+        }
+    };
     tokio::select! {
         r = s.ring.readable() => {
             // Clear before draining: an event that lands during the drain re-arms readiness.
@@ -516,6 +554,7 @@ pub(super) async fn wait(sync: &Option<SyncDriver>) -> SyncWake {
             SyncWake::Ring
         }
         _ = sock => SyncWake::Socket,
+        _ = ct => SyncWake::Conntrack,
         _ = tokio::time::sleep(sleep) => SyncWake::Timer,
     }
 }

@@ -85,6 +85,9 @@ impl Daemon {
                     .push(("defer_released_timeout".into(), d.released_timeout));
                 r.counters
                     .push(("defer_reinject_failed".into(), d.reinject_failed));
+                if let Some(ct) = &rep.ct {
+                    r.conntrack = Some(Box::new(ct.report()));
+                }
             }
         }
         Response::Sync(r)

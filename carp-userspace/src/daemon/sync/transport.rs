@@ -156,6 +156,19 @@ impl SyncSocket {
         })
     }
 
+    /// A second handle on the same socket (a duplicated fd) for another thread's sends.
+    pub fn try_clone(&self) -> io::Result<SyncSocket> {
+        Ok(SyncSocket {
+            sock: self.sock.try_clone()?,
+            dest: self.dest,
+            counters: TransportCounters::default(),
+            gso_off: self
+                .gso_off
+                .as_ref()
+                .map(|e| io::Error::new(e.kind(), e.to_string())),
+        })
+    }
+
     /// Where packets go.
     pub fn dest(&self) -> SocketAddrV4 {
         self.dest

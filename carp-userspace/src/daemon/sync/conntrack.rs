@@ -1,0 +1,701 @@
+//! carpd's conntrack replication (`[pfsync] conntrack = true`, issue #15): a thread of its own runs
+//! the sans-IO `CtMirror` with the ctnetlink sockets, so that nothing whose cost grows with the
+//! table (dumps, bulk inserts, a peer's burst of entries) runs on the daemon's runtime thread.
+//!
+//! Data flow: the kernel's events (event socket; the echoes of our own changes, which carry the
+//! request socket's portid, are dropped) and the peers' conntrack messages (parsed and authenticated
+//! by the `SyncEngine` on the runtime thread, handed over here in one channel send per turn) go into
+//! the mirror; its `Send`s are sealed here with the engine's key and sequence numbers (`Sealer`, so
+//! they share the peers' replay windows) and sent on a duplicate of the sync socket, GSO-batched; its
+//! `Apply`s go to the kernel in batched netlink sends; a peer's bulk request dumps the kernel table
+//! and sends it paced. When the bulk to us has been applied, the runtime thread is told
+//! (`Notice::BulkApplied`) and the engine lifts the one bulk demotion. An event overrun (ENOBUFS) is
+//! counted, the buffer doubled, and the table resynced from a dump.
+//!
+//! The thread starts in `sync_start`, after carpd dropped its capabilities (it keeps CAP_NET_ADMIN,
+//! which ctnetlink needs); the sockets are opened earlier, in `open`, so errors stop the start.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use super::transport::SyncSocket;
+use crate::config::conntrack::ConntrackConfig;
+use crate::ctnetlink::{self, CtEvent, CtSocket, EventRead};
+use crate::daemon::monotonic;
+use crate::engine::Time;
+use crate::sync::conntrack::{
+    CtAction, CtBulkState, CtConfig, CtCounters, CtMessage, CtMirror, CtOp, LocalEvent,
+};
+use crate::sync::{Message, PacketBuilder, Sealer};
+
+/// The event socket's receive buffer at start (doubled after each overrun up to `EVENT_BUFFER_MAX`).
+const EVENT_BUFFER: usize = 8 << 20;
+/// The largest event buffer an overrun grows it to.
+const EVENT_BUFFER_MAX: usize = 128 << 20;
+/// Event datagrams read per turn (the rest wait for the next, after the peers' messages).
+const EVENT_READS: usize = 256;
+/// Learned entries refreshed per turn at most.
+const REFRESH_BUDGET: usize = 4096;
+/// Bulk packets sent per pacing tick (as the flow bulk: ~95 MB/s on a 1400-byte MTU).
+const BULK_PACKETS_PER_TICK: usize = 340;
+/// The bulk pacing tick.
+const BULK_TICK: Duration = Duration::from_millis(5);
+
+/// What the runtime thread hands the conntrack thread.
+enum Input {
+    Start,
+    Remote(Vec<(u32, CtMessage)>),
+    Live(Vec<u32>),
+    Stop,
+}
+
+/// What the conntrack thread tells the runtime thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Notice {
+    /// The bulk to us is over and its entries are in the kernel (or we gave up on it).
+    BulkApplied {
+        /// Every entry arrived.
+        complete: bool,
+    },
+}
+
+/// The I/O side's counters.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct IoCounters {
+    /// Kernel events that were echoes of our own changes (dropped).
+    pub echoes: u64,
+    /// Event socket overruns (ENOBUFS): events were lost.
+    pub overruns: u64,
+    /// Changes the kernel refused (by errno in `refused`).
+    pub refused: u64,
+    /// Sync packets that could not be sent.
+    pub send_errors: u64,
+    /// Entries dumped for bulk transfers and resyncs.
+    pub dumped: u64,
+}
+
+/// A snapshot of the conntrack thread's state, for `carpctl sync` and the metrics.
+#[derive(Clone, Debug, Default)]
+pub struct CtStatus {
+    /// The mirror's counters.
+    pub mirror: CtCounters,
+    /// The I/O counters.
+    pub io: IoCounters,
+    /// Refused changes by errno name.
+    pub refused: BTreeMap<String, u64>,
+    /// Entries the mirror knows.
+    pub entries: u64,
+    /// Of them learned from peers.
+    pub learned: u64,
+    /// The bulk to this node.
+    pub bulk: Option<CtBulkState>,
+}
+
+struct Shared {
+    notify: tokio::sync::Notify,
+    notices: Mutex<Vec<Notice>>,
+    status: Mutex<CtStatus>,
+}
+
+/// The conntrack thread's state (moved onto the thread at start).
+struct Worker {
+    mirror: CtMirror,
+    events: CtSocket,
+    inject: CtSocket,
+    sock: SyncSocket,
+    sealer: Sealer,
+    mtu: usize,
+    rx: mpsc::Receiver<Input>,
+    wake: Arc<OwnedFd>,
+    shared: Arc<Shared>,
+    io: IoCounters,
+    refused: BTreeMap<i32, u64>,
+    event_buffer: usize,
+    checked_bulk: Option<u32>,
+    // The learned count is a walk over the table: taken at most once a second.
+    learned: (Option<std::time::Instant>, u64),
+}
+
+/// carpd's handle on the conntrack thread.
+pub(super) struct CtDriver {
+    tx: mpsc::Sender<Input>,
+    wake: Arc<OwnedFd>,
+    shared: Arc<Shared>,
+    worker: Option<Worker>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The addresses on this host's interfaces (getifaddrs; only `dev`'s if given), less `except`.
+pub(super) fn own_addresses(except: &[IpAddr], dev: Option<&str>) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut ifa: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs allocates a list we walk read-only and free below.
+    if unsafe { libc::getifaddrs(&mut ifa) } != 0 {
+        return out;
+    }
+    let mut p = ifa;
+    while !p.is_null() {
+        // SAFETY: p is a node of the list getifaddrs returned.
+        let a = unsafe { &*p };
+        // SAFETY: ifa_name is a NUL-terminated string of the node.
+        let name = unsafe { std::ffi::CStr::from_ptr(a.ifa_name) };
+        let wanted = dev.is_none_or(|d| name.to_bytes() == d.as_bytes());
+        if wanted && !a.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points at a sockaddr of the family it names.
+            let fam = i32::from(unsafe { (*a.ifa_addr).sa_family });
+            let ip = match fam {
+                libc::AF_INET => {
+                    // SAFETY: an AF_INET address is a sockaddr_in.
+                    let s = unsafe { &*(a.ifa_addr as *const libc::sockaddr_in) };
+                    Some(IpAddr::from(u32::from_be(s.sin_addr.s_addr).to_be_bytes()))
+                }
+                libc::AF_INET6 => {
+                    // SAFETY: an AF_INET6 address is a sockaddr_in6.
+                    let s = unsafe { &*(a.ifa_addr as *const libc::sockaddr_in6) };
+                    Some(IpAddr::from(s.sin6_addr.s6_addr))
+                }
+                _ => None,
+            };
+            if let Some(ip) = ip
+                && !ip.is_loopback()
+                && !except.contains(&ip)
+                && !out.contains(&ip)
+            {
+                out.push(ip);
+            }
+        }
+        p = a.ifa_next;
+    }
+    // SAFETY: ifa came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(ifa) };
+    out
+}
+
+fn errno_name(e: i32) -> String {
+    match e {
+        libc::ENOMEM => "ENOMEM".into(),
+        libc::EEXIST => "EEXIST".into(),
+        libc::ENOENT => "ENOENT".into(),
+        libc::EINVAL => "EINVAL".into(),
+        libc::EBUSY => "EBUSY".into(),
+        libc::EPERM => "EPERM".into(),
+        libc::EOPNOTSUPP => "EOPNOTSUPP".into(),
+        libc::ENOSPC => "ENOSPC".into(),
+        e => format!("errno{e}"),
+    }
+}
+
+fn log_due(n: u64) -> bool {
+    n == 1 || n.is_multiple_of(1000)
+}
+
+impl CtDriver {
+    /// Opens the ctnetlink sockets and takes the kernel's table in (unannounced); the thread starts
+    /// with `start`. `vips` are the configured virtual addresses (not "own": NAT to them is replicated),
+    /// `sync_addrs` the sync link's (never replicated).
+    pub(super) fn open(
+        cfg: &ConntrackConfig,
+        sock: &SyncSocket,
+        sealer: Sealer,
+        mtu: usize,
+        vips: &[IpAddr],
+        sync_addrs: &[IpAddr],
+    ) -> Result<CtDriver> {
+        if ctnetlink::sysctl("nf_conntrack_max").is_none() {
+            anyhow::bail!(
+                "conntrack: netfilter connection tracking is not loaded (no net.netfilter.nf_conntrack_max): \
+                 `modprobe nf_conntrack nf_conntrack_netlink`, or set [pfsync] conntrack = false"
+            );
+        }
+        match ctnetlink::sysctl("nf_conntrack_events") {
+            Some(0) => {
+                // With events off no NEW/UPDATE/DESTROY would ever reach us.
+                ctnetlink::set_sysctl("nf_conntrack_events", 1).context(
+                    "conntrack: net.netfilter.nf_conntrack_events is 0 (no events) and cannot be set to 1",
+                )?;
+                tracing::warn!("conntrack: net.netfilter.nf_conntrack_events was 0: set to 1");
+            }
+            Some(2) => tracing::info!(
+                "conntrack: nf_conntrack_events = 2 (auto): entries made before carpd listened send no DESTROY; \
+                 their copies on the peers go when they time out there"
+            ),
+            _ => {}
+        }
+        let events = CtSocket::events(EVENT_BUFFER).context("conntrack: the event socket")?;
+        let mut inject = CtSocket::open().context("conntrack: the request socket")?;
+        let mut extra: Vec<(IpAddr, u8)> = sync_addrs
+            .iter()
+            .map(|a| (*a, if a.is_ipv4() { 32 } else { 128 }))
+            .collect();
+        if cfg.ignore_own {
+            extra.extend(
+                own_addresses(vips, None)
+                    .into_iter()
+                    .map(|a| (a, if a.is_ipv4() { 32 } else { 128 })),
+            );
+        }
+        let filter = cfg.filter(&extra);
+        tracing::info!(
+            "conntrack: replicating zones {}, protocols {:?}, ignoring {} prefix(es) (own addresses and the sync link included)",
+            cfg.zones
+                .as_ref()
+                .map_or("all".to_string(), |z| format!("{z:?}")),
+            filter
+                .protocols
+                .iter()
+                .map(|p| crate::sync::conntrack::entry::proto::name(*p).unwrap_or("?"))
+                .collect::<Vec<_>>(),
+            filter.ignore.len()
+        );
+        let mut mirror = CtMirror::new(CtConfig {
+            filter,
+            mtu,
+            ..CtConfig::default()
+        });
+        let table = inject.dump().context("conntrack: dumping the table")?;
+        let n = table.len();
+        mirror.adopt(table);
+        tracing::info!(
+            "conntrack: {n} entries in the kernel table, {} replicated",
+            mirror.len()
+        );
+        let sock = sock
+            .try_clone()
+            .context("conntrack: duplicating the sync socket")?;
+        // SAFETY: eventfd has no preconditions; the fd is owned from here on.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if efd < 0 {
+            return Err(std::io::Error::last_os_error()).context("conntrack: eventfd");
+        }
+        // SAFETY: efd is a fresh fd nobody else owns.
+        let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(efd) });
+        let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            notify: tokio::sync::Notify::new(),
+            notices: Mutex::new(Vec::new()),
+            status: Mutex::new(CtStatus::default()),
+        });
+        let worker = Worker {
+            mirror,
+            events,
+            inject,
+            sock,
+            sealer,
+            mtu,
+            rx,
+            wake: wake.clone(),
+            shared: shared.clone(),
+            io: IoCounters::default(),
+            refused: BTreeMap::new(),
+            event_buffer: EVENT_BUFFER,
+            checked_bulk: None,
+            learned: (None, 0),
+        };
+        let mut worker = worker;
+        worker.publish();
+        Ok(CtDriver {
+            tx,
+            wake,
+            shared,
+            worker: Some(worker),
+            thread: None,
+        })
+    }
+
+    fn send(&self, i: Input) {
+        if self.tx.send(i).is_ok() {
+            let one: u64 = 1;
+            // SAFETY: writes 8 bytes from `one` to the eventfd.
+            unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        }
+    }
+
+    /// Starts the thread and the bulk request.
+    pub(super) fn start(&mut self) {
+        if let Some(w) = self.worker.take() {
+            match std::thread::Builder::new()
+                .name("carpd-conntrack".into())
+                .spawn(move || w.run())
+            {
+                Ok(h) => self.thread = Some(h),
+                Err(e) => {
+                    tracing::error!("conntrack: cannot start its thread: {e}; not replicating");
+                    return;
+                }
+            }
+        }
+        self.send(Input::Start);
+    }
+
+    /// Peers' conntrack messages, in arrival order.
+    pub(super) fn remote(&self, msgs: Vec<(u32, CtMessage)>) {
+        if !msgs.is_empty() {
+            self.send(Input::Remote(msgs));
+        }
+    }
+
+    /// The live peers (learned entries of the others are no longer refreshed).
+    pub(super) fn live(&self, peers: Vec<u32>) {
+        self.send(Input::Live(peers));
+    }
+
+    /// What the thread reported since the last call.
+    pub(super) fn take_notices(&self) -> Vec<Notice> {
+        std::mem::take(
+            &mut *self
+                .shared
+                .notices
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
+    }
+
+    /// Resolves when the thread has a notice.
+    pub(super) async fn notified(&self) {
+        self.shared.notify.notified().await
+    }
+
+    /// The latest snapshot of the thread's state.
+    pub(super) fn status(&self) -> CtStatus {
+        self.shared
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The `carpctl sync` view.
+    pub(super) fn report(&self) -> crate::control::report::ConntrackReport {
+        let s = self.status();
+        let m = s.mirror;
+        let io = s.io;
+        let bulk = match s.bulk {
+            None | Some(CtBulkState::Idle) => "idle".to_string(),
+            Some(CtBulkState::Requesting { tries }) => format!("requesting ({tries} sent)"),
+            Some(CtBulkState::Receiving { expected, received }) => {
+                format!("receiving {received}/{expected}")
+            }
+            Some(CtBulkState::Done { complete: true }) => "done".into(),
+            Some(CtBulkState::Done { complete: false }) => "timed-out".into(),
+        };
+        let counters = [
+            ("events", m.events),
+            ("sent", m.sent),
+            ("received", m.received),
+            ("applied", m.applied),
+            ("learned", m.learned),
+            ("stale", m.stale),
+            ("filtered", m.filtered),
+            ("refreshed", m.refreshed),
+            ("bulk_sent", m.bulk_sent),
+            ("bulk_received", m.bulk_received),
+            ("bulk_incomplete", m.bulk_incomplete),
+            ("resyncs", m.resyncs),
+            ("echoes", io.echoes),
+            ("overruns", io.overruns),
+            ("refused", io.refused),
+            ("send_errors", io.send_errors),
+            ("dumped", io.dumped),
+        ]
+        .into_iter()
+        .map(|(n, v)| (n.to_string(), v))
+        .collect();
+        crate::control::report::ConntrackReport {
+            entries: s.entries,
+            learned: s.learned,
+            bulk,
+            counters,
+            refused: s.refused.into_iter().collect(),
+        }
+    }
+}
+
+impl Drop for CtDriver {
+    fn drop(&mut self) {
+        self.send(Input::Stop);
+        if let Some(h) = self.thread.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn poll2(a: i32, b: i32, timeout: Duration) {
+    let mut fds = [
+        libc::pollfd {
+            fd: a,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: b,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    let ms = timeout.as_millis().min(1000) as i32;
+    // SAFETY: fds is a live array of two pollfds.
+    unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+}
+
+impl Worker {
+    fn run(mut self) {
+        let mut acts = Vec::new();
+        loop {
+            let now = monotonic();
+            let wait = self
+                .mirror
+                .next_deadline()
+                .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now));
+            poll2(self.events.as_raw_fd(), self.wake.as_raw_fd(), wait);
+            let mut drain = [0u8; 8];
+            // SAFETY: reads at most 8 bytes into `drain`; a non-blocking eventfd may have nothing.
+            unsafe { libc::read(self.wake.as_raw_fd(), drain.as_mut_ptr().cast(), 8) };
+            let now = monotonic();
+            loop {
+                match self.rx.try_recv() {
+                    Ok(Input::Start) => acts.extend(self.mirror.start(now)),
+                    Ok(Input::Remote(v)) => {
+                        for (from, m) in v {
+                            acts.extend(self.mirror.remote(now, from, m));
+                        }
+                    }
+                    Ok(Input::Live(p)) => self.mirror.set_live(p),
+                    Ok(Input::Stop) | Err(mpsc::TryRecvError::Disconnected) => {
+                        self.execute(now, std::mem::take(&mut acts));
+                        return;
+                    }
+                    Err(mpsc::TryRecvError::Empty) => break,
+                }
+            }
+            self.check_bulk_room();
+            let portid = self.inject.portid();
+            let (mirror, io) = (&mut self.mirror, &mut self.io);
+            let read = self.events.read_events(EVENT_READS, |pid, ev| {
+                if pid == portid {
+                    io.echoes += 1;
+                    return;
+                }
+                let ev = match ev {
+                    CtEvent::Update {
+                        entry, has_mark, ..
+                    } => LocalEvent::Update { entry, has_mark },
+                    CtEvent::Destroy(k) => LocalEvent::Destroy(k),
+                };
+                acts.extend(mirror.local(now, ev));
+            });
+            match read {
+                Ok(EventRead::Overrun) => self.overrun(now, &mut acts),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("conntrack: reading events: {e}"),
+            }
+            acts.extend(self.mirror.timer(now, REFRESH_BUDGET));
+            self.execute(now, std::mem::take(&mut acts));
+            self.publish();
+        }
+    }
+
+    /// Events were lost: count it, give the socket more room, and repair the table from a dump.
+    fn overrun(&mut self, now: Time, acts: &mut Vec<CtAction>) {
+        self.io.overruns += 1;
+        if self.event_buffer < EVENT_BUFFER_MAX {
+            self.event_buffer *= 2;
+            let _ = ctnetlink::force_rcvbuf(self.events.as_raw_fd(), self.event_buffer);
+        }
+        tracing::warn!(
+            "conntrack: the event socket overran (ENOBUFS, {} so far): events were lost; resyncing from a \
+             table dump (event buffer now {} MiB)",
+            self.io.overruns,
+            ctnetlink::rcvbuf(self.events.as_raw_fd()) >> 20
+        );
+        match self.inject.dump() {
+            Ok(t) => {
+                self.io.dumped += t.len() as u64;
+                acts.extend(self.mirror.resync(now, t));
+            }
+            Err(e) => tracing::error!("{e:#}"),
+        }
+    }
+
+    /// A peer's bulk is coming: say so if the kernel table cannot take it.
+    fn check_bulk_room(&mut self) {
+        let Some(n) = self.mirror.bulk_expected() else {
+            return;
+        };
+        if self.checked_bulk == Some(n) {
+            return;
+        }
+        self.checked_bulk = Some(n);
+        let max = ctnetlink::sysctl("nf_conntrack_max").unwrap_or(u64::MAX);
+        let count = ctnetlink::sysctl("nf_conntrack_count").unwrap_or(0);
+        if count + u64::from(n) > max {
+            tracing::error!(
+                "conntrack: the peer's bulk holds {n} entries but nf_conntrack_max is {max} ({count} in use): \
+                 entries beyond it will be refused (ENOMEM); raise it: \
+                 sysctl -w net.netfilter.nf_conntrack_max={}",
+                (count + u64::from(n)) * 5 / 4
+            );
+        }
+    }
+
+    fn execute(&mut self, _now: Time, acts: Vec<CtAction>) {
+        let mut ops = Vec::new();
+        let mut packets = Vec::new();
+        for a in acts {
+            match a {
+                CtAction::Send(msgs) => packets.push(self.seal(&msgs)),
+                CtAction::Apply(op) => ops.push(op),
+                CtAction::Dump => {
+                    self.apply(&mut ops);
+                    self.send(&mut packets);
+                    match self.inject.dump() {
+                        Ok(t) => {
+                            self.io.dumped += t.len() as u64;
+                            let n = t.len();
+                            let started = std::time::Instant::now();
+                            let bulk = self.mirror.bulk_out(t);
+                            self.send_bulk(bulk);
+                            tracing::info!(
+                                "conntrack: bulk of {n} entries sent in {:?}",
+                                started.elapsed()
+                            );
+                        }
+                        Err(e) => tracing::error!("{e:#}"),
+                    }
+                }
+                CtAction::BulkApplied { complete } => {
+                    // The entries before it must be in the kernel before the demotion may go.
+                    self.apply(&mut ops);
+                    tracing::info!(
+                        "conntrack: bulk transfer {} ({} entries learned)",
+                        if complete {
+                            "applied"
+                        } else {
+                            "given up (no peer answered)"
+                        },
+                        self.mirror.learned()
+                    );
+                    self.shared
+                        .notices
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(Notice::BulkApplied { complete });
+                    self.shared.notify.notify_one();
+                }
+            }
+        }
+        self.apply(&mut ops);
+        self.send(&mut packets);
+    }
+
+    fn seal(&self, msgs: &[CtMessage]) -> Vec<u8> {
+        let mut b = PacketBuilder::with_capacity(self.mtu);
+        for m in msgs {
+            b.push(&Message::Ct(m.clone()), 0);
+        }
+        self.sealer.seal(b)
+    }
+
+    fn send(&mut self, packets: &mut Vec<Vec<u8>>) {
+        if packets.is_empty() {
+            return;
+        }
+        let (failed, err) = self.sock.send_all(packets);
+        if let Some(e) = err {
+            let before = self.io.send_errors;
+            self.io.send_errors += failed;
+            if log_due(before + 1) {
+                tracing::warn!(
+                    "conntrack: sync send: {e} ({} failed so far)",
+                    self.io.send_errors
+                );
+            }
+        }
+        packets.clear();
+    }
+
+    /// Sends a bulk paced like the flow bulk, so the peer's socket buffer keeps up.
+    fn send_bulk(&mut self, acts: Vec<CtAction>) {
+        let mut packets: Vec<Vec<u8>> = Vec::new();
+        for a in acts {
+            if let CtAction::Send(m) = a {
+                packets.push(self.seal(&m));
+            }
+            if packets.len() >= BULK_PACKETS_PER_TICK {
+                let t = std::time::Instant::now();
+                self.send(&mut packets);
+                std::thread::sleep(BULK_TICK.saturating_sub(t.elapsed()));
+            }
+        }
+        self.send(&mut packets);
+    }
+
+    fn apply(&mut self, ops: &mut Vec<CtOp>) {
+        if ops.is_empty() {
+            return;
+        }
+        match self.inject.apply(ops) {
+            Ok(errs) => {
+                for (op, e) in ops.iter().zip(errs) {
+                    if e == 0 {
+                        continue;
+                    }
+                    self.io.refused += 1;
+                    let n = self.refused.entry(e).or_default();
+                    *n += 1;
+                    if log_due(*n) {
+                        let what = match op {
+                            CtOp::Create(_) => "create",
+                            CtOp::Update(_) => "update",
+                            CtOp::Delete(_) => "delete",
+                        };
+                        let extra = if e == libc::ENOMEM {
+                            format!(
+                                " (nf_conntrack_count {} of nf_conntrack_max {})",
+                                ctnetlink::sysctl("nf_conntrack_count").unwrap_or(0),
+                                ctnetlink::sysctl("nf_conntrack_max").unwrap_or(0)
+                            )
+                        } else {
+                            String::new()
+                        };
+                        tracing::warn!(
+                            "conntrack: the kernel refused a {what} ({}, {n} so far): {}{extra}",
+                            errno_name(e),
+                            ctnetlink::explain(e)
+                        );
+                    }
+                }
+            }
+            Err(e) => tracing::error!("{e:#}"),
+        }
+        ops.clear();
+    }
+
+    fn publish(&mut self) {
+        if self
+            .learned
+            .0
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            self.learned = (
+                Some(std::time::Instant::now()),
+                self.mirror.learned() as u64,
+            );
+        }
+        let mut s = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
+        s.mirror = *self.mirror.counters();
+        s.io = self.io;
+        s.refused = self
+            .refused
+            .iter()
+            .map(|(e, n)| (errno_name(*e), *n))
+            .collect();
+        s.entries = self.mirror.len() as u64;
+        s.learned = self.learned.1;
+        s.bulk = Some(self.mirror.bulk_state());
+    }
+}
