@@ -15,8 +15,8 @@ use std::{
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-mod file;
 pub mod conntrack;
+mod file;
 pub mod ifconfig;
 mod interface;
 pub mod keepalived;
