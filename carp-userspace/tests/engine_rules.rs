@@ -782,3 +782,40 @@ fn time_displays_seconds_with_milliseconds() {
         "1.001s"
     );
 }
+
+/// Issue #16 item 7: the demote byte is not covered by CARP's HMAC (nor the source address), so a
+/// captured advert of the real master replayed with demote 255, then with demote 0, passes
+/// authentication both times: the backup takes over, then steps down, once per pair of packets.
+/// With the hold-down (`engine::flipguard`, one master-down interval: 3.4 s here) it flips at most once
+/// per hold-down: 200 replayed packets over 10 s from rotating sources make at most 4 takeovers (100
+/// without the guard). A master that demotes itself for real is still taken over at once (the first
+/// takeover) and the timer still takes over from a silent one.
+#[test]
+fn replayed_adverts_with_a_rewritten_demote_flip_a_backup_once_per_hold_down() {
+    let mut v = backup(cfg(1, 100));
+    let sec = |s: f64| T0 + Duration::from_secs_f64(s);
+    assert!(transitions(&v.handle(sec(0.5), Event::Advert(adv(1, 0, 0)))).is_empty());
+    let mut to_master = 0;
+    for k in 0..100u32 {
+        let t = 0.6 + f64::from(k) * 0.1;
+        let src = Ipv4Addr::new(10, 0, 1, (k % 200) as u8 + 1);
+        for (dt, demote) in [(0.0, 255), (0.05, 0)] {
+            let a = v.handle(sec(t + dt), Event::Advert(adv_from(src, 1, 0, demote)));
+            to_master += transitions(&a)
+                .iter()
+                .filter(|(_, to)| *to == State::Master)
+                .count();
+        }
+    }
+    assert!(
+        (1..=4).contains(&to_master),
+        "{to_master} takeovers in 10 s of replays"
+    );
+    assert!(v.takeovers_held() >= 90, "{}", v.takeovers_held());
+    // A silent master is still taken over by the timer.
+    v.handle(sec(11.0), Event::Advert(adv(1, 0, 0)));
+    assert_eq!(v.state(), State::Backup);
+    let t = v.next_deadline().unwrap();
+    let a = v.handle(t, Event::Timer);
+    assert_eq!(reasons(&a), vec![reason::MASTER_DOWN]);
+}

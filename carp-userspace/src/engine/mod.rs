@@ -8,6 +8,7 @@
 //! reaches the engine: `Advert` is only the fields the election reads.
 
 mod demote;
+pub mod flipguard;
 mod host;
 mod time;
 mod timing;
@@ -188,6 +189,9 @@ pub enum DropReason {
     OwnAddress,
     /// The advert is for another vhid.
     WrongVhid,
+    /// The advert asked for a takeover (its demote, advskew or advbase, or a bow-out), but one did so
+    /// within the hold-down already: those fields are not authenticated (`flipguard`).
+    TakeoverHeld,
 }
 
 /// An output of the engine, to be carried out by the driver in order.
@@ -312,6 +316,8 @@ pub struct Vhid {
     vrrp_stop_seen: bool,
     // VRRP: lingering after a planned stop, the new master was heard (the grace before INIT runs).
     vrrp_handed_over: bool,
+    // Takeovers caused by an advert's unauthenticated fields, at most one per hold-down (`flipguard`).
+    flip_guard: flipguard::FlipGuard,
 }
 
 impl Vhid {
@@ -332,6 +338,7 @@ impl Vhid {
             learned_interval_cs: None,
             vrrp_stop_seen: false,
             vrrp_handed_over: false,
+            flip_guard: flipguard::FlipGuard::default(),
         }
     }
 
@@ -343,6 +350,11 @@ impl Vhid {
     /// The current state.
     pub fn state(&self) -> State {
         self.state
+    }
+
+    /// Advert-caused takeovers refused by the hold-down (`flipguard`): replayed or rewritten adverts.
+    pub fn takeovers_held(&self) -> u64 {
+        self.flip_guard.held()
     }
 
     /// The demote byte this vhid advertises and compares with.
@@ -482,6 +494,7 @@ impl Vhid {
             State::Master if adv.is_bow_out() => {}
             State::Master => {
                 if let Some(why) = self.yield_reason(adv) {
+                    self.flip_guard.yielded();
                     self.enter_backup(now, why, out);
                 }
             }
@@ -491,17 +504,29 @@ impl Vhid {
                 let adv_t = adv.preference();
                 let threshold =
                     going_to_time_out_threshold(self.config.advbase, self.config.advskew);
-                if adv.is_bow_out() {
+                let takeover = if adv.is_bow_out() {
                     // Rule 3 covers this only for advbase <= 85; take over at once regardless.
-                    self.master_down(now, reason::BOW_OUT, out);
+                    Some(reason::BOW_OUT)
                 } else if self.config.preempt && adv_t > own_t && adv.demote >= self.demote {
-                    self.master_down(now, reason::PREEMPT, out);
+                    Some(reason::PREEMPT)
                 } else if adv.demote > self.demote {
-                    self.master_down(now, reason::HIGHER_DEMOTE, out);
+                    Some(reason::HIGHER_DEMOTE)
                 } else if self.config.advbase != 0 && adv_t > threshold {
-                    self.master_down(now, reason::GOING_TO_TIME_OUT, out);
+                    Some(reason::GOING_TO_TIME_OUT)
                 } else {
-                    self.master_down_at = Some(now + self.master_down_interval());
+                    None
+                };
+                // Each of these reads fields the HMAC does not cover: at most one per hold-down.
+                let hold = flipguard::MIN_HOLD.max(self.master_down_interval());
+                match takeover {
+                    Some(why) if self.flip_guard.allow(now, hold) => {
+                        self.master_down(now, why, out)
+                    }
+                    Some(_) => {
+                        out.push(Action::Dropped(DropReason::TakeoverHeld));
+                        self.master_down_at = Some(now + self.master_down_interval());
+                    }
+                    None => self.master_down_at = Some(now + self.master_down_interval()),
                 }
             }
         }
