@@ -1135,7 +1135,7 @@ pub fn scenarios() -> Vec<Scenario> {
         .at(s(20), Op::Restart(0)),
         Scenario::new(
             "vrrp-stop",
-            "VRRPv3 at 10 ms: gw1 (priority 200) stops at 5 s with priority 0 and lingers; gw2 (100) takes over after its skew time (6.1 ms), gw1 leaves 100 ms after it hears gw2",
+            "VRRPv3 at 10 ms: gw1 (priority 200) stops at 5 s with priority 0 and lingers; gw2 (100) takes over after its skew time (6.1 ms), gw1 leaves 500 ms after it hears gw2",
             vec![
                 gw(1, IfaceSpec::new(1, 0).vrrp3(200, 1)),
                 gw(2, IfaceSpec::new(1, 0).vrrp3(100, 1)),

@@ -66,7 +66,7 @@ fn vrrp_planned_stop_hands_over_after_skew_time() {
     // The priority-0 advert arrives 200 µs after 5 s; gw2 waits its skew time (156/256 x 10 ms).
     let expected = s(5) + Duration::from_micros(200) + skew_time(VrrpVersion::V3, 100, 1);
     assert_eq!(t, expected);
-    // gw1 kept serving until it heard gw2 (make-before-break) and a 100 ms grace after, then left.
+    // gw1 kept serving until it heard gw2 (make-before-break) and a grace (HANDOVER_GRACE_MIN) after, then left.
     let gw1 = sim.timeline().transitions("gw1", 1);
     let last = gw1.last().expect("gw1 transitions");
     assert_eq!((last.1, last.2), (State::Master, State::Init));

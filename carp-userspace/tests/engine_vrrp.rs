@@ -275,7 +275,7 @@ fn planned_stop_sends_priority_zero_and_serves_until_the_new_master_is_heard() {
     assert_eq!(v.state(), State::Master, "make-before-break: still serving");
     assert!(v.is_lingering());
     // Another priority-0 advert does not end it; the new master's normal advert starts a short grace
-    // (3 intervals, at least 100 ms) for clients still sending to our MAC, then INIT.
+    // (3 intervals, at least HANDOVER_GRACE_MIN) for clients still sending to our MAC, then INIT.
     assert!(v.handle(t + 2 * MS, adv(HIGHER, 0, 100)).is_empty());
     let heard = t + 3 * MS;
     assert!(v.handle(heard, adv(HIGHER, 100, 100)).is_empty());
@@ -285,7 +285,7 @@ fn planned_stop_sends_priority_zero_and_serves_until_the_new_master_is_heard() {
     let a = v.handle(v.next_deadline().unwrap(), Event::Timer);
     assert_eq!(reasons(&a), vec![reason::HANDED_OVER]);
     assert_eq!(v.state(), State::Init);
-    // At 10 ms the grace is the 100 ms minimum.
+    // At 10 ms the grace is the minimum (500 ms: a loaded peer may send its gratuitous ARP late).
     let (mut f, t) = master(cfg(election(VrrpVersion::V3, 200, 1, true)));
     f.handle(
         t + MS,
@@ -296,7 +296,7 @@ fn planned_stop_sends_priority_zero_and_serves_until_the_new_master_is_heard() {
     f.handle(t + 2 * MS, adv(HIGHER, 100, 1));
     assert_eq!(
         f.next_deadline(),
-        Some(t + 2 * MS + Duration::from_millis(100))
+        Some(t + 2 * MS + carp::engine::vrrp::HANDOVER_GRACE_MIN)
     );
     // Control: without linger the stop is immediate.
     let (mut w, t) = master(v3(200));

@@ -19,6 +19,11 @@ impl Daemon {
         for d in 0..self.devs.len() {
             self.drain(d).await;
         }
+        // VRRP adverts already queued count before any master-down: select! picks among ready
+        // branches at random, so the timer may win over a readable VRRP socket.
+        for k in 0..self.vrrp_rx.len() {
+            self.on_vrrp_rx(k).await;
+        }
         let now = self.now();
         let guard = if self.config.carp.allow {
             self.ifs.len()

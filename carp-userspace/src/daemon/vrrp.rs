@@ -378,10 +378,18 @@ impl Daemon {
             // The standby senders repeat CARP adverts only.
             s.clear(i);
         }
-        if priority != 0 && self.ifs[i].state == State::Master {
+        if self.ifs[i].state == State::Master {
             let v = election(&self.ifs[i].cfg);
             if let Some(v) = v {
-                let until = self.now().as_nanos() + lease_len(&v).as_nanos() as u64;
+                // A stopping master sends no more adverts but keeps serving until the new master is
+                // heard (and a grace after): its lease must cover that linger, which ends in INIT
+                // (written to the map then) at the latest after SHUTDOWN_LINGER.
+                let len = if priority == 0 {
+                    super::SHUTDOWN_LINGER + std::time::Duration::from_millis(10)
+                } else {
+                    lease_len(&v)
+                };
+                let until = self.now().as_nanos() + len.as_nanos() as u64;
                 let c = &self.ifs[i];
                 let entry = nodes::node_entry(&c.cfg, c.node, VhidState::Master).with_lease(until);
                 if let Err(e) = self.devs[c.dev].maps.set_vhid(c.vhid, entry) {

@@ -66,7 +66,7 @@ pub mod vrrp_reason {
 }
 
 /// Shortest time a stopping VRRP master keeps serving after the new master's first advert.
-pub const HANDOVER_GRACE_MIN: Duration = Duration::from_millis(100);
+pub const HANDOVER_GRACE_MIN: Duration = Duration::from_millis(500);
 
 /// One centisecond.
 const CS: Duration = Duration::from_millis(10);

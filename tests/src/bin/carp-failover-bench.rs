@@ -1,7 +1,7 @@
 //! `cargo xtask bench` (failover part, design §4): the outage a client sees when the MASTER of the
 //! "pair" lab dies (SIGKILL plus its link cut: a dead gateway), stops (SIGTERM) or is demoted, for
-//! carpd at advbase 1 and advbase 0 and, in the same run and lab, for ucarp and keepalived (VRRPv2 at
-//! 1 s adverts, VRRPv3 at 10 ms). Needs root.
+//! carpd at advbase 1 and advbase 0, carpd speaking VRRPv3 at 10 ms and 1 s and, in the same run and
+//! lab, for ucarp and keepalived (VRRPv2 at 1 s adverts, VRRPv3 at 10 ms and 1 s). Needs root.
 //!
 //! The client probes the VIP with ICMP echo requests every 5 ms from a raw socket opened inside its
 //! namespace; the outage is the longest gap between consecutive replies around the fault, and lost
@@ -47,8 +47,10 @@ enum Impl {
     Ucarp,
     /// keepalived VRRPv2, advert_int 1, priorities 200/100.
     KeepalivedV2,
-    /// keepalived VRRPv3, advert_int 0.01, priorities 200/100.
-    KeepalivedV3,
+    /// keepalived VRRPv3 at this advert_int in centiseconds (1 = 10 ms), priorities 200/100.
+    KeepalivedV3(u16),
+    /// carpd speaking VRRPv3 at this interval in centiseconds, priorities 200/100, preempt on.
+    CarpdVrrp3(u16),
 }
 
 /// How the MASTER goes away.
@@ -68,7 +70,8 @@ impl Impl {
             Impl::Carpd(_) => "carpd",
             Impl::Ucarp => "ucarp 1.5.2",
             Impl::KeepalivedV2 => "keepalived 2.2.7",
-            Impl::KeepalivedV3 => "keepalived 2.2.7",
+            Impl::KeepalivedV3(_) => "keepalived 2.2.7",
+            Impl::CarpdVrrp3(_) => "carpd",
         }
     }
 
@@ -78,7 +81,8 @@ impl Impl {
             Impl::Carpd(b) => format!("CARP advbase {b}, advskew 0/2"),
             Impl::Ucarp => "CARP advbase 1, advskew 0/100".into(),
             Impl::KeepalivedV2 => "VRRPv2 advert 1 s, prio 200/100".into(),
-            Impl::KeepalivedV3 => "VRRPv3 advert 10 ms, prio 200/100".into(),
+            Impl::KeepalivedV3(cs) => format!("VRRPv3 advert {} ms, prio 200/100", cs * 10),
+            Impl::CarpdVrrp3(cs) => format!("VRRPv3 interval {} ms, prio 200/100", cs * 10),
         }
     }
 
@@ -106,10 +110,13 @@ impl Impl {
                 3 * Duration::from_secs(1) + vrrp_skew(Duration::from_secs(1))
             }
             (Impl::KeepalivedV2, _) => vrrp_skew(Duration::from_secs(1)),
-            (Impl::KeepalivedV3, Fault::Kill) => {
-                3 * Duration::from_millis(10) + vrrp_skew(Duration::from_millis(10))
+            (Impl::KeepalivedV3(cs) | Impl::CarpdVrrp3(cs), Fault::Kill) => {
+                let advert = Duration::from_millis(u64::from(cs) * 10);
+                3 * advert + vrrp_skew(advert)
             }
-            (Impl::KeepalivedV3, _) => vrrp_skew(Duration::from_millis(10)),
+            // carpd keeps serving until the new master is heard (make-before-break): nothing lost.
+            (Impl::CarpdVrrp3(_), _) => Duration::ZERO,
+            (Impl::KeepalivedV3(cs), _) => vrrp_skew(Duration::from_millis(u64::from(cs) * 10)),
         }
     }
 
@@ -117,6 +124,7 @@ impl Impl {
     fn master_needle(self) -> &'static str {
         match self {
             Impl::Carpd(_) => "carp0 vhid 1: BACKUP -> MASTER",
+            Impl::CarpdVrrp3(_) => "vr0 vhid 1: BACKUP -> MASTER",
             Impl::Ucarp => "Switching to state: MASTER",
             _ => "Entering MASTER STATE",
         }
@@ -125,6 +133,7 @@ impl Impl {
     fn backup_needle(self) -> &'static str {
         match self {
             Impl::Carpd(_) => "carp0 vhid 1: INIT -> BACKUP",
+            Impl::CarpdVrrp3(_) => "vr0 vhid 1: INIT -> BACKUP",
             Impl::Ucarp => "Switching to state: BACKUP",
             _ => "Entering BACKUP STATE",
         }
@@ -181,8 +190,15 @@ fn main() -> Result<()> {
         (Impl::Ucarp, Fault::Term),
         (Impl::KeepalivedV2, Fault::Kill),
         (Impl::KeepalivedV2, Fault::Term),
-        (Impl::KeepalivedV3, Fault::Kill),
-        (Impl::KeepalivedV3, Fault::Term),
+        (Impl::KeepalivedV3(1), Fault::Kill),
+        (Impl::KeepalivedV3(1), Fault::Term),
+        // VRRPv3 rows (issue #18): carpd and keepalived at 10 ms and 1 s.
+        (Impl::CarpdVrrp3(1), Fault::Kill),
+        (Impl::CarpdVrrp3(1), Fault::Term),
+        (Impl::CarpdVrrp3(100), Fault::Kill),
+        (Impl::CarpdVrrp3(100), Fault::Term),
+        (Impl::KeepalivedV3(100), Fault::Kill),
+        (Impl::KeepalivedV3(100), Fault::Term),
     ];
     for (imp, fault) in plan {
         let label = format!("{} {} {}", imp.name(), imp.mode(), fault.name());
@@ -212,7 +228,7 @@ fn main() -> Result<()> {
     if idle_minutes > 0 {
         idle.push(idle_run(&carpd, Impl::Carpd(0), idle_minutes)?);
         if idle_keepalived {
-            idle.push(idle_run(&carpd, Impl::KeepalivedV3, idle_minutes)?);
+            idle.push(idle_run(&carpd, Impl::KeepalivedV3(1), idle_minutes)?);
         }
     }
     write_json(&out, &results, &idle)?;
@@ -343,11 +359,46 @@ fn start(pair: &Pair, carpd: &Path, imp: Impl, gw: &str, preempt: bool) -> Resul
                 vrrp_pid: None,
             }
         }
-        Impl::KeepalivedV2 | Impl::KeepalivedV3 => {
-            let (version, advert) = if imp == Impl::KeepalivedV2 {
-                (2, "1")
-            } else {
-                (3, "0.01")
+        Impl::CarpdVrrp3(cs) => {
+            let prio = if first { 200 } else { 100 };
+            let cfg = pair.dir.join(format!("{gw}.toml"));
+            std::fs::write(
+                &cfg,
+                format!(
+                    "[[interface]]\nname = \"vr0\"\ncarpdev = \"eth0\"\nprotocol = \"vrrp3\"\nvrid = 1\n\
+                     priority = {prio}\ninterval = {cs}\npreempt = {preempt}\naddresses = [\"{VIP}/24\"]\n"
+                ),
+            )?;
+            let bpffs = pair.bpffs.join(gw);
+            let sock = pair.dir.join(format!("{gw}.sock"));
+            Gw {
+                daemon: Daemon::spawn(
+                    ns,
+                    gw,
+                    &pair.dir,
+                    &[
+                        carpd.to_str().unwrap(),
+                        "-c",
+                        cfg.to_str().unwrap(),
+                        "--bpffs",
+                        bpffs.to_str().unwrap(),
+                        "--control-socket",
+                        sock.to_str().unwrap(),
+                        "--log",
+                        "info",
+                    ],
+                ),
+                vrrp_pid: None,
+            }
+        }
+        Impl::KeepalivedV2 | Impl::KeepalivedV3(_) => {
+            let advert3;
+            let (version, advert) = match imp {
+                Impl::KeepalivedV3(cs) => {
+                    advert3 = format!("{:.2}", f64::from(cs) / 100.0);
+                    (3, advert3.as_str())
+                }
+                _ => (2, "1"),
             };
             let (state, prio) = if first {
                 ("MASTER", 200)
@@ -538,7 +589,7 @@ fn run_once(carpd: &Path, prefix: &str, imp: Impl, fault: Fault) -> Result<Run> 
 /// True if the gateway's last transition made it MASTER.
 fn is_master(d: &Daemon, imp: Impl) -> bool {
     match imp {
-        Impl::Carpd(_) => d.carpd_state().as_deref() == Some("MASTER"),
+        Impl::Carpd(_) | Impl::CarpdVrrp3(_) => d.carpd_state().as_deref() == Some("MASTER"),
         Impl::Ucarp => d.ucarp_state().as_deref() == Some("MASTER"),
         _ => {
             let log = d.log();
@@ -854,7 +905,7 @@ fn target(s: &Scenario, all: &[Scenario]) -> (String, Option<bool>) {
     let (_, max_out) = s.outages();
     let (_, max_lost) = s.lost();
     match (s.imp, s.fault) {
-        (Impl::Carpd(_), Fault::Term | Fault::Demote) => {
+        (Impl::Carpd(_) | Impl::CarpdVrrp3(_), Fault::Term | Fault::Demote) => {
             ("no probe lost".into(), Some(max_lost == 0))
         }
         (Impl::Carpd(1), Fault::Kill) => {
@@ -873,7 +924,15 @@ fn target(s: &Scenario, all: &[Scenario]) -> (String, Option<bool>) {
             }
             (text, Some(ok))
         }
-        (Impl::Carpd(_), Fault::Kill) => match median_of(Impl::KeepalivedV3, Fault::Kill) {
+        (Impl::CarpdVrrp3(cs), Fault::Kill) => match median_of(Impl::KeepalivedV3(cs), Fault::Kill)
+        {
+            Some(p) => (
+                format!("<= keepalived v3 {:.1}", ms(p)),
+                Some(s.outages().0 <= p),
+            ),
+            None => ("<= keepalived v3 (not run)".into(), None),
+        },
+        (Impl::Carpd(_), Fault::Kill) => match median_of(Impl::KeepalivedV3(1), Fault::Kill) {
             Some(p) => (
                 format!("< keepalived v3 {:.1}", ms(p)),
                 Some(s.outages().0 < p),
