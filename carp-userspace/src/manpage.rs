@@ -275,6 +275,21 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_holds_the_config_reference_verbatim() {
+        let readme = include_str!("../../README.md");
+        let begin = "<!-- BEGIN carp.toml(5): generated from docs/carp.toml.md, edit that file -->\n";
+        let start = readme.find(begin).expect("README has the BEGIN marker") + begin.len();
+        let end = readme[start..]
+            .find("\n<!-- END carp.toml(5) -->")
+            .expect("README has the END marker");
+        assert_eq!(
+            &readme[start..start + end],
+            CONFIG_REFERENCE.trim_end(),
+            "README's configuration reference differs from docs/carp.toml.md: copy the file between the markers"
+        );
+    }
+
+    #[test]
     fn the_shipped_pages_render() {
         let page = config_page("0.0.0");
         for section in ["NAME", "DESCRIPTION", "FILES", "SEE ALSO"] {
