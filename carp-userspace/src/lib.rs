@@ -17,6 +17,7 @@
 //! - `daemon`: carpd itself: the engine driven by real time, the XDP dataplane, netlink and AF_PACKET,
 //!   the sync driver (`daemon::sync`: transport, flow map) and the `[[track]]` checkers.
 //! - `sync`: pfsync-style flow-state replication, sans-IO: wire format, HMAC, merge rules, engine.
+//! - `logfmt`: carpd's log lines (syslog priorities and no timestamp of their own under journald).
 //! - `manpage`: the man pages' hand-written sections and the config reference (Markdown in docs/) as roff.
 //! - `ctnetlink`: netfilter's conntrack table over netlink (events, dumps, batched changes).
 //! - `ifreq`: interface ioctls (MAC, MTU, flags, multicast list) in the process's own namespace.
@@ -30,6 +31,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod engine;
 pub mod ifreq;
+pub mod logfmt;
 pub mod manpage;
 pub mod sync;
 pub mod wire;

@@ -277,7 +277,8 @@ mod tests {
     #[test]
     fn the_readme_holds_the_config_reference_verbatim() {
         let readme = include_str!("../../README.md");
-        let begin = "<!-- BEGIN carp.toml(5): generated from docs/carp.toml.md, edit that file -->\n";
+        let begin =
+            "<!-- BEGIN carp.toml(5): generated from docs/carp.toml.md, edit that file -->\n";
         let start = readme.find(begin).expect("README has the BEGIN marker") + begin.len();
         let end = readme[start..]
             .find("\n<!-- END carp.toml(5) -->")

@@ -348,6 +348,17 @@ pub struct Daemon {
 impl Daemon {
     /// Runs `argv` in `ns` through nsenter with output to `<dir>/<name>.log` (appended).
     pub fn spawn(ns: &Netns, name: &str, dir: &Path, argv: &[&str]) -> Daemon {
+        Daemon::spawn_with_env(ns, name, dir, argv, &[])
+    }
+
+    /// `spawn` with extra environment variables (e.g. NOTIFY_SOCKET for a fake systemd).
+    pub fn spawn_with_env(
+        ns: &Netns,
+        name: &str,
+        dir: &Path,
+        argv: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let log_path = dir.join(format!("{name}.log"));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -357,6 +368,7 @@ impl Daemon {
         let child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", ns.name))
             .args(argv)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)

@@ -1,7 +1,7 @@
 //! carpctl against live carpd processes in the "pair" lab (design §2, issue #5): every command, the
 //! JSON fields of `status --json`, OpenBSD ifconfig lines that move MASTER (advskew 254 with preempt,
-//! `-g GROUP carpdemote`, `down` = bow-out), bad input refused with exit 1 and nothing changed, usage
-//! errors with exit 2, the root-only socket, and the OpenMetrics endpoint scraped and parsed. Needs root.
+//! `-g GROUP carpdemote`, `down` = bow-out), bad input refused with nothing changed (exit 1 when carpd
+//! refuses, 2 when carpctl's own checks do), usage errors with exit 2, exit 3 without a carpd, the root-only socket, and the OpenMetrics endpoint scraped and parsed. Needs root.
 use carp_tests::{
     lab::{Daemon, Pair, VIP, carpctl_binary, carpd_binary},
     require_root,
@@ -47,11 +47,11 @@ fn ok(sock: &Path, args: &[&str]) -> String {
     o.stdout
 }
 
-/// Runs carpctl and insists on exit 1 with `needle` in its one-line reason.
-fn refused(sock: &Path, args: &[&str], needle: &str) {
+/// Runs carpctl and insists on exit `code` with `needle` in its one-line reason.
+fn refused_with(sock: &Path, args: &[&str], needle: &str, code: i32) {
     let o = ctl(sock, args);
     assert_eq!(
-        o.code, 1,
+        o.code, code,
         "carpctl {args:?} should fail: {}{}",
         o.stdout, o.stderr
     );
@@ -114,7 +114,12 @@ fn scrape(pair: &Pair, path: &'static str) -> String {
     pair.gw1.in_ns(move || {
         let mut s = std::net::TcpStream::connect(METRICS).expect("connect to metrics");
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        // As Prometheus asks (carpd answers others with the 0.0.4 text format).
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n\r\n"
+        )
+        .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).expect("read metrics");
         out
@@ -138,11 +143,12 @@ fn every_carpctl_command_against_a_live_carpd() {
     if !require_root("every_carpctl_command_against_a_live_carpd") {
         return;
     }
-    // No carpd: a clear reason and exit 1.
-    refused(
+    // No carpd: a clear reason and exit 3 (as `systemctl is-active` has it).
+    refused_with(
         Path::new("/nonexistent/carpd.sock"),
         &["status"],
         "carpd is not running (no socket at /nonexistent/carpd.sock); start it with `systemctl start carpd`",
+        3,
     );
 
     let pair = Pair::new("ctl1");
@@ -173,13 +179,21 @@ fn every_carpctl_command_against_a_live_carpd() {
         ("demote", json!(0)),
         ("addresses", json!([format!("{VIP}/24")])),
         ("balancing", json!("none")),
-        (
-            "nodes",
-            json!([{"vhid": 1, "state": "MASTER", "advskew": 0}]),
-        ),
     ] {
         assert_eq!(i[k], v, "interfaces[0].{k} in {s}");
     }
+    let node = &i["nodes"][0];
+    assert_eq!(i["nodes"].as_array().map(Vec::len), Some(1), "{s}");
+    for (k, v) in [
+        ("vhid", json!(1)),
+        ("state", json!("MASTER")),
+        ("advskew", json!(0)),
+    ] {
+        assert_eq!(node[k], v, "interfaces[0].nodes[0].{k} in {s}");
+    }
+    // Since when and why (issue #19): the transition that made it MASTER.
+    assert!(node["since"].as_f64().is_some(), "{s}");
+    assert_eq!(node["why"], json!("master down timer expired"), "{s}");
     let groups = s["groups"].as_array().expect("groups");
     for g in ["carp", "test"] {
         assert!(
@@ -198,47 +212,58 @@ fn every_carpctl_command_against_a_live_carpd() {
         "{show}"
     );
 
-    // Bad input: exit 1, a precise reason, nothing changed.
+    // Bad input: a precise reason and nothing changed; exit 2 when carpctl's own checks catch it
+    // (a value out of range, a malformed command), exit 1 when carpd refuses it.
     let before = status(&sock);
-    for (args, needle) in [
+    for (args, needle, code) in [
         (
             &["set", "carp0", "advskew", "255"][..],
             "advskew 255 is out of range",
+            2,
         ),
         (
             &["set", "carp0", "advbase", "255"],
             "advbase 255 is out of range",
+            2,
         ),
-        (&["set", "carp0", "advskew"], "advskew needs a value"),
+        (&["set", "carp0", "advskew"], "advskew needs a value", 2),
         (
             &["set", "carp0", "state", "sideways"],
             "use master or backup",
+            2,
         ),
-        (&["set", "carp0", "frob", "1"], "unknown setting"),
-        (&["set", "carp9", "advskew", "1"], "no carp interface carp9"),
-        (&["ifconfig", "carp0", "advskew", "255"], "advskew"),
-        (&["ifconfig", "carp0", "vhid", "0"], "vhid"),
-        (&["ifconfig", "carp0", "vhid", "256"], "vhid"),
+        (&["set", "carp0", "frob", "1"], "unknown setting", 2),
+        (
+            &["set", "carp9", "advskew", "1"],
+            "no carp interface carp9",
+            1,
+        ),
+        (&["ifconfig", "carp0", "advskew", "255"], "advskew", 2),
+        (&["ifconfig", "carp0", "vhid", "0"], "vhid", 2),
+        (&["ifconfig", "carp0", "vhid", "256"], "vhid", 2),
         (
             &["ifconfig", "carp0", "vhid", "5"],
             "vhid cannot be changed",
+            2,
         ),
-        (&["ifconfig", "carp0", "frobnicate"], "frobnicate"),
+        (&["ifconfig", "carp0", "frobnicate"], "frobnicate", 2),
         (
             &["ifconfig", "carp9", "advskew", "1"],
             "no carp interface carp9",
+            1,
         ),
         (
             &["ifconfig", "-g", "nosuch", "carpdemote", "1"],
             "no interface group nosuch",
+            1,
         ),
-        (&["demote", "nosuch", "1"], "no interface group nosuch"),
-        (&["demote", "test", "-1"], "out of range"),
-        (&["demote", "test", "256"], "use N (0..=255)"),
-        (&["sysctl", "net.inet.carp.log=9"], "0..=7"),
-        (&["sysctl", "net.inet.carp.bogus=1"], "unknown sysctl"),
+        (&["demote", "nosuch", "1"], "no interface group nosuch", 1),
+        (&["demote", "test", "-1"], "out of range", 1),
+        (&["demote", "test", "256"], "use N (0..=255)", 2),
+        (&["sysctl", "net.inet.carp.log=9"], "0..=7", 2),
+        (&["sysctl", "net.inet.carp.bogus=1"], "unknown sysctl", 2),
     ] {
-        refused(&sock, args, needle);
+        refused_with(&sock, args, needle, code);
     }
     assert_eq!(status(&sock), before, "a refused command changed something");
 

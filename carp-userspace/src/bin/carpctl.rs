@@ -1,7 +1,8 @@
 //! carpctl, the command line for a running carpd (design §2). It parses and checks the operator's
 //! input (so a typo is reported precisely and never reaches the daemon), sends one request over the
 //! control socket (`carp::control`), and prints the answer as a table or as JSON. Exit codes: 0 ok,
-//! 1 error with a one-line reason, 2 usage.
+//! 1 refused or failed with a one-line reason, 2 usage or a value out of range, 3 carpd not running
+//! (as `systemctl is-active` has it).
 use std::{
     io::{IsTerminal, Write},
     path::{Path, PathBuf},
@@ -176,8 +177,22 @@ enum Cmd {
         #[arg(long)]
         local: bool,
     },
-    /// Re-execute carpd in place without a failover (same as SIGUSR2): MASTERs stay MASTER.
+    /// Re-execute carpd in place without a failover (same as SIGUSR2): MASTERs stay MASTER. carpd
+    /// runs the binary at the path it was started from, so after an upgrade the new version runs.
     Restart,
+    /// Stream state transitions and demote changes as they happen (like `ip monitor`), until
+    /// interrupted or carpd stops.
+    #[command(
+        after_help = "Example:\n  carpctl monitor --json | jq -c 'select(.event == \"transition\")'"
+    )]
+    Monitor {
+        /// One JSON object per line: {"event":"transition",time,interface,vhid,from,to,reason} or
+        /// {"event":"demote",time,group,old,new}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the metrics (the text the metrics endpoint serves), without an HTTP listener.
+    Metrics,
 }
 
 fn main() -> ExitCode {
@@ -203,13 +218,47 @@ fn main() -> ExitCode {
     };
     match run(&cli.control_socket, command) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e),
+        Err(Fail::Refused(e)) => fail(&e),
+        Err(Fail::Usage(e)) => {
+            eprintln!("carpctl: {e}");
+            ExitCode::from(2)
+        }
+        Err(Fail::NotRunning(e)) => {
+            eprintln!("carpctl: {e}");
+            ExitCode::from(3)
+        }
     }
 }
 
 fn fail(reason: &str) -> ExitCode {
     eprintln!("carpctl: {reason}");
     ExitCode::FAILURE
+}
+
+/// Why a command failed, which decides the exit code.
+enum Fail {
+    /// Bad usage or a value out of range, found before carpd was asked (exit 2).
+    Usage(String),
+    /// carpd refused or the request failed (exit 1).
+    Refused(String),
+    /// carpd is not running (exit 3).
+    NotRunning(String),
+}
+
+/// carpctl's own checks of the operator's input return plain strings: those are usage errors.
+impl From<String> for Fail {
+    fn from(e: String) -> Fail {
+        Fail::Usage(e)
+    }
+}
+
+impl From<control::ClientError> for Fail {
+    fn from(e: control::ClientError) -> Fail {
+        match e {
+            control::ClientError::NotRunning(_) => Fail::NotRunning(e.to_string()),
+            e => Fail::Refused(e.to_string()),
+        }
+    }
 }
 
 /// carpctl.1 and one page per subcommand (carpctl-status.1, ...).
@@ -229,18 +278,18 @@ fn write_man(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn call(socket: &Path, request: &Request) -> Result<Response, String> {
-    match control::call(socket, request, TIMEOUT).map_err(|e| e.to_string())? {
-        Response::Error(e) => Err(e),
+fn call(socket: &Path, request: &Request) -> Result<Response, Fail> {
+    match control::call(socket, request, TIMEOUT)? {
+        Response::Error(e) => Err(Fail::Refused(e)),
         r => Ok(r),
     }
 }
 
-fn unexpected(r: &Response) -> String {
-    format!("carpd sent an unexpected answer: {r:?}")
+fn unexpected(r: &Response) -> Fail {
+    Fail::Refused(format!("carpd sent an unexpected answer: {r:?}"))
 }
 
-fn run(socket: &Path, command: Cmd) -> Result<(), String> {
+fn run(socket: &Path, command: Cmd) -> Result<(), Fail> {
     match command {
         Cmd::Status { json } => {
             let status = status(socket)?;
@@ -261,7 +310,9 @@ fn run(socket: &Path, command: Cmd) -> Result<(), String> {
             }
             Some(secs) => {
                 if !(secs.is_finite() && secs > 0.0) {
-                    return Err(format!("--watch {secs}: give a number of seconds above 0"));
+                    return Err(Fail::Usage(format!(
+                        "--watch {secs}: give a number of seconds above 0"
+                    )));
                 }
                 watch_counters(socket, json, Duration::from_secs_f64(secs))?;
             }
@@ -294,7 +345,7 @@ fn run(socket: &Path, command: Cmd) -> Result<(), String> {
                 None => (setting.trim().to_string(), None),
             };
             if !SYSCTLS.contains(&name.as_str()) {
-                return Err(unknown_sysctl(&name));
+                return Err(Fail::Usage(unknown_sysctl(&name)));
             }
             if let Some(v) = &value {
                 parse_sysctl_value(&name, v)?;
@@ -313,7 +364,10 @@ fn run(socket: &Path, command: Cmd) -> Result<(), String> {
                 },
                 None => {
                     let status = status(socket)?;
-                    print!("{}", ifconfig_show(&status, &args[0])?);
+                    print!(
+                        "{}",
+                        ifconfig_show(&status, &args[0]).map_err(Fail::Refused)?
+                    );
                 }
             }
         }
@@ -341,16 +395,28 @@ fn run(socket: &Path, command: Cmd) -> Result<(), String> {
             flows(socket, &query, json)?
         }
         Cmd::Restart => done(call(socket, &Request::Restart)?)?,
+        Cmd::Monitor { json } => {
+            control::monitor(socket, |ev| {
+                let line = if json {
+                    serde_json::to_string(&ev).expect("events serialise")
+                } else {
+                    ev.line()
+                };
+                let mut out = std::io::stdout().lock();
+                // A closed pipe (`carpctl monitor | head`) ends the stream.
+                writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
+            })?;
+        }
+        Cmd::Metrics => match call(socket, &Request::Metrics)? {
+            Response::Metrics(text) => print!("{text}"),
+            r => return Err(unexpected(&r)),
+        },
     }
     Ok(())
 }
 
 /// `carpctl flows`: prints each page as it arrives (JSON as one `{"flows": [...]}` document).
-fn flows(
-    socket: &Path,
-    query: &carp::control::report::FlowQuery,
-    json: bool,
-) -> Result<(), String> {
+fn flows(socket: &Path, query: &carp::control::report::FlowQuery, json: bool) -> Result<(), Fail> {
     use carp::control::render::{flow_line, flows_header};
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut first = true;
@@ -383,7 +449,7 @@ fn flows(
                 false
             }
             Response::Error(e) => {
-                failed = Some(e);
+                failed = Some(Fail::Refused(e));
                 false
             }
             r => {
@@ -391,21 +457,21 @@ fn flows(
                 false
             }
         },
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     if let Some(e) = failed {
         return Err(e);
     }
     if !ended {
-        return Err("carpd ended the flow listing early".into());
+        return Err(Fail::Refused("carpd ended the flow listing early".into()));
     }
     if json {
         let _ = writeln!(out, "{}]\n}}", if first { "" } else { "\n  " });
     }
-    out.flush().map_err(|e| format!("writing the listing: {e}"))
+    out.flush()
+        .map_err(|e| Fail::Refused(format!("writing the listing: {e}")))
 }
 
-fn done(r: Response) -> Result<(), String> {
+fn done(r: Response) -> Result<(), Fail> {
     match r {
         Response::Done(lines) => {
             for l in lines {
@@ -424,21 +490,21 @@ fn print_json<T: serde::Serialize>(v: &T) {
     );
 }
 
-fn status(socket: &Path) -> Result<StatusReport, String> {
+fn status(socket: &Path) -> Result<StatusReport, Fail> {
     match call(socket, &Request::Status)? {
         Response::Status(s) => Ok(s),
         r => Err(unexpected(&r)),
     }
 }
 
-fn counters(socket: &Path) -> Result<CountersReport, String> {
+fn counters(socket: &Path) -> Result<CountersReport, Fail> {
     match call(socket, &Request::Counters)? {
         Response::Counters(c) => Ok(c),
         r => Err(unexpected(&r)),
     }
 }
 
-fn watch_counters(socket: &Path, json: bool, every: Duration) -> Result<(), String> {
+fn watch_counters(socket: &Path, json: bool, every: Duration) -> Result<(), Fail> {
     let tty = std::io::stdout().is_terminal();
     loop {
         let c = counters(socket)?;

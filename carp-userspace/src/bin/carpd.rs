@@ -151,13 +151,7 @@ fn main() -> ExitCode {
         .clone()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .unwrap_or_else(|| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        // journald and log files get plain text; a terminal gets colours.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    carp::logfmt::init(&filter);
     let options = carp::daemon::Options {
         config_path: cli.config,
         bpffs: cli.bpffs,

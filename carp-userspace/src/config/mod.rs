@@ -20,6 +20,7 @@ mod file;
 pub mod ifconfig;
 mod interface;
 pub mod keepalived;
+pub mod service;
 pub mod sync;
 pub mod track;
 pub mod vrrp;
@@ -95,6 +96,10 @@ pub struct Config {
     pub pfsync: Option<sync::PfsyncConfig>,
     /// The flow table (`[flows]`).
     pub flows: sync::FlowsConfig,
+    /// The metrics endpoint (`[metrics]`, see `crate::config::service`).
+    pub metrics: service::MetricsConfig,
+    /// Who may use the control socket (`[control]`).
+    pub control: service::ControlConfig,
 }
 
 impl Config {
@@ -157,6 +162,8 @@ impl Config {
         }
         let tracks = track::validate(path, text, raw.track.unwrap_or_default(), &interfaces)?;
         let (pfsync, flows) = sync::validate(path, text, raw.pfsync, raw.flows, &interfaces)?;
+        let metrics = service::metrics(path, text, raw.metrics)?;
+        let control = service::control(path, text, raw.control)?;
         Ok(Config {
             file: path.into(),
             carp,
@@ -164,6 +171,8 @@ impl Config {
             tracks,
             pfsync,
             flows,
+            metrics,
+            control,
         })
     }
 
@@ -192,6 +201,8 @@ struct RawConfig {
     track: Option<Vec<Spanned<track::RawTrack>>>,
     pfsync: Option<Spanned<sync::RawPfsync>>,
     flows: Option<Spanned<sync::RawFlows>>,
+    metrics: Option<service::RawMetrics>,
+    control: Option<service::RawControl>,
 }
 
 #[derive(Deserialize)]

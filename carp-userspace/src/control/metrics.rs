@@ -1,36 +1,128 @@
-//! The OpenMetrics rendering of the reports, served by carpd's `--metrics` endpoint
-//! (`daemon::control`): built afresh per scrape from the same shapes carpctl prints.
+//! The metrics text (`[metrics] listen`, `carpd --metrics`, `carpctl metrics`), built from the same
+//! reports carpctl shows, every line of it by prometheus-client.
+//!
+//! Naming follows Prometheus' conventions: base units in the name (`_seconds`), counters typed as
+//! counters with `_total`, one metric per meaning instead of a catch-all `counter` label, an info
+//! metric for the build, and the time of the last transition as a Unix timestamp. The registry is
+//! built afresh per scrape from the reports, so nothing is kept between scrapes; its size is bounded
+//! by the number of vhids and carpdevs, not by traffic.
+//!
+//! Two encodings of the same registry: OpenMetrics for scrapers that ask for it (Prometheus does,
+//! in its Accept header) and the Prometheus text format 0.0.4 for everyone else, `carpctl metrics`
+//! included, which is what `promtool check metrics` reads.
 
-use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::{
-    encoding::text::encode,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    encoding::{prometheus_text, text},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info},
     registry::Registry,
 };
 
 use super::report::{CountersReport, DataplaneCounters, StatusReport, SyncReport};
 
 type Labels = Vec<(String, String)>;
+type FloatGauge = Gauge<f64, AtomicU64>;
 
-/// Renders a status and the counters as OpenMetrics text (built afresh per scrape: the values are
-/// carpd's and the kernel's, so there is nothing to keep between scrapes).
-pub fn render_metrics(status: &StatusReport, counters: &CountersReport) -> String {
+/// Sync counters that are levels, not totals (rendered as gauges without `_total`).
+const SYNC_GAUGES: [&str; 1] = ["defer_holding"];
+
+/// Which text encoding to produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0 (`application/openmetrics-text; version=1.0.0`), ends with `# EOF`.
+    OpenMetrics,
+    /// The Prometheus text format 0.0.4 (`text/plain; version=0.0.4`).
+    Text,
+}
+
+impl Format {
+    /// The encoding an HTTP `Accept` header asks for.
+    pub fn from_accept(accept: Option<&str>) -> Format {
+        match accept {
+            Some(a) if a.contains("application/openmetrics-text") => Format::OpenMetrics,
+            _ => Format::Text,
+        }
+    }
+
+    /// Its Content-Type.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Text => prometheus_text::CONTENT_TYPE,
+        }
+    }
+}
+
+/// What the build says about itself (`carp_build_info`).
+#[derive(Debug, Clone)]
+pub struct BuildInfo {
+    /// The package version (CARGO_PKG_VERSION).
+    pub version: String,
+    /// `release` or `debug`.
+    pub profile: String,
+}
+
+impl BuildInfo {
+    /// This binary's.
+    pub fn this() -> BuildInfo {
+        BuildInfo {
+            version: env!("CARGO_PKG_VERSION").into(),
+            profile: if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            }
+            .into(),
+        }
+    }
+}
+
+fn vhid_labels(name: &str, carpdev: &str, vhid: u8) -> Labels {
+    vec![
+        ("interface".into(), name.into()),
+        ("carpdev".into(), carpdev.into()),
+        ("vhid".into(), vhid.to_string()),
+    ]
+}
+
+fn gauge(reg: &mut Registry, name: &str, help: &str) -> Family<Labels, Gauge> {
+    let f = Family::<Labels, Gauge>::default();
+    reg.register(name, help, f.clone());
+    f
+}
+
+fn float_gauge(reg: &mut Registry, name: &str, help: &str) -> Family<Labels, FloatGauge> {
+    let f = Family::<Labels, FloatGauge>::default();
+    reg.register(name, help, f.clone());
+    f
+}
+
+/// A counter family; prometheus-client appends `_total` to `name`.
+fn counter(reg: &mut Registry, name: &str, help: &str) -> Family<Labels, Counter> {
+    let f = Family::<Labels, Counter>::default();
+    reg.register(name, help, f.clone());
+    f
+}
+
+/// Renders the reports in `format`.
+pub fn render(
+    format: Format,
+    build: &BuildInfo,
+    status: &StatusReport,
+    counters: &CountersReport,
+    sync: Option<&SyncReport>,
+) -> String {
     let mut reg = Registry::default();
-    let gauge = |reg: &mut Registry, name: &str, help: &str| {
-        let f = Family::<Labels, Gauge>::default();
-        reg.register(name, help, f.clone());
-        f
-    };
-    let vhid_labels = |name: &str, carpdev: &str, vhid: u8| -> Labels {
-        vec![
-            ("interface".into(), name.into()),
-            ("carpdev".into(), carpdev.into()),
-            ("vhid".into(), vhid.to_string()),
-        ]
-    };
-    let preempt = gauge(&mut reg, "carp_preempt", "net.inet.carp.preempt (1 = on)");
-    preempt
+    reg.register(
+        "carp_build",
+        "The carpd build that serves these metrics",
+        Info::new(vec![
+            ("version".to_string(), build.version.clone()),
+            ("profile".to_string(), build.profile.clone()),
+        ]),
+    );
+    gauge(&mut reg, "carp_preempt", "net.inet.carp.preempt (1 = on)")
         .get_or_create(&Vec::new())
         .set(i64::from(status.preempt));
     let state = gauge(
@@ -38,16 +130,29 @@ pub fn render_metrics(status: &StatusReport, counters: &CountersReport) -> Strin
         "carp_vhid_state",
         "1 for the state each vhid is in (INIT, BACKUP, MASTER), 0 for the others",
     );
-    let advbase = gauge(&mut reg, "carp_vhid_advbase", "Running advbase in seconds");
-    let advskew = gauge(&mut reg, "carp_vhid_advskew", "Running advskew in 1/256 s");
+    let since = float_gauge(
+        &mut reg,
+        "carp_vhid_last_transition_timestamp_seconds",
+        "When each vhid entered its current state (Unix time); absent before its first transition in this carpd",
+    );
+    let advbase = gauge(
+        &mut reg,
+        "carp_vhid_advbase_seconds",
+        "Running advbase (the advert interval is advbase + advskew/256 seconds)",
+    );
+    let advskew = gauge(
+        &mut reg,
+        "carp_vhid_advskew",
+        "Running advskew, in 1/256 s (lower wins the election)",
+    );
     let demote = gauge(
         &mut reg,
         "carp_vhid_demote",
-        "Demote byte each vhid advertises (sum of its groups' counters)",
+        "Demote byte each vhid advertises (the sum of its groups' counters)",
     );
     let last_master = gauge(
         &mut reg,
-        "carp_vhid_last_master",
+        "carp_vhid_last_master_info",
         "Source address of the last master heard while BACKUP (value always 1)",
     );
     let vrrp_priority = gauge(
@@ -76,6 +181,9 @@ pub fn render_metrics(status: &StatusReport, counters: &CountersReport) -> Strin
                 state.get_or_create(&l).set(i64::from(n.state == s));
             }
             let l = vhid_labels(&i.name, &i.carpdev, n.vhid);
+            if let Some(t) = n.since {
+                since.get_or_create(&l).set(t);
+            }
             advbase.get_or_create(&l).set(i64::from(i.advbase));
             advskew.get_or_create(&l).set(i64::from(n.advskew));
             demote.get_or_create(&l).set(i64::from(i.demote));
@@ -96,41 +204,35 @@ pub fn render_metrics(status: &StatusReport, counters: &CountersReport) -> Strin
             .get_or_create(&vec![("group".into(), g.name.clone())])
             .set(i64::from(g.demote));
     }
-    let transitions = Family::<Labels, Counter>::default();
-    reg.register(
+    let transitions = counter(
+        &mut reg,
         "carp_vhid_transitions_to_master",
         "Times each vhid became MASTER since carpd started",
-        transitions.clone(),
     );
-    let opackets = Family::<Labels, Counter>::default();
-    reg.register(
+    let opackets = counter(
+        &mut reg,
         "carp_vhid_opackets",
         "Adverts sent for each vhid since carpd started",
-        opackets.clone(),
     );
-    let badauth = Family::<Labels, Counter>::default();
-    reg.register(
+    let badauth = counter(
+        &mut reg,
         "carp_vhid_badauth",
         "Adverts for each vhid that failed the HMAC check since carpd started",
-        badauth.clone(),
     );
-    let age = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
-    reg.register(
+    let age = float_gauge(
+        &mut reg,
         "carp_vhid_last_advert_age_seconds",
         "Seconds since the XDP program last accepted an advert for the vhid",
-        age.clone(),
     );
-    let fields: Vec<(&str, Family<Labels, Counter>)> = DataplaneCounters::default()
+    let fields: Vec<Family<Labels, Counter>> = DataplaneCounters::default()
         .fields()
         .iter()
         .map(|(name, _)| {
-            let f = Family::<Labels, Counter>::default();
-            reg.register(
-                format!("carp_dataplane_{name}"),
-                format!("XDP counter {name} of carp_stats (summed over CPUs)"),
-                f.clone(),
-            );
-            (*name, f)
+            counter(
+                &mut reg,
+                &format!("carp_dataplane_{name}"),
+                &format!("XDP counter {name} of carp_stats (summed over CPUs)"),
+            )
         })
         .collect();
     for v in &counters.vhids {
@@ -144,86 +246,149 @@ pub fn render_metrics(status: &StatusReport, counters: &CountersReport) -> Strin
             age.get_or_create(&l).set(a);
         }
         if let Some(d) = &v.dataplane {
-            for ((_, value), (_, fam)) in d.fields().iter().zip(&fields) {
+            for ((_, value), fam) in d.fields().iter().zip(&fields) {
                 fam.get_or_create(&l).inc_by(*value);
             }
         }
     }
+    if let Some(r) = sync {
+        sync_metrics(&mut reg, r);
+    }
     let mut out = String::new();
-    if encode(&mut out, &reg).is_err() {
+    let encoded = match format {
+        Format::OpenMetrics => text::encode(&mut out, &reg),
+        Format::Text => prometheus_text::encode(&mut out, &reg),
+    };
+    if encoded.is_err() {
         out.clear();
-        let _ = writeln!(out, "# EOF");
+        if format == Format::OpenMetrics {
+            out.push_str("# EOF\n");
+        }
     }
     out
 }
 
-/// Appends the sync counters to an OpenMetrics text (before its `# EOF`).
-pub fn append_metrics(text: &mut String, r: &SyncReport) {
-    let eof = text.ends_with("# EOF\n");
-    if eof {
-        text.truncate(text.len() - "# EOF\n".len());
+/// The `[pfsync]` part: one metric per sync counter and per dataplane flow counter.
+fn sync_metrics(reg: &mut Registry, r: &SyncReport) {
+    let none = Vec::new();
+    gauge(reg, "carp_sync_enabled", "1 when [pfsync] replication runs")
+        .get_or_create(&none)
+        .set(i64::from(r.enabled));
+    gauge(
+        reg,
+        "carp_sync_flows",
+        "Flows the sync engine knows (local and learned)",
+    )
+    .get_or_create(&none)
+    .set(i64::try_from(r.flows).unwrap_or(i64::MAX));
+    gauge(
+        reg,
+        "carp_sync_demoted",
+        "1 while the bulk demotion (+32 on group carp) is held",
+    )
+    .get_or_create(&none)
+    .set(i64::from(r.demoted));
+    gauge(
+        reg,
+        "carp_sync_live_peers",
+        "Sync peers heard within the last 3 s",
+    )
+    .get_or_create(&none)
+    .set(r.live_peers.len() as i64);
+    if let Some(ms) = r.bulk_ms {
+        float_gauge(
+            reg,
+            "carp_sync_bulk_duration_seconds",
+            "How long the last bulk transfer to this node took",
+        )
+        .get_or_create(&none)
+        .set(ms / 1000.0);
     }
-    text.push_str("# HELP carp_sync_enabled 1 when [pfsync] replication runs.\n");
-    text.push_str("# TYPE carp_sync_enabled gauge\n");
-    text.push_str(&format!("carp_sync_enabled {}\n", u8::from(r.enabled)));
-    text.push_str("# HELP carp_sync_flows Flows the sync engine knows (local and learned).\n");
-    text.push_str("# TYPE carp_sync_flows gauge\n");
-    text.push_str(&format!("carp_sync_flows {}\n", r.flows));
-    text.push_str("# HELP carp_sync_demoted 1 while the bulk demotion of group carp is held.\n");
-    text.push_str("# TYPE carp_sync_demoted gauge\n");
-    text.push_str(&format!("carp_sync_demoted {}\n", u8::from(r.demoted)));
-    text.push_str(
-        "# HELP carp_sync_counter Sync protocol and transport counters (badauth, replay, ...).\n",
-    );
-    text.push_str("# TYPE carp_sync_counter gauge\n");
-    for (n, v) in &r.counters {
-        text.push_str(&format!("carp_sync_counter{{counter=\"{n}\"}} {v}\n"));
+    for (name, value) in &r.counters {
+        if SYNC_GAUGES.contains(&name.as_str()) {
+            gauge(
+                reg,
+                &format!("carp_sync_{name}"),
+                &format!("Sync level {name} (carpctl sync)"),
+            )
+            .get_or_create(&none)
+            .set(i64::try_from(*value).unwrap_or(i64::MAX));
+        } else {
+            counter(
+                reg,
+                &format!("carp_sync_{name}"),
+                &format!("Sync counter {name} (carpctl sync)"),
+            )
+            .get_or_create(&none)
+            .inc_by(*value);
+        }
     }
     if let Some(c) = &r.conntrack {
-        text.push_str("# HELP carp_conntrack_entries Conntrack entries the mirror knows.\n");
-        text.push_str("# TYPE carp_conntrack_entries gauge\n");
-        text.push_str(&format!("carp_conntrack_entries {}\n", c.entries));
-        text.push_str("# HELP carp_conntrack_learned Conntrack entries learned from peers.\n");
-        text.push_str("# TYPE carp_conntrack_learned gauge\n");
-        text.push_str(&format!("carp_conntrack_learned {}\n", c.learned));
-        text.push_str(
-            "# HELP carp_conntrack_counter Conntrack replication counters (events, sent, applied, overruns, ...).\n",
-        );
-        text.push_str("# TYPE carp_conntrack_counter gauge\n");
-        for (n, v) in &c.counters {
-            text.push_str(&format!("carp_conntrack_counter{{counter=\"{n}\"}} {v}\n"));
+        gauge(
+            reg,
+            "carp_conntrack_entries",
+            "Conntrack entries the mirror knows ([pfsync] conntrack)",
+        )
+        .get_or_create(&none)
+        .set(i64::try_from(c.entries).unwrap_or(i64::MAX));
+        gauge(
+            reg,
+            "carp_conntrack_learned",
+            "Conntrack entries learned from peers",
+        )
+        .get_or_create(&none)
+        .set(i64::try_from(c.learned).unwrap_or(i64::MAX));
+        for (name, value) in &c.counters {
+            counter(
+                reg,
+                &format!("carp_conntrack_{name}"),
+                &format!("Conntrack replication counter {name} (carpctl sync)"),
+            )
+            .get_or_create(&none)
+            .inc_by(*value);
         }
-        text.push_str(
-            "# HELP carp_conntrack_refused Conntrack changes the kernel refused, by errno.\n",
+        let refused = counter(
+            reg,
+            "carp_conntrack_refused_by_errno",
+            "Conntrack changes the kernel refused, by errno (ENOMEM: the table is full)",
         );
-        text.push_str("# TYPE carp_conntrack_refused gauge\n");
-        for (n, v) in &c.refused {
-            text.push_str(&format!("carp_conntrack_refused{{errno=\"{n}\"}} {v}\n"));
+        for (errno, value) in &c.refused {
+            refused
+                .get_or_create(&vec![("errno".into(), errno.clone())])
+                .inc_by(*value);
         }
     }
-    text.push_str("# HELP carp_flow_counter The dataplane's flow table counters per carpdev.\n");
-    text.push_str("# TYPE carp_flow_counter gauge\n");
+    // The same counter names on every carpdev: one family per name, labelled by carpdev.
+    let mut flow: Vec<(String, Family<Labels, Counter>)> = Vec::new();
     for d in &r.dataplane {
-        for (n, v) in &d.counters {
-            text.push_str(&format!(
-                "carp_flow_counter{{carpdev=\"{}\",counter=\"{n}\"}} {v}\n",
-                d.carpdev
-            ));
+        for (name, value) in &d.counters {
+            let fam = match flow.iter().find(|(n, _)| n == name) {
+                Some((_, f)) => f.clone(),
+                None => {
+                    let f = counter(
+                        reg,
+                        &format!("carp_flow_{name}"),
+                        &format!("Dataplane flow counter {name} per carpdev (carpctl sync)"),
+                    );
+                    flow.push((name.clone(), f.clone()));
+                    f
+                }
+            };
+            fam.get_or_create(&vec![("carpdev".into(), d.carpdev.clone())])
+                .inc_by(*value);
         }
-    }
-    if eof {
-        text.push_str("# EOF\n");
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::report::{GroupStatus, InterfaceStatus, NodeStatus, VhidCounters};
+    use crate::control::{
+        InterfaceStatus, NodeStatus, VhidCounters, report::DataplaneFlowCounters,
+    };
 
-    #[test]
-    fn metrics_render_as_openmetrics() {
-        let status = StatusReport {
+    fn status() -> StatusReport {
+        StatusReport {
             preempt: true,
             allow: true,
             log: 2,
@@ -241,50 +406,119 @@ mod tests {
                     vhid: 1,
                     state: "MASTER".into(),
                     advskew: 100,
+                    since: Some(1_700_000_000.5),
+                    why: Some("master down timer expired".into()),
                 }],
                 groups: vec!["carp".into()],
                 last_master: None,
                 protocol: "carp".into(),
                 vrrp: None,
             }],
-            groups: vec![GroupStatus {
-                name: "carp".into(),
-                demote: 3,
-                members: vec!["carp0".into()],
-            }],
-        };
-        let counters = CountersReport {
+            groups: vec![],
+        }
+    }
+
+    fn counters() -> CountersReport {
+        CountersReport {
             vhids: vec![VhidCounters {
                 name: "carp0".into(),
                 carpdev: "eth0".into(),
                 vhid: 1,
                 state: "MASTER".into(),
                 transitions_to_master: 2,
-                opackets: 40,
+                opackets: 7,
                 badauth: 3,
                 last_master: None,
-                last_advert_age_seconds: Some(0.5),
+                last_advert_age_seconds: Some(0.25),
                 dataplane: Some(DataplaneCounters {
-                    ipackets: 7,
+                    ipackets: 5,
                     ..Default::default()
                 }),
             }],
+        }
+    }
+
+    #[test]
+    fn names_types_and_units_follow_the_conventions() {
+        let sync = SyncReport {
+            enabled: true,
+            flows: 12,
+            counters: vec![("badauth".into(), 4), ("defer_holding".into(), 1)],
+            dataplane: vec![DataplaneFlowCounters {
+                carpdev: "eth0".into(),
+                mode: "track".into(),
+                inside: false,
+                counters: vec![("new_flows".into(), 9)],
+            }],
+            ..Default::default()
         };
-        let text = render_metrics(&status, &counters);
-        let labels = r#"interface="carp0",carpdev="eth0",vhid="1""#;
-        for want in [
-            format!(r#"carp_vhid_state{{{labels},state="MASTER"}} 1"#),
-            format!("carp_vhid_opackets_total{{{labels}}} 40"),
-            format!("carp_vhid_badauth_total{{{labels}}} 3"),
-            format!(r#"carp_vhid_state{{{labels},state="BACKUP"}} 0"#),
-            format!("carp_vhid_transitions_to_master_total{{{labels}}} 2"),
-            format!("carp_dataplane_ipackets_total{{{labels}}} 7"),
-            format!("carp_vhid_advskew{{{labels}}} 100"),
-            r#"carp_group_demote{group="carp"} 3"#.to_string(),
-            "carp_preempt 1".to_string(),
+        let text = render(
+            Format::OpenMetrics,
+            &BuildInfo {
+                version: "1.2.3".into(),
+                profile: "release".into(),
+            },
+            &status(),
+            &counters(),
+            Some(&sync),
+        );
+        for line in [
+            "# TYPE carp_build info",
+            "carp_build_info{version=\"1.2.3\",profile=\"release\"} 1",
+            "# TYPE carp_vhid_transitions_to_master counter",
+            "carp_vhid_transitions_to_master_total{interface=\"carp0\",carpdev=\"eth0\",vhid=\"1\"} 2",
+            "carp_vhid_badauth_total{interface=\"carp0\",carpdev=\"eth0\",vhid=\"1\"} 3",
+            "carp_vhid_last_transition_timestamp_seconds{interface=\"carp0\",carpdev=\"eth0\",vhid=\"1\"} 1700000000.5",
+            "carp_vhid_advbase_seconds{interface=\"carp0\",carpdev=\"eth0\",vhid=\"1\"} 1",
+            "carp_vhid_state{interface=\"carp0\",carpdev=\"eth0\",vhid=\"1\",state=\"MASTER\"} 1",
+            "carp_dataplane_ipackets_total{interface=\"carp0\",carpdev=\"eth0\",vhid=\"1\"} 5",
+            "# TYPE carp_sync_badauth counter",
+            "carp_sync_badauth_total 4",
+            "# TYPE carp_sync_defer_holding gauge",
+            "carp_sync_defer_holding 1",
+            "carp_flow_new_flows_total{carpdev=\"eth0\"} 9",
+            "carp_sync_flows 12",
         ] {
-            assert!(text.contains(&want), "missing {want} in\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(
+            !text.contains("counter=\""),
+            "a catch-all counter label: {text}"
+        );
+        assert_eq!(text.matches("# EOF").count(), 1);
+    }
+
+    #[test]
+    fn the_text_format_names_counters_with_their_suffix() {
+        let text = render(
+            Format::Text,
+            &BuildInfo::this(),
+            &status(),
+            &counters(),
+            None,
+        );
+        for line in [
+            "# TYPE carp_vhid_badauth_total counter",
+            "carp_vhid_badauth_total{interface=\"carp0\",carpdev=\"eth0\",vhid=\"1\"} 3",
+            "# TYPE carp_vhid_advbase_seconds gauge",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
+        assert!(text.contains("carp_build_info{"), "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
+        assert_eq!(
+            Format::from_accept(Some(
+                "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"
+            )),
+            Format::OpenMetrics
+        );
+        assert_eq!(Format::from_accept(Some("*/*")), Format::Text);
     }
 }

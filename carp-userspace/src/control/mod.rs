@@ -76,6 +76,128 @@ pub enum Request {
     /// The dataplane's flow table (`carpctl flows`), streamed in pages (`Response::FlowsPage` lines
     /// then one `Response::FlowsEnd`) by a thread of its own, never by the main loop.
     Flows(report::FlowQuery),
+    /// Stream every transition and demote change as it happens (`carpctl monitor`): carpd answers
+    /// with one `Response::Event` line per event until the client closes the connection.
+    Monitor,
+    /// The metrics text, as the metrics endpoint serves it (`carpctl metrics`).
+    Metrics,
+}
+
+impl Request {
+    /// True for the requests that change nothing, which members of `[control] group` may send;
+    /// everything else is root only.
+    pub fn is_read_only(&self) -> bool {
+        match self {
+            Request::Status
+            | Request::Counters
+            | Request::Groups
+            | Request::Sync
+            | Request::Flows(_)
+            | Request::Monitor
+            | Request::Metrics => true,
+            Request::Demote { change, .. } => change.is_none(),
+            Request::Sysctl { value, .. } => value.is_none(),
+            Request::Set { .. } | Request::Restart => false,
+        }
+    }
+}
+
+/// One event of `carpctl monitor` (a JSON object per line with `--json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum MonitorEvent {
+    /// A vhid changed state.
+    Transition {
+        /// Wall-clock time, seconds since the Unix epoch.
+        time: f64,
+        /// The carp interface.
+        interface: String,
+        /// The node's vhid.
+        vhid: u8,
+        /// The state before.
+        from: String,
+        /// The state after.
+        to: String,
+        /// Why, as the log line says it.
+        reason: String,
+    },
+    /// An interface group's demote counter changed.
+    Demote {
+        /// Wall-clock time, seconds since the Unix epoch.
+        time: f64,
+        /// The group.
+        group: String,
+        /// The counter before.
+        old: u8,
+        /// The counter after.
+        new: u8,
+        /// Who changed it, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// The client read too slowly and missed this many events.
+    Lagged {
+        /// Events left out.
+        missed: u64,
+    },
+}
+
+impl MonitorEvent {
+    /// The event as one human-readable line (`carpctl monitor` without `--json`).
+    pub fn line(&self) -> String {
+        match self {
+            MonitorEvent::Transition {
+                time,
+                interface,
+                vhid,
+                from,
+                to,
+                reason,
+            } => format!(
+                "{} {interface} vhid {vhid}: {from} -> {to} ({reason})",
+                format_time(*time)
+            ),
+            MonitorEvent::Demote {
+                time,
+                group,
+                old,
+                new,
+                reason,
+            } => format!(
+                "{} group {group}: demote {old} -> {new}{}",
+                format_time(*time),
+                reason
+                    .as_ref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ),
+            MonitorEvent::Lagged { missed } => {
+                format!("(missed {missed} events: carpctl read too slowly)")
+            }
+        }
+    }
+}
+
+/// Seconds since the Unix epoch as `2026-12-03 13:02:11Z` (UTC, what `carpctl status` prints).
+pub fn format_time(unix: f64) -> String {
+    let secs = unix.max(0.0) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's days_from_civil, inverted).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// One runtime setting of a carp interface.
@@ -158,6 +280,10 @@ pub enum Response {
     Done(Vec<String>),
     /// The request was refused and nothing changed; the one-line reason.
     Error(String),
+    /// One event of a `Monitor` stream.
+    Event(MonitorEvent),
+    /// Answer to `Metrics`: the metrics text (Prometheus text format 0.0.4).
+    Metrics(String),
 }
 
 /// Checks an advbase or advskew value; the error names the key and the allowed range.
@@ -198,8 +324,8 @@ pub enum ClientError {
     /// Nothing listens at the path.
     #[error("carpd is not running (no socket at {}); start it with `systemctl start carpd`", .0.display())]
     NotRunning(PathBuf),
-    /// The socket is root-only.
-    #[error("permission denied on {}: carpctl must run as root", .0.display())]
+    /// The socket is root-only (or for root and `[control] group`).
+    #[error("permission denied on {}: carpctl must run as root (or, for read-only commands, in carpd's [control] group)", .0.display())]
     PermissionDenied(PathBuf),
     /// Any other socket error.
     #[error("talking to carpd at {}: {}", .0.display(), .1)]
@@ -207,6 +333,41 @@ pub enum ClientError {
     /// carpd answered something that is not a response.
     #[error("carpd sent an unreadable answer: {0}")]
     Protocol(String),
+    /// carpd refused the request.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Sends `Monitor` and calls `each` with every event until carpd closes the connection (it
+/// stopped: a normal end) or `each` returns false. No read timeout: events come when they happen.
+pub fn monitor(path: &Path, mut each: impl FnMut(MonitorEvent) -> bool) -> Result<(), ClientError> {
+    let io = |e: std::io::Error| ClientError::Io(path.to_path_buf(), e);
+    let mut stream = connect(path, Duration::from_secs(10))?;
+    let mut line = serde_json::to_string(&Request::Monitor)
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).map_err(io)?;
+    stream.set_read_timeout(None).map_err(io)?;
+    let mut rd = BufReader::new(&stream);
+    loop {
+        let mut answer = String::new();
+        let n = (&mut rd)
+            .take(MAX_LINE as u64)
+            .read_line(&mut answer)
+            .map_err(io)?;
+        if n == 0 {
+            return Ok(());
+        }
+        match serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(e.to_string()))? {
+            Response::Event(ev) => {
+                if !each(ev) {
+                    return Ok(());
+                }
+            }
+            Response::Error(e) => return Err(ClientError::Refused(e)),
+            other => return Err(ClientError::Protocol(format!("{other:?}"))),
+        }
+    }
 }
 
 /// Sends `request` and hands every response line to `each` until it returns false or carpd closes

@@ -207,11 +207,15 @@ pub fn status_table(s: &StatusReport) -> String {
             "DEMOTE",
             "LAST MASTER",
             "ADDRESSES",
+            "SINCE",
+            "WHY",
         ]
         .map(String::from)
         .to_vec(),
     ];
     for i in &s.interfaces {
+        // Since when and why: the interface's first (leader) node, whose state is the interface's.
+        let leader = i.nodes.first();
         rows.push(vec![
             i.name.clone(),
             i.carpdev.clone(),
@@ -230,7 +234,14 @@ pub fn status_table(s: &StatusReport) -> String {
             },
             i.demote.to_string(),
             i.last_master.clone().unwrap_or_else(|| "-".into()),
-            i.addresses.join(" "),
+            i.addresses.join(","),
+            leader
+                .and_then(|n| n.since)
+                .map(super::format_time)
+                .unwrap_or_else(|| "-".into()),
+            leader
+                .and_then(|n| n.why.clone())
+                .unwrap_or_else(|| "-".into()),
         ]);
     }
     out += &table(&rows);
@@ -282,9 +293,17 @@ pub fn status_table(s: &StatusReport) -> String {
     if !balanced.is_empty() {
         out.push('\n');
         let mut rows = vec![
-            ["INTERFACE", "BALANCING", "NODE VHID", "STATE", "ADVSKEW"]
-                .map(String::from)
-                .to_vec(),
+            [
+                "INTERFACE",
+                "BALANCING",
+                "NODE VHID",
+                "STATE",
+                "ADVSKEW",
+                "SINCE",
+                "WHY",
+            ]
+            .map(String::from)
+            .to_vec(),
         ];
         for i in balanced {
             for n in &i.nodes {
@@ -294,6 +313,10 @@ pub fn status_table(s: &StatusReport) -> String {
                     n.vhid.to_string(),
                     n.state.clone(),
                     n.advskew.to_string(),
+                    n.since
+                        .map(super::format_time)
+                        .unwrap_or_else(|| "-".into()),
+                    n.why.clone().unwrap_or_else(|| "-".into()),
                 ]);
             }
         }

@@ -153,7 +153,7 @@ fn split_endpoint(e: &str) -> Option<(std::net::IpAddr, u16)> {
 }
 
 /// `carpctl status --json` (design §2).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
     /// `net.inet.carp.preempt`.
     pub preempt: bool,
@@ -168,7 +168,7 @@ pub struct StatusReport {
 }
 
 /// One carp interface in `status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InterfaceStatus {
     /// e.g. "carp0".
     pub name: String,
@@ -228,7 +228,7 @@ pub struct VrrpStatus {
 }
 
 /// One carpnode of an interface.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeStatus {
     /// Its vhid.
     pub vhid: u8,
@@ -236,6 +236,13 @@ pub struct NodeStatus {
     pub state: String,
     /// Its advskew.
     pub advskew: u8,
+    /// When it entered its state, seconds since the Unix epoch (None: not since this carpd started,
+    /// e.g. resumed after a hitless restart before its first transition here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<f64>,
+    /// Why it is in its state: the reason of its last transition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
 }
 
 /// One demote group.

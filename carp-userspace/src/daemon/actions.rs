@@ -54,6 +54,14 @@ impl Daemon {
                 tracing::info!(
                     "{name}: resumed vhid {vhid} as MASTER (the previous carpd's lease was valid)"
                 );
+                self.obs.transition(
+                    &name,
+                    vhid,
+                    from.as_str(),
+                    to.as_str(),
+                    "resumed after a hitless restart",
+                );
+                self.update_status();
                 return;
             }
             let if_was_up = self.leader_if_up(i);
@@ -61,6 +69,9 @@ impl Daemon {
             // Logged once the dataplane and the carp interface are in the new state, so whoever
             // reads the line (an operator, a test) can rely on it.
             tracing::info!("{name} vhid {vhid}: {from} -> {to} ({reason})");
+            self.obs
+                .transition(&name, vhid, from.as_str(), to.as_str(), reason);
+            self.update_status();
             if self.ifs[i].cfg.is_balanced() {
                 // The hooks follow the carp interface: up when its first node became MASTER here,
                 // down when its last one left.

@@ -44,6 +44,10 @@ impl Daemon {
             Request::Restart => self.request_restart(),
             Request::Sync => self.sync_report(),
             Request::Flows(_) => self.flows_pin(),
+            // Served by the connection's task itself (a stream, and a rendering off the loop).
+            Request::Monitor | Request::Metrics => {
+                Response::Error("internal: answered by the connection task".into())
+            }
         };
         let _ = msg.reply.send(response);
     }
@@ -106,10 +110,17 @@ impl Daemon {
                         .into_iter()
                         .map(|j| {
                             let n = &self.host.interfaces()[j].vhid;
+                            let vhid = n.config().vhid;
+                            let (since, why) = match self.obs.since(&c.cfg.name, vhid) {
+                                Some((t, why)) => (Some(t), Some(why)),
+                                None => (None, None),
+                            };
                             NodeStatus {
-                                vhid: n.config().vhid,
+                                vhid,
                                 state: n.state().as_str().to_string(),
                                 advskew: n.config().advskew,
+                                since,
+                                why,
                             }
                         })
                         .collect(),

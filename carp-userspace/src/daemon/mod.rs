@@ -47,6 +47,7 @@ mod intake;
 pub mod netio;
 pub mod netlink;
 pub mod nodes;
+pub mod observe;
 pub mod privs;
 pub mod ratelog;
 mod reload;
@@ -97,6 +98,7 @@ pub struct Options {
 
 /// Runs the daemon until a planned stop (Ok) or a start-up failure (Err, nothing left half-started).
 pub fn run(config: Config, options: Options) -> Result<()> {
+    record_exe();
     crate::config::vrrp::refuse_in_daemon(&config).map_err(anyhow::Error::msg)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -145,24 +147,39 @@ fn block_signals(block: bool) {
     }
 }
 
+/// The path this process's binary was started from, read once at start-up: a hitless restart
+/// executes what is at that path now, so after a package upgrade replaced the file the new version
+/// runs (/proc/self/exe would still be the old, deleted image).
+static EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Records `EXE` (called first thing in `run`).
+fn record_exe() -> &'static std::path::Path {
+    EXE.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+        // Replaced before we looked: the kernel marks the link; the path is still the one to run.
+        match exe.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
+            Some(p) => PathBuf::from(p),
+            None => exe,
+        }
+    })
+}
+
 /// Re-executes this binary with the same argv (same PID); returns only on failure.
 fn reexec() -> anyhow::Error {
     use std::os::unix::process::CommandExt;
     let mut args = std::env::args_os();
     let arg0 = args.next().unwrap_or_else(|| "carpd".into());
-    tracing::info!("hitless restart: re-executing /proc/self/exe");
-    server::notify(&format!(
-        "RELOADING=1\nMONOTONIC_USEC={}",
-        monotonic().as_nanos() / 1000
-    ));
+    let exe = record_exe();
+    tracing::info!("hitless restart: re-executing {}", exe.display());
+    let now = sd_notify::NotifyState::monotonic_usec_now()
+        .unwrap_or(sd_notify::NotifyState::MonotonicUsec(0));
+    observe::notify(&[sd_notify::NotifyState::Reloading, now]);
     block_signals(true);
-    let err = std::process::Command::new("/proc/self/exe")
-        .arg0(arg0)
-        .args(args)
-        .exec();
+    let err = std::process::Command::new(exe).arg0(arg0).args(args).exec();
     block_signals(false);
     anyhow::anyhow!(
-        "hitless restart: execve /proc/self/exe failed: {err}; the dataplane keeps its MASTER lease until it expires, start carpd again"
+        "hitless restart: execve {} failed: {err}; the dataplane keeps its MASTER lease until it expires, start carpd again",
+        exe.display()
     )
 }
 
@@ -177,6 +194,7 @@ enum Wake {
     Reload,
     Control(server::Msg),
     Sync(sync::SyncWake),
+    Watchdog,
 }
 
 struct Daemon {
@@ -202,6 +220,8 @@ struct Daemon {
     standby_logged: Option<std::time::Instant>,
     // The VRRP receive sockets, one set per carpdev with VRRP interfaces (`vrrp`).
     vrrp_rx: Vec<vrrp::VrrpRx>,
+    // Last transitions, the monitor stream and the systemd status.
+    obs: observe::Observer,
 }
 
 /// Why the main loop ended.
@@ -244,6 +264,7 @@ impl Daemon {
             standby_seen: 0,
             standby_logged: None,
             vrrp_rx: Vec::new(),
+            obs: observe::Observer::new(),
         })
     }
 
@@ -267,10 +288,48 @@ impl Daemon {
 
     async fn feed(&mut self, event: HostEvent) {
         let now = self.now();
+        // Group changes are rare (carpctl, trackers, the sync bulk): only they pay for the look.
+        let groups_before = matches!(
+            event,
+            HostEvent::GroupSet { .. } | HostEvent::GroupAdjust { .. }
+        )
+        .then(|| self.group_values());
         let actions = self.host.handle(now, event);
+        if let Some(before) = groups_before {
+            for (group, new) in self.group_values() {
+                let old = before
+                    .iter()
+                    .find(|(g, _)| *g == group)
+                    .map_or(0, |(_, v)| *v);
+                if old != new {
+                    self.obs.demote(&group, old, new, None);
+                }
+            }
+        }
         for a in actions {
             self.carry_out(a.iface, a.action).await;
         }
+    }
+
+    /// Every group's demote counter.
+    fn group_values(&self) -> Vec<(String, u8)> {
+        self.host
+            .groups()
+            .iter()
+            .map(|(g, v)| (g.to_string(), v))
+            .collect()
+    }
+
+    /// STATUS= for systemd: each carp interface's state, e.g. "carp0 MASTER, carp1 BACKUP".
+    fn update_status(&mut self) {
+        let line = self
+            .ifs
+            .iter()
+            .filter(|c| c.node == 0)
+            .map(|c| format!("{} {}", c.cfg.name, c.state.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.obs.status(line);
     }
 
     async fn run(&mut self) -> Result<Exit> {
@@ -283,9 +342,18 @@ impl Daemon {
         // Last step of start-up (it also sends systemd READY=1): carpctl works from here on.
         let mut ctl = server::Server::start(
             &self.options.control_socket,
-            self.options.metrics,
+            self.options.metrics.or(self.config.metrics.listen),
             &self.config.tracks,
+            self.obs.events(),
+            self.config.control.gid,
         )?;
+        self.update_status();
+        // WATCHDOG=1 at half systemd's WatchdogSec, from this loop: a hung loop gets carpd restarted.
+        let mut watchdog = observe::watchdog_interval().map(|every| {
+            let mut i = tokio::time::interval(every);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
         // Everything that needed more than the runtime capabilities (bpffs mount, a low metrics port)
         // is done: from here on a compromise of carpd or of a hook gets at most these four.
         let dropped = privs::drop_to_runtime().context("dropping capabilities")?;
@@ -371,6 +439,7 @@ impl Daemon {
                 _ = usr2.recv() => Wake::Restart,
                 msg = ctl.next() => Wake::Control(msg),
                 w = sync::wait(&self.sync) => Wake::Sync(w),
+                _ = tick(&mut watchdog) => Wake::Watchdog,
             };
             match wake {
                 Wake::Timer => self.on_timer().await,
@@ -402,7 +471,15 @@ impl Daemon {
                     tracing::info!("SIGUSR2: hitless restart (no bow-out, VIPs stay)");
                     return Ok(Exit::Restart);
                 }
-                Wake::Reload => self.reload().await,
+                Wake::Reload => {
+                    let now = sd_notify::NotifyState::monotonic_usec_now()
+                        .unwrap_or(sd_notify::NotifyState::MonotonicUsec(0));
+                    observe::notify(&[sd_notify::NotifyState::Reloading, now]);
+                    self.reload().await;
+                    observe::notify(&[sd_notify::NotifyState::Ready]);
+                    self.update_status();
+                }
+                Wake::Watchdog => observe::notify(&[sd_notify::NotifyState::Watchdog]),
                 Wake::Control(msg) => self.on_control(msg).await,
                 Wake::Sync(w) => self.on_sync(w).await,
             }
@@ -441,4 +518,14 @@ async fn ring_ready(rings: &[AsyncFd<OwnedFd>]) -> usize {
         guard.clear_ready();
     }
     idx
+}
+
+/// The next watchdog tick, or never when systemd asked for no watchdog.
+async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
+    match watchdog {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }

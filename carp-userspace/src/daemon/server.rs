@@ -1,8 +1,9 @@
 //! carpd's control socket and metrics endpoint (design §2, issue #5).
 //!
-//! What this module owns: the root-only Unix socket (mode 0600, peers checked with SO_PEERCRED),
-//! one task per connection that reads one JSON request line and writes one JSON response line, the
-//! OpenMetrics responder (`--metrics ADDR`, rendered by `control::metrics`), starting the
+//! What this module owns: the control socket (mode 0600, root only; with `[control] group` 0666 and
+//! the peer's credentials from SO_PEERCRED/SO_PEERGROUPS decide), one task per connection that reads
+//! one JSON request line and writes one JSON response line (`carpctl monitor` a stream of them), the
+//! metrics responder (`--metrics ADDR`, rendered by `control::metrics`), starting the
 //! `[[track]]` checkers (`daemon::track`) and systemd's READY=1 notification. The tasks never touch
 //! the engine: they pass a `Msg` over an mpsc channel to the main loop, which owns the engine and
 //! replies on a oneshot (`daemon::control`), so a request is handled between two engine events like
@@ -20,11 +21,14 @@ use anyhow::{Context, Result, bail};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{TcpListener, TcpStream, UnixListener, UnixStream},
-    sync::{mpsc, oneshot},
+    sync::{broadcast, mpsc, oneshot},
     task::JoinHandle,
 };
 
-use crate::control::{MAX_LINE, Request, Response};
+use crate::control::{
+    MAX_LINE, MonitorEvent, Request, Response,
+    metrics::{BuildInfo, Format},
+};
 
 /// How long a client may take to send its request line.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -52,6 +56,8 @@ impl Server {
         path: &Path,
         metrics: Option<SocketAddr>,
         tracks: &[crate::config::track::TrackConfig],
+        events: broadcast::Sender<MonitorEvent>,
+        group: Option<u32>,
     ) -> Result<Server> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -70,13 +76,27 @@ impl Server {
         let listener = UnixListener::bind(path)
             .with_context(|| format!("binding the control socket {}", path.display()))?;
         // Root only; peers are also checked with SO_PEERCRED, which covers the instant before chmod.
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("chmod 0600 {}", path.display()))?;
+        // With [control] group, everyone may connect and the peer's credentials decide (root: all,
+        // the group's members: read-only requests, anyone else: refused); chown-ing the socket to
+        // the group instead would need CAP_CHOWN, which a hitless re-exec no longer has.
+        let mode = if group.is_some() { 0o666 } else { 0o600 };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("chmod {mode:o} {}", path.display()))?;
+        if group.is_some()
+            && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        {
+            // The socket's directory (systemd makes /run/carp 0700) must be searchable.
+            let m = std::fs::metadata(dir)?.permissions().mode();
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(m | 0o111))
+                .with_context(|| format!("chmod a+x {}", dir.display()))?;
+        }
         let (tx, rx) = mpsc::channel(16);
+        let access = Access { group, events };
         let mut tasks = vec![tokio::spawn(accept_control(
             listener,
             tx.clone(),
             super::flowlist::listings(),
+            access,
         ))];
         if let Some(addr) = metrics {
             let std_listener = std::net::TcpListener::bind(addr)
@@ -117,40 +137,58 @@ impl Drop for Server {
 
 /// Tells systemd (Type=notify) that carpd is up.
 fn notify_ready() {
-    notify("READY=1");
+    super::observe::notify(&[sd_notify::NotifyState::Ready]);
 }
 
-/// Sends one sd_notify(3) state (e.g. "READY=1") to $NOTIFY_SOCKET; a no-op outside systemd.
-pub(super) fn notify(state: &str) {
-    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
+/// Who may use the control socket for what, and the monitor stream.
+#[derive(Clone)]
+struct Access {
+    // `[control] group`'s gid: its members may send read-only requests.
+    group: Option<u32>,
+    events: broadcast::Sender<MonitorEvent>,
+}
+
+/// The peer's uid and every group it is in (primary and supplementary), from the kernel.
+fn peer_groups(stream: &UnixStream) -> (Option<u32>, Vec<u32>) {
+    use std::os::fd::AsRawFd;
+    let Ok(cred) = stream.peer_cred() else {
+        return (None, Vec::new());
     };
-    let result = (|| -> std::io::Result<()> {
-        use std::os::{linux::net::SocketAddrExt, unix::ffi::OsStrExt};
-        let sock = std::os::unix::net::UnixDatagram::unbound()?;
-        let bytes = target.as_bytes();
-        // "@name" is an abstract socket; anything else is a path.
-        let addr = match bytes.strip_prefix(b"@") {
-            Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name)?,
-            None => std::os::unix::net::SocketAddr::from_pathname(Path::new(&target))?,
-        };
-        sock.send_to_addr(state.as_bytes(), &addr)?;
-        Ok(())
-    })();
-    if let Err(e) = result {
-        tracing::warn!("telling systemd {state:?} (NOTIFY_SOCKET): {e}");
+    let mut groups = vec![cred.gid()];
+    let mut buf = vec![0u32; 256];
+    let mut len = (buf.len() * std::mem::size_of::<u32>()) as libc::socklen_t;
+    // SAFETY: SO_PEERGROUPS writes at most `len` bytes of gid_t into buf and sets len to what it wrote.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERGROUPS,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        buf.truncate(len as usize / std::mem::size_of::<u32>());
+        groups.extend(buf);
     }
+    (Some(cred.uid()), groups)
 }
 
 async fn accept_control(
     listener: UnixListener,
     tx: mpsc::Sender<Msg>,
     listings: std::sync::Arc<tokio::sync::Semaphore>,
+    access: Access,
 ) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(serve_control(stream, tx.clone(), listings.clone()));
+                tokio::spawn(serve_control(
+                    stream,
+                    tx.clone(),
+                    listings.clone(),
+                    access.clone(),
+                ));
             }
             Err(e) => {
                 tracing::warn!("control socket: accept: {e}");
@@ -175,17 +213,34 @@ async fn serve_control(
     stream: UnixStream,
     tx: mpsc::Sender<Msg>,
     listings: std::sync::Arc<tokio::sync::Semaphore>,
+    access: Access,
 ) {
-    let uid = stream.peer_cred().map(|c| c.uid()).ok();
+    let (uid, groups) = peer_groups(&stream);
+    let root = uid == Some(0);
+    let member = access.group.is_some_and(|g| groups.contains(&g));
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd.take(MAX_LINE as u64));
     let mut query = None;
-    let response = if uid != Some(0) {
-        Response::Error("permission denied: only root may use carpd's control socket".into())
+    let response = if !root && !member {
+        Response::Error(match access.group {
+            None => "permission denied: only root may use carpd's control socket".into(),
+            Some(_) => "permission denied: only root and carpd's [control] group may use its control socket".into(),
+        })
     } else {
         let mut line = String::new();
         match tokio::time::timeout(READ_TIMEOUT, rd.read_line(&mut line)).await {
             Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
+                Ok(request) if !root && !request.is_read_only() => Response::Error(
+                    "permission denied: only root may change carpd's state (the [control] group may only read)".into(),
+                ),
+                Ok(Request::Monitor) => {
+                    monitor(access.events.subscribe(), &mut wr).await;
+                    return;
+                }
+                Ok(Request::Metrics) => match scrape(&tx, Format::Text).await {
+                    Some(text) => Response::Metrics(text),
+                    None => Response::Error("carpd is stopping".into()),
+                },
                 Ok(request) => {
                     if let Request::Flows(q) = &request {
                         query = Some(q.clone());
@@ -205,9 +260,58 @@ async fn serve_control(
         }
         return;
     }
-    if let Ok(mut text) = serde_json::to_string(&response) {
-        text.push('\n');
-        let _ = wr.write_all(text.as_bytes()).await;
+    let _ = write_line(&mut wr, &response).await;
+}
+
+/// One response as a JSON line.
+async fn write_line(
+    wr: &mut tokio::net::unix::OwnedWriteHalf,
+    response: &Response,
+) -> std::io::Result<()> {
+    let mut text = serde_json::to_string(response).map_err(std::io::Error::other)?;
+    text.push('\n');
+    wr.write_all(text.as_bytes()).await
+}
+
+/// `carpctl monitor`: every event as a line until the client goes away or carpd stops. A slow
+/// client only lags its own receiver and is told how many events it missed.
+async fn monitor(
+    mut events: broadcast::Receiver<MonitorEvent>,
+    wr: &mut tokio::net::unix::OwnedWriteHalf,
+) {
+    loop {
+        let ev = match events.recv().await {
+            Ok(ev) => ev,
+            Err(broadcast::error::RecvError::Lagged(missed)) => MonitorEvent::Lagged { missed },
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if write_line(wr, &Response::Event(ev)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The metrics text: the main loop answers Status, Counters and Sync (cheap, bounded by the number
+/// of vhids), and the rendering happens here, in the connection's task.
+async fn scrape(tx: &mpsc::Sender<Msg>, format: Format) -> Option<String> {
+    match (
+        ask(tx, Request::Status).await,
+        ask(tx, Request::Counters).await,
+    ) {
+        (Response::Status(s), Response::Counters(c)) => {
+            let sync = match ask(tx, Request::Sync).await {
+                Response::Sync(r) if r.enabled => Some(r),
+                _ => None,
+            };
+            Some(crate::control::metrics::render(
+                format,
+                &BuildInfo::this(),
+                &s,
+                &c,
+                sync.as_ref(),
+            ))
+        }
+        _ => None,
     }
 }
 
@@ -272,22 +376,16 @@ async fn serve_metrics(mut stream: TcpStream, tx: mpsc::Sender<Msg>) {
     } else if path != "/metrics" && path != "/" {
         ("404 Not Found", "text/plain", "try /metrics\n".to_string())
     } else {
-        match (
-            ask(&tx, Request::Status).await,
-            ask(&tx, Request::Counters).await,
-        ) {
-            (Response::Status(s), Response::Counters(c)) => {
-                let mut text = crate::control::metrics::render_metrics(&s, &c);
-                if let Response::Sync(r) = ask(&tx, Request::Sync).await {
-                    crate::control::metrics::append_metrics(&mut text, &r);
-                }
-                (
-                    "200 OK",
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    text,
-                )
-            }
-            _ => (
+        // Prometheus asks for OpenMetrics; curl, promtool and older scrapers get the 0.0.4 text.
+        let accept = head.lines().find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.trim().eq_ignore_ascii_case("accept"))
+                .map(|(_, v)| v.trim())
+        });
+        let format = Format::from_accept(accept);
+        match scrape(&tx, format).await {
+            Some(text) => ("200 OK", format.content_type(), text),
+            None => (
                 "503 Service Unavailable",
                 "text/plain",
                 "carpd is stopping\n".to_string(),
