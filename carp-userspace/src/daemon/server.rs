@@ -221,14 +221,16 @@ async fn serve_control(
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd.take(MAX_LINE as u64));
     let mut query = None;
+    // The request is read before a refusal, so the client gets the reason rather than a broken pipe.
+    let mut line = String::new();
+    let read = tokio::time::timeout(READ_TIMEOUT, rd.read_line(&mut line)).await;
     let response = if !root && !member {
         Response::Error(match access.group {
             None => "permission denied: only root may use carpd's control socket".into(),
             Some(_) => "permission denied: only root and carpd's [control] group may use its control socket".into(),
         })
     } else {
-        let mut line = String::new();
-        match tokio::time::timeout(READ_TIMEOUT, rd.read_line(&mut line)).await {
+        match read {
             Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
                 Ok(request) if !root && !request.is_read_only() => Response::Error(
                     "permission denied: only root may change carpd's state (the [control] group may only read)".into(),
