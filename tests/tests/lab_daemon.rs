@@ -175,6 +175,13 @@ fn a_deleted_and_recreated_carpdev_is_picked_up_again() {
         "carpd did not come back to MASTER on the new eth0:\n{}",
         d.log()
     );
+    // Picked up by the start-up path, re-executed in place (same pid), on a fresh XDP attachment.
+    let log = d.log();
+    assert!(
+        log[skip..].contains("eth0: the carpdev is back")
+            && log[skip..].contains("hitless restart"),
+        "{log}"
+    );
     pair.client.run(&format!("ip neigh flush {VIP} || true"));
     assert!(
         pair.client_reaches_vip(Duration::from_secs(15)),

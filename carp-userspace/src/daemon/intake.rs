@@ -154,8 +154,10 @@ impl Daemon {
 
     pub(super) async fn on_link(&mut self, ev: LinkEvent) {
         match ev {
+            LinkEvent::Deleted { index } => self.carpdev_deleted(index).await,
             LinkEvent::Link { index, running } => {
                 let Some(d) = self.devs.iter().position(|d| d.ifindex == index) else {
+                    self.carpdev_maybe_back(index).await;
                     return;
                 };
                 if self.devs[d].running != running {

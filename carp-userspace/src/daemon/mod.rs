@@ -50,6 +50,7 @@ pub mod nodes;
 pub mod observe;
 pub mod privs;
 pub mod ratelog;
+mod relink;
 mod reload;
 mod reload_check;
 pub mod server;

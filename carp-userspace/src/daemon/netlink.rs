@@ -38,6 +38,11 @@ pub enum LinkEvent {
         /// IFF_RUNNING and IFF_LOWER_UP.
         running: bool,
     },
+    /// A link was deleted (RTM_DELLINK).
+    Deleted {
+        /// Interface index.
+        index: u32,
+    },
     /// An address was removed from a link (RTM_DELADDR).
     AddrRemoved {
         /// Interface index.
@@ -81,6 +86,16 @@ impl Netlink {
             Ok(Some(msg)) => Some(msg.header.index),
             _ => None,
         }
+    }
+
+    /// The name of a link by index, if it exists.
+    pub async fn name_of(&self, index: u32) -> Option<String> {
+        let mut links = self.handle.link().get().match_index(index).execute();
+        let msg = links.try_next().await.ok()??;
+        msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(n.clone()),
+            _ => None,
+        })
     }
 
     /// True if the link is up with carrier (IFF_RUNNING and IFF_LOWER_UP).
@@ -245,6 +260,9 @@ pub fn decode(msg: NetlinkMessage<RouteNetlinkMessage>) -> Option<LinkEvent> {
         NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => Some(LinkEvent::Link {
             index: l.header.index,
             running: running(l.header.flags),
+        }),
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l)) => Some(LinkEvent::Deleted {
+            index: l.header.index,
         }),
         NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(a)) => {
             Some(LinkEvent::AddrRemoved {

@@ -203,21 +203,25 @@ impl Dataplane {
                 path: link_path.clone(),
                 message: format!("pinned link is not an XDP link: {e}"),
             })?;
-            program
-                .attach_to_link(xdp_link)
-                .map_err(|source| DataplaneError::Program {
-                    carpdev: carpdev.into(),
-                    source,
-                })?;
-            tracing::info!(carpdev, "adopted the pinned XDP link");
-            return Ok(Self {
-                carpdev: carpdev.into(),
-                pin_dir: dir,
-                // The attachment keeps the mode it was created with.
-                mode: XdpMode::Default,
-                adopted: true,
-                ebpf,
-            });
+            match program.attach_to_link(xdp_link) {
+                Ok(_) => {
+                    tracing::info!(carpdev, "adopted the pinned XDP link");
+                    return Ok(Self {
+                        carpdev: carpdev.into(),
+                        pin_dir: dir,
+                        // The attachment keeps the mode it was created with.
+                        mode: XdpMode::Default,
+                        adopted: true,
+                        ebpf,
+                    });
+                }
+                // The pinned link's device is gone (deleted and created again while no carpd ran,
+                // issue #16 item 10): the pin is stale, attach afresh.
+                Err(e) => {
+                    tracing::warn!(carpdev, error = %e, "the pinned XDP link cannot be adopted (its device was re-created?); attaching afresh");
+                    let _ = std::fs::remove_file(&link_path);
+                }
+            }
         }
         let chosen = match mode {
             AttachMode::Native => XdpMode::Driver,
@@ -303,6 +307,13 @@ impl Dataplane {
     }
 
     /// Detaches the program and removes every pin of this carpdev (an operator's clean stop).
+    /// Unpins the XDP link of a carpdev that was deleted (the kernel detached the program with the
+    /// device, and a pin of a defunct link cannot be adopted): the next attach creates a fresh one.
+    /// The maps stay pinned.
+    pub fn forget_link(carpdev: &str, bpffs: &Path) {
+        let _ = std::fs::remove_file(pin_dir(bpffs, carpdev).join(LINK_PIN));
+    }
+
     pub fn detach(carpdev: &str, bpffs: &Path) -> Result<(), DataplaneError> {
         let dir = pin_dir(bpffs, carpdev);
         let link_path = dir.join(LINK_PIN);
