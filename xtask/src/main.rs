@@ -43,7 +43,8 @@ enum Command {
     /// written to target/bench/results.json, the receive cost per frame of the balancing filter on veth
     /// next to nftables jhash and xt_cluster (target/bench/balance-veth.json), the sync protocol (1M-flow
     /// bulk in memory and over UDP, replication lag) written to target/bench/sync.json, carpd's own bulk
-    /// of 1M flows in the gateway lab (target/bench/sync-lab.json), then the
+    /// of 1M flows in the gateway lab (target/bench/sync-lab.json), conntrack replication against
+    /// conntrackd (target/bench/conntrack.json), then the
     /// client-observed failover outage of carpd, ucarp and keepalived in the pair lab, written to
     /// target/bench/failover.json (BENCHMARKS.md keeps the latest tables).
     Bench {
@@ -197,6 +198,37 @@ fn bench(quick: bool, idle_minutes: u64) -> Result<()> {
             ],
         )?;
     }
+    util::step(
+        "conntrack: 1,000,000-entry bulk into the peer's kernel table and replication lag at 20,000 new \
+         connections/s, carpd against conntrackd (FTFW) over the same sync link",
+    );
+    // carp-conntrack-bench runs the carpd next to it.
+    util::run(
+        "cargo",
+        &[
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "carp-userspace",
+            "--bin",
+            "carpd",
+        ],
+    )?;
+    run_release(
+        "carp-tests",
+        "carp-conntrack-bench",
+        &[
+            "--entries",
+            if quick { "100000" } else { "1000000" },
+            "--rate",
+            "20000",
+            "--lag-seconds",
+            if quick { "3" } else { "10" },
+            "--json-out",
+            "target/bench/conntrack.json",
+        ],
+    )?;
     util::step(
         "failover: client-observed outage of carpd, ucarp and keepalived in the pair lab (probe every 5 ms)",
     );
