@@ -507,10 +507,6 @@ fn node_passes(cluster: &Cluster, n: u8) -> Vec<Vec<u64>> {
 /// gateway; a SIGKILLed gateway's node moves (the switch relearns its MAC from the new master's
 /// adverts, no client re-ARPs) and comes back under preempt.
 #[test]
-#[ignore = "REGRESSION found at the end of session 20 (main 9601e79, reproducible): after B's SIGKILL, A is \
-            MASTER of both nodes but passes no frame to node 2's virtual MAC (want 80, got 0); came in \
-            with one of this round's commits between 4da5b7f and 9601e79, cause not yet found. Run with \
-            --ignored; fix before anything else next session"]
 fn arp_mode_each_requester_served_by_its_node() {
     root_or_skip!("arp_mode_each_requester_served_by_its_node");
     let cluster = Cluster::with_clients("bala", 2, 1, 4);

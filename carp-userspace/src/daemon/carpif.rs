@@ -23,6 +23,7 @@ pub(super) struct CarpIf {
     // This node's vhid and virtual MAC 00:00:5e:00:01:<vhid>.
     pub(super) vhid: u8,
     pub(super) dev: usize,
+    // The node's own virtual MAC, in arp mode too: adverts and gratuitous ARPs leave from it.
     pub(super) vmac: [u8; 6],
     // Leader only: the socket holding the balancing MACs in the carpdev's address filter.
     pub(super) membership: Option<OwnedFd>,
@@ -121,7 +122,7 @@ impl Daemon {
                 node: n,
                 vhid: node.vhid,
                 dev,
-                vmac: nodes::entry_mac(cfg, n),
+                vmac: nodes::node_mac(cfg, n),
                 membership: None,
                 if_up: n == 0 && kept.is_some(),
                 auth,

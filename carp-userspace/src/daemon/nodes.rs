@@ -38,13 +38,17 @@ use crate::{
 /// interface's MAC (XDP re-addresses a node's frames to it so the one macvlan receives them), else
 /// the node's own virtual MAC.
 pub(super) fn entry_mac(cfg: &InterfaceConfig, node: usize) -> [u8; 6] {
-    if let Some(mac) = super::vrrp::vmac(cfg) {
-        mac
-    } else if cfg.balancing == Balancing::Arp {
+    if cfg.balancing == Balancing::Arp {
         virtual_mac(cfg.vhid)
     } else {
-        virtual_mac(cfg.carpnodes[node].vhid)
+        node_mac(cfg, node)
     }
+}
+
+/// Node `node`'s own virtual MAC: the source of its adverts and gratuitous ARPs, so a switch learns
+/// it on the port of the node's MASTER (in `arp` mode too, where `entry_mac` differs).
+pub(super) fn node_mac(cfg: &InterfaceConfig, node: usize) -> [u8; 6] {
+    super::vrrp::vmac(cfg).unwrap_or_else(|| virtual_mac(cfg.carpnodes[node].vhid))
 }
 
 /// The `carp_vhids` entry of node `node` of `cfg` in `state` (no lease).
