@@ -380,8 +380,6 @@ fn vrrp3_1s_carpd_master_keepalived_backup_sigterm_no_probe_lost() {
 }
 
 #[test]
-#[ignore = "FLAKY (fails about one run in three, also on a quiet machine): keepalived at advert_int 0.01 \
-            intermittently reports carpd's adverts as not accepted; cause not yet found. Run with --ignored"]
 fn vrrp3_10ms_both_directions() {
     if require_root("vrrp3_10ms_both_directions") {
         keepalived_master_carpd_backup("kv33", V3_10MS);

@@ -1,7 +1,7 @@
 //! Carrying out the engine's actions for one node: a transition (the dataplane's vhid state and MASTER
 //! lease, the carp interface and its VIPs, the hooks, the standby senders), an advert (signed, sent to
 //! the CARP groups or the unicast peer, handed to the standby senders), a gratuitous ARP/NA.
-use super::{Daemon, hooks, netio, nodes};
+use super::{Daemon, hooks, nodes};
 use std::net::IpAddr;
 
 use anyhow::{Context, Result};
@@ -190,7 +190,7 @@ impl Daemon {
         let src_mac = self.advert_mac(i);
         let c = &self.ifs[i];
         let dev = &mut self.devs[c.dev];
-        let addrs = netio::interface_addrs(&dev.name);
+        let addrs = self.own_addrs.of(&dev.name);
         let src4 = addrs.iter().find_map(|a| match a {
             IpAddr::V4(v4) => Some(*v4),
             _ => None,

@@ -1,7 +1,7 @@
 //! The carp interfaces as carpd runs them, one `CarpIf` per carpnode: creating one (replacing a stale
 //! interface, or keeping the one a resumed MASTER left), registering its vhids and VIPs with the
 //! dataplane and the engine, starting it after a reload, and removing it.
-use super::{Daemon, netio, nodes, ratelog};
+use super::{Daemon, nodes, ratelog};
 use std::{os::fd::OwnedFd, time::Duration};
 
 use anyhow::Result;
@@ -45,7 +45,11 @@ pub(super) struct CarpIf {
     pub(super) resuming: bool,
 }
 
-pub(super) fn vhid_config(cfg: &InterfaceConfig, config: &Config, carpdev: &str) -> VhidConfig {
+pub(super) fn vhid_config(
+    cfg: &InterfaceConfig,
+    config: &Config,
+    own_addrs: Vec<std::net::IpAddr>,
+) -> VhidConfig {
     let mut v = VhidConfig::new(
         cfg.vhid,
         cfg.advbase,
@@ -53,7 +57,7 @@ pub(super) fn vhid_config(cfg: &InterfaceConfig, config: &Config, carpdev: &str)
         ReplayCookie::random().counter(),
     );
     v.preempt = config.carp.preempt;
-    v.own_addrs = netio::interface_addrs(carpdev);
+    v.own_addrs = own_addrs;
     v.vrrp = super::vrrp::election(cfg);
     v
 }
@@ -64,7 +68,13 @@ impl Daemon {
     pub(super) async fn add_carp_if(&mut self, cfg: &InterfaceConfig) -> Result<()> {
         let dev = match self.devs.iter().position(|d| d.name == cfg.carpdev) {
             Some(d) => d,
-            None => self.attach_carpdev(&cfg.carpdev).await?,
+            None => {
+                let d = self.attach_carpdev(&cfg.carpdev).await?;
+                // A carpdev new to this carpd may be newer than the address snapshot; reloads are
+                // rare, adverts are not, so the blocking read happens here.
+                self.own_addrs.refresh_now();
+                d
+            }
         };
         let vmac = nodes::entry_mac(cfg, 0);
         // A MASTER left by the previous carpd keeps its carp interface (and so its VIPs): deleting and
@@ -139,7 +149,7 @@ impl Daemon {
                     .maps
                     .set_vhid(node.vhid, nodes::node_entry(cfg, n, VhidState::Init))?;
             }
-            let mut vc = vhid_config(cfg, &self.config, &self.devs[dev].name);
+            let mut vc = vhid_config(cfg, &self.config, self.own_addrs.of(&self.devs[dev].name));
             vc.vhid = node.vhid;
             vc.advskew = node.advskew;
             self.host

@@ -48,6 +48,7 @@ pub mod netio;
 pub mod netlink;
 pub mod nodes;
 pub mod observe;
+pub mod ownaddrs;
 pub mod privs;
 pub mod ratelog;
 mod relink;
@@ -223,6 +224,8 @@ struct Daemon {
     vrrp_rx: Vec<vrrp::VrrpRx>,
     // Last transitions, the monitor stream and the systemd status.
     obs: observe::Observer,
+    // The carpdevs' addresses, kept fresh off the loop (getifaddrs waits for the RTNL lock).
+    own_addrs: ownaddrs::OwnAddrs,
 }
 
 /// Why the main loop ended.
@@ -266,6 +269,8 @@ impl Daemon {
             standby_logged: None,
             vrrp_rx: Vec::new(),
             obs: observe::Observer::new(),
+            own_addrs: ownaddrs::OwnAddrs::start()
+                .context("starting the thread that reads the carpdevs' addresses")?,
         })
     }
 
@@ -451,6 +456,7 @@ impl Daemon {
                 Wake::Ring(d) => self.drain(d).await,
                 Wake::Vrrp(k) => self.on_vrrp_rx(k).await,
                 Wake::Link(Some(ev)) => {
+                    self.own_addrs.changed();
                     self.sync_link(&ev).await;
                     self.on_link(ev).await
                 }

@@ -208,8 +208,9 @@ pub fn unsolicited_na(ip: Ipv6Addr, mac: [u8; 6]) -> Vec<u8> {
     f
 }
 
-/// The addresses currently on an interface (getifaddrs), in the kernel's order.
-pub fn interface_addrs(ifname: &str) -> Vec<IpAddr> {
+/// Every address on every interface, as (interface name, address), in the kernel's order
+/// (getifaddrs). It takes the kernel's RTNL lock: call it only off the runtime loop (`OwnAddrs`).
+pub fn all_interface_addrs() -> Vec<(String, IpAddr)> {
     let mut out = Vec::new();
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills a list we walk read-only and free once.
@@ -221,24 +222,24 @@ pub fn interface_addrs(ifname: &str) -> Vec<IpAddr> {
         while !cur.is_null() {
             let ifa = &*cur;
             cur = ifa.ifa_next;
-            if ifa.ifa_addr.is_null()
-                || std::ffi::CStr::from_ptr(ifa.ifa_name).to_bytes() != ifname.as_bytes()
-            {
+            if ifa.ifa_addr.is_null() {
                 continue;
             }
-            match (*ifa.ifa_addr).sa_family as i32 {
+            let addr = match (*ifa.ifa_addr).sa_family as i32 {
                 libc::AF_INET => {
                     let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                    out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                        sin.sin_addr.s_addr,
-                    ))));
+                    IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
                 }
                 libc::AF_INET6 => {
                     let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
-                    out.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+                    IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr))
                 }
-                _ => {}
-            }
+                _ => continue,
+            };
+            let name = std::ffi::CStr::from_ptr(ifa.ifa_name)
+                .to_string_lossy()
+                .into_owned();
+            out.push((name, addr));
         }
         libc::freeifaddrs(head);
     }

@@ -27,7 +27,7 @@ use carp_common::maps::VhidState;
 use carp_common::proto::{CARP_GROUP_MAC_V4, CARP_GROUP_MAC_V6, CARP_GROUP_V4, CARP_GROUP_V6};
 use carp_common::vrrp::{VHID_MODE_VRRP2, VHID_MODE_VRRP3, vrrp_mac_v4, vrrp_mac_v6};
 
-use super::{Daemon, netio, nodes};
+use super::{Daemon, nodes};
 use crate::config::InterfaceConfig;
 use crate::engine::{HostEvent, State, VrrpAdvertIn, VrrpElection};
 use crate::wire::ip::parse_ethernet;
@@ -407,7 +407,7 @@ impl Daemon {
         let c = &self.ifs[i];
         let v = c.cfg.vrrp.clone().context("not a VRRP interface")?;
         let dev = &self.devs[c.dev];
-        let addrs = netio::interface_addrs(&dev.name);
+        let addrs = self.own_addrs.of(&dev.name);
         let v6 = is_v6(&c.cfg);
         let src: IpAddr = if v6 {
             addrs
