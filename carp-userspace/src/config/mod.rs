@@ -22,6 +22,7 @@ mod interface;
 pub mod keepalived;
 pub mod service;
 pub mod sync;
+pub mod timing;
 pub mod track;
 pub mod vrrp;
 
@@ -100,6 +101,8 @@ pub struct Config {
     pub metrics: service::MetricsConfig,
     /// Who may use the control socket (`[control]`).
     pub control: service::ControlConfig,
+    /// Advert timing (`[timing]`, see `crate::config::timing`).
+    pub timing: timing::TimingConfig,
 }
 
 impl Config {
@@ -164,6 +167,7 @@ impl Config {
         let (pfsync, flows) = sync::validate(path, text, raw.pfsync, raw.flows, &interfaces)?;
         let metrics = service::metrics(path, text, raw.metrics)?;
         let control = service::control(path, text, raw.control)?;
+        let timing = timing::validate(path, text, raw.timing)?;
         Ok(Config {
             file: path.into(),
             carp,
@@ -173,6 +177,7 @@ impl Config {
             flows,
             metrics,
             control,
+            timing,
         })
     }
 
@@ -203,6 +208,7 @@ struct RawConfig {
     flows: Option<Spanned<sync::RawFlows>>,
     metrics: Option<service::RawMetrics>,
     control: Option<service::RawControl>,
+    timing: Option<timing::RawTiming>,
 }
 
 #[derive(Deserialize)]

@@ -1,15 +1,19 @@
 //! Carrying out the engine's actions for one node: a transition (the dataplane's vhid state and MASTER
 //! lease, the carp interface and its VIPs, the hooks, the standby senders), an advert (signed, sent to
 //! the CARP groups or the unicast peer, handed to the standby senders), a gratuitous ARP/NA.
-use super::{Daemon, hooks, nodes};
+use super::{Daemon, advcache, hooks, nodes};
 use std::net::IpAddr;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use carp_common::maps::{BalanceMode, VhidEntry, VhidState};
 
 use crate::{
     engine::{Action, State},
-    wire::{AdvertRepr, ip::Encap},
+    wire::{
+        AdvertRepr,
+        ip::{Encap, emit_frame},
+    },
 };
 
 pub(super) fn vhid_entry(state: VhidState, vmac: [u8; 6]) -> VhidEntry {
@@ -37,10 +41,12 @@ impl Daemon {
         let vhid = self.ifs[i].vhid;
         if let Some((from, to, reason)) = action.transition() {
             self.ifs[i].state = to;
-            if to != State::Master
-                && let Some(s) = &self.standby
-            {
-                s.clear(i);
+            if to != State::Master {
+                if let Some(s) = &self.standby {
+                    s.clear(i);
+                }
+                // Before the new state takes effect: nothing queued may leave after it.
+                self.withdraw_adverts(i);
             }
             if self.ifs[i].resuming {
                 if to != State::Master {
@@ -108,11 +114,15 @@ impl Daemon {
                 bow_out,
             } => {
                 let master = !bow_out && self.ifs[i].state == State::Master;
-                if master {
-                    self.renew_lease(i, advbase, advskew);
-                } else if let Some(s) = &self.standby {
-                    // Before the bow-out leaves: no standby may repeat an advert after it.
-                    s.clear(i);
+                let queued = self.queues_adverts(i);
+                if master && !queued {
+                    self.renew_lease(i, advbase, advskew, None);
+                } else if !master {
+                    if let Some(s) = &self.standby {
+                        // Before the bow-out leaves: no standby may repeat an advert after it.
+                        s.clear(i);
+                    }
+                    self.withdraw_adverts(i);
                 }
                 let c = &self.ifs[i];
                 let repr = AdvertRepr {
@@ -123,11 +133,20 @@ impl Daemon {
                     counter,
                     digest: c.auth.sign(&counter),
                 };
-                match self.send_advert(i, &repr) {
-                    Ok(frames) => {
+                match self.send_advert(i, &repr, master && queued) {
+                    Ok((frames, last_departure)) => {
                         self.ifs[i].opackets += 1;
-                        if master {
-                            self.standby_sent(i, frames, advbase, advskew);
+                        match (master, last_departure) {
+                            // The kernel keeps the schedule: the lease runs from its last advert,
+                            // and no standby is needed.
+                            (true, Some(last)) => {
+                                self.renew_lease(i, advbase, advskew, Some(last));
+                                if let Some(s) = &self.standby {
+                                    s.clear(i);
+                                }
+                            }
+                            (true, None) => self.standby_sent(i, frames, advbase, advskew),
+                            _ => {}
                         }
                     }
                     Err(e) => tracing::warn!("{name} vhid {vhid}: sending an advert failed: {e:#}"),
@@ -184,58 +203,128 @@ impl Daemon {
         );
     }
 
-    /// Sends the advert `repr` for node `i`; returns the Ethernet frames sent to the CARP groups (none
-    /// for a unicast `peer`).
-    pub(super) fn send_advert(&mut self, i: usize, repr: &AdvertRepr) -> Result<Vec<Vec<u8>>> {
+    /// True when node `i`'s adverts go through its carpdev's kernel advert queue (`advq`): there is
+    /// one, and the adverts go to the CARP groups (a unicast `peer` goes through the kernel's routing).
+    pub(super) fn queues_adverts(&self, i: usize) -> bool {
+        let c = &self.ifs[i];
+        c.cfg.peer.is_none() && self.devs[c.dev].advq.is_some()
+    }
+
+    /// Withdraws whatever node `i` has queued in the kernel (before a bow-out, a state change or a
+    /// demotion takes effect).
+    pub(super) fn withdraw_adverts(&mut self, i: usize) {
+        let now = self.now().as_nanos();
+        let c = &self.ifs[i];
+        let Some(q) = self.devs[c.dev].advq.as_mut() else {
+            return;
+        };
+        match q.withdraw(c.vhid, now) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(
+                "{} vhid {}: withdrew {n} queued advert(s)",
+                c.cfg.name,
+                c.vhid
+            ),
+            Err(e) => tracing::error!(
+                "{} vhid {}: withdrawing the queued adverts failed: {e}",
+                c.cfg.name,
+                c.vhid
+            ),
+        }
+    }
+
+    /// The Ethernet frames of advert `repr` for node `i` (built once per content, `advcache`).
+    pub(super) fn advert_frames(&mut self, i: usize, repr: &AdvertRepr) -> Result<Vec<Vec<u8>>> {
         let src_mac = self.advert_mac(i);
         let c = &self.ifs[i];
-        let dev = &mut self.devs[c.dev];
-        let addrs = self.own_addrs.of(&dev.name);
-        let src4 = addrs.iter().find_map(|a| match a {
-            IpAddr::V4(v4) => Some(*v4),
-            _ => None,
-        });
-        if let Some(IpAddr::V4(peer)) = c.cfg.peer {
-            let src = src4.context("carppeer needs an IPv4 address on the carpdev")?;
-            dev.netio.send_peer_advert(repr, src, peer)?;
-            return Ok(Vec::new());
+        let dev = &self.devs[c.dev];
+        let sources = advcache::Sources::from_addrs(&self.own_addrs.of(&dev.name));
+        let key = advcache::AdvertKey {
+            advbase: repr.advbase,
+            advskew: repr.advskew,
+            demote: repr.demote,
+            counter: repr.counter,
+            digest: repr.digest,
+            src_mac,
+        };
+        if let Some(f) = self.advcache.get(i, &key, &sources) {
+            return Ok(f.to_vec());
         }
         let mut frames = Vec::new();
         let vips = c.cfg.vips();
         if vips.iter().any(IpAddr::is_ipv4) {
-            let src = src4.with_context(|| {
+            let src = sources.v4.with_context(|| {
                 format!("{} has no IPv4 address to send adverts from", dev.name)
             })?;
-            frames.push(dev.netio.send_group_advert(
-                repr,
-                &Encap::group_v4(src, rand::random()),
-                src_mac,
-            )?);
+            let encap = Encap::group_v4(src, advcache::ip_ident(&repr.counter));
+            frames.push(emit_frame(repr, &encap, src_mac, encap.group_mac()));
         }
         if vips.iter().any(IpAddr::is_ipv6) {
-            let ll = addrs.iter().find_map(|a| match a {
-                IpAddr::V6(v6) if v6.is_unicast_link_local() => Some(*v6),
-                _ => None,
-            });
-            let src = ll.with_context(|| {
+            let src = sources.v6_ll.with_context(|| {
                 format!(
                     "{} has no IPv6 link-local address to send adverts from",
                     dev.name
                 )
             })?;
-            frames.push(
-                dev.netio
-                    .send_group_advert(repr, &Encap::group_v6(src), src_mac)?,
-            );
+            let encap = Encap::group_v6(src);
+            frames.push(emit_frame(repr, &encap, src_mac, encap.group_mac()));
         }
+        self.advcache.put(i, key, sources, frames.clone());
         Ok(frames)
+    }
+
+    /// Sends the advert `repr` for node `i`: through the kernel advert queue when `queue` (a MASTER's
+    /// regular advert), through its direct queue for any other advert of a node that has one (a
+    /// bow-out leaves behind anything already dequeued there), else from the carpdev's socket.
+    /// Returns the Ethernet frames sent to the CARP groups (none for a unicast `peer`) and, when
+    /// queued, the earliest time the last queued advert can leave.
+    pub(super) fn send_advert(
+        &mut self,
+        i: usize,
+        repr: &AdvertRepr,
+        queue: bool,
+    ) -> Result<(Vec<Vec<u8>>, Option<u64>)> {
+        if let Some(IpAddr::V4(peer)) = self.ifs[i].cfg.peer {
+            let dev = &mut self.devs[self.ifs[i].dev];
+            let src = advcache::Sources::from_addrs(&self.own_addrs.of(&dev.name))
+                .v4
+                .context("carppeer needs an IPv4 address on the carpdev")?;
+            dev.netio.send_peer_advert(repr, src, peer)?;
+            return Ok((Vec::new(), None));
+        }
+        let frames = self.advert_frames(i, repr)?;
+        let now = self.now().as_nanos();
+        let c = &self.ifs[i];
+        let interval = crate::engine::advert_interval(repr.advbase, repr.advskew);
+        let dev = &mut self.devs[c.dev];
+        match dev.advq.as_mut() {
+            Some(q) if queue => {
+                let last = q.advertise(c.vhid, &frames, interval, now)?;
+                Ok((frames, Some(last)))
+            }
+            Some(q) => {
+                q.send_now(&frames)?;
+                Ok((frames, None))
+            }
+            None => {
+                for f in &frames {
+                    dev.netio.send_frame(f)?;
+                }
+                Ok((frames, None))
+            }
+        }
     }
 
     /// Extends the dataplane's MASTER lease of interface `i` by three advert intervals (plus slack for a
     /// late timer), about when peers would declare this node dead if its adverts stopped.
-    pub(super) fn renew_lease(&mut self, i: usize, advbase: u8, advskew: u8) {
-        let len = lease_len(advbase, advskew);
-        let until = self.now().as_nanos() + len.as_nanos() as u64;
+    /// With the kernel advert queue the lease runs from `from`, the earliest time the last queued
+    /// advert can leave: a stopped carpd's dataplane answers as long as the kernel advertises for it,
+    /// and stops about when the peers declare it dead.
+    pub(super) fn renew_lease(&mut self, i: usize, advbase: u8, advskew: u8, from: Option<u64>) {
+        let now = self.now().as_nanos();
+        let from = from.unwrap_or(now).max(now);
+        let len = lease_len(advbase, advskew) + Duration::from_nanos(from - now);
+        let until = now + len.as_nanos() as u64;
         let c = &self.ifs[i];
         let entry = nodes::node_entry(&c.cfg, c.node, VhidState::Master).with_lease(until);
         if let Err(e) = self.devs[c.dev].maps.set_vhid(c.vhid, entry) {

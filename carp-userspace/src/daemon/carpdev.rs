@@ -25,6 +25,8 @@ pub(super) struct Carpdev {
     pub(super) running: bool,
     pub(super) maps: Maps,
     pub(super) netio: NetIo,
+    // The kernel advert queue (`advq`), None when off or when it could not be set up.
+    pub(super) advq: Option<super::advq::AdvQueue>,
     // vhids the adopted dataplane showed as MASTER with a valid lease: a restarted carpd resumes these.
     pub(super) inherited: HashMap<u8, VhidEntry>,
     // Per drop cause (ratelog::DATAPLANE_CAUSES): the kernel total last seen and its log budget.
@@ -154,6 +156,7 @@ impl Daemon {
         let mac = crate::ifreq::hw_addr(name).with_context(|| format!("reading {name}'s MAC"))?;
         let running = self.nl.is_running(ifindex).await.unwrap_or(true);
         let netio = NetIo::open(name, ifindex).with_context(|| format!("sockets on {name}"))?;
+        let advq = self.open_advq(name, ifindex);
         self.rings.push(ring_fd);
         self.devs.push(Carpdev {
             name: name.into(),
@@ -162,11 +165,38 @@ impl Daemon {
             running,
             maps,
             netio,
+            advq,
             inherited,
             audit: Default::default(),
             _dataplane: dp,
             _lock: lock,
         });
         Ok(self.devs.len() - 1)
+    }
+
+    /// Sets up the kernel advert queue of a carpdev (`advq`) when `[timing] advert_queue_ms` is not 0;
+    /// None (and the loop and the standby senders send the adverts) when off or when it fails.
+    pub(super) fn open_advq(&self, carpdev: &str, ifindex: u32) -> Option<super::advq::AdvQueue> {
+        let horizon = self.config.timing.advert_queue;
+        if horizon.is_zero() {
+            super::advq::remove_stale(ifindex);
+            return None;
+        }
+        match super::advq::AdvQueue::open(ifindex, horizon) {
+            Ok(q) => {
+                tracing::info!(
+                    "{carpdev}: kernel-timed adverts through {} (queued up to {} ms ahead)",
+                    q.name(),
+                    horizon.as_millis()
+                );
+                Some(q)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "{carpdev}: kernel-timed adverts unavailable ({e}); the loop and the standby senders send them"
+                );
+                None
+            }
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! then fed to the engine), the engine's deadline with the stalled-controller guard (the kernel's
 //! last-advert record re-confirms a live master the controller missed), and link and address
 //! notifications.
-use super::{Daemon, netlink::LinkEvent};
+use super::{Daemon, netlink::LinkEvent, stall};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::{
@@ -23,6 +23,18 @@ impl Daemon {
         // branches at random, so the timer may win over a readable VRRP socket.
         for k in 0..self.vrrp_rx.len() {
             self.on_vrrp_rx(k).await;
+        }
+        // A late master-down deadline: let pending frames be delivered, then judge by the wire
+        // (`stall` module doc).
+        let late = self.late_master_down();
+        if !late.is_empty() {
+            std::thread::sleep(stall::GRACE);
+            for d in 0..self.devs.len() {
+                self.drain(d).await;
+            }
+            for k in 0..self.vrrp_rx.len() {
+                self.on_vrrp_rx(k).await;
+            }
         }
         let now = self.now();
         let guard = if self.config.carp.allow {
@@ -84,7 +96,38 @@ impl Daemon {
                 .await;
             }
         }
+        for i in late {
+            let still_due = self.ifs[i].state == State::Backup
+                && self.host.interfaces()[i]
+                    .vhid
+                    .next_deadline()
+                    .is_some_and(|t| t <= now);
+            if still_due {
+                self.loop_stats.late_wakeups_master_down += 1;
+            } else {
+                self.loop_stats.late_wakeups_master_alive += 1;
+                tracing::info!(
+                    "{} vhid {}: master-down deadline served late, but the master's advert arrived: still BACKUP",
+                    self.ifs[i].cfg.name,
+                    self.ifs[i].vhid
+                );
+            }
+        }
         self.feed(HostEvent::Timer).await;
+    }
+
+    /// The BACKUP nodes whose master-down deadline passed more than `stall::LATE` ago.
+    fn late_master_down(&mut self) -> Vec<usize> {
+        let now = self.now();
+        (0..self.ifs.len())
+            .filter(|&i| {
+                self.ifs[i].state == State::Backup
+                    && self.host.interfaces()[i]
+                        .vhid
+                        .next_deadline()
+                        .is_some_and(|t| t + stall::LATE < now)
+            })
+            .collect()
     }
 
     /// Processes every pending advert event of one carpdev.

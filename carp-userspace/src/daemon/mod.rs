@@ -35,6 +35,8 @@
 //! 224.0.0.18 / ff02::12 so the NIC's multicast filter admits adverts (`netio`).
 
 mod actions;
+pub mod advcache;
+pub mod advq;
 mod audit;
 mod carpdev;
 mod carpif;
@@ -55,8 +57,10 @@ mod relink;
 mod reload;
 mod reload_check;
 pub mod server;
+pub mod stall;
 pub mod standby;
 pub mod sync;
+pub mod tcnl;
 pub mod track;
 pub mod vrrp;
 
@@ -226,6 +230,10 @@ struct Daemon {
     obs: observe::Observer,
     // The carpdevs' addresses, kept fresh off the loop (getifaddrs waits for the RTNL lock).
     own_addrs: ownaddrs::OwnAddrs,
+    // Built adverts and carpdev source addresses (`advcache`).
+    advcache: advcache::AdvCache,
+    // Loop lateness and the backup's late wake-up decisions (`stall`).
+    loop_stats: stall::LoopStats,
 }
 
 /// Why the main loop ended.
@@ -271,6 +279,8 @@ impl Daemon {
             obs: observe::Observer::new(),
             own_addrs: ownaddrs::OwnAddrs::start()
                 .context("starting the thread that reads the carpdevs' addresses")?,
+            advcache: advcache::AdvCache::default(),
+            loop_stats: stall::LoopStats::default(),
         })
     }
 
@@ -430,9 +440,8 @@ impl Daemon {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 return Ok(Exit::Restart);
             }
-            deadline
-                .arm(self.host.next_deadline())
-                .context("arming the engine's timerfd")?;
+            let armed = self.host.next_deadline();
+            deadline.arm(armed).context("arming the engine's timerfd")?;
             let wake = tokio::select! {
                 _ = deadline.wait() => Wake::Timer,
                 _ = audit.tick() => Wake::Audit,
@@ -448,7 +457,13 @@ impl Daemon {
                 _ = tick(&mut watchdog) => Wake::Watchdog,
             };
             match wake {
-                Wake::Timer => self.on_timer().await,
+                Wake::Timer => {
+                    if let Some(at) = armed {
+                        let late = self.now().saturating_duration_since(at);
+                        self.loop_stats.record(late);
+                    }
+                    self.on_timer().await
+                }
                 Wake::Audit => {
                     self.audit_dataplane();
                     self.audit_standby();
@@ -502,6 +517,11 @@ impl Daemon {
             }
         }
         let devs: Vec<String> = self.devs.iter().map(|d| d.name.clone()).collect();
+        for d in &mut self.devs {
+            if let Some(q) = d.advq.take() {
+                q.remove();
+            }
+        }
         self.sync = None;
         self.rings.clear();
         self.devs.clear();

@@ -1,0 +1,108 @@
+//! Stall-proof sub-second failover (issue #17) with real carpd processes in the "pair" lab at advbase 0
+//! (advskew 0/2, gw2's master-down 23.4 ms): a MASTER carpd stopped with SIGSTOP for 30 ms, again and
+//! again, causes no takeover, because the kernel keeps sending the adverts it queued (`advq`); the
+//! control run, the same with `[timing] advert_queue_ms = 0`, shows the same stops do cause takeovers
+//! without it. A MASTER stopped for 300 ms is taken over: what the kernel sends for a stopped carpd is
+//! bounded by the queue (100 ms of adverts). Needs root.
+use std::time::Duration;
+
+use carp_tests::{
+    lab::{Daemon, Pair},
+    require_root,
+};
+
+const SETTLE: Duration = Duration::from_secs(8);
+const TAKEOVER: &str = "carp0 vhid 1: BACKUP -> MASTER";
+
+fn config(advskew: u8, queue_ms: u32) -> String {
+    Pair::config(advskew).replace("advbase = 1", "advbase = 0")
+        + &format!("\n[timing]\nadvert_queue_ms = {queue_ms}\n")
+}
+
+fn elect(pair: &Pair, queue_ms: u32) -> (Daemon, Daemon) {
+    let gw1 = pair.carpd(&pair.gw1, "gw1", &config(0, queue_ms));
+    assert!(
+        gw1.wait_log(
+            "carp0 vhid 1: BACKUP -> MASTER (master down timer expired)",
+            SETTLE
+        ),
+        "gw1 never became MASTER:\n{}",
+        gw1.log()
+    );
+    let gw2 = pair.carpd(&pair.gw2, "gw2", &config(2, queue_ms));
+    assert!(
+        gw2.wait_log("carp0 vhid 1: INIT -> BACKUP (interface up)", SETTLE),
+        "gw2 never came up:\n{}",
+        gw2.log()
+    );
+    // Let gw2 hear a few hundred adverts first.
+    std::thread::sleep(Duration::from_millis(500));
+    (gw1, gw2)
+}
+
+/// Stops gw1 `times` times for `stop`, resuming it for `gap` in between; returns gw2's takeovers.
+fn stop_again_and_again(gw1: &Daemon, gw2: &Daemon, times: u32, stop: Duration) -> usize {
+    let skip = gw2.log().len();
+    for _ in 0..times {
+        gw1.signal(libc::SIGSTOP);
+        std::thread::sleep(stop);
+        gw1.signal(libc::SIGCONT);
+        // Long enough for the loop to refill the queue and for gw2 to hand back after a takeover.
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    gw2.log()[skip..].matches(TAKEOVER).count()
+}
+
+#[test]
+fn a_master_stopped_30_ms_again_and_again_is_not_taken_over_one_stopped_300_ms_is() {
+    if !require_root(
+        "a_master_stopped_30_ms_again_and_again_is_not_taken_over_one_stopped_300_ms_is",
+    ) {
+        return;
+    }
+    // Control: the loop sends every advert itself (and its standby senders are stopped with it).
+    {
+        let pair = Pair::new("stc");
+        let (gw1, gw2) = elect(&pair, 0);
+        assert!(!gw1.log().contains("kernel-timed adverts through"));
+        let takeovers = stop_again_and_again(&gw1, &gw2, 10, Duration::from_millis(30));
+        assert!(
+            takeovers >= 1,
+            "control: 30 ms stops of a loop-timed master were never taken over (the test cannot fail):\n{}",
+            gw2.log()
+        );
+    }
+    let pair = Pair::new("sts");
+    let (gw1, gw2) = elect(&pair, 100);
+    assert!(
+        gw1.log().contains("kernel-timed adverts through carpadv"),
+        "{}",
+        gw1.log()
+    );
+    let takeovers = stop_again_and_again(&gw1, &gw2, 20, Duration::from_millis(30));
+    assert_eq!(
+        takeovers,
+        0,
+        "30 ms stops of gw1 were taken over:\ngw2:\n{}\ngw1:\n{}",
+        gw2.log(),
+        gw1.log()
+    );
+    assert_eq!(gw1.carpd_state().as_deref(), Some("MASTER"));
+    // A stop longer than the queue plus the master-down: the kernel's adverts run out, gw2 takes over,
+    // and hands back when gw1 resumes (it is more preferred and MASTER still).
+    let takeovers = stop_again_and_again(&gw1, &gw2, 1, Duration::from_millis(300));
+    assert_eq!(takeovers, 1, "gw2:\n{}", gw2.log());
+    assert_eq!(
+        gw1.carpd_state().as_deref(),
+        Some("MASTER"),
+        "{}",
+        gw1.log()
+    );
+    assert_eq!(
+        gw2.carpd_state().as_deref(),
+        Some("BACKUP"),
+        "{}",
+        gw2.log()
+    );
+}
