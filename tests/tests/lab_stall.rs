@@ -106,3 +106,84 @@ fn a_master_stopped_30_ms_again_and_again_is_not_taken_over_one_stopped_300_ms_i
         gw2.log()
     );
 }
+
+/// The scheduling policy (field 41 of /proc/PID/task/TID/stat) of each thread of `pid`, by name; the
+/// main thread (tid = pid) is named "main".
+fn thread_policies(pid: u32) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
+        let dir = t.expect("task").path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        // After the ")" that ends the command name, fields start at 3.
+        let rest = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
+        let policy = rest
+            .split(' ')
+            .nth(41 - 3)
+            .and_then(|f| f.parse().ok())
+            .unwrap_or(99);
+        let main = dir.file_name().and_then(|n| n.to_str()) == Some(&pid.to_string());
+        let name = if main {
+            "main".to_string()
+        } else {
+            comm.trim().to_string()
+        };
+        out.push((name, policy));
+    }
+    out
+}
+
+#[test]
+fn rt_priority_runs_the_loop_and_the_standby_senders_sched_rr_and_off_it_does_not() {
+    if !require_root(
+        "rt_priority_runs_the_loop_and_the_standby_senders_sched_rr_and_off_it_does_not",
+    ) {
+        return;
+    }
+    let pair = Pair::new("str");
+    for (rt, want) in [(0u8, 0u32), (10, 2)] {
+        let cfg = config(0, 100) + &format!("rt_priority = {rt}\n");
+        // Each run on its own gateway (a killed carpd leaves its dataplane pinned).
+        let (ns, name) = if rt == 0 {
+            (&pair.gw2, "gw2")
+        } else {
+            (&pair.gw1, "gw1")
+        };
+        let gw1 = pair.carpd(ns, name, &cfg);
+        assert!(gw1.wait_log("BACKUP -> MASTER", SETTLE), "{}", gw1.log());
+        let threads = thread_policies(gw1.pid());
+        // SCHED_OTHER = 0, SCHED_RR = 2 (with SCHED_RESET_ON_FORK the policy reads the same).
+        let main = threads
+            .iter()
+            .find(|(n, _)| n == "main")
+            .expect("main thread");
+        assert_eq!(main.1, want, "rt_priority {rt}: {threads:?}\n{}", gw1.log());
+        let standby: Vec<_> = threads
+            .iter()
+            .filter(|(n, _)| n == "carp-standby")
+            .collect();
+        assert!(!standby.is_empty(), "{threads:?}\n{}", gw1.log());
+        assert!(
+            standby.iter().all(|(_, p)| *p == want),
+            "rt_priority {rt}: {threads:?}"
+        );
+        // Hooks and other threads stay normal.
+        assert!(
+            threads
+                .iter()
+                .filter(|(n, p)| n != "main" && n != "carp-standby" && *p != 0)
+                .count()
+                == 0,
+            "{threads:?}"
+        );
+        if rt > 0 {
+            assert!(
+                gw1.log()
+                    .contains("real-time scheduling: SCHED_RR priority 10"),
+                "{}",
+                gw1.log()
+            );
+        }
+        drop(gw1);
+    }
+}

@@ -254,6 +254,13 @@ pub fn render(
     if let Some(r) = sync {
         sync_metrics(&mut reg, r);
     }
+    let senders: Vec<_> = counters
+        .vhids
+        .iter()
+        .map(|v| (vhid_labels(&v.name, &v.carpdev, v.vhid), v.adverts))
+        .collect();
+    crate::daemon::stall::register_vhid_metrics(&mut reg, &senders);
+    crate::daemon::stall::register_metrics(&mut reg, &counters.loop_stats);
     let mut out = String::new();
     let encoded = match format {
         Format::OpenMetrics => text::encode(&mut out, &reg),
@@ -434,7 +441,13 @@ mod tests {
                     ipackets: 5,
                     ..Default::default()
                 }),
+                adverts: crate::daemon::stall::AdvertCounts {
+                    by_kernel: 30,
+                    by_loop: 10,
+                    ..Default::default()
+                },
             }],
+            loop_stats: Default::default(),
         }
     }
 
@@ -478,6 +491,9 @@ mod tests {
             "carp_sync_defer_holding 1",
             "carp_flow_new_flows_total{carpdev=\"eth0\"} 9",
             "carp_sync_flows 12",
+            "carp_vhid_adverts_total{interface=\"carp0\",carpdev=\"eth0\",vhid=\"1\",sender=\"kernel\"} 30",
+            "carp_vhid_adverts_total{interface=\"carp0\",carpdev=\"eth0\",vhid=\"1\",sender=\"loop\"} 10",
+            "carp_loop_lateness_seconds_count 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -369,7 +369,26 @@ pub fn counters_table(c: &CountersReport) -> String {
             }
             None => out += "  (the dataplane counters could not be read)\n",
         }
+        let a = &v.adverts;
+        out += &format!(
+            "  adverts by kernel timer {}, by loop {}, withdrawn {}, refused (queue full) {}\n",
+            a.by_kernel, a.by_loop, a.withdrawn, a.refused_full
+        );
     }
+    let l = &c.loop_stats;
+    out += &format!(
+        "loop: {} deadlines, lateness max {:.1} ms, mean {:.3} ms; late master-down wake-ups: master alive {}, master down {}; standby repeats {}\n",
+        l.deadlines,
+        l.lateness_max_seconds * 1e3,
+        if l.deadlines > 0 {
+            l.lateness_sum_seconds * 1e3 / l.deadlines as f64
+        } else {
+            0.0
+        },
+        l.late_wakeups_master_alive,
+        l.late_wakeups_master_down,
+        l.standby_repeats
+    );
     out
 }
 

@@ -261,6 +261,9 @@ pub struct GroupStatus {
 pub struct CountersReport {
     /// One entry per vhid.
     pub vhids: Vec<VhidCounters>,
+    /// The loop's lateness and the backup's late wake-up decisions (issue #17).
+    #[serde(default)]
+    pub loop_stats: crate::daemon::stall::LoopStats,
 }
 
 /// The counters of one vhid.
@@ -288,6 +291,9 @@ pub struct VhidCounters {
     pub last_advert_age_seconds: Option<f64>,
     /// The dataplane's per-vhid counters summed over CPUs (None if the map could not be read).
     pub dataplane: Option<DataplaneCounters>,
+    /// Who sent the adverts: the kernel's timer or the loop (issue #17).
+    #[serde(default)]
+    pub adverts: crate::daemon::stall::AdvertCounts,
 }
 
 /// The XDP program's per-vhid counters (`carp_stats`), summed over CPUs, named as bpftool shows them.

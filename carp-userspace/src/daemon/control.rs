@@ -189,10 +189,27 @@ impl Daemon {
                     last_advert_age_seconds: last
                         .map(|l| now.saturating_sub(l.ktime_ns) as f64 / 1e9),
                     dataplane: maps.stats(vhid).ok(),
+                    adverts: match &self.devs[c.dev].advq {
+                        Some(q) => {
+                            let a = q.counts(vhid);
+                            super::stall::AdvertCounts {
+                                by_kernel: a.kernel_sent(),
+                                by_loop: a.immediate,
+                                withdrawn: a.withdrawn,
+                                refused_full: a.refused,
+                            }
+                        }
+                        None => super::stall::AdvertCounts {
+                            by_loop: c.opackets,
+                            ..Default::default()
+                        },
+                    },
                 }
             })
             .collect();
-        CountersReport { vhids }
+        let mut loop_stats = self.loop_stats.clone();
+        loop_stats.standby_repeats = self.standby.as_ref().map_or(0, |s| s.resent());
+        CountersReport { vhids, loop_stats }
     }
 
     fn unknown_iface(&self, name: &str) -> String {

@@ -56,6 +56,7 @@ pub mod ratelog;
 mod relink;
 mod reload;
 mod reload_check;
+pub mod rt;
 pub mod server;
 pub mod stall;
 pub mod standby;
@@ -372,7 +373,10 @@ impl Daemon {
         });
         // Everything that needed more than the runtime capabilities (bpffs mount, a low metrics port)
         // is done: from here on a compromise of carpd or of a hook gets at most these four.
-        let dropped = privs::drop_to_runtime().context("dropping capabilities")?;
+        // Real-time scheduling and locked memory, if configured: needs the start-up capabilities.
+        rt::apply(&self.config.timing);
+        let dropped = privs::drop_to_runtime_keeping(&rt::capabilities(&self.config.timing))
+            .context("dropping capabilities")?;
         if !dropped.is_empty() {
             tracing::info!(
                 "dropped {} capabilities, keeping net_admin, net_raw, bpf, perfmon",

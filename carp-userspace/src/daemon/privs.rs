@@ -23,8 +23,15 @@ pub const RUNTIME: [Capability; 4] = [
 /// Drops every capability outside [`RUNTIME`] from the bounding, inheritable, permitted, effective and
 /// ambient sets of the whole process; returns the names of those it dropped.
 pub fn drop_to_runtime() -> anyhow::Result<Vec<String>> {
+    drop_to_runtime_keeping(&[])
+}
+
+/// [`drop_to_runtime`], keeping `extra` as well (`[timing] rt_priority` keeps CAP_SYS_NICE so the
+/// standby threads started later can take the loop's priority; `mlockall` keeps CAP_IPC_LOCK so their
+/// stacks can be locked).
+pub fn drop_to_runtime_keeping(extra: &[Capability]) -> anyhow::Result<Vec<String>> {
     use anyhow::Context;
-    let keep: CapsHashSet = RUNTIME.into_iter().collect();
+    let keep: CapsHashSet = RUNTIME.into_iter().chain(extra.iter().copied()).collect();
     let permitted =
         caps::read(None, CapSet::Permitted).context("reading the permitted capabilities")?;
     let mut dropped: Vec<String> = permitted

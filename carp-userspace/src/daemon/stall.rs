@@ -75,6 +75,20 @@ impl LoopStats {
     }
 }
 
+/// Who sent one vhid's adverts (`carpctl counters`, metrics `carp_vhid_adverts_total{sender}`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AdvertCounts {
+    /// Queued ahead in the kernel advert queue and released by the qdisc's timer.
+    pub by_kernel: u64,
+    /// Sent at once by carpd's loop (without the queue: every advert; with it: the first after a
+    /// change, bow-outs).
+    pub by_loop: u64,
+    /// Queued adverts withdrawn before they left (bow-out, state change, demotion).
+    pub withdrawn: u64,
+    /// Offers the kernel refused because the queue held its limit already.
+    pub refused_full: u64,
+}
+
 /// The loop lateness as an OpenMetrics histogram.
 #[derive(Debug)]
 pub struct LatenessHistogram(pub LoopStats);
@@ -99,6 +113,34 @@ impl prometheus_client::encoding::EncodeMetric for LatenessHistogram {
 
     fn metric_type(&self) -> prometheus_client::metrics::MetricType {
         prometheus_client::metrics::MetricType::Histogram
+    }
+}
+
+/// Registers the per-vhid advert sender counters; `vhids` gives (labels, counts) per vhid.
+pub fn register_vhid_metrics(
+    reg: &mut prometheus_client::registry::Registry,
+    vhids: &[(Vec<(String, String)>, AdvertCounts)],
+) {
+    use prometheus_client::metrics::{counter::Counter, family::Family};
+    let sent = Family::<Vec<(String, String)>, Counter>::default();
+    reg.register(
+        "carp_vhid_adverts",
+        "Adverts each vhid sent, by sender: kernel (queued ahead, released by the qdisc timer), loop (sent by carpd's thread at once)",
+        sent.clone(),
+    );
+    let withdrawn = Family::<Vec<(String, String)>, Counter>::default();
+    reg.register(
+        "carp_vhid_adverts_withdrawn",
+        "Queued adverts withdrawn before they left (bow-out, state change, demotion)",
+        withdrawn.clone(),
+    );
+    for (l, c) in vhids {
+        for (sender, n) in [("kernel", c.by_kernel), ("loop", c.by_loop)] {
+            let mut l = l.clone();
+            l.push(("sender".into(), sender.into()));
+            sent.get_or_create(&l).inc_by(n);
+        }
+        withdrawn.get_or_create(l).inc_by(c.withdrawn);
     }
 }
 

@@ -81,6 +81,10 @@ impl Standby {
                         if let Some(cpu) = pin {
                             pin_to(cpu);
                         }
+                        // The loop's real-time priority, if configured (`rt`).
+                        if let Err(e) = super::rt::enter_thread() {
+                            tracing::warn!("standby sender: real-time priority: {e}");
+                        }
                         run(&shared);
                     })?,
             );
