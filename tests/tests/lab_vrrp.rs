@@ -589,3 +589,72 @@ fn rolling_swap_from_a_keepalived_pair_loses_no_probe() {
     );
     assert!(ka1.complaints().is_empty() && ka2.complaints().is_empty());
 }
+
+/// Stops carpd (VRRPv3 MASTER at 10 ms) `times` times for 40 ms, resuming it for 200 ms in between;
+/// returns how often keepalived took over meanwhile.
+fn stop_carpd_again_and_again(gw1: &Daemon, ka: &Keepalived, times: u32) -> usize {
+    let skip = ka.daemon.log().len();
+    for _ in 0..times {
+        gw1.signal(libc::SIGSTOP);
+        std::thread::sleep(Duration::from_millis(40));
+        gw1.signal(libc::SIGCONT);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    ka.daemon.log()[skip..]
+        .matches("(VI_7) Entering MASTER STATE")
+        .count()
+}
+
+/// Issue #17 against a live keepalived: carpd is VRRPv3 MASTER at 10 ms adverts, keepalived BACKUP
+/// (master-down about 36 ms). carpd stopped with SIGSTOP for 40 ms, ten times, is never taken over,
+/// because the kernel keeps sending the adverts carpd queued ahead (`[timing] advert_queue_ms`,
+/// default 100). Control: the same stops with the queue off are taken over.
+#[test]
+fn vrrp3_10ms_carpd_stopped_40_ms_again_and_again_keepalived_stays_backup() {
+    if !require_root("vrrp3_10ms_carpd_stopped_40_ms_again_and_again_keepalived_stays_backup") {
+        return;
+    }
+    for (queue_ms, prefix) in [(0u32, "kvs0"), (100, "kvs1")] {
+        let pair = Pair::new(prefix);
+        let config = carpd_config(V3_10MS, 200, true)
+            + &format!("\n[timing]\nadvert_queue_ms = {queue_ms}\n");
+        let gw1 = pair.carpd(&pair.gw1, "gw1", &config);
+        assert!(
+            gw1.wait_log("vr0 vhid 7: BACKUP -> MASTER", SETTLE),
+            "{}",
+            gw1.log()
+        );
+        assert_eq!(
+            gw1.log().contains("kernel-timed adverts through carpadv"),
+            queue_ms > 0,
+            "{}",
+            gw1.log()
+        );
+        let ka = Keepalived::start(&pair, V3_10MS, "BACKUP", 100, false);
+        assert!(
+            ka.daemon.wait_log("(VI_7) Entering BACKUP STATE", SETTLE),
+            "{}",
+            ka.daemon.log()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+        let takeovers = stop_carpd_again_and_again(&gw1, &ka, 10);
+        if queue_ms == 0 {
+            assert!(
+                takeovers >= 1,
+                "control: 40 ms stops of a loop-timed VRRP master were never taken over (the test cannot fail):\n{}",
+                ka.daemon.log()
+            );
+        } else {
+            assert_eq!(
+                takeovers,
+                0,
+                "40 ms stops of carpd were taken over:\nkeepalived:\n{}\ncarpd:\n{}",
+                ka.daemon.log(),
+                gw1.log()
+            );
+            assert_eq!(gw1.carpd_state_of("vr0").as_deref(), Some("MASTER"));
+            assert!(ka.complaints().is_empty(), "{:?}", ka.complaints());
+        }
+    }
+}

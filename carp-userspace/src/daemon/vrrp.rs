@@ -378,32 +378,47 @@ impl Daemon {
             // The standby senders repeat CARP adverts only.
             s.clear(i);
         }
-        if self.ifs[i].state == State::Master {
-            let v = election(&self.ifs[i].cfg);
-            if let Some(v) = v {
-                // A stopping master sends no more adverts but keeps serving until the new master is
-                // heard (and a grace after): its lease must cover that linger, which ends in INIT
-                // (written to the map then) at the latest after SHUTDOWN_LINGER.
-                let len = if priority == 0 {
-                    super::SHUTDOWN_LINGER + std::time::Duration::from_millis(10)
-                } else {
-                    lease_len(&v)
-                };
-                let until = self.now().as_nanos() + len.as_nanos() as u64;
-                let c = &self.ifs[i];
-                let entry = nodes::node_entry(&c.cfg, c.node, VhidState::Master).with_lease(until);
-                if let Err(e) = self.devs[c.dev].maps.set_vhid(c.vhid, entry) {
-                    tracing::error!("{name}: renewing the MASTER lease failed: {e}");
-                }
+        let master = self.ifs[i].state == State::Master;
+        let sent = self.send_vrrp(i, priority, interval_cs, master && priority != 0);
+        if master && let Some(v) = election(&self.ifs[i].cfg) {
+            // A stopping master sends no more adverts but keeps serving until the new master is
+            // heard (and a grace after): its lease must cover that linger, which ends in INIT
+            // (written to the map then) at the latest after SHUTDOWN_LINGER. Queued adverts cover
+            // a frozen carpd up to the last one's departure: the lease runs from there.
+            let now = self.now().as_nanos();
+            let from = match &sent {
+                Ok(Some(last)) => (*last).max(now),
+                _ => now,
+            };
+            let len = if priority == 0 {
+                super::SHUTDOWN_LINGER + std::time::Duration::from_millis(10)
+            } else {
+                lease_len(&v)
+            };
+            let until = from + len.as_nanos() as u64;
+            let c = &self.ifs[i];
+            let entry = nodes::node_entry(&c.cfg, c.node, VhidState::Master).with_lease(until);
+            if let Err(e) = self.devs[c.dev].maps.set_vhid(c.vhid, entry) {
+                tracing::error!("{name}: renewing the MASTER lease failed: {e}");
             }
         }
-        match self.send_vrrp(i, priority, interval_cs) {
-            Ok(()) => self.ifs[i].opackets += 1,
+        match sent {
+            Ok(_) => self.ifs[i].opackets += 1,
             Err(e) => tracing::warn!("{name}: sending a VRRP advert failed: {e:#}"),
         }
     }
 
-    fn send_vrrp(&mut self, i: usize, priority: u8, interval_cs: u16) -> Result<()> {
+    /// Sends node `i`'s VRRP advert. A MASTER's regular multicast adverts (`queue`) go through the
+    /// carpdev's kernel advert queue when it has one, any other through the queue's direct path
+    /// after withdrawing what is queued (a priority-0 advert must be the last one out). Returns the
+    /// earliest time the last queued advert can leave, when queued.
+    fn send_vrrp(
+        &mut self,
+        i: usize,
+        priority: u8,
+        interval_cs: u16,
+        queue: bool,
+    ) -> Result<Option<u64>> {
         let c = &self.ifs[i];
         let v = c.cfg.vrrp.clone().context("not a VRRP interface")?;
         let dev = &self.devs[c.dev];
@@ -454,10 +469,31 @@ impl Daemon {
             } else {
                 (IpAddr::V4(Ipv4Addr::from(CARP_GROUP_V4)), CARP_GROUP_MAC_V4)
             };
-            let ip = emit_vrrp_ip(&message(dst), src, dst, rand::random());
-            dev.netio
-                .send_frame(&emit_vrrp_frame(&ip, c.vmac, dst_mac))?;
-            return Ok(());
+            // A fixed identification per VRID keeps a MASTER's adverts byte for byte the same, so
+            // the kernel queue repeats them; VRRP packets are never fragmented.
+            let ip = emit_vrrp_ip(&message(dst), src, dst, 0xc000 | u16::from(c.vhid));
+            let frame = emit_vrrp_frame(&ip, c.vmac, dst_mac);
+            let interval = std::time::Duration::from_millis(u64::from(interval_cs.max(1)) * 10);
+            let (vhid, d) = (c.vhid, c.dev);
+            let now = self.now().as_nanos();
+            let dev = &mut self.devs[d];
+            return match dev.advq.as_mut() {
+                Some(q) if queue => Ok(Some(q.advertise(
+                    vhid,
+                    std::slice::from_ref(&frame),
+                    interval,
+                    now,
+                )?)),
+                Some(q) => {
+                    q.withdraw(vhid, now)?;
+                    q.send_now(std::slice::from_ref(&frame))?;
+                    Ok(None)
+                }
+                None => {
+                    dev.netio.send_frame(&frame)?;
+                    Ok(None)
+                }
+            };
         }
         let k = self
             .vrrp_rx
@@ -482,6 +518,6 @@ impl Daemon {
             let ip = emit_vrrp_ip(&message(*peer), src, *peer, rand::random());
             sock.send_to(&ip, &SocketAddr::V4(SocketAddrV4::new(*p4, 0)).into())?;
         }
-        Ok(())
+        Ok(None)
     }
 }
