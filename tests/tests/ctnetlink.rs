@@ -298,3 +298,101 @@ fn bulk_inserts_are_batched_and_an_overrun_is_noticed() {
     assert_eq!(count.trim(), n.to_string(), "conntrack -C");
     eprintln!("{n} creates in {took:?}");
 }
+
+/// Enables the conntrack labels extension in a namespace (the kernel attaches it only while some rule
+/// uses labels) and labels outgoing echo requests with bit 3.
+const LABELS: &str = "table ip lab {
+  chain out { type filter hook output priority 0; icmp type echo-request ct label set 3; }
+}";
+
+/// Zone, mark and labels are read from one kernel and written into another: an entry in zone 5 with
+/// mark 66 made by the `conntrack` tool in gw1, and an echo labelled by an nftables rule there, come
+/// back from gw2's table (read with our dump and with `conntrack -L`) with the same zone, mark and
+/// label bits.
+#[test]
+fn zone_mark_and_labels_are_carried_to_the_peer() {
+    if !require_root("zone_mark_and_labels_are_carried_to_the_peer") {
+        return;
+    }
+    let (gw1, gw2) = (Netns::new("cczl1"), Netns::new("cczl2"));
+    for ns in [&gw1, &gw2] {
+        nft(ns, LABELS);
+    }
+    gw1.run(
+        "conntrack -I -p udp -s 192.168.100.100 -d 10.0.0.100 --sport 4000 --dport 4001 -t 120 -w 5 -m 66",
+    );
+    gw1.run("ip link set lo up && ping -c 1 -W 1 127.0.0.1 >/dev/null");
+    let table = dump(&gw1);
+    let zoned = *table
+        .iter()
+        .find(|e| e.key.zone == 5 && e.key.orig.dport == 4001)
+        .unwrap_or_else(|| panic!("no zone-5 entry in gw1's dump: {table:?}"));
+    assert_eq!(zoned.mark, 66, "{zoned:?}");
+    let labelled = *table
+        .iter()
+        .find(|e| e.key.orig.proto == proto::ICMP)
+        .unwrap_or_else(|| panic!("no echo entry in gw1's dump: {table:?}"));
+    let bit3 = |l: Option<[u8; 16]>| l.is_some_and(|l| l[0] & 0x08 != 0);
+    assert!(
+        bit3(labelled.labels),
+        "gw1's echo carries no label 3: {labelled:?}"
+    );
+    let errs = apply(&gw2, vec![CtOp::Create(zoned), CtOp::Create(labelled)]);
+    assert_eq!(errs, vec![0, 0], "gw2 refused the entries");
+    let back = dump(&gw2);
+    let z = back
+        .iter()
+        .find(|e| e.key == zoned.key)
+        .unwrap_or_else(|| panic!("zone-5 entry missing in gw2: {back:?}"));
+    assert_eq!((z.key.zone, z.mark), (5, 66), "{z:?}");
+    let l = back
+        .iter()
+        .find(|e| e.key == labelled.key)
+        .unwrap_or_else(|| panic!("echo entry missing in gw2: {back:?}"));
+    assert!(bit3(l.labels), "gw2's copy lost label 3: {l:?}");
+    let listed = gw2.run("conntrack -L -w 5 2>/dev/null");
+    assert!(
+        listed.contains("dport=4001") && listed.contains("mark=66") && listed.contains("zone=5"),
+        "conntrack -L in gw2: {listed}"
+    );
+    // The control: a namespace the entries were never written to has neither.
+    let empty = Netns::new("cczl3");
+    assert!(
+        !dump(&empty)
+            .iter()
+            .any(|e| e.key == zoned.key || e.key == labelled.key),
+        "entries appeared where nothing wrote them"
+    );
+}
+
+/// Without CAP_NET_ADMIN the kernel refuses ctnetlink; the error names the capability and the fix
+/// instead of a bare EPERM. The same call on a thread that kept the capability works (the control).
+#[test]
+fn without_cap_net_admin_the_error_names_the_capability() {
+    if !require_root("without_cap_net_admin_the_error_names_the_capability") {
+        return;
+    }
+    let ns = Netns::new("cccap");
+    let (with, without) = ns.in_ns(|| {
+        let with = CtSocket::events(1 << 16)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        // Capabilities are per thread: only this one loses CAP_NET_ADMIN.
+        caps::drop(
+            None,
+            caps::CapSet::Effective,
+            caps::Capability::CAP_NET_ADMIN,
+        )
+        .expect("drop CAP_NET_ADMIN");
+        let without = CtSocket::events(1 << 16)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        (with, without)
+    });
+    assert_eq!(with, Ok(()), "with CAP_NET_ADMIN");
+    let err = without.expect_err("ctnetlink worked without CAP_NET_ADMIN");
+    assert!(
+        err.contains("CAP_NET_ADMIN") && err.contains("permission denied"),
+        "{err}"
+    );
+}
