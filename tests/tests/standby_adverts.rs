@@ -1,7 +1,8 @@
 //! carpd's standby advert senders (`carp::daemon::standby`) on a real veth: when the loop stops sending
 //! a MASTER's adverts they repeat the last one, byte for byte, every 1.5 intervals and only while the
-//! MASTER lease runs; while the loop keeps time, and once a node is cleared, they send nothing. Needs
-//! root.
+//! MASTER lease runs; while the loop keeps time, and once a node is cleared, they send nothing. And in
+//! a real carpd, no slot outlives its node's MASTER state across a reload that removed another carp
+//! interface. Needs root.
 use std::{
     os::fd::{FromRawFd, OwnedFd},
     sync::Arc,
@@ -10,6 +11,7 @@ use std::{
 
 use carp::daemon::standby::Standby;
 use carp_tests::{
+    lab::Pair,
     netns::{Netns, PacketSocket},
     require_root,
 };
@@ -132,4 +134,98 @@ fn a_loop_on_time_and_a_cleared_node_get_no_repeats() {
         "a standby repeated an advert"
     );
     assert_eq!(standby.resent(), 0);
+}
+
+/// Whether `f` is an IPv4 CARP advert (IP protocol 112) for `vhid`.
+fn is_carp_advert(f: &[u8], vhid: u8) -> bool {
+    if f.len() < 14 + 20 + 36 || f[12..14] != [0x08, 0x00] || f[14 + 9] != 112 {
+        return false;
+    }
+    let carp = 14 + usize::from(f[14] & 0x0f) * 4;
+    f.len() > carp + 1 && f[carp + 1] == vhid
+}
+
+/// A real carpd: carp0 (vhid 1) and carp1 (vhid 2) are MASTER at advbase 3, then, right after one of
+/// carp1's adverts, SIGHUP removes carp0 and carp1 is forced to BACKUP. A BACKUP sends no advert until
+/// its master-down timer runs out (9 s), so no vhid 2 advert may be on the wire in the 6 s after the
+/// BACKUP line, neither from the loop nor from a standby sender. A standby slot keyed by carp1's old
+/// position (before carp0 went away) would still repeat carp1's last MASTER advert 4.5 s after it was
+/// sent, well inside that advert's 9 s lease.
+#[test]
+fn no_advert_repeated_for_a_node_no_longer_master_after_a_reload_removed_another() {
+    if !require_root(
+        "no_advert_repeated_for_a_node_no_longer_master_after_a_reload_removed_another",
+    ) {
+        return;
+    }
+    let pair = Pair::new("cpsbr");
+    let iface = |name: &str, vhid: u8, vip: &str| {
+        format!(
+            "[[interface]]\nname = \"{name}\"\ncarpdev = \"eth0\"\nvhid = {vhid}\npass = \"labpass\"\n\
+             advbase = 3\nadvskew = 0\naddresses = [\"{vip}/24\"]\n"
+        )
+    };
+    let both = format!(
+        "[carp]\npreempt = false\n\n{}\n{}",
+        iface("carp0", 1, "10.0.0.1"),
+        iface("carp1", 2, "10.0.0.2")
+    );
+    let gw1 = pair.carpd(&pair.gw1, "gw1", &both);
+    for line in [
+        "carp0 vhid 1: BACKUP -> MASTER",
+        "carp1 vhid 2: BACKUP -> MASTER",
+    ] {
+        assert!(gw1.wait_log(line, Duration::from_secs(20)), "{}", gw1.log());
+    }
+    // carpctl is built on first use: not inside the timed part below.
+    pair.carpctl("gw1", &["status"]);
+    let only_carp1 = format!(
+        "[carp]\npreempt = false\n\n{}",
+        iface("carp1", 2, "10.0.0.2")
+    );
+    std::fs::write(pair.dir.join("gw1.toml"), only_carp1).unwrap();
+    // Just after one of carp1's adverts (so a standby slot holds it), the reload and the BACKUP.
+    let rx = pair.client.in_ns(|| PacketSocket::open("eth0", 20));
+    assert!(
+        rx.recv_until(Duration::from_secs(7), |f| is_carp_advert(f, 2))
+            .is_some(),
+        "no advert from carp1: {}",
+        gw1.log()
+    );
+    drop(rx);
+    let skip = gw1.log().len();
+    gw1.signal(libc::SIGHUP);
+    assert!(
+        gw1.wait_log_after(skip, "SIGHUP: config reloaded", Duration::from_secs(3)),
+        "{}",
+        gw1.log()
+    );
+    pair.carpctl("gw1", &["set", "carp1", "state", "backup"]);
+    assert!(
+        gw1.wait_log_after(
+            skip,
+            "carp1 vhid 2: MASTER -> BACKUP",
+            Duration::from_secs(3)
+        ),
+        "{}",
+        gw1.log()
+    );
+    // Opened after the BACKUP line: it sees only frames sent after the transition.
+    let rx = pair.client.in_ns(|| PacketSocket::open("eth0", 20));
+    let end = Instant::now() + Duration::from_secs(6);
+    let mut adverts = 0;
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        if rx.recv_until(left, |f| is_carp_advert(f, 2)).is_some() {
+            adverts += 1;
+        }
+    }
+    let log = gw1.log();
+    assert!(
+        !log[skip..].contains("carp1 vhid 2: BACKUP -> MASTER"),
+        "carp1 became MASTER again within the window: {log}"
+    );
+    assert_eq!(
+        adverts, 0,
+        "vhid 2 adverts on the wire while carp1 was BACKUP:\n{log}"
+    );
 }
