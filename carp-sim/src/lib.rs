@@ -847,7 +847,7 @@ impl Sim {
         let tagged: Vec<(String, String, u8, Action)> = actions
             .into_iter()
             .map(|a| {
-                let f = &host.interfaces()[a.iface];
+                let f = host.node(a.node).expect("actions name nodes of this host");
                 (
                     f.name.clone(),
                     f.carpdev.clone(),

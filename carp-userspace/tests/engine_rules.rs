@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use carp::engine::{
     Action, Advert, DemoteChange, DropReason, Event, ForcedState, Groups, Host, HostEvent,
-    MasterDownMode, State, Time, Vhid, VhidConfig, advert_interval, master_down_interval, reason,
+    MasterDownMode, NodeId, State, Time, Vhid, VhidConfig, advert_interval, master_down_interval,
+    reason,
 };
 
 const COOKIE: [u8; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
@@ -709,7 +710,7 @@ fn link_down_goes_init_and_demotes_group() {
     assert_eq!(h.groups().counter("outside"), 0);
     // The sibling on eth0 (group carp rose to 1) advertises its new demote at once.
     assert_eq!(h.interfaces()[0].vhid.demote(), 1);
-    assert!(a.iter().any(|x| x.iface == 0
+    assert!(a.iter().any(|x| x.node == NodeId::from_raw(0)
         && matches!(
             x.action,
             Action::SendAdvert {
@@ -721,9 +722,9 @@ fn link_down_goes_init_and_demotes_group() {
     // No bow-out from the interface that lost its link.
     assert!(
         !a.iter()
-            .any(|x| x.iface == 1 && matches!(x.action, Action::SendAdvert { .. }))
+            .any(|x| x.node == NodeId::from_raw(1) && matches!(x.action, Action::SendAdvert { .. }))
     );
-    assert!(a.iter().any(|x| x.iface == 1
+    assert!(a.iter().any(|x| x.node == NodeId::from_raw(1)
         && x.action
             == Action::BecameInit {
                 from: State::Master,
@@ -750,7 +751,7 @@ fn link_up_returns_to_backup() {
         },
     );
     assert_eq!(h.interfaces()[1].vhid.state(), State::Backup);
-    assert!(a.iter().any(|x| x.iface == 1
+    assert!(a.iter().any(|x| x.node == NodeId::from_raw(1)
         && x.action
             == Action::BecameBackup {
                 from: State::Init,

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use carp::daemon::standby::Standby;
+use carp::{daemon::standby::Standby, engine::NodeId};
 use carp_tests::{
     lab::Pair,
     netns::{Netns, PacketSocket},
@@ -78,7 +78,7 @@ fn a_stalled_loop_gets_its_last_advert_repeated_until_the_lease_ends() {
     // The loop "sent" this advert now and then stalls: interval 4 ms, lease 22 ms (advbase 0's).
     let now = Instant::now();
     standby.sent(
-        0,
+        NodeId::from_raw(0),
         &l.packet,
         l.ifindex,
         vec![f.clone()],
@@ -116,7 +116,7 @@ fn a_loop_on_time_and_a_cleared_node_get_no_repeats() {
     while start.elapsed() < Duration::from_millis(200) {
         let now = Instant::now();
         standby.sent(
-            3,
+            NodeId::from_raw(3),
             &l.packet,
             l.ifindex,
             vec![frame(n)],
@@ -128,7 +128,7 @@ fn a_loop_on_time_and_a_cleared_node_get_no_repeats() {
         std::thread::sleep(Duration::from_millis(2));
     }
     // Then the node leaves MASTER (or bows out): cleared before the repeat would be due.
-    standby.clear(3);
+    standby.clear(NodeId::from_raw(3));
     assert!(
         arrivals(&l.rx, Duration::from_millis(150)).is_empty(),
         "a standby repeated an advert"

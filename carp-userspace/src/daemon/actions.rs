@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use carp_common::maps::{BalanceMode, VhidEntry, VhidState};
 
 use crate::{
-    engine::{Action, State},
+    engine::{Action, NodeId, State},
     wire::{
         AdvertRepr,
         ip::{Encap, emit_frame},
@@ -36,14 +36,18 @@ pub(super) fn map_state(state: State) -> VhidState {
 
 impl Daemon {
     /// Carries out one engine action for carp interface `i`.
-    pub(super) async fn carry_out(&mut self, i: usize, action: Action) {
+    pub(super) async fn carry_out(&mut self, id: NodeId, action: Action) {
+        // A node removed since the action was made (a reload) has nothing left to act on.
+        let Some(i) = self.ifs.iter().position(|c| c.id == id) else {
+            return;
+        };
         let name = self.ifs[i].cfg.name.clone();
         let vhid = self.ifs[i].vhid;
         if let Some((from, to, reason)) = action.transition() {
             self.ifs[i].state = to;
             if to != State::Master {
                 if let Some(s) = &self.standby {
-                    s.clear(i);
+                    s.clear(self.ifs[i].id);
                 }
                 // Before the new state takes effect: nothing queued may leave after it.
                 self.withdraw_adverts(i);
@@ -120,7 +124,7 @@ impl Daemon {
                 } else if !master {
                     if let Some(s) = &self.standby {
                         // Before the bow-out leaves: no standby may repeat an advert after it.
-                        s.clear(i);
+                        s.clear(self.ifs[i].id);
                     }
                     self.withdraw_adverts(i);
                 }
@@ -142,7 +146,7 @@ impl Daemon {
                             (true, Some(last)) => {
                                 self.renew_lease(i, advbase, advskew, Some(last));
                                 if let Some(s) = &self.standby {
-                                    s.clear(i);
+                                    s.clear(self.ifs[i].id);
                                 }
                             }
                             (true, None) => self.standby_sent(i, frames, advbase, advskew),
@@ -187,13 +191,13 @@ impl Daemon {
             return;
         };
         if frames.is_empty() {
-            s.clear(i);
+            s.clear(self.ifs[i].id);
             return;
         }
         let netio = &self.devs[self.ifs[i].dev].netio;
         let now = std::time::Instant::now();
         s.sent(
-            i,
+            self.ifs[i].id,
             netio.packet_socket(),
             netio.ifindex,
             frames,

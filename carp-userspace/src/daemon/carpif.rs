@@ -11,12 +11,14 @@ use super::actions::vhid_entry;
 use crate::{
     auth::{AuthContext, AuthInput, ReplayCookie},
     config::{Config, InitialState, InterfaceConfig},
-    engine::{Advert, ForcedState, HostEvent, State, VhidConfig},
+    engine::{Advert, ForcedState, HostEvent, NodeId, State, VhidConfig},
 };
 
-/// One carpnode of a carp interface as the daemon runs it (index = the engine's interface index); a
+/// One carpnode of a carp interface as the daemon runs it (`id` = its node in the engine); a
 /// plain carp interface is one node. The nodes of one interface share `cfg`, `dev` and `index`.
 pub(super) struct CarpIf {
+    // The engine's handle of this node: actions and standby slots name it, never a position.
+    pub(super) id: NodeId,
     pub(super) cfg: InterfaceConfig,
     // Position in cfg.carpnodes (0 = the leader, the lowest vhid).
     pub(super) node: usize,
@@ -63,6 +65,13 @@ pub(super) fn vhid_config(
 }
 
 impl Daemon {
+    /// The engine's side of daemon node `i`, found by its handle (not by position).
+    pub(super) fn engine_node(&self, i: usize) -> &crate::engine::CarpIf {
+        self.host
+            .node(self.ifs[i].id)
+            .expect("every daemon node is one of the engine's")
+    }
+
     /// Creates a carp interface (replacing a stale one), registers its vhid and VIPs with the
     /// dataplane and adds it to the engine, in INIT.
     pub(super) async fn add_carp_if(&mut self, cfg: &InterfaceConfig) -> Result<()> {
@@ -127,7 +136,14 @@ impl Daemon {
         for (n, node) in cfg.carpnodes.iter().enumerate() {
             let auth = AuthContext::new(&cfg.key(), &AuthInput::with_addrs(node.vhid, cfg.vips()));
             let resuming = kept.is_some() && resumed[n];
+            let mut vc = vhid_config(cfg, &self.config, self.own_addrs.of(&self.devs[dev].name));
+            vc.vhid = node.vhid;
+            vc.advskew = node.advskew;
+            let id = self
+                .host
+                .add_interface(&cfg.name, &cfg.carpdev, &cfg.groups, vc);
             self.ifs.push(CarpIf {
+                id,
                 cfg: cfg.clone(),
                 node: n,
                 vhid: node.vhid,
@@ -149,11 +165,6 @@ impl Daemon {
                     .maps
                     .set_vhid(node.vhid, nodes::node_entry(cfg, n, VhidState::Init))?;
             }
-            let mut vc = vhid_config(cfg, &self.config, self.own_addrs.of(&self.devs[dev].name));
-            vc.vhid = node.vhid;
-            vc.advskew = node.advskew;
-            self.host
-                .add_interface(&cfg.name, &cfg.carpdev, &cfg.groups, vc);
         }
         if cfg.vrrp.is_some() {
             self.ensure_vrrp_rx(dev)?;
@@ -199,7 +210,7 @@ impl Daemon {
         let now = self.now();
         let actions = self.host.remove_interface(now, name);
         for a in actions {
-            self.carry_out(a.iface, a.action).await;
+            self.carry_out(a.node, a.action).await;
         }
     }
 

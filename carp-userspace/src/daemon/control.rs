@@ -109,7 +109,7 @@ impl Daemon {
                         .nodes_of(&c.cfg.name)
                         .into_iter()
                         .map(|j| {
-                            let n = &self.host.interfaces()[j].vhid;
+                            let n = &self.engine_node(j).vhid;
                             let vhid = n.config().vhid;
                             let (since, why) = match self.obs.since(&c.cfg.name, vhid) {
                                 Some((t, why)) => (Some(t), Some(why)),
@@ -305,7 +305,7 @@ impl Daemon {
         }
         if plan.advbase.is_some() || !skews.is_empty() {
             for &j in &nodes {
-                let mut vc = self.host.interfaces()[j].vhid.config().clone();
+                let mut vc = self.engine_node(j).vhid.config().clone();
                 let (old_base, old_skew) = (vc.advbase, vc.advskew);
                 vc.advbase = plan.advbase.unwrap_or(vc.advbase);
                 if let Some(&(_, s)) = skews.iter().find(|(k, _)| *k == j) {
@@ -336,7 +336,7 @@ impl Daemon {
                 let now = self.now();
                 let actions = self.host.reconfigure(now, &name, vc);
                 for a in actions {
-                    self.carry_out(a.iface, a.action).await;
+                    self.carry_out(a.node, a.action).await;
                 }
             }
         }

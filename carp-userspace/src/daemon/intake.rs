@@ -44,7 +44,8 @@ impl Daemon {
         };
         for i in 0..guard {
             let (state, vhid, dev) = (self.ifs[i].state, self.ifs[i].vhid, self.ifs[i].dev);
-            let due = self.host.interfaces()[i]
+            let due = self
+                .engine_node(i)
                 .vhid
                 .next_deadline()
                 .is_some_and(|t| t <= now);
@@ -57,10 +58,7 @@ impl Daemon {
             let Some(known) = self.ifs[i].last_verified else {
                 continue;
             };
-            let window = self.host.interfaces()[i]
-                .vhid
-                .config()
-                .master_down_interval();
+            let window = self.engine_node(i).vhid.config().master_down_interval();
             let src = match last.family {
                 6 => IpAddr::V6(Ipv6Addr::from(last.src)),
                 _ => IpAddr::V4(Ipv4Addr::new(
@@ -176,7 +174,7 @@ impl Daemon {
             };
             // An authenticated source that is not ours (our cookie: our own advert came back) earns
             // the kernel's protected limits slot; written only when the source changes.
-            let own = repr.counter == self.host.interfaces()[i].vhid.config().cookie;
+            let own = repr.counter == self.engine_node(i).vhid.config().cookie;
             if !own
                 && self.ifs[i].last_verified.map(|a| a.src) != Some(src)
                 && let Err(e) = self.devs[d]

@@ -324,7 +324,7 @@ impl Daemon {
             }
         }
         for a in actions {
-            self.carry_out(a.iface, a.action).await;
+            self.carry_out(a.node, a.action).await;
         }
     }
 
@@ -411,8 +411,11 @@ impl Daemon {
             if self.ifs[i].resuming && self.ifs[i].state == State::Backup {
                 // One node, not every node of its interface: a carpnode that was BACKUP stays so.
                 let now = self.now();
-                for a in self.host.force_node(now, i, ForcedState::Master) {
-                    self.carry_out(a.iface, a.action).await;
+                for a in self
+                    .host
+                    .force_node(now, self.ifs[i].id, ForcedState::Master)
+                {
+                    self.carry_out(a.node, a.action).await;
                 }
             }
         }

@@ -266,7 +266,7 @@ impl Daemon {
 
     /// The MASTER lease length of node `i` (three of its advert intervals plus slack).
     pub(super) fn node_lease(&self, i: usize) -> std::time::Duration {
-        let vc = self.host.interfaces()[i].vhid.config();
+        let vc = self.engine_node(i).vhid.config();
         match &vc.vrrp {
             Some(v) => super::vrrp::lease_len(v),
             None => lease_len(vc.advbase, vc.advskew),

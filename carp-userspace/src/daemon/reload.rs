@@ -91,14 +91,14 @@ impl Daemon {
                         n.advbase
                     );
                     for j in self.nodes_of(&n.name) {
-                        let mut vc = self.host.interfaces()[j].vhid.config().clone();
+                        let mut vc = self.engine_node(j).vhid.config().clone();
                         vc.advbase = n.advbase;
                         vc.advskew = n.carpnodes[self.ifs[j].node].advskew;
                         self.ifs[j].cfg = n.clone();
                         let now = self.now();
                         let actions = self.host.reconfigure(now, &n.name, vc);
                         for a in actions {
-                            self.carry_out(a.iface, a.action).await;
+                            self.carry_out(a.node, a.action).await;
                         }
                     }
                 }

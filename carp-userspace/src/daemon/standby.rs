@@ -11,6 +11,7 @@
 //! standbys send only while the dataplane's MASTER lease runs, so a stalled or dead loop stops
 //! advertising when the dataplane stops answering for the VIPs.
 
+use crate::engine::NodeId;
 use std::{
     os::fd::OwnedFd,
     sync::{Arc, Condvar, Mutex},
@@ -19,7 +20,7 @@ use std::{
 
 /// What the standbys re-send for one carp interface (node).
 struct Slot {
-    node: usize,
+    node: NodeId,
     packet: Arc<OwnedFd>,
     ifindex: u32,
     frames: Vec<Vec<u8>>,
@@ -97,7 +98,7 @@ impl Standby {
     #[allow(clippy::too_many_arguments)]
     pub fn sent(
         &self,
-        node: usize,
+        node: NodeId,
         packet: &Arc<OwnedFd>,
         ifindex: u32,
         frames: Vec<Vec<u8>>,
@@ -127,7 +128,7 @@ impl Standby {
 
     /// `node` is no longer MASTER (or bows out next): no standby sends for it from now on. A
     /// standby's send in progress finishes first (it holds the lock), so nothing follows a bow-out.
-    pub fn clear(&self, node: usize) {
+    pub fn clear(&self, node: NodeId) {
         let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         st.slots.retain(|s| s.node != node);
     }

@@ -376,7 +376,7 @@ impl Daemon {
         let name = self.ifs[i].cfg.name.clone();
         if let Some(s) = &self.standby {
             // The standby senders repeat CARP adverts only.
-            s.clear(i);
+            s.clear(self.ifs[i].id);
         }
         let master = self.ifs[i].state == State::Master;
         let sent = self.send_vrrp(i, priority, interval_cs, master && priority != 0);

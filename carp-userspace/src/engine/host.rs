@@ -10,13 +10,38 @@
 //! group membership (so a lost carpdev demotes the interface once, not once per node). Events that
 //! name an interface (up, down, forced state, demotion) reach every node of it.
 
-use std::time::Duration;
+use std::{fmt, time::Duration};
 
 use super::{Action, Advert, Event, ForcedState, Groups, State, Time, Vhid, VhidConfig};
+
+/// A carpnode's handle, given out by `Host::add_interface` and never reused: it names the same node
+/// however many others are added or removed (a position in `Host::interfaces` does not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(u32);
+
+impl NodeId {
+    /// The handle with this number (for tables keyed by node outside the engine, and tests).
+    pub fn from_raw(n: u32) -> NodeId {
+        NodeId(n)
+    }
+
+    /// Its number.
+    pub fn raw(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "node {}", self.0)
+    }
+}
 
 /// A carp interface: its name, its parent (carpdev) and its election state machine.
 #[derive(Clone, Debug)]
 pub struct CarpIf {
+    /// Its handle.
+    pub id: NodeId,
     /// Interface name, e.g. `carp0`.
     pub name: String,
     /// Parent interface adverts are sent and received on, e.g. `eth0`.
@@ -92,11 +117,11 @@ pub enum HostEvent {
     SetPreempt(bool),
 }
 
-/// An engine action tagged with the carp interface (index into `Host::interfaces`) it belongs to.
+/// An engine action tagged with the carpnode it belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostAction {
-    /// Index of the carp interface.
-    pub iface: usize,
+    /// The node.
+    pub node: NodeId,
     /// The action.
     pub action: Action,
 }
@@ -106,6 +131,8 @@ pub struct HostAction {
 pub struct Host {
     groups: Groups,
     ifaces: Vec<CarpIf>,
+    // The next node's handle.
+    next_id: u32,
 }
 
 impl Host {
@@ -114,18 +141,19 @@ impl Host {
         Host {
             groups: Groups::new(),
             ifaces: Vec::new(),
+            next_id: 0,
         }
     }
 
-    /// Adds a carp interface (in INIT, down) in group "carp" plus `groups`; returns its index. Adding
-    /// the same name again adds another carpnode of that interface.
+    /// Adds a carp interface (in INIT, down) in group "carp" plus `groups`; returns its node's handle.
+    /// Adding the same name again adds another carpnode of that interface.
     pub fn add_interface<S: AsRef<str>>(
         &mut self,
         name: &str,
         carpdev: &str,
         groups: &[S],
         config: VhidConfig,
-    ) -> usize {
+    ) -> NodeId {
         self.groups.add_interface(name, groups);
         let mut vhid = Vhid::new(config);
         // Nothing can happen in INIT, so the time is irrelevant here.
@@ -136,12 +164,20 @@ impl Host {
                 advertise: false,
             },
         );
+        let id = NodeId(self.next_id);
+        self.next_id += 1;
         self.ifaces.push(CarpIf {
+            id,
             name: name.to_string(),
             carpdev: carpdev.to_string(),
             vhid,
         });
-        self.ifaces.len() - 1
+        id
+    }
+
+    /// One node by its handle (None once its interface was removed).
+    pub fn node(&self, id: NodeId) -> Option<&CarpIf> {
+        self.ifaces.iter().find(|i| i.id == id)
     }
 
     /// The carp interfaces, in the order they were added.
@@ -276,12 +312,11 @@ impl Host {
         out
     }
 
-    /// Forced state on one node (index into `interfaces`) only; `HostEvent::Force` forces every
-    /// node of an interface, as OpenBSD's `ifconfig carpN state` does. Used to resume one node after
-    /// a restart.
-    pub fn force_node(&mut self, now: Time, i: usize, state: ForcedState) -> Vec<HostAction> {
+    /// Forced state on one node only; `HostEvent::Force` forces every node of an interface, as
+    /// OpenBSD's `ifconfig carpN state` does. Used to resume one node after a restart.
+    pub fn force_node(&mut self, now: Time, id: NodeId, state: ForcedState) -> Vec<HostAction> {
         let mut out = Vec::new();
-        if i < self.ifaces.len() {
+        if let Some(i) = self.ifaces.iter().position(|n| n.id == id) {
             self.feed(now, i, Event::Force(state), &mut out);
         }
         out
@@ -302,8 +337,8 @@ impl Host {
         out
     }
 
-    /// Forgets a carp interface with all its nodes (the caller takes it down first); later interfaces
-    /// move down. Returns the actions of the demote change its removal causes on the others.
+    /// Forgets a carp interface with all its nodes (the caller takes it down first); the others keep
+    /// their handles. Returns the actions of the demote change its removal causes on the others.
     pub fn remove_interface(&mut self, now: Time, name: &str) -> Vec<HostAction> {
         let mut out = Vec::new();
         if self.index_of(name).is_some() {
@@ -324,11 +359,12 @@ impl Host {
     }
 
     fn feed(&mut self, now: Time, i: usize, event: Event, out: &mut Vec<HostAction>) {
+        let node = self.ifaces[i].id;
         let actions = self.ifaces[i].vhid.handle(now, event);
         out.extend(
             actions
                 .into_iter()
-                .map(|action| HostAction { iface: i, action }),
+                .map(|action| HostAction { node, action }),
         );
     }
 }

@@ -15,7 +15,7 @@ mod timing;
 pub mod vrrp;
 
 pub use demote::{DEFAULT_GROUP, DemoteChange, Groups};
-pub use host::{CarpIf, Host, HostAction, HostEvent};
+pub use host::{CarpIf, Host, HostAction, HostEvent, NodeId};
 pub use time::Time;
 pub use timing::{
     MasterDownMode, advert_interval, going_to_time_out_threshold, master_down_interval, preference,
