@@ -301,7 +301,7 @@ pub fn run(opts: &Options) -> Report {
     let lab = Cluster::new(&opts.prefix, ADVSKEW.len(), 1);
     let ss = sync_lan(&lab, &opts.prefix);
     let key = lab.dir.join("sync.key");
-    crate::write_secret(&key, b"chaos sync key\n");
+    crate::write_secret(&key, b"chaos sync key, at least 32 bytes long\n");
     let mut daemons: Vec<Option<Daemon>> = (0..lab.gws.len())
         .map(|g| Some(lab.carpd(g, &config(g, &key))))
         .collect();

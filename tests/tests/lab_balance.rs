@@ -652,7 +652,7 @@ fn ip_established_flow_stays_with_its_gateway_when_its_bucket_moves() {
     root_or_skip!("ip_established_flow_stays_with_its_gateway_when_its_bucket_moves");
     let cluster = Cluster::new("balst", 2, 8);
     let key = cluster.dir.join("sync.key");
-    carp_tests::write_secret(&key, b"balancing lab sync key\n");
+    carp_tests::write_secret(&key, b"balancing lab sync key, 32 bytes or more\n");
     let with_sync = |nodes: &str, peer: &str| {
         format!(
             "{}\n[pfsync]\nsyncdev = \"eth0\"\nsyncpeer = \"{peer}\"\nkey_file = \"{}\"\n",

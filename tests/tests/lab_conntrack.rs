@@ -33,7 +33,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-const KEY: &[u8] = b"conntrack lab sync key\n";
+const KEY: &[u8] = b"conntrack lab sync key, 32 bytes or more\n";
 
 /// The strict firewall and the NAT of both gateways.
 const RULESET: &str = "

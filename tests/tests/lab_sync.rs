@@ -31,7 +31,7 @@ use std::{
 };
 
 const OUTSIDE_CLIENT: &str = "10.0.0.100";
-const KEY: &[u8] = b"gateway lab sync key\n";
+const KEY: &[u8] = b"gateway lab sync key, 32 bytes or more\n";
 
 /// Waits until `d` logs `needle` after byte `skip` of its log, or fails with the log.
 fn expect(d: &Daemon, skip: usize, needle: &str, secs: u64) {

@@ -85,7 +85,7 @@ enum Cmd {
         watch: Option<f64>,
     },
     /// Change runtime settings of a carp interface: advbase N, advskew N, state master|backup,
-    /// pass X, up, down.
+    /// pass X (or `pass -` to read it from stdin, off the process list), up, down.
     ///
     /// Several settings may be given at once; they are checked together and applied together, or
     /// none is. `down` on a MASTER sends a bow-out advert, so a backup takes over at once.
@@ -554,7 +554,13 @@ fn parse_settings(args: &[String]) -> Result<Vec<Setting>, String> {
                 "backup" => Setting::State(ForceTo::Backup),
                 other => return Err(format!("set: state {other}: use master or backup")),
             },
-            "pass" => Setting::Pass(value("the passphrase, at most 19 bytes")?),
+            // `-` reads it from stdin: a passphrase on the command line is visible to every
+            // user in the process list.
+            "pass" => match value("the passphrase (at most 19 bytes), or - to read it from stdin")?
+            {
+                p if p == "-" => Setting::Pass(read_pass_from_stdin()?),
+                p => Setting::Pass(p),
+            },
             "up" => Setting::Up,
             "down" => Setting::Down,
             "carpnodes" => Setting::Carpnodes(
@@ -570,6 +576,15 @@ fn parse_settings(args: &[String]) -> Result<Vec<Setting>, String> {
         out.push(s);
     }
     Ok(out)
+}
+
+/// One line from stdin, without its line end: the passphrase of `set CARPIF pass -`.
+fn read_pass_from_stdin() -> Result<String, String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| format!("set: pass -: reading stdin: {e}"))?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
 /// `demote GROUP N|+N|-N`.
@@ -617,7 +632,15 @@ fn ifconfig_request(cmd: IfconfigCommand) -> Result<Option<Request>, String> {
         carpver,
         vrrpprio,
         vrrpinterval,
+        pass_cut_from,
     } = spec;
+    if let (Some(len), Some(p)) = (pass_cut_from, &pass) {
+        eprintln!(
+            "carpctl: warning: pass is {len} bytes; OpenBSD's ifconfig keeps its first {} (strlcpy \
+             into the 20-byte key) and so does carpd: the effective key is {p:?}",
+            p.len()
+        );
+    }
     let fixed = [
         ("carpver", carpver.is_some()),
         ("vrrpprio", vrrpprio.is_some()),

@@ -143,6 +143,9 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
+        for w in &config.warnings {
+            eprintln!("carpd: warning: {}", w.with_secrets());
+        }
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;
     }
@@ -152,6 +155,9 @@ fn main() -> ExitCode {
         .or_else(|| std::env::var("RUST_LOG").ok())
         .unwrap_or_else(|| "info".into());
     carp::logfmt::init(&filter);
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
     let options = carp::daemon::Options {
         config_path: cli.config,
         bpffs: cli.bpffs,

@@ -163,7 +163,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("carp-ct-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let key = dir.join("sync.key");
-        std::fs::write(&key, "k\n").unwrap();
+        std::fs::write(&key, "a conntrack test sync key of 32 bytes\n").unwrap();
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         let base = "[[interface]]\nname = \"carp0\"\ncarpdev = \"eth0\"\nvhid = 1\npass = \"x\"\naddresses = [\"10.0.0.1/24\"]\n\n[pfsync]\nsyncdev = \"eth2\"\nkey_file = \"sync.key\"\n";
         let parse = |tail: &str| {

@@ -2,8 +2,8 @@
 //! line numbers (`Cx`); an `ifconfig = '...'` line is parsed by `config::ifconfig` and merged here.
 
 use super::{
-    Balancing, CarpNode, ConfigError, IfAddr, InitialState, InterfaceConfig, ifconfig,
-    parse_carpnodes, read_secret, vrrp,
+    Balancing, CarpNode, ConfigError, IfAddr, InitialState, InterfaceConfig, Warning, ifconfig,
+    parse_carpnodes, read_secret, vrrp, world_readable,
 };
 use std::{
     net::IpAddr,
@@ -50,9 +50,15 @@ pub(super) struct RawInterface {
 pub(super) struct Cx<'a> {
     pub(super) file: &'a Path,
     pub(super) text: &'a str,
+    /// What was accepted but should be known; moved into `Config::warnings`.
+    pub(super) warnings: std::cell::RefCell<Vec<Warning>>,
 }
 
 impl Cx<'_> {
+    pub(super) fn warn(&self, w: Warning) {
+        self.warnings.borrow_mut().push(w);
+    }
+
     pub(super) fn line(&self, span: &Range<usize>) -> usize {
         let end = span.start.min(self.text.len());
         self.text[..end].bytes().filter(|&b| b == b'\n').count() + 1
@@ -173,6 +179,18 @@ impl Cx<'_> {
             (Some(p), None) => {
                 Key::from_passphrase(p.get_ref())
                     .map_err(|e| self.err(&p.span(), format!("{ctx}: pass: {e}")))?;
+                if !p.get_ref().is_empty() && world_readable(self.file) {
+                    // OpenBSD's netstart also only warns (and fixes the mode) for a hostname.carpN
+                    // file others can read: refusing would stop a running cluster at its next
+                    // start for a file mode.
+                    self.warn(Warning::new(format!(
+                        "{}:{}: {ctx}: pass is written in a file every user can read: anyone on \
+                         this host can take over the vhid; use pass_file or `chmod 600 {}`",
+                        self.file.display(),
+                        self.line(&p.span()),
+                        self.file.display()
+                    )));
+                }
                 p.get_ref().clone()
             }
             (None, Some(pf)) => {
@@ -195,6 +213,16 @@ impl Cx<'_> {
             // No passphrase: the key of 20 zero bytes, as BSD does with an empty pass.
             (None, None) => String::new(),
         };
+        // A VRRP interface has no CARP key (its VRRPv2 pass was taken out above).
+        if pass.is_empty() && vrrp.is_none() {
+            // Legitimate (a BSD carp without `pass` keys its HMAC with 20 zero bytes), but it
+            // should not go unnoticed.
+            self.warn(Warning::new(format!(
+                "{}: {ctx}: no passphrase: the HMAC key is 20 zero bytes, as a BSD carp without \
+                 `pass` uses; anyone on the segment can forge this vhid's adverts",
+                self.file.display()
+            )));
+        }
 
         let advbase = match &raw.advbase {
             Some(v) => self.ranged(v, 0, 254, &ctx, "advbase")?,
@@ -413,6 +441,20 @@ impl Cx<'_> {
         set!(vhid, "vhid", spec.vhid.map(i64::from));
         set!(advbase, "advbase", spec.advbase.map(i64::from));
         set!(advskew, "advskew", spec.advskew.map(i64::from));
+        if let (Some(len), Some(key)) = (spec.pass_cut_from, &spec.pass) {
+            self.warn(Warning::with_secret(
+                format!(
+                    "{}:{}: {ctx}: ifconfig: pass is {len} bytes; OpenBSD's ifconfig copies it \
+                     into the 20-byte key with strlcpy, so a BSD peer configured with this line \
+                     uses its first {} bytes, and so does carpd: the effective key is {{key}} \
+                     (ucarp refuses passphrases over 19 bytes; shorten it on every peer to be clear)",
+                    self.file.display(),
+                    self.line(&span),
+                    ifconfig::MAX_PASS_LEN
+                ),
+                format!("{key:?}"),
+            ));
+        }
         set!(pass, "pass", spec.pass);
         set!(carpdev, "carpdev", spec.carpdev);
         set!(peer, "carppeer", spec.carppeer.map(|p| p.to_string()));

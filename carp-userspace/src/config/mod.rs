@@ -84,6 +84,9 @@ pub struct Config {
     /// Where it was read from.
     #[serde(skip)]
     pub file: PathBuf,
+    /// What was accepted but should be known (see [`Warning`]).
+    #[serde(skip)]
+    pub warnings: Vec<Warning>,
     /// The sysctls.
     pub carp: CarpSysctls,
     /// The carp interfaces, in file order.
@@ -118,7 +121,11 @@ impl Config {
 
     /// Parses and validates config text; `path` names the file in errors and anchors `pass_file`.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let cx = Cx { file: path, text };
+        let cx = Cx {
+            file: path,
+            text,
+            warnings: Default::default(),
+        };
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
             file: path.into(),
             line: e.span().map(|s| cx.line(&s)),
@@ -170,6 +177,7 @@ impl Config {
         let timing = timing::validate(path, text, raw.timing)?;
         Ok(Config {
             file: path.into(),
+            warnings: cx.warnings.take(),
             carp,
             interfaces,
             tracks,
@@ -225,18 +233,86 @@ pub fn read_secret(path: &Path) -> Result<String, String> {
     String::from_utf8(read_secret_bytes(path)?).map_err(|_| "not UTF-8 text".to_string())
 }
 
-/// The bytes of a secret file (a carp passphrase, a sync key), refusing a file other users can read.
+/// The bytes of a secret file (a carp passphrase, a sync key). Refused unless it is a regular file
+/// private to its owner (no group or other bits: whoever can read it can take over the vhid or
+/// forge flows, whoever can write it can change the key) and owned by root or by the user carpd
+/// runs as. The checks look at the opened descriptor (fstat), so the file read is the file checked.
 pub fn read_secret_bytes(path: &Path) -> Result<Vec<u8>, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
     let mode = meta.permissions().mode() & 0o777;
+    let fix = format!("make it private with `chmod 600 {}`", path.display());
     if mode & 0o007 != 0 {
+        return Err(format!("readable by every user (mode {mode:04o}); {fix}"));
+    }
+    if mode & 0o070 != 0 {
+        return Err(format!("open to its group (mode {mode:04o}); {fix}"));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if meta.uid() != 0 && meta.uid() != euid {
         return Err(format!(
-            "readable by every user (mode {mode:04o}); make it private with `chmod 600 {}`",
+            "owned by uid {}, neither root nor carpd's user (uid {euid}): its owner could change \
+             the key; `chown root {}`",
+            meta.uid(),
             path.display()
         ));
     }
-    std::fs::read(path).map_err(|e| e.to_string())
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    Ok(bytes)
+}
+
+/// True when every user may read `path` (false if it cannot be looked at, e.g. a test's made-up
+/// path).
+pub(super) fn world_readable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
+}
+
+/// Something in a config that carpd accepts but the operator should know about (printed by
+/// `carpd --check`, logged at start and on reload). A secret it names (`{key}` in the text) is
+/// shown only by [`Warning::with_secrets`], never by `Display` (the daemon's log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    text: String,
+    secret: Option<String>,
+}
+
+impl Warning {
+    /// A warning without secrets.
+    pub fn new(text: String) -> Warning {
+        Warning { text, secret: None }
+    }
+
+    /// A warning whose `{key}` placeholder stands for `secret`.
+    pub fn with_secret(text: String, secret: String) -> Warning {
+        Warning {
+            text,
+            secret: Some(secret),
+        }
+    }
+
+    /// The text with its secret shown (for `carpd --check`, run by whoever can read the config).
+    pub fn with_secrets(&self) -> String {
+        self.text
+            .replace("{key}", self.secret.as_deref().unwrap_or("(none)"))
+    }
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            &self
+                .text
+                .replace("{key}", "(not logged; `carpd --check` names it)"),
+        )
+    }
 }
 
 /// Parses OpenBSD's `carpnodes vhid:advskew,...` (the ifconfig parser's rules; in a TOML string spaces

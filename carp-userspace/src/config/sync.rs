@@ -297,11 +297,21 @@ pub fn validate(
 /// insert flows that bypass stateful mode.
 pub fn read_key_file(path: &Path) -> Result<Vec<u8>, String> {
     let key = crate::config::read_secret_bytes(path)?;
-    if key.is_empty() {
-        return Err("the key file is empty".into());
+    if key.len() < MIN_KEY_LEN {
+        return Err(format!(
+            "the key file holds {} bytes, at least {MIN_KEY_LEN} are needed (HMAC-SHA256's own \
+             strength); make one with `head -c 32 /dev/urandom > {}` on one node and copy it",
+            key.len(),
+            path.display()
+        ));
     }
     Ok(key)
 }
+
+/// The shortest sync key file accepted: 32 bytes, the HMAC-SHA256 output size (RFC 2104 advises
+/// keys no shorter than the hash output); a short passphrase would be open to an offline guess from
+/// one captured packet.
+pub const MIN_KEY_LEN: usize = 32;
 
 #[cfg(test)]
 mod tests {
@@ -318,7 +328,7 @@ mod tests {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let key = dir.join("sync.key");
-        std::fs::write(&key, "cluster secret\n").unwrap();
+        std::fs::write(&key, "cluster secret of at least 32 bytes\n").unwrap();
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
         dir
     }
@@ -337,7 +347,7 @@ mod tests {
             (p.maxupd, p.defer, p.port),
             (128, false, super::DEFAULT_PORT)
         );
-        assert_eq!(p.key, b"cluster secret\n");
+        assert_eq!(p.key, b"cluster secret of at least 32 bytes\n");
         assert!(c.flows.stateful);
         assert_eq!(c.flows.limit, super::DEFAULT_FLOW_LIMIT);
         assert!(!c.to_toml().contains("cluster secret"), "{}", c.to_toml());
@@ -350,6 +360,9 @@ mod tests {
     #[test]
     fn pfsync_errors_name_the_key() {
         let dir = dir_with_key(0o644);
+        let short = dir.join("short.key");
+        std::fs::write(&short, "twenty bytes of key\n").unwrap();
+        std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).unwrap();
         let cases = [
             (
                 "[pfsync]\nkey_file = \"sync.key\"\n",
@@ -368,6 +381,10 @@ mod tests {
                 ":10: pfsync: syncpeer = \"x\": not an IPv4 address",
             ),
             ("[flows]\nstateful = true\n", "needs inside"),
+            (
+                "[pfsync]\nsyncdev = \"eth2\"\nkey_file = \"short.key\"\n",
+                "the key file holds 20 bytes, at least 32 are needed",
+            ),
             (
                 "[flows]\ninside = [\"eth9\"]\n",
                 ":9: flows: inside = \"eth9\": not the carpdev",

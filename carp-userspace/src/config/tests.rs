@@ -193,6 +193,78 @@ fn ifconfig_line_with_carpnodes_and_balancing() {
     );
 }
 
+/// The seed's gateway B line for carp1 (issue #16 item 16): a 21-byte pass, which OpenBSD's
+/// ifconfig cuts to its first 19 bytes. Accepted with that key and a warning naming it (in
+/// full for `carpd --check`, without the key in the daemon's log). A TOML `pass` that long is
+/// still refused: no BSD line is being carried over there.
+#[test]
+fn seed_line_with_a_21_byte_pass_uses_its_first_19_bytes_and_warns() {
+    let text = "[[interface]]\nname = \"carp1\"\nifconfig = 'inet 192.168.100.1 255.255.255.0 192.168.100.255 vhid 2 pass anothersecretpassword carpdev eth1 advskew 100 state BACKUP description \"INSIDE\"'\n";
+    let c = parse(text).expect("the seed's line");
+    assert_eq!(c.interfaces[0].pass, "anothersecretpasswo");
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    let w = &c.warnings[0];
+    let full = w.with_secrets();
+    assert!(full.contains("\"anothersecretpasswo\""), "{full}");
+    assert!(full.contains("carp1") && full.contains("OpenBSD"), "{full}");
+    assert!(!w.to_string().contains("anothersecretpasswo"), "{w}");
+    let toml = "[[interface]]\nname = \"carp1\"\ncarpdev = \"eth1\"\nvhid = 2\npass = \"anothersecretpassword\"\naddresses = [\"10.0.0.1/24\"]\n";
+    assert!(parse(toml).unwrap_err().contains("at most 19"));
+}
+
+/// Secret files (issue #16 item 13): open to the group refused as well as to everyone, checked
+/// on the opened file; owned by another user refused; an inline pass in a config every user can
+/// read, and an empty passphrase, warned about.
+#[test]
+fn secret_files_must_be_private_and_owned_by_root_or_carpd() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("carp-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("carp0.pass");
+    std::fs::write(&f, "hunter2\n").unwrap();
+    for (mode, ok) in [
+        (0o600, true),
+        (0o400, true),
+        (0o640, false),
+        (0o604, false),
+        (0o620, false),
+    ] {
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+        let r = read_secret_bytes(&f);
+        assert_eq!(r.is_ok(), ok, "mode {mode:o}: {r:?}");
+    }
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        std::os::unix::fs::chown(&f, Some(4321), None).unwrap();
+        let e = read_secret_bytes(&f).unwrap_err();
+        assert!(e.contains("owned by uid 4321"), "{e}");
+    }
+    let cfg = dir.join("carp.toml");
+    let text = "[[interface]]\nname = \"carp0\"\ncarpdev = \"eth0\"\nvhid = 1\npass = \"labpass\"\naddresses = [\"10.0.0.1/24\"]\n";
+    std::fs::write(&cfg, text).unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let c = Config::parse(&cfg, text).unwrap();
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.to_string().contains("every user can read")),
+        "{:?}",
+        c.warnings
+    );
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(Config::parse(&cfg, text).unwrap().warnings.is_empty());
+    let c = Config::parse(&cfg, &text.replace("pass = \"labpass\"\n", "")).unwrap();
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.to_string().contains("no passphrase")),
+        "{:?}",
+        c.warnings
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn pass_file_is_read_relative_to_the_config() {
     let dir = std::env::temp_dir().join(format!("carp-config-test-{}", std::process::id()));

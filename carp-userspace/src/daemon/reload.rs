@@ -57,6 +57,9 @@ impl Daemon {
             tracing::error!("SIGHUP: keeping the running config: {e}");
             return;
         }
+        for w in &new.warnings {
+            tracing::warn!("SIGHUP: {w}");
+        }
         if new.carp.preempt != self.config.carp.preempt {
             tracing::info!("SIGHUP: preempt = {}", new.carp.preempt);
             self.feed(HostEvent::SetPreempt(new.carp.preempt)).await;

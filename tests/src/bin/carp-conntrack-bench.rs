@@ -397,7 +397,10 @@ fn main() -> Result<()> {
         std::fs::write(&path, NAT)?;
         ns.run(&format!("nft -f {}", path.display()));
     }
-    write_secret(&gw.pair.dir.join("sync.key"), b"conntrack bench key\n");
+    write_secret(
+        &gw.pair.dir.join("sync.key"),
+        b"conntrack bench sync key, 32 bytes or more\n",
+    );
     // One limit for all namespaces: both tables, the lag entries and what else runs here.
     let max_before: u64 = carp_tests::sh("sysctl -n net.netfilter.nf_conntrack_max")
         .trim()

@@ -146,7 +146,7 @@ fn main() -> Result<()> {
         ns.run(&format!("ip link set eth2 mtu {}", args.sync_mtu));
     }
     let key = gw.pair.dir.join("sync.key");
-    write_secret(&key, b"sync lab bench key\n");
+    write_secret(&key, b"sync lab bench key, at least 32 bytes\n");
     let config = |node: u32, peer: &str, advskew: u8| {
         Gateway::config(
             advskew,

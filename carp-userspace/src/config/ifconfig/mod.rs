@@ -57,8 +57,11 @@ pub struct IfconfigSpec {
     pub advbase: Option<u8>,
     /// `advskew N` 1/256 s, 0..=254.
     pub advskew: Option<u8>,
-    /// `pass X`, at most 19 bytes.
+    /// `pass X`, at most 19 bytes (a longer one cut to its first 19, as OpenBSD's ifconfig does).
     pub pass: Option<String>,
+    /// The length of `pass` as written when it was longer than 19 bytes and cut (the caller warns).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pass_cut_from: Option<usize>,
     /// `carpdev IF`: the parent interface.
     pub carpdev: Option<String>,
     /// `carppeer ADDR`: unicast adverts to this peer instead of the multicast group.

@@ -190,17 +190,25 @@ impl<'a> Parser<'a> {
             }
             "pass" => {
                 self.once("pass", &tok)?;
-                let v = self.value(&tok, "a passphrase of at most 19 bytes")?;
+                let mut v = self.value(&tok, "a passphrase of at most 19 bytes")?;
                 // Errors point at the keyword, not the value: a passphrase must not reach the logs.
                 if v.text.len() > MAX_PASS_LEN {
-                    return Err(tok_err(
-                        &tok,
-                        format!(
-                            "pass: {} bytes is too long, at most {MAX_PASS_LEN} (the key is 20 bytes \
-                             including its NUL; BSD would silently truncate it and ucarp refuses it)",
-                            v.text.len()
-                        ),
-                    ));
+                    // OpenBSD's ifconfig strlcpy's the pass into the 20-byte key: a BSD peer
+                    // configured with this very line keys its HMAC with the first 19 bytes, so
+                    // that is the key that agrees with it (the caller warns, naming it).
+                    if !v.text.is_char_boundary(MAX_PASS_LEN) {
+                        return Err(tok_err(
+                            &tok,
+                            format!(
+                                "pass: {} bytes, cut at {MAX_PASS_LEN} by OpenBSD's ifconfig (the key \
+                                 is 20 bytes including its NUL) inside a UTF-8 character; use a \
+                                 passphrase of at most {MAX_PASS_LEN} bytes",
+                                v.text.len()
+                            ),
+                        ));
+                    }
+                    self.spec.pass_cut_from = Some(v.text.len());
+                    v.text.truncate(MAX_PASS_LEN);
                 }
                 if v.text.contains('\0') {
                     return Err(tok_err(

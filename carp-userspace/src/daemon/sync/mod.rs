@@ -334,6 +334,8 @@ impl SyncDriver {
                 sc.bulk_packets_per_tick = (BULK_BYTES_PER_TICK / sc.mtu).max(1);
                 sc.bulk_interval = BULK_INTERVAL;
                 sc.keepalive = Some(KEEPALIVE);
+                // The engine never holds more flows than the dataplane's table can.
+                sc.max_flows = config.flows.limit as usize;
                 if resuming {
                     sc.bulk_demote = 0;
                     tracing::info!(

@@ -283,6 +283,11 @@ impl SyncEngine {
 
     pub(super) fn local_insert(&mut self, now: Time, flow: FlowState, out: &mut Vec<SyncAction>) {
         let id = flow.id;
+        if !self.table.contains_key(&id) && self.table.len() >= self.config.max_flows {
+            // The flow works in the dataplane; it is only not replicated.
+            self.counters.table_full += 1;
+            return;
+        }
         self.table.insert(id, flow);
         let ack = self.config.defer;
         self.enqueue(now, id, Kind::Ins { ack }, out);

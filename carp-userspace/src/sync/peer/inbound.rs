@@ -157,7 +157,11 @@ impl SyncEngine {
         let id = flow.id;
         // Any copy of a deferred flow from a peer proves the peer has it (spec §8, deferral).
         self.release_deferred(id, out);
+        let full = self.table.len() >= self.config.max_flows;
         match self.table.get_mut(&id) {
+            None if full => {
+                self.counters.table_full += 1;
+            }
             None => {
                 self.counters.learned += 1;
                 out.push(SyncAction::Apply(FlowOp::Insert(flow.clone())));

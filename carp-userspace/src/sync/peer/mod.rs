@@ -67,6 +67,10 @@ pub struct SyncConfig {
     pub request_tries: u32,
     /// The least time to wait for BULK_END after BULK_START; larger bulks get more (see `bulk_end_bound`).
     pub bulk_end_min: Duration,
+    /// Most flows the engine's table holds (carpd: the dataplane flow table's size). A flow beyond it,
+    /// learned from a peer or local, is not taken (counted as `table_full`), so neither a peer nor
+    /// the dataplane can grow the engine's memory without bound.
+    pub max_flows: usize,
     /// How long a bulk transfer being received may go without a packet from its sender before the
     /// receiver gives up (a sender that died mid-bulk), whatever `bulk_end_bound` allows.
     pub bulk_idle: Duration,
@@ -99,6 +103,7 @@ impl SyncConfig {
             request_tries: 12,
             bulk_end_min: Duration::from_secs(10),
             bulk_idle: Duration::from_secs(3),
+            max_flows: 1 << 20,
             defer_timeout: Duration::from_millis(20),
             defer_limit: 128,
             bulk_demote: 32,
@@ -307,11 +312,14 @@ pub struct SyncCounters {
     pub bulk_incomplete: u64,
     /// First packets released on timeout or overflow instead of an ack.
     pub defer_timeouts: u64,
+    /// Flows not taken because the table held `max_flows` already.
+    #[serde(default)]
+    pub table_full: u64,
 }
 
 impl SyncCounters {
     /// Every counter as (name, value), in declaration order.
-    pub fn iter(&self) -> [(&'static str, u64); 20] {
+    pub fn iter(&self) -> [(&'static str, u64); 21] {
         [
             ("ipackets", self.ipackets),
             ("opackets", self.opackets),
@@ -333,6 +341,7 @@ impl SyncCounters {
             ("bulk_received", self.bulk_received),
             ("defer_timeouts", self.defer_timeouts),
             ("bulk_incomplete", self.bulk_incomplete),
+            ("table_full", self.table_full),
         ]
     }
 

@@ -510,6 +510,41 @@ fn rule_sender_killed_mid_bulk_ends_the_wait_after_bulk_idle() {
     assert!(c.bulk_end_bound(1_000_000) <= Duration::from_secs(30));
 }
 
+/// The engine's table has a bound (issue #16 item 8): a peer sending more flows than
+/// `max_flows` (a bulk of them, or one by one) grows it no further, and neither do local ones;
+/// what was not taken is counted. Updates of flows it holds still merge.
+#[test]
+fn rule_the_flow_table_holds_at_most_max_flows() {
+    let mut a = engine(1);
+    let mut b = engine_with(2, |c| c.max_flows = 10);
+    for i in 1..=25 {
+        a.adopt(flow(1, i));
+    }
+    let req = b.handle(T0, SyncEvent::Start);
+    let wire = a.handle(T0, SyncEvent::Packet(sent(&req)[0]));
+    run_bulk(&mut a, &mut b, T0, wire);
+    assert_eq!(b.table().len(), 10);
+    assert_eq!(b.counters().table_full, 15);
+    b.handle(T0, SyncEvent::LocalInsert(flow(2, 99)));
+    assert_eq!(
+        b.table().len(),
+        10,
+        "a local flow past the bound is not taken either"
+    );
+    assert_eq!(b.counters().table_full, 16);
+    let held = *b.table().keys().next().expect("a flow");
+    let mut newer = b.flow(held).expect("held").clone();
+    newer.expire_ms += 1000;
+    let upd = PacketRepr {
+        sender: 1,
+        seq: 1 << 40,
+        messages: vec![Message::Upd(newer.clone())],
+    }
+    .emit(&key(), 0);
+    b.handle(T0, SyncEvent::Packet(&upd));
+    assert_eq!(b.flow(held).map(|f| f.expire_ms), Some(newer.expire_ms));
+}
+
 #[test]
 fn rule_link_down_demotes_by_one_while_down() {
     let mut a = engine(1);
