@@ -1,8 +1,10 @@
 //! Advert intake: the kernel half of carp_input (spec §7). Checks run in OpenBSD's order (TTL, length,
 //! truncation, checksum, vhid, version); each failure bumps its counter and drops the frame. A good
 //! advert passes the event rate limits (per source, then per vhid), updates `carp_last_advert` and goes
-//! to the controller, which verifies the HMAC. Every CARP frame is consumed here: passed up, a unicast
-//! advert with no listener would draw ICMP errors.
+//! to the controller, which verifies the HMAC. Every frame for a configured vhid is consumed here
+//! (passed up, a unicast advert with no listener would draw ICMP errors); a frame for a vhid nobody
+//! configured here is passed up untouched (`foreign`), so another VRRP/CARP speaker on the same NIC
+//! (keepalived) still gets its adverts.
 //!
 //! Cost: adverts come at 1 to 256 a second per sender, but a flood of valid-looking ones must stay cheap,
 //! so the good path makes no BPF-to-BPF call (no `memset`/`memcpy` builtins: addresses and the header are
@@ -43,6 +45,10 @@ pub fn intake_v4(ctx: &XdpContext, l2: L2) -> u32 {
     let vhid = vhid_at(ctx, off);
     let counters = Counters::of(vhid);
     counters.bump(|s| &mut s.ipackets);
+    if foreign(vhid) {
+        counters.bump(|s| &mut s.badvhid);
+        return xdp_action::XDP_PASS;
+    }
     if hlen < 20 || tot < hlen {
         // An IP header that cannot be right: the frame is unusable, as a failed pullup would be.
         counters.bump(|s| &mut s.hdrops);
@@ -84,6 +90,10 @@ pub fn intake_v6(ctx: &XdpContext, l2: L2) -> u32 {
     let vhid = vhid_at(ctx, off);
     let counters = Counters::of(vhid);
     counters.bump(|s| &mut s.ipackets6);
+    if foreign(vhid) {
+        counters.bump(|s| &mut s.badvhid);
+        return xdp_action::XDP_PASS;
+    }
     let plen = be16(ip.payload_len) as usize;
     if let Some(flags) = vrrp_flags(vhid) {
         let at = vrrp::At {
@@ -114,6 +124,16 @@ fn vrrp_flags(vhid: u8) -> Option<u8> {
     vhid_entry(vhid)
         .map(|e| vrrp::flags(e.mode))
         .filter(|&f| f != 0)
+}
+
+/// True for a protocol-112 frame whose vhid (VRRP's vrid sits in the same byte) no carp interface of
+/// this carpdev has: someone else's (keepalived's VRRP on the same NIC, another CARP cluster), to be
+/// passed up untouched, before any CARP check, since a VRRP advert is shorter than a CARP header.
+/// Counted as badvhid (OpenBSD's "no such vhid"), ahead of OpenBSD's order for these frames only.
+/// A vhid configured but not running (INIT) is ours and goes through the checks.
+#[inline(always)]
+fn foreign(vhid: u8) -> bool {
+    vhid_entry(vhid).is_none_or(|e| e.state == VhidState::Unconfigured as u8)
 }
 
 /// Where a good advert came from, as pointers into the frame (the addresses are 4 or 16 bytes).

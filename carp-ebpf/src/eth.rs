@@ -1,4 +1,9 @@
-//! Ethernet II header and the one 802.1Q (or 802.1ad) tag we look through.
+//! Ethernet II header, and the 802.1Q (or 802.1ad) tag that marks a frame as another segment's.
+//!
+//! The program runs on the carpdev itself, which sees its own segment untagged (a VLAN carpdev gets
+//! a program of its own and its frames without the tag). A tagged frame therefore belongs to a VLAN
+//! on top of this carpdev: another segment, whose vhids and virtual MACs may be the same numbers as
+//! ours. It is passed up untouched.
 use crate::packet::{Truncated, be16, ptr_at};
 use aya_ebpf::programs::XdpContext;
 use carp_common::proto::{ETH_P_8021AD, ETH_P_8021Q};
@@ -31,9 +36,11 @@ pub struct L2 {
     pub proto: u16,
     /// Offset of the L3 header.
     pub l3: usize,
+    /// The frame carries a VLAN tag: another segment's (see the module doc).
+    pub tagged: bool,
 }
 
-/// Parses Ethernet and at most one VLAN tag.
+/// Parses Ethernet and at most one VLAN tag (`tagged`).
 #[inline(always)]
 pub fn parse(ctx: &XdpContext) -> Result<L2, Truncated> {
     let eth: *mut EthHdr = ptr_at(ctx, 0)?;
@@ -46,9 +53,14 @@ pub fn parse(ctx: &XdpContext) -> Result<L2, Truncated> {
         return Ok(L2 {
             proto: inner,
             l3: 18,
+            tagged: true,
         });
     }
-    Ok(L2 { proto, l3: 14 })
+    Ok(L2 {
+        proto,
+        l3: 14,
+        tagged: false,
+    })
 }
 
 /// The Ethernet header of the frame.

@@ -16,6 +16,10 @@ pub fn carp_xdp(ctx: XdpContext) -> u32 {
     let Ok(l2) = eth::parse(&ctx) else {
         return xdp_action::XDP_PASS;
     };
+    // Another segment's frame (a VLAN on top of this carpdev): not ours to count, answer or filter.
+    if l2.tagged {
+        return xdp_action::XDP_PASS;
+    }
     match l2.proto {
         ETH_P_IP => match ptr_at::<Ipv4Hdr>(&ctx, l2.l3) {
             // SAFETY: ptr_at checked the bounds.

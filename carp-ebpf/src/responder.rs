@@ -28,7 +28,11 @@ pub fn arp(ctx: &XdpContext, l2: L2) -> u32 {
     };
     // SAFETY: ptr_at checked the bounds; the struct is all bytes.
     let arp = unsafe { &mut *arp };
-    if be16(arp.op) != ARPOP_REQUEST || arp.hlen != 6 || arp.plen != 4 || be16(arp.ptype) != 0x0800
+    if be16(arp.op) != ARPOP_REQUEST
+        || be16(arp.htype) != ARPHRD_ETHER
+        || arp.hlen != 6
+        || arp.plen != 4
+        || be16(arp.ptype) != 0x0800
     {
         return xdp_action::XDP_PASS;
     }
@@ -105,6 +109,11 @@ pub fn neighbour_solicit(ctx: &XdpContext, l2: L2) -> u32 {
         || plen < core::mem::size_of::<NdMsg>()
         || nd_off + plen > have
     {
+        return xdp_action::XDP_PASS;
+    }
+    // The kernel would discard an NS with a bad checksum: so do we (as BACKUP too, where it is
+    // passed up to be discarded there rather than counted as ours).
+    if !icmp6_checksum_ok(ctx, ip6r, nd_off, plen) {
         return xdp_action::XDP_PASS;
     }
     let key = VipKey {
@@ -188,6 +197,39 @@ pub fn neighbour_solicit(ctx: &XdpContext, l2: L2) -> u32 {
     }
     count(vhid, |s| &mut s.na_replies);
     xdp_action::XDP_TX
+}
+
+/// Longest neighbour solicitation whose checksum is checked (24 bytes of message and a few options);
+/// a longer one is not answered.
+const NS_CHECKED_MAX: usize = 128;
+
+/// ARP hardware type Ethernet.
+const ARPHRD_ETHER: u16 = 1;
+
+/// True when the ICMPv6 checksum of the `plen` bytes at `off` (pseudo-header: the IPv6 addresses,
+/// the length, next header 58) comes out right. False for more than `NS_CHECKED_MAX` bytes, or a
+/// length that is not a multiple of 8 (an NS is 24 bytes and options of 8-byte units, RFC 4861 4.6).
+#[inline(always)]
+fn icmp6_checksum_ok(ctx: &XdpContext, ip6: &Ipv6Hdr, off: usize, plen: usize) -> bool {
+    if plen > NS_CHECKED_MAX || !plen.is_multiple_of(8) {
+        return false;
+    }
+    let mut sum = csum_add(0, &ip6.src);
+    sum = csum_add(sum, &ip6.dst);
+    sum += plen as u32 + IPPROTO_ICMPV6 as u32;
+    let mut i = 0;
+    while i < NS_CHECKED_MAX / 2 {
+        if 2 * i + 2 > plen {
+            break;
+        }
+        let Ok(w) = ptr_at::<[u8; 2]>(ctx, off + 2 * i) else {
+            return false;
+        };
+        // SAFETY: ptr_at checked the bounds.
+        sum += u16::from_be_bytes(unsafe { *w }) as u32;
+        i += 1;
+    }
+    csum_fold(sum) == 0xffff
 }
 
 /// ICMPv6 length of our NA: 24 bytes of message plus the 8-byte target link-layer option.

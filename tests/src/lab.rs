@@ -278,10 +278,11 @@ impl Pair {
         }
     }
 
-    /// A carpd config for the pair: carp0 on eth0, vhid 1, the VIP, advbase 1 and `advskew`.
+    /// A carpd config for the pair: carp0 on eth0, vhid 1, the VIP, advbase 1 and `advskew`; `log = 6`
+    /// (LOG_INFO), so bad packets are logged for the tests that look for those lines.
     pub fn config(advskew: u8) -> String {
         format!(
-            "[carp]\npreempt = false\n\n[[interface]]\nname = \"carp0\"\ncarpdev = \"eth0\"\nvhid = 1\n\
+            "[carp]\npreempt = false\nlog = 6\n\n[[interface]]\nname = \"carp0\"\ncarpdev = \"eth0\"\nvhid = 1\n\
              pass = \"labpass\"\nadvbase = 1\nadvskew = {advskew}\naddresses = [\"{VIP}/24\"]\n"
         )
     }

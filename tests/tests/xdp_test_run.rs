@@ -177,15 +177,40 @@ fn every_bad_advert_reason_is_counted_and_dropped() {
     assert!(lab.maps.drain_events().is_empty());
 }
 
+/// A protocol-112 frame for a vhid nobody configured here is someone else's (keepalived's VRRP on
+/// the same NIC, another cluster): counted as badvhid and passed up untouched, whatever its length
+/// or checksum (a VRRP advert is shorter than a CARP header). A configured vhid in INIT is ours and
+/// not running: dropped, as before (issue #16 item 14).
 #[test]
-fn unknown_vhid_and_init_vhid_count_as_badvhid() {
-    root_or_skip!("unknown_vhid_and_init_vhid_count_as_badvhid");
+fn unknown_vhid_passes_up_and_init_vhid_is_dropped_both_as_badvhid() {
+    root_or_skip!("unknown_vhid_passes_up_and_init_vhid_is_dropped_both_as_badvhid");
     let mut lab = Lab::new(VhidState::Init);
     assert_eq!(
         lab.run(&advert_v4(PEER, 9, 255, &good_carp(9), None)).0,
-        XDP_DROP
+        XDP_PASS
     );
     assert_eq!(lab.stats(9).badvhid, 1);
+    // A VRRPv2 advert (RFC 3768: 0x21, vrid 9, priority 100, one address, no auth): 20 bytes.
+    let mut vrrp = vec![
+        0x21, 9, 100, 1, 0, 1, 0, 0, 10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    let c = inet_csum(&vrrp);
+    vrrp[6..8].copy_from_slice(&c.to_be_bytes());
+    let mut f = eth(
+        [1, 0, 0x5e, 0, 0, 0x12],
+        [0, 0, 0x5e, 0, 1, 9],
+        0x0800,
+        None,
+    );
+    f.extend(ipv4(PEER, [224, 0, 0, 18], 112, 255, vrrp.len()));
+    f.extend(&vrrp);
+    assert_eq!(
+        lab.run(&f).0,
+        XDP_PASS,
+        "keepalived's advert reaches its socket"
+    );
+    assert_eq!(lab.stats(9).badvhid, 2);
+    assert_eq!(lab.stats(9).badlen, 0, "not judged as CARP");
     assert_eq!(
         lab.run(&advert_v4(PEER, 1, 255, &good_carp(1), None)).0,
         XDP_DROP
@@ -194,25 +219,62 @@ fn unknown_vhid_and_init_vhid_count_as_badvhid() {
     assert!(lab.maps.drain_events().is_empty());
 }
 
+/// The program sees its carpdev's own segment untagged (a VLAN carpdev gets its own program, and
+/// sees its frames without the tag): a VLAN-tagged frame on it belongs to another segment, whose
+/// vhid 1 and virtual MACs are not ours. Passed up untouched and uncounted (issue #16 item 14).
 #[test]
-fn vlan_tagged_advert_and_arp_are_handled() {
-    root_or_skip!("vlan_tagged_advert_and_arp_are_handled");
+fn vlan_tagged_frames_belong_to_another_segment_and_pass_untouched() {
+    root_or_skip!("vlan_tagged_frames_belong_to_another_segment_and_pass_untouched");
     let mut lab = Lab::new(VhidState::Master);
-    assert_eq!(
-        lab.run(&advert_v4(PEER, 1, 255, &good_carp(1), Some(100)))
-            .0,
-        XDP_DROP
-    );
-    assert_eq!(lab.stats(1).adverts_to_controller, 1);
+    let before = lab.stats(1);
+    let advert = advert_v4(PEER, 1, 255, &good_carp(1), Some(100));
+    assert_eq!(lab.run(&advert), (XDP_PASS, advert.clone()));
     let req = arp_request(CLIENT_MAC, [10, 0, 0, 100], VIP, Some(100));
-    let (verdict, reply) = lab.run(&req);
-    assert_eq!(verdict, XDP_TX);
     assert_eq!(
-        &reply[12..16],
-        &[0x81, 0x00, 0x00, 100],
-        "the VLAN tag is kept"
+        lab.run(&req),
+        (XDP_PASS, req.clone()),
+        "not answered for another segment"
     );
-    assert_eq!(&reply[0..6], &CLIENT_MAC);
+    assert_eq!(lab.stats(1), before, "nothing counted");
+    assert!(lab.maps.drain_events().is_empty());
+    lab.set_state(VhidState::Backup);
+    let mut to_vmac = eth(VMAC1, CLIENT_MAC, 0x0800, Some(200));
+    to_vmac.extend(ipv4([10, 0, 0, 100], [10, 0, 0, 1], 17, 64, 8));
+    to_vmac.extend([0u8; 8]);
+    assert_eq!(
+        lab.run(&to_vmac).0,
+        XDP_PASS,
+        "another segment's vhid 1 MAC"
+    );
+}
+
+/// An ARP request whose hardware type is not Ethernet (1) is not ours to answer (issue #16 item 14).
+#[test]
+fn arp_request_with_another_hardware_type_passes() {
+    root_or_skip!("arp_request_with_another_hardware_type_passes");
+    let mut lab = Lab::new(VhidState::Master);
+    let mut req = arp_request(CLIENT_MAC, [10, 0, 0, 100], VIP, None);
+    req[14..16].copy_from_slice(&6u16.to_be_bytes());
+    assert_eq!(lab.run(&req).0, XDP_PASS);
+    assert_eq!(lab.stats(1).arp_replies, 0);
+}
+
+/// A neighbour solicitation with a wrong ICMPv6 checksum is not answered (the kernel would drop it;
+/// RFC 4861 7.1.1 makes a valid checksum part of a valid NS), as MASTER or BACKUP (issue #16 item 14).
+#[test]
+fn neighbour_solicit_with_a_bad_checksum_is_not_answered() {
+    root_or_skip!("neighbour_solicit_with_a_bad_checksum_is_not_answered");
+    let src = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x64).octets();
+    for state in [VhidState::Master, VhidState::Backup] {
+        let mut lab = Lab::new(state);
+        for slla in [true, false] {
+            let mut ns = neighbour_solicit(CLIENT_MAC, src, VIP6, slla);
+            ns[14 + 40 + 2] ^= 0x01;
+            assert_eq!(lab.run(&ns).0, XDP_PASS, "{state:?} slla={slla}");
+        }
+        let s = lab.stats(1);
+        assert_eq!((s.na_replies, s.arp_dropped_backup), (0, 0), "{state:?}");
+    }
 }
 
 #[test]

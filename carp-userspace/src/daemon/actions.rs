@@ -78,7 +78,10 @@ impl Daemon {
             self.apply_state(i, to).await;
             // Logged once the dataplane and the carp interface are in the new state, so whoever
             // reads the line (an operator, a test) can rely on it.
-            tracing::info!("{name} vhid {vhid}: {from} -> {to} ({reason})");
+            // net.inet.carp.log gates the line only; the observers always hear of it.
+            if super::carplog::enabled(self.config.carp.log, super::carplog::STATE) {
+                tracing::info!("{name} vhid {vhid}: {from} -> {to} ({reason})");
+            }
             self.obs
                 .transition(&name, vhid, from.as_str(), to.as_str(), reason);
             self.update_status();

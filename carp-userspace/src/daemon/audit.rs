@@ -31,6 +31,7 @@ impl Daemon {
     /// summed over every vhid slot (unknown vhids count in their own slots).
     pub(super) fn audit_dataplane(&mut self) {
         let now = std::time::Instant::now();
+        let level = self.config.carp.log;
         for dev in &mut self.devs {
             let mut totals = [0u64; ratelog::DATAPLANE_CAUSES.len()];
             for vhid in 0..=255u8 {
@@ -53,7 +54,9 @@ impl Daemon {
                 if fresh == 0 {
                     continue;
                 }
-                if let Some(n) = log.hit_many(now, fresh) {
+                if !super::carplog::enabled(level, super::carplog::cause_level(cause)) {
+                    log.count_only(fresh);
+                } else if let Some(n) = log.hit_many(now, fresh) {
                     tracing::warn!(
                         "{}: the dataplane dropped {n} advert(s): {what} ({cause}); {} in all (logged at most once a minute)",
                         dev.name,

@@ -154,7 +154,9 @@ impl Daemon {
                 _ => IpAddr::V4(Ipv4Addr::new(ev.src[0], ev.src[1], ev.src[2], ev.src[3])),
             };
             if !self.ifs[i].auth.verify_repr(&repr) {
-                if let Some(n) = self.ifs[i].badauth.hit(std::time::Instant::now()) {
+                if !super::carplog::enabled(self.config.carp.log, super::carplog::INFO) {
+                    self.ifs[i].badauth.count_only(1);
+                } else if let Some(n) = self.ifs[i].badauth.hit(std::time::Instant::now()) {
                     tracing::warn!(
                         "{} vhid {}: advert from {src} fails HMAC (wrong pass or addresses?); {n} since the last such line, {} in all (logged at most once a minute)",
                         self.ifs[i].cfg.name,

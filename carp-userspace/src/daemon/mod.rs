@@ -40,6 +40,7 @@ pub mod advq;
 mod audit;
 mod carpdev;
 mod carpif;
+pub mod carplog;
 pub mod control;
 pub mod deadline;
 pub mod existing;

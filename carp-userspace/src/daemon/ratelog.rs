@@ -22,6 +22,13 @@ impl RateLog {
         self.hit_many(now, 1)
     }
 
+    /// Counts `n` occurrences that are not to be logged (`net.inet.carp.log` below their level): they
+    /// still count, and the next line logged reports them.
+    pub fn count_only(&mut self, n: u64) {
+        self.total += n;
+        self.since_last += n;
+    }
+
     /// Counts `n` occurrences at once (read from a kernel counter); like `hit` otherwise.
     pub fn hit_many(&mut self, now: Instant, n: u64) -> Option<u64> {
         self.total += n;
