@@ -718,10 +718,58 @@ pub struct SourceKey {
     pub pad: [u8; 2],
 }
 
+/// True when a struct of `size` bytes is exactly its fields (`field_sizes`): no padding hole or tail
+/// for the kernel to leave uninitialised or the compiler to fill with anything.
+pub const fn no_padding(size: usize, field_sizes: &[usize]) -> bool {
+    let mut sum = 0;
+    let mut i = 0;
+    while i < field_sizes.len() {
+        sum += field_sizes[i];
+        i += 1;
+    }
+    sum == size
+}
+
+/// The size of the field a projection returns (`|s: &S| &s.field`), for `no_padding`.
+pub const fn field_size<S, F>(_field: fn(&S) -> &F) -> usize {
+    core::mem::size_of::<F>()
+}
+
+/// Asserts at compile time that each type is exactly its fields, listed in full: a field added to the
+/// type but not here, or a change that brings padding, fails the build. These are the types shared
+/// with the kernel as `aya::Pod` (below), whose every byte must be defined.
+macro_rules! assert_no_padding {
+    ($($t:ident { $($f:ident),* $(,)? }),* $(,)?) => {
+        $(
+            const _: () = assert!(
+                no_padding(core::mem::size_of::<$t>(), &[$(field_size(|s: &$t| &s.$f)),*]),
+                concat!(stringify!($t), " has padding or a field missing from assert_no_padding!")
+            );
+        )*
+    };
+}
+
+assert_no_padding! {
+    CarpStats { ipackets, ipackets6, badttl, badlen, hdrops, badsum, badver, badvhid, adverts_to_controller, events_lost, arp_replies, na_replies, arp_dropped_backup, vmac_passed, vmac_dropped, balanced_pass, balanced_drop, events_ratelimited },
+    VhidEntry { state, mode, vmac, lease_until_ns },
+    VipKey { family, pad, addr },
+    LastAdvert { ktime_ns, src, family, advbase, advskew, demote, pad, carp, pad2 },
+    AdvertEvent { ktime_ns, ifindex, family, ttl, unicast, pad, src, dst, src_mac, pad2, carp, pad3 },
+    BalanceGroup { mode, nodes, pad, local_mask, lease_until_ns, mac, src_mac, vhids, pad2 },
+    FlowKey { lo_addr, hi_addr, lo_port, hi_port, proto, family, pad },
+    FlowEntry { id, created_ns, last_seen_ns, packets, bytes, creator, owner, tcp_state, flags, pad },
+    FlowConf { mode, inside, owner, sticky, node_id, events_per_ms, defer, pad2, live_until_ns, live_peers },
+    FlowStats { new_flows, known, stateful_drop, proto_drop, untracked_pass, tcp_changes, events, events_ratelimited, events_lost, insert_failed, kept_here, left_to_owner, deferred, defer_oversize, defer_lost },
+    FlowEvent { kind, pad, key, entry },
+    FlowDeferEvent { head, ifindex, len, frame },
+    AdvertLimit { vhid_tat_ns, vhid_interval_ns, vhid_tolerance_ns, src_interval_ns, src_tolerance_ns, owner_tat_ns, owner_addr, owner_family, pad, second_tat_ns, second_addr, second_family, pad2, owner_idle_ns, ring_full_ns },
+    SourceKey { addr, vhid, family, pad },
+}
+
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all of these are repr(C), Copy, contain no pointers and have no padding holes the kernel
-    // could leave uninitialised (explicit pad fields).
+    // SAFETY: all of these are repr(C), Copy, contain no pointers and have no padding (checked at
+    // compile time by `assert_no_padding!` above: explicit pad fields fill every hole).
     unsafe impl aya::Pod for super::CarpStats {}
     unsafe impl aya::Pod for super::VhidEntry {}
     unsafe impl aya::Pod for super::VipKey {}
@@ -736,4 +784,30 @@ mod pod {
     unsafe impl aya::Pod for super::FlowDeferEvent {}
     unsafe impl aya::Pod for super::AdvertLimit {}
     unsafe impl aya::Pod for super::SourceKey {}
+}
+
+#[cfg(test)]
+mod padding_tests {
+    use super::*;
+
+    /// The check itself catches padding (so the compile-time assertions above can fail): a u8 before
+    /// a u64 leaves 7 bytes of hole.
+    #[test]
+    fn no_padding_sees_a_hole() {
+        #[repr(C)]
+        struct Holey {
+            a: u8,
+            b: u64,
+        }
+        let sizes = [field_size(|s: &Holey| &s.a), field_size(|s: &Holey| &s.b)];
+        assert!(!no_padding(core::mem::size_of::<Holey>(), &sizes));
+        assert!(no_padding(
+            core::mem::size_of::<VipKey>(),
+            &[
+                field_size(|s: &VipKey| &s.family),
+                field_size(|s: &VipKey| &s.pad),
+                field_size(|s: &VipKey| &s.addr)
+            ]
+        ));
+    }
 }
