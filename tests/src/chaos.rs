@@ -3,7 +3,9 @@
 //! keeps opening UDP flows to it; a seeded random sequence of faults hits the gateways one at a time:
 //! SIGKILL and restart of carpd, carpdev link flaps, partitions (the switch drops a gateway's frames
 //! while its link stays up) and heals, demote changes, and sync link cuts. A sampler asks every carpd for
-//! its state over the control socket every 20 ms. Afterwards the run checks the invariants and prints a
+//! its state over the control socket every 20 ms, and reads every gateway's pinned dataplane too: a
+//! SIGKILLed carpd's XDP program still answers for the VIP as MASTER until its lease runs out, which
+//! carpctl (gone with carpd) cannot show; a gateway counts as MASTER when either says so. Afterwards the run checks the invariants and prints a
 //! report with the longest client outage:
 //! - outside partitions, never two MASTERs for longer than master-down plus one advert interval;
 //! - never no MASTER for longer than that;
@@ -223,6 +225,26 @@ fn cut(sw: &Netns, port: &str, on: bool) {
     }
 }
 
+/// True when gateway `dir`'s pinned dataplane acts as MASTER for vhid 1 now (state MASTER and a
+/// lease, if any, that has not run out): what the wire sees, whether or not carpd is alive.
+fn dataplane_master(bpffs: &Path) -> bool {
+    let Ok(maps) = carp::dataplane::maps::Maps::open_pinned(bpffs, "eth0") else {
+        return false;
+    };
+    let Ok(e) = maps.vhid(1) else {
+        return false;
+    };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec; CLOCK_MONOTONIC is the lease's clock.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let now = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+    e.state == carp_common::maps::VhidState::Master as u8
+        && (e.lease_until_ns == 0 || e.lease_until_ns > now)
+}
+
 /// One state sample: when, and which gateways said MASTER.
 struct Sample {
     at: Instant,
@@ -315,6 +337,9 @@ pub fn run(opts: &Options) -> Report {
     let stop = Arc::new(AtomicBool::new(false));
     let samples = Arc::new(Mutex::new(Vec::<Sample>::new()));
     let sockets: Vec<PathBuf> = (0..lab.gws.len()).map(|i| lab.socket(i)).collect();
+    let pins: Vec<PathBuf> = (0..lab.gws.len())
+        .map(|g| lab.bpffs.join(Cluster::name(g)))
+        .collect();
     let sampler = {
         let (stop, samples) = (stop.clone(), samples.clone());
         std::thread::spawn(move || {
@@ -322,7 +347,10 @@ pub fn run(opts: &Options) -> Report {
                 let at = Instant::now();
                 let masters = sockets
                     .iter()
-                    .filter(|s| state_of(s).as_deref() == Some("MASTER"))
+                    .zip(&pins)
+                    .filter(|(s, p)| {
+                        state_of(s).as_deref() == Some("MASTER") || dataplane_master(p)
+                    })
                     .count() as u32;
                 samples.lock().unwrap().push(Sample { at, masters });
                 std::thread::sleep(SAMPLE_EVERY.saturating_sub(at.elapsed()));

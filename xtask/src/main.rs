@@ -7,7 +7,7 @@ mod package;
 mod setup;
 mod util;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 /// carp-xdp's task runner (run as `cargo xtask ...`).
@@ -337,12 +337,41 @@ fn test(no_lint: bool) -> Result<()> {
     // here is reported after the tests have run too.
     let packaging = packaging_checks();
     util::step("cargo test --workspace");
-    let tests = util::run("cargo", &["test", "--workspace", "--no-fail-fast"]);
+    // Root-only tests that skip (not root, CI unset) pass in cargo's count; they record their names
+    // here so the closing line says so.
+    let skipped_log =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/skipped-root-tests.txt");
+    let _ = std::fs::remove_file(&skipped_log);
+    let status = std::process::Command::new("cargo")
+        .args(["test", "--workspace", "--no-fail-fast"])
+        .env("CARP_SKIPPED_LOG", &skipped_log)
+        .status()
+        .context("could not start `cargo test`")?;
     if let Err(e) = &packaging {
         eprintln!("packaging checks failed: {e:#}");
     }
-    tests?;
+    let skipped = std::fs::read_to_string(&skipped_log).unwrap_or_default();
+    println!("{}", closing_line(status.success(), &skipped));
+    if !status.success() {
+        bail!("`cargo test --workspace` failed ({status})");
+    }
     packaging
+}
+
+/// The last line `cargo xtask test` prints: the verdict, and every root-only test that skipped.
+fn closing_line(ok: bool, skipped: &str) -> String {
+    let names: std::collections::BTreeSet<&str> =
+        skipped.lines().filter(|l| !l.is_empty()).collect();
+    let verdict = if ok { "tests passed" } else { "tests FAILED" };
+    if names.is_empty() {
+        format!("{verdict}; no root-only test skipped")
+    } else {
+        format!(
+            "{verdict}; {} root-only tests SKIPPED (not root; CI=true fails them instead): {}",
+            names.len(),
+            names.into_iter().collect::<Vec<_>>().join(", ")
+        )
+    }
 }
 
 /// The package (built, listed, installed and removed in a throwaway root), the unit (verify and the
@@ -384,4 +413,33 @@ fn packaging_checks() -> Result<()> {
     passed += 2;
     println!("packaging: {passed} passed, 0 failed");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The closing line names every skipped root-only test once (issue #16 item 18).
+    #[test]
+    fn closing_line_names_skipped_root_tests() {
+        assert_eq!(
+            closing_line(true, ""),
+            "tests passed; no root-only test skipped"
+        );
+        let l = closing_line(true, "lab_a\nxdp_b\nlab_a\n");
+        assert!(
+            l.contains("2 root-only tests SKIPPED") && l.ends_with("lab_a, xdp_b"),
+            "{l}"
+        );
+        assert!(closing_line(false, "x\n").starts_with("tests FAILED"));
+    }
+
+    /// CI runs the root-only tests for real: `.ci/run` sets CI=true itself before the tests.
+    #[test]
+    fn ci_run_sets_ci_true() {
+        let run = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../.ci/run"))
+            .expect(".ci/run");
+        let set = run.find("export CI=true").expect(".ci/run exports CI=true");
+        assert!(set < run.find("cargo xtask test").expect("runs the tests"));
+    }
 }

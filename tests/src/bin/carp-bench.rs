@@ -227,15 +227,29 @@ fn main() -> anyhow::Result<()> {
         maps.drain_events();
         for _ in 0..ROUNDS {
             let b = measure(dp.pass_program()?, &case.frame, case.method, 2, &mut || {})?;
+            let lost_before = maps.stats(1)?.events_lost;
+            let drained = std::cell::Cell::new(0usize);
             let m = measure(
                 dp.program()?,
                 &case.frame,
                 case.method,
                 case.expect,
                 &mut || {
-                    maps.drain_events();
+                    drained.set(drained.get() + maps.drain_events().len());
                 },
             )?;
+            drained.set(drained.get() + maps.drain_events().len());
+            // The "handed to controller" case measures the path into the ring: every run's event
+            // must have been drained from it, none lost to a full ring (which is the other case).
+            if matches!(case.method, Method::Single { drain: true }) {
+                let lost = maps.stats(1)?.events_lost - lost_before;
+                anyhow::ensure!(
+                    drained.get() == RUNS as usize && lost == 0,
+                    "{}: {} of {RUNS} events drained, {lost} lost",
+                    case.name,
+                    drained.get()
+                );
+            }
             ratios.push(m / b);
             ns.push(m);
             base.push(b);
