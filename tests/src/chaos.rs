@@ -234,15 +234,8 @@ fn dataplane_master(bpffs: &Path) -> bool {
     let Ok(e) = maps.vhid(1) else {
         return false;
     };
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec; CLOCK_MONOTONIC is the lease's clock.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    let now = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
     e.state == carp_common::maps::VhidState::Master as u8
-        && (e.lease_until_ns == 0 || e.lease_until_ns > now)
+        && (e.lease_until_ns == 0 || e.lease_until_ns > crate::monotonic_ns())
 }
 
 /// One state sample: when, and which gateways said MASTER.

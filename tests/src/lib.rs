@@ -41,25 +41,6 @@ pub fn may_run(root: bool, ci: bool, skipped_log: Option<&Path>, test: &str) -> 
     root
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A skip is recorded for the closing line; under CI=true it is a failure instead (issue #16
-    /// item 18).
-    #[test]
-    fn a_skipped_root_test_is_recorded_and_ci_refuses_to_skip() {
-        let log = std::env::temp_dir().join(format!("carp-skipped-{}", std::process::id()));
-        let _ = std::fs::remove_file(&log);
-        assert!(!may_run(false, false, Some(&log), "some_root_test"));
-        assert!(may_run(true, false, Some(&log), "another"));
-        assert_eq!(std::fs::read_to_string(&log).unwrap(), "some_root_test\n");
-        let _ = std::fs::remove_file(&log);
-        let ci = std::panic::catch_unwind(|| may_run(false, true, None, "x"));
-        assert!(ci.is_err(), "CI=true must not skip");
-    }
-}
-
 /// Mounts a bpffs at /sys/fs/bpf if none is there, and returns a fresh directory in it for one test.
 pub fn bpffs_dir(test: &str) -> PathBuf {
     let root = Path::new("/sys/fs/bpf");
@@ -129,4 +110,23 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: clock_gettime writes into ts.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A skip is recorded for the closing line; under CI=true it is a failure instead (issue #16
+    /// item 18).
+    #[test]
+    fn a_skipped_root_test_is_recorded_and_ci_refuses_to_skip() {
+        let log = std::env::temp_dir().join(format!("carp-skipped-{}", std::process::id()));
+        let _ = std::fs::remove_file(&log);
+        assert!(!may_run(false, false, Some(&log), "some_root_test"));
+        assert!(may_run(true, false, Some(&log), "another"));
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "some_root_test\n");
+        let _ = std::fs::remove_file(&log);
+        let ci = std::panic::catch_unwind(|| may_run(false, true, None, "x"));
+        assert!(ci.is_err(), "CI=true must not skip");
+    }
 }
