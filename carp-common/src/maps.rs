@@ -143,6 +143,18 @@ pub enum VhidState {
     Master = 3,
 }
 
+impl VhidState {
+    /// The state a `VhidEntry::state` byte holds; bytes no controller writes read as `Unconfigured`.
+    pub const fn from_u8(b: u8) -> Self {
+        match b {
+            1 => Self::Init,
+            2 => Self::Backup,
+            3 => Self::Master,
+            _ => Self::Unconfigured,
+        }
+    }
+}
+
 /// Balancing mode of a vhid (spec §6).
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,6 +203,11 @@ impl VhidEntry {
     pub const fn with_lease(mut self, until_ns: u64) -> Self {
         self.lease_until_ns = until_ns;
         self
+    }
+
+    /// The entry's state, typed.
+    pub const fn state(&self) -> VhidState {
+        VhidState::from_u8(self.state)
     }
 }
 

@@ -2,6 +2,14 @@
 
 /// IP protocol number of CARP (shared with VRRP).
 pub const IPPROTO_CARP: u8 = 112;
+/// IP protocol number of ICMP.
+pub const IPPROTO_ICMP: u8 = 1;
+/// IP protocol number of TCP.
+pub const IPPROTO_TCP: u8 = 6;
+/// IP protocol number of UDP.
+pub const IPPROTO_UDP: u8 = 17;
+/// IP protocol number of ICMPv6.
+pub const IPPROTO_ICMPV6: u8 = 58;
 /// CARP protocol version carried in the high nibble of byte 0.
 pub const CARP_VERSION: u8 = 2;
 /// CARP packet type "advertisement", the low nibble of byte 0.

@@ -76,18 +76,16 @@ use crate::{
     eth::L2,
     flow,
     ipv4::{self, Ipv4Hdr},
-    ipv6::{self, IPPROTO_ICMPV6, Ipv6Hdr},
+    ipv6::{self, Ipv6Hdr},
     maps::{Counters, balance_group, vip_vhid},
     packet::{be16, ptr_at},
 };
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use carp_common::{
     maps::{BalanceGroup, BalanceMode, MAX_CARPNODES, VhidEntry, VipKey},
-    proto::{ETH_P_IP, ETH_P_IPV6},
+    proto::{ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6},
 };
 
-/// IP protocol number of ICMP.
-const IPPROTO_ICMP: u8 = 1;
 /// ICMPv6 echo request, the one ICMPv6 type OpenBSD filters when it is for this host.
 const ICMP6_ECHO_REQUEST: u8 = 128;
 

@@ -33,15 +33,12 @@ use carp_common::{
         FLOW_FIN_LO, FLOW_MODE_OFF, FLOW_MODE_STATEFUL, FlowConf, FlowDeferEvent, FlowEntry,
         FlowKey, FlowStats, FlowTcpState, MAX_LIVE_PEERS,
     },
-    proto::{ETH_P_IP, ETH_P_IPV6},
+    proto::{ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
 };
 
+// Only the flow tracker skips these two.
 const IPPROTO_HOPOPTS: u8 = 0;
-const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_IGMP: u8 = 2;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_ICMPV6: u8 = 58;
 
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;

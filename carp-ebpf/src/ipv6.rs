@@ -17,8 +17,7 @@ pub struct Ipv6Hdr {
     pub dst: [u8; 16],
 }
 
-/// IP protocol number of ICMPv6.
-pub const IPPROTO_ICMPV6: u8 = 58;
+pub use carp_common::proto::IPPROTO_ICMPV6;
 /// ICMPv6 type of a neighbour solicitation.
 pub const ND_NEIGHBOR_SOLICIT: u8 = 135;
 /// ICMPv6 type of a neighbour advertisement.

@@ -234,7 +234,7 @@ fn dataplane_master(bpffs: &Path) -> bool {
     let Ok(e) = maps.vhid(1) else {
         return false;
     };
-    e.state == carp_common::maps::VhidState::Master as u8
+    e.state() == carp_common::maps::VhidState::Master
         && (e.lease_until_ns == 0 || e.lease_until_ns > crate::monotonic_ns())
 }
 

@@ -117,7 +117,7 @@ impl Daemon {
                     continue;
                 };
                 if dp.adopted
-                    && entry.state == VhidState::Master as u8
+                    && entry.state() == VhidState::Master
                     && now <= entry.lease_until_ns
                     && entry
                         == nodes::node_entry(cfg, n, VhidState::Master)

@@ -11,6 +11,7 @@
 //! carpctl calls cannot take every CPU from the loop; a reader that stops reading is dropped after
 //! `WRITE_TIMEOUT`.
 
+use carp_common::proto;
 use std::{io::Write, path::PathBuf, sync::Arc, time::Duration};
 
 use carp_common::maps::FlowTcpState;
@@ -148,10 +149,10 @@ pub fn row(
     };
     FlowRow {
         proto: match k.proto {
-            6 => "tcp".into(),
-            17 => "udp".into(),
-            1 => "icmp".into(),
-            58 => "icmp6".into(),
+            proto::IPPROTO_TCP => "tcp".into(),
+            proto::IPPROTO_UDP => "udp".into(),
+            proto::IPPROTO_ICMP => "icmp".into(),
+            proto::IPPROTO_ICMPV6 => "icmp6".into(),
             p => p.to_string(),
         },
         lo: ep(&key.lo),

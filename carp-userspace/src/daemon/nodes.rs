@@ -303,8 +303,8 @@ mod tests {
         let arp = iface("arp");
         assert_eq!(entry_mac(&arp, 1), virtual_mac(3));
         assert_eq!(
-            node_entry(&arp, 0, VhidState::Master).state,
-            VhidState::Master as u8
+            node_entry(&arp, 0, VhidState::Master).state(),
+            VhidState::Master
         );
     }
 }

@@ -18,11 +18,9 @@ use std::{
     path::Path,
 };
 
-fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
-    move |e| DataplaneError::Pin {
-        path: name.into(),
-        message: e.to_string(),
-    }
+/// The error of operation `op` on map `map`.
+fn map_err(map: &'static str, op: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { map, op, source }
 }
 
 /// Pins the shared maps of a freshly loaded object into a carpdev's directory too (for bpftool), unless
@@ -303,7 +301,7 @@ fn open(dir: &Path, name: &'static str) -> Result<Map, DataplaneError> {
         path: path.clone(),
         message: format!("{e} (is carpd running?)"),
     })?;
-    Map::from_map_data(data).map_err(map_err(name))
+    Map::from_map_data(data).map_err(map_err(name, "open"))
 }
 
 impl FlowTable {
@@ -333,9 +331,9 @@ impl FlowTable {
     fn from_maps(flows: Map, events: Option<Map>) -> Result<Self, DataplaneError> {
         let batch_fd = dup_fd(&flows);
         Ok(Self {
-            flows: flows.try_into().map_err(map_err(MAP_FLOWS))?,
+            flows: flows.try_into().map_err(map_err(MAP_FLOWS, "open"))?,
             events: events
-                .map(|e| e.try_into().map_err(map_err(MAP_FLOW_EVENTS)))
+                .map(|e| e.try_into().map_err(map_err(MAP_FLOW_EVENTS, "open")))
                 .transpose()?,
             batch_fd,
         })
@@ -386,7 +384,9 @@ impl FlowTable {
 
     /// Inserts or replaces a flow.
     pub fn insert(&mut self, key: FlowKey, entry: FlowEntry) -> Result<(), DataplaneError> {
-        self.flows.insert(key, entry, 0).map_err(map_err(MAP_FLOWS))
+        self.flows
+            .insert(key, entry, 0)
+            .map_err(map_err(MAP_FLOWS, "update"))
     }
 
     /// Writes many flows with BPF_MAP_UPDATE_BATCH (see `update_batch`), replacing what the map holds.
@@ -466,10 +466,10 @@ impl FlowDev {
         Ok(Self {
             conf: take(MAP_FLOW_CONF)?
                 .try_into()
-                .map_err(map_err(MAP_FLOW_CONF))?,
+                .map_err(map_err(MAP_FLOW_CONF, "open"))?,
             stats: take(MAP_FLOW_STATS)?
                 .try_into()
-                .map_err(map_err(MAP_FLOW_STATS))?,
+                .map_err(map_err(MAP_FLOW_STATS, "open"))?,
         })
     }
 
@@ -479,26 +479,33 @@ impl FlowDev {
         Ok(Self {
             conf: open(&dir, MAP_FLOW_CONF)?
                 .try_into()
-                .map_err(map_err(MAP_FLOW_CONF))?,
+                .map_err(map_err(MAP_FLOW_CONF, "open"))?,
             stats: open(&dir, MAP_FLOW_STATS)?
                 .try_into()
-                .map_err(map_err(MAP_FLOW_STATS))?,
+                .map_err(map_err(MAP_FLOW_STATS, "open"))?,
         })
     }
 
     /// Writes the carpdev's flow settings.
     pub fn set_conf(&mut self, conf: FlowConf) -> Result<(), DataplaneError> {
-        self.conf.set(0, conf, 0).map_err(map_err(MAP_FLOW_CONF))
+        self.conf
+            .set(0, conf, 0)
+            .map_err(map_err(MAP_FLOW_CONF, "update"))
     }
 
     /// Reads the carpdev's flow settings.
     pub fn conf(&self) -> Result<FlowConf, DataplaneError> {
-        self.conf.get(&0, 0).map_err(map_err(MAP_FLOW_CONF))
+        self.conf
+            .get(&0, 0)
+            .map_err(map_err(MAP_FLOW_CONF, "lookup"))
     }
 
     /// The counters summed over every CPU.
     pub fn stats(&self) -> Result<FlowStats, DataplaneError> {
-        let per_cpu = self.stats.get(&0, 0).map_err(map_err(MAP_FLOW_STATS))?;
+        let per_cpu = self
+            .stats
+            .get(&0, 0)
+            .map_err(map_err(MAP_FLOW_STATS, "lookup"))?;
         Ok(per_cpu
             .iter()
             .fold(FlowStats::default(), |acc, s| acc.add(s)))

@@ -31,11 +31,9 @@ pub struct Maps {
     pub events: Option<RingBuf<MapData>>,
 }
 
-fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
-    move |e| DataplaneError::Pin {
-        path: name.into(),
-        message: e.to_string(),
-    }
+/// The error of operation `op` on map `map`.
+fn map_err(map: &'static str, op: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { map, op, source }
 }
 
 impl Maps {
@@ -44,19 +42,29 @@ impl Maps {
         let mut take =
             |name: &'static str| ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name));
         let mut maps = Self {
-            stats: take(MAP_STATS)?.try_into().map_err(map_err(MAP_STATS))?,
-            vhids: take(MAP_VHIDS)?.try_into().map_err(map_err(MAP_VHIDS))?,
-            vips: take(MAP_VIPS)?.try_into().map_err(map_err(MAP_VIPS))?,
+            stats: take(MAP_STATS)?
+                .try_into()
+                .map_err(map_err(MAP_STATS, "open"))?,
+            vhids: take(MAP_VHIDS)?
+                .try_into()
+                .map_err(map_err(MAP_VHIDS, "open"))?,
+            vips: take(MAP_VIPS)?
+                .try_into()
+                .map_err(map_err(MAP_VIPS, "open"))?,
             last_advert: take(MAP_LAST_ADVERT)?
                 .try_into()
-                .map_err(map_err(MAP_LAST_ADVERT))?,
+                .map_err(map_err(MAP_LAST_ADVERT, "open"))?,
             balance: take(MAP_BALANCE)?
                 .try_into()
-                .map_err(map_err(MAP_BALANCE))?,
+                .map_err(map_err(MAP_BALANCE, "open"))?,
             advert_limits: take(MAP_ADVERT_LIMITS)?
                 .try_into()
-                .map_err(map_err(MAP_ADVERT_LIMITS))?,
-            events: Some(take(MAP_EVENTS)?.try_into().map_err(map_err(MAP_EVENTS))?),
+                .map_err(map_err(MAP_ADVERT_LIMITS, "open"))?,
+            events: Some(
+                take(MAP_EVENTS)?
+                    .try_into()
+                    .map_err(map_err(MAP_EVENTS, "open"))?,
+            ),
         };
         maps.default_advert_limits()?;
         Ok(maps)
@@ -69,11 +77,11 @@ impl Maps {
             let cur = self
                 .advert_limits
                 .get(&vhid, 0)
-                .map_err(map_err(MAP_ADVERT_LIMITS))?;
+                .map_err(map_err(MAP_ADVERT_LIMITS, "lookup"))?;
             if cur.vhid_interval_ns == 0 && cur.src_interval_ns == 0 {
                 self.advert_limits
                     .set(vhid, AdvertLimit::DEFAULT, 0)
-                    .map_err(map_err(MAP_ADVERT_LIMITS))?;
+                    .map_err(map_err(MAP_ADVERT_LIMITS, "update"))?;
             }
         }
         Ok(())
@@ -83,7 +91,7 @@ impl Maps {
     pub fn set_advert_limit(&mut self, vhid: u8, limit: AdvertLimit) -> Result<(), DataplaneError> {
         self.advert_limits
             .set(vhid as u32, limit, 0)
-            .map_err(map_err(MAP_ADVERT_LIMITS))
+            .map_err(map_err(MAP_ADVERT_LIMITS, "update"))
     }
 
     /// Names the owner of a vhid's limits slot (the source exempt from the vhid bucket, see
@@ -106,7 +114,7 @@ impl Maps {
     pub fn advert_limit(&self, vhid: u8) -> Result<AdvertLimit, DataplaneError> {
         self.advert_limits
             .get(&(vhid as u32), 0)
-            .map_err(map_err(MAP_ADVERT_LIMITS))
+            .map_err(map_err(MAP_ADVERT_LIMITS, "lookup"))
     }
 
     /// Opens the pinned maps of a carpdev without loading anything (readers: carpctl, metrics, tests).
@@ -118,21 +126,27 @@ impl Maps {
                 path: path.clone(),
                 message: format!("{e} (is carpd running on {carpdev}?)"),
             })?;
-            Map::from_map_data(data).map_err(map_err(name))
+            Map::from_map_data(data).map_err(map_err(name, "open"))
         };
         Ok(Self {
-            stats: open(MAP_STATS)?.try_into().map_err(map_err(MAP_STATS))?,
-            vhids: open(MAP_VHIDS)?.try_into().map_err(map_err(MAP_VHIDS))?,
-            vips: open(MAP_VIPS)?.try_into().map_err(map_err(MAP_VIPS))?,
+            stats: open(MAP_STATS)?
+                .try_into()
+                .map_err(map_err(MAP_STATS, "open"))?,
+            vhids: open(MAP_VHIDS)?
+                .try_into()
+                .map_err(map_err(MAP_VHIDS, "open"))?,
+            vips: open(MAP_VIPS)?
+                .try_into()
+                .map_err(map_err(MAP_VIPS, "open"))?,
             last_advert: open(MAP_LAST_ADVERT)?
                 .try_into()
-                .map_err(map_err(MAP_LAST_ADVERT))?,
+                .map_err(map_err(MAP_LAST_ADVERT, "open"))?,
             balance: open(MAP_BALANCE)?
                 .try_into()
-                .map_err(map_err(MAP_BALANCE))?,
+                .map_err(map_err(MAP_BALANCE, "open"))?,
             advert_limits: open(MAP_ADVERT_LIMITS)?
                 .try_into()
-                .map_err(map_err(MAP_ADVERT_LIMITS))?,
+                .map_err(map_err(MAP_ADVERT_LIMITS, "open"))?,
             events: None,
         })
     }
@@ -141,14 +155,14 @@ impl Maps {
     pub fn set_vhid(&mut self, vhid: u8, entry: VhidEntry) -> Result<(), DataplaneError> {
         self.vhids
             .set(vhid as u32, entry, 0)
-            .map_err(map_err(MAP_VHIDS))
+            .map_err(map_err(MAP_VHIDS, "update"))
     }
 
     /// Reads a vhid's entry.
     pub fn vhid(&self, vhid: u8) -> Result<VhidEntry, DataplaneError> {
         self.vhids
             .get(&(vhid as u32), 0)
-            .map_err(map_err(MAP_VHIDS))
+            .map_err(map_err(MAP_VHIDS, "lookup"))
     }
 
     /// Writes a balancing group in one array update (index = its leader vhid, `group.vhids[0]`), so
@@ -157,7 +171,7 @@ impl Maps {
         crate::balance::check_group(&group)?;
         self.balance
             .set(group.vhids[0] as u32, group, 0)
-            .map_err(map_err(MAP_BALANCE))
+            .map_err(map_err(MAP_BALANCE, "update"))
     }
 
     /// Changes only which carpnodes are MASTER here, keeping the rest of the group (one update).
@@ -171,26 +185,28 @@ impl Maps {
     pub fn clear_balance(&mut self, leader: u8) -> Result<(), DataplaneError> {
         self.balance
             .set(leader as u32, crate::balance::unused_group(), 0)
-            .map_err(map_err(MAP_BALANCE))
+            .map_err(map_err(MAP_BALANCE, "update"))
     }
 
     /// Reads the balancing group led by `leader` (mode None = unused).
     pub fn balance(&self, leader: u8) -> Result<BalanceGroup, DataplaneError> {
         self.balance
             .get(&(leader as u32), 0)
-            .map_err(map_err(MAP_BALANCE))
+            .map_err(map_err(MAP_BALANCE, "lookup"))
     }
 
     /// Maps a virtual address to its vhid.
     pub fn add_vip(&mut self, addr: IpAddr, vhid: u8) -> Result<(), DataplaneError> {
         self.vips
             .insert(vip_key(addr), vhid, 0)
-            .map_err(map_err(MAP_VIPS))
+            .map_err(map_err(MAP_VIPS, "update"))
     }
 
     /// Forgets a virtual address.
     pub fn remove_vip(&mut self, addr: IpAddr) -> Result<(), DataplaneError> {
-        self.vips.remove(&vip_key(addr)).map_err(map_err(MAP_VIPS))
+        self.vips
+            .remove(&vip_key(addr))
+            .map_err(map_err(MAP_VIPS, "delete"))
     }
 
     /// The counters of one vhid summed over every CPU.
@@ -198,7 +214,7 @@ impl Maps {
         let per_cpu = self
             .stats
             .get(&(vhid as u32), 0)
-            .map_err(map_err(MAP_STATS))?;
+            .map_err(map_err(MAP_STATS, "lookup"))?;
         Ok(per_cpu
             .iter()
             .fold(CarpStats::default(), |acc, s| acc.add(s)))
@@ -208,7 +224,7 @@ impl Maps {
     pub fn last_advert(&self, vhid: u8) -> Result<LastAdvert, DataplaneError> {
         self.last_advert
             .get(&(vhid as u32), 0)
-            .map_err(map_err(MAP_LAST_ADVERT))
+            .map_err(map_err(MAP_LAST_ADVERT, "lookup"))
     }
 
     /// Drains the pending advert events.

@@ -82,6 +82,17 @@ pub enum DataplaneError {
         /// What went wrong.
         message: String,
     },
+    /// An operation on a map failed (like aya's `SyscallError`: which map, which operation, why).
+    #[error("map {map}: {op} failed: {source}")]
+    Map {
+        /// The map's name (`carp_vhids`, ...).
+        map: &'static str,
+        /// The operation: open, lookup, update, delete, iterate.
+        op: &'static str,
+        /// What aya reported.
+        #[source]
+        source: aya::maps::MapError,
+    },
     /// The interface does not exist.
     #[error("carpdev {0} does not exist (check `ip link`)")]
     NoSuchDevice(String),

@@ -13,6 +13,7 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{Program, Xdp},
 };
+use carp_common::proto;
 use std::{
     io,
     os::fd::{AsFd, AsRawFd, BorrowedFd},
@@ -225,8 +226,8 @@ pub fn complete_partial_checksum(frame: &mut [u8]) -> bool {
         _ => return false,
     };
     let field = match proto {
-        6 => 16,
-        17 => 6,
+        proto::IPPROTO_TCP => 16,
+        proto::IPPROTO_UDP => 6,
         _ => return false,
     };
     let Some(seg) = frame.get_mut(l4..l4 + len) else {
@@ -237,7 +238,7 @@ pub fn complete_partial_checksum(frame: &mut [u8]) -> bool {
     }
     let pseudo = pseudo + u32::from(proto) + len as u32;
     let check = u16::from_be_bytes([seg[field], seg[field + 1]]);
-    if proto == 17 && check == 0 {
+    if proto == proto::IPPROTO_UDP && check == 0 {
         // No UDP checksum (IPv4).
         return false;
     }
@@ -250,7 +251,7 @@ pub fn complete_partial_checksum(frame: &mut [u8]) -> bool {
     seg[field] = 0;
     seg[field + 1] = 0;
     let mut full = !fold(ones_sum(pseudo, seg));
-    if proto == 17 && full == 0 {
+    if proto == proto::IPPROTO_UDP && full == 0 {
         full = 0xffff;
     }
     seg[field..field + 2].copy_from_slice(&full.to_be_bytes());

@@ -30,8 +30,8 @@ use value::{carpnodes_value, check_group, check_ifname, number};
 
 /// Longest passphrase: the key is 20 bytes including a NUL (BSD truncates longer ones, ucarp refuses).
 pub const MAX_PASS_LEN: usize = 19;
-/// Most carpnodes one interface may have (OpenBSD's CARP_MAXNODES).
-pub const MAX_CARPNODES: usize = 32;
+/// Most carpnodes one interface may have (OpenBSD's CARP_MAXNODES), as the dataplane sizes it.
+pub use carp_common::maps::MAX_CARPNODES;
 /// Longest description: OpenBSD's IFDESCRSIZE is 64 bytes including the NUL.
 pub const MAX_DESCRIPTION_LEN: usize = 63;
 /// Longest interface or group name: IFNAMSIZ is 16 bytes including the NUL, on Linux and OpenBSD.

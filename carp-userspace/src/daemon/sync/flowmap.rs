@@ -6,6 +6,7 @@
 //! maps to later peer states and back), so the merge rule "never move a flow backwards" holds across the
 //! translation. Times: the kernel's CLOCK_MONOTONIC ns become the engine's ms on the same clock.
 
+use carp_common::proto;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use carp_common::maps::{self as km, FLOW_LEARNED, FlowTcpState};
@@ -100,7 +101,7 @@ pub fn kernel_tcp_state(peers: &[Peer; 2]) -> FlowTcpState {
 pub fn flow_state(k: &km::FlowKey, e: &km::FlowEntry) -> FlowState {
     let key = key_from_kernel(k);
     let tcp = FlowTcpState::from_u8(e.tcp_state);
-    let peers = if k.proto == 6 {
+    let peers = if k.proto == proto::IPPROTO_TCP {
         let s = tcp_conn(tcp);
         [Peer {
             state: s,
@@ -145,7 +146,7 @@ pub fn kernel_entry(f: &FlowState) -> km::FlowEntry {
         bytes: f.bytes,
         creator: f.id.creator,
         owner: f.owner,
-        tcp_state: if f.key.proto == 6 {
+        tcp_state: if f.key.proto == proto::IPPROTO_TCP {
             kernel_tcp_state(&f.peers) as u8
         } else {
             FlowTcpState::None as u8
@@ -155,13 +156,9 @@ pub fn kernel_entry(f: &FlowState) -> km::FlowEntry {
     }
 }
 
-/// Merges a peer's record into the kernel entry we hold, never moving it backwards: the later TCP
-/// state, the larger counts, the later last-seen time; identity and our own flags are kept.
-pub fn merge_into_kernel(ours: &km::FlowEntry, theirs: &FlowState) -> km::FlowEntry {
-    merge_kernel_entries(ours, &kernel_entry(theirs))
-}
-
-/// `merge_into_kernel` with the peer's copy already in the kernel's form (`kernel_entry`).
+/// Merges a peer's record, already in the kernel's form (`kernel_entry`), into the kernel entry we
+/// hold, never moving it backwards: the later TCP state, the larger counts, the later last-seen time;
+/// identity and our own flags are kept.
 pub fn merge_kernel_entries(ours: &km::FlowEntry, t: &km::FlowEntry) -> km::FlowEntry {
     let mut out = *ours;
     out.tcp_state = ours.tcp_state.max(t.tcp_state);
@@ -255,7 +252,7 @@ mod tests {
             ours.flags = 0;
             let theirs_k = km::FlowEntry { tcp_state: theirs_state, packets: tp, bytes: tp, creator: 1, ..Default::default() };
             let theirs = flow_state(&kkey(), &theirs_k);
-            let m = merge_into_kernel(&ours, &theirs);
+            let m = merge_kernel_entries(&ours, &kernel_entry(&theirs));
             prop_assert!(m.tcp_state >= ours.tcp_state);
             for (d, theirs) in tp.iter().enumerate() {
                 prop_assert!(m.packets[d] >= ours.packets[d] && m.packets[d] >= *theirs);

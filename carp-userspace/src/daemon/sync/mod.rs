@@ -89,8 +89,8 @@ const BULK_BYTES_PER_TICK: usize = 340 * 1400;
 const IP_UDP_HEADERS: usize = 28;
 /// The bulk pacing tick.
 const BULK_INTERVAL: Duration = Duration::from_millis(5);
-/// Most flows a bulk transfer makes the driver reserve room for (a bound on what a peer's count costs).
-const MAX_BULK_RESERVE: usize = 4_000_000;
+/// Most flows a bulk transfer makes the driver reserve room for (the sync engine's bound).
+use crate::sync::peer::MAX_BULK_RESERVE;
 /// How often the engine sends a keepalive, so peers know this node is alive while no flow changes.
 const KEEPALIVE: Duration = Duration::from_secs(1);
 /// A peer not heard from for this long is gone: balancing hands its flows to their buckets' owners.

@@ -432,7 +432,7 @@ struct BulkRx {
 
 /// Most flows a BULK_START may make us reserve table room for up front (a bound, so that a bogus
 /// count from a confused peer cannot make us allocate gigabytes before a single flow arrived).
-const MAX_BULK_RESERVE: usize = 4_000_000;
+pub const MAX_BULK_RESERVE: usize = 4_000_000;
 
 /// One node's sync protocol state machine (see the module doc).
 #[derive(Debug)]
