@@ -1,0 +1,319 @@
+//! Unit tests of the conntrack mirror: merge rules, filters, the queue, bulk and refresh.
+
+use super::super::entry::{CtTuple, TcpInfo, tcp};
+use std::time::Duration;
+
+use crate::sync::wire::OVERHEAD;
+
+use super::super::entry::proto;
+use super::queue::UPD_LEN;
+use super::*;
+
+fn entry(i: u16, state: u8) -> CtEntry {
+    let orig = CtTuple {
+        src: "192.168.100.100".parse().unwrap(),
+        dst: "10.0.0.100".parse().unwrap(),
+        proto: proto::TCP,
+        sport: 40000 + i,
+        dport: 80,
+    };
+    let mut reply = orig.invert();
+    reply.dst = "10.0.0.1".parse().unwrap();
+    CtEntry {
+        key: CtKey { zone: 0, orig },
+        reply,
+        status: status::CONFIRMED | status::SEEN_REPLY | status::SRC_NAT,
+        timeout: 120,
+        mark: 0,
+        labels: None,
+        tcp: Some(TcpInfo {
+            state,
+            wscale: [7, 7],
+            flags: [0x23, 0x23],
+        }),
+    }
+}
+
+fn sends(a: &[CtAction]) -> Vec<CtMessage> {
+    a.iter()
+        .filter_map(|a| match a {
+            CtAction::Send(m) => Some(m.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn applies(a: &[CtAction]) -> Vec<CtOp> {
+    a.iter()
+        .filter_map(|a| match a {
+            CtAction::Apply(o) => Some(*o),
+            _ => None,
+        })
+        .collect()
+}
+
+const T0: Time = Time::ZERO;
+
+#[test]
+fn local_changes_coalesce_and_flush_after_the_delay() {
+    let mut m = CtMirror::new(CtConfig::default());
+    let e = entry(1, tcp::SYN_SENT);
+    assert!(
+        m.local(
+            T0,
+            LocalEvent::Update {
+                entry: e,
+                has_mark: true
+            }
+        )
+        .is_empty()
+    );
+    let e2 = entry(1, tcp::ESTABLISHED);
+    assert!(
+        m.local(
+            T0,
+            LocalEvent::Update {
+                entry: e2,
+                has_mark: false
+            }
+        )
+        .is_empty()
+    );
+    assert_eq!(m.next_deadline(), Some(Time::from_millis(2)));
+    let out = m.timer(Time::from_millis(2), usize::MAX);
+    assert_eq!(
+        sends(&out),
+        vec![CtMessage::Upd {
+            entry: e2,
+            bulk: false
+        }]
+    );
+}
+
+#[test]
+fn a_full_packet_goes_at_once() {
+    let mut m = CtMirror::new(CtConfig::default());
+    let per = (1400 - OVERHEAD) / UPD_LEN;
+    let mut out = Vec::new();
+    for i in 0..=per as u16 {
+        out.extend(m.local(
+            T0,
+            LocalEvent::Update {
+                entry: entry(i, 3),
+                has_mark: true,
+            },
+        ));
+    }
+    assert_eq!(sends(&out).len(), per);
+}
+
+#[test]
+fn learned_entries_are_created_then_updated_never_sent_on() {
+    let mut m = CtMirror::new(CtConfig::default());
+    let e = entry(1, tcp::ESTABLISHED);
+    let out = m.remote(
+        T0,
+        9,
+        CtMessage::Upd {
+            entry: e,
+            bulk: false,
+        },
+    );
+    assert_eq!(applies(&out), vec![CtOp::Create(e)]);
+    let out = m.remote(
+        T0,
+        9,
+        CtMessage::Upd {
+            entry: e,
+            bulk: false,
+        },
+    );
+    assert_eq!(applies(&out), vec![CtOp::Update(e)]);
+    assert!(m.timer(Time::from_secs(1), usize::MAX).is_empty());
+    // The kernel's own expiry of our copy is not the peer's business.
+    let out = m.local(T0, LocalEvent::Destroy(e.key));
+    assert!(out.is_empty());
+    assert!(m.is_empty());
+    assert!(sends(&m.timer(Time::from_secs(1), usize::MAX)).is_empty());
+}
+
+#[test]
+fn an_older_tcp_state_is_answered_with_ours() {
+    let mut m = CtMirror::new(CtConfig::default());
+    let ours = entry(1, tcp::FIN_WAIT);
+    m.local(
+        T0,
+        LocalEvent::Update {
+            entry: ours,
+            has_mark: true,
+        },
+    );
+    m.timer(Time::from_millis(2), usize::MAX);
+    let out = m.remote(
+        Time::from_millis(3),
+        9,
+        CtMessage::Upd {
+            entry: entry(1, tcp::ESTABLISHED),
+            bulk: false,
+        },
+    );
+    assert!(applies(&out).is_empty());
+    assert_eq!(m.counters().stale, 1);
+    let out = m.timer(Time::from_millis(5), usize::MAX);
+    assert_eq!(
+        sends(&out),
+        vec![CtMessage::Upd {
+            entry: ours,
+            bulk: false
+        }]
+    );
+    assert_eq!(m.get(&ours.key).unwrap().tcp.unwrap().state, tcp::FIN_WAIT);
+}
+
+#[test]
+fn learned_timeouts_are_refreshed_only_while_the_teacher_lives() {
+    let mut m = CtMirror::new(CtConfig::default());
+    m.set_live(vec![9]);
+    let e = entry(1, tcp::ESTABLISHED);
+    m.remote(
+        T0,
+        9,
+        CtMessage::Upd {
+            entry: e,
+            bulk: false,
+        },
+    );
+    assert_eq!(m.next_deadline(), Some(Time::from_secs(60)));
+    let out = m.timer(Time::from_secs(60), usize::MAX);
+    assert_eq!(applies(&out), vec![CtOp::Update(e)]);
+    assert_eq!(m.counters().refreshed, 1);
+    m.set_live(vec![]);
+    let out = m.timer(Time::from_secs(120), usize::MAX);
+    assert!(applies(&out).is_empty());
+    assert_eq!(m.next_deadline(), None);
+}
+
+#[test]
+fn local_traffic_on_a_learned_entry_makes_it_ours() {
+    let mut m = CtMirror::new(CtConfig::default());
+    m.set_live(vec![9]);
+    let e = entry(1, tcp::ESTABLISHED);
+    m.remote(
+        T0,
+        9,
+        CtMessage::Upd {
+            entry: e,
+            bulk: false,
+        },
+    );
+    let closing = entry(1, tcp::FIN_WAIT);
+    m.local(
+        T0,
+        LocalEvent::Update {
+            entry: closing,
+            has_mark: false,
+        },
+    );
+    assert_eq!(sends(&m.timer(Time::from_millis(2), usize::MAX)).len(), 1);
+    // No refresh any more: the kernel's traffic keeps it.
+    assert!(applies(&m.timer(Time::from_secs(60), usize::MAX)).is_empty());
+    let out = m.local(T0, LocalEvent::Destroy(e.key));
+    assert!(out.is_empty());
+    assert_eq!(
+        sends(&m.timer(Time::from_secs(61), usize::MAX)),
+        vec![CtMessage::Del(e.key)]
+    );
+}
+
+#[test]
+fn bulk_round_trip_and_short_bulk_asks_again() {
+    let mut a = CtMirror::new(CtConfig::default());
+    let mut b = CtMirror::new(CtConfig::default());
+    let req = b.start(T0);
+    assert_eq!(sends(&req), vec![CtMessage::BulkReq]);
+    assert_eq!(a.remote(T0, 2, CtMessage::BulkReq), vec![CtAction::Dump]);
+    let dump: Vec<CtEntry> = (0..100).map(|i| entry(i, tcp::ESTABLISHED)).collect();
+    let pkts = a.bulk_out(dump);
+    assert!(pkts.len() > 5);
+    let msgs = sends(&pkts);
+    // Lose one entry: b asks again.
+    let mut out = Vec::new();
+    for m in msgs
+        .iter()
+        .filter(|m| !matches!(m, CtMessage::Upd { entry, .. } if entry.key.orig.sport == 40050))
+    {
+        out.extend(b.remote(T0, 1, m.clone()));
+    }
+    assert_eq!(applies(&out).len(), 99);
+    assert_eq!(sends(&out), vec![CtMessage::BulkReq]);
+    assert_eq!(b.counters().bulk_incomplete, 1);
+    let mut out = Vec::new();
+    for m in msgs {
+        out.extend(b.remote(T0, 1, m));
+    }
+    assert!(out.contains(&CtAction::BulkApplied { complete: true }));
+    assert_eq!(b.len(), 100);
+    assert_eq!(b.bulk_state(), CtBulkState::Done { complete: true });
+}
+
+#[test]
+fn alone_the_bulk_request_gives_up() {
+    let mut b = CtMirror::new(CtConfig::default());
+    b.start(T0);
+    let mut now = T0;
+    let mut done = Vec::new();
+    for _ in 0..20 {
+        now += Duration::from_secs(2);
+        done.extend(b.timer(now, usize::MAX));
+    }
+    assert!(done.contains(&CtAction::BulkApplied { complete: false }));
+    assert_eq!(sends(&done).len(), 11);
+}
+
+#[test]
+fn filter_zones_protocols_and_addresses() {
+    let mut f = CtFilter::default();
+    let e = entry(1, 3);
+    assert!(f.accepts(&e.key));
+    f.ignore.push(("192.168.100.0".parse().unwrap(), 24));
+    assert!(!f.accepts(&e.key));
+    f.ignore.clear();
+    f.zones = Some(vec![1]);
+    assert!(!f.accepts(&e.key));
+    f.zones = None;
+    f.protocols = vec![proto::UDP];
+    assert!(!f.accepts(&e.key));
+}
+
+#[test]
+fn resync_sends_changes_and_dels_for_lost_destroys() {
+    let mut m = CtMirror::new(CtConfig::default());
+    for i in 0..3 {
+        m.local(
+            T0,
+            LocalEvent::Update {
+                entry: entry(i, 3),
+                has_mark: true,
+            },
+        );
+    }
+    m.timer(Time::from_millis(2), usize::MAX);
+    let out = m.resync(
+        Time::from_millis(3),
+        vec![entry(0, 3), entry(1, tcp::FIN_WAIT)],
+    );
+    assert!(sends(&out).is_empty());
+    let out = m.timer(Time::from_millis(5), usize::MAX);
+    assert_eq!(
+        sends(&out),
+        vec![
+            CtMessage::Upd {
+                entry: entry(1, tcp::FIN_WAIT),
+                bulk: false
+            },
+            CtMessage::Del(entry(2, 3).key)
+        ]
+    );
+    assert_eq!(m.len(), 2);
+}
