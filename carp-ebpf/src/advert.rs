@@ -49,8 +49,15 @@ pub fn intake_v4(ctx: &XdpContext, l2: L2) -> u32 {
         counters.bump(|s| &mut s.badvhid);
         return xdp_action::XDP_PASS;
     }
-    if hlen < 20 || tot < hlen {
-        // An IP header that cannot be right: the frame is unusable, as a failed pullup would be.
+    let have = ctx.data_end() - ctx.data();
+    if ip.vihl >> 4 != 4
+        || hlen < 20
+        || tot < hlen
+        || l2.l3 + tot > have
+        || !ipv4::header_checksum_ok(ctx, l2.l3, hlen)
+    {
+        // An IP header that cannot be right: the frame is unusable, as a failed pullup would be
+        // (an IP stack drops a bad header checksum before carp_input sees the packet).
         counters.bump(|s| &mut s.hdrops);
         return xdp_action::XDP_DROP;
     }
@@ -95,6 +102,11 @@ pub fn intake_v6(ctx: &XdpContext, l2: L2) -> u32 {
         return xdp_action::XDP_PASS;
     }
     let plen = be16(ip.payload_len) as usize;
+    if ip.vtcfl[0] >> 4 != 6 || off + plen > ctx.data_end() - ctx.data() {
+        // Not version 6, or a payload length beyond the frame: the IPv6 stack drops it.
+        counters.bump(|s| &mut s.hdrops);
+        return xdp_action::XDP_DROP;
+    }
     if let Some(flags) = vrrp_flags(vhid) {
         let at = vrrp::At {
             ttl: ip.hop_limit,

@@ -1,4 +1,6 @@
 //! IPv4 header.
+use crate::packet::{csum_fold, ptr_at};
+use aya_ebpf::programs::XdpContext;
 
 /// IPv4 header without options.
 #[repr(C)]
@@ -31,6 +33,27 @@ impl Ipv4Hdr {
     pub fn header_len(&self) -> usize {
         ((self.vihl & 0x0f) as usize) * 4
     }
+}
+
+/// True when the IPv4 header of `hlen` bytes (20..=60) at `off` has a correct header checksum, as
+/// every IP stack requires before it looks at the payload (the advert intake runs before the
+/// kernel's; found by fuzzing it against the userspace checks).
+#[inline(always)]
+pub fn header_checksum_ok(ctx: &XdpContext, off: usize, hlen: usize) -> bool {
+    let mut sum = 0u32;
+    let mut i = 0;
+    while i < 30 {
+        if 2 * i + 2 > hlen {
+            break;
+        }
+        let Ok(w) = ptr_at::<[u8; 2]>(ctx, off + 2 * i) else {
+            return false;
+        };
+        // SAFETY: ptr_at checked the bounds.
+        sum += u16::from_be_bytes(unsafe { *w }) as u32;
+        i += 1;
+    }
+    csum_fold(sum) == 0xffff
 }
 
 /// True for 224.0.0.0/4.

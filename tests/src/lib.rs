@@ -6,6 +6,7 @@ pub mod chaos;
 pub mod frames;
 pub mod lab;
 pub mod netns;
+pub mod xdp_oracle;
 pub mod xdp_sender;
 
 use std::path::{Path, PathBuf};
