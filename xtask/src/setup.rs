@@ -30,6 +30,7 @@ const PACKAGES: &[&str] = &[
     "ethtool",
     "conntrack",
     "conntrackd",
+    "frr",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_MAJOR: &str = "22";
