@@ -4,7 +4,7 @@
 //! controller only adopts pins whose layout it understands, so changing any struct here must bump it.
 
 /// Version of the map layout; part of the pin path.
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 /// Entries in the per-vhid arrays: index = vhid, index 0 counts frames whose vhid could not be read.
 pub const VHID_SLOTS: u32 = 256;
 /// Maximum number of virtual addresses across all vhids of one carpdev.
@@ -77,11 +77,14 @@ pub struct CarpStats {
     /// Good adverts dropped, not handed over, because their source or their vhid exceeded its event rate
     /// (`carp_advert_limits`): a flood of valid-looking adverts.
     pub events_ratelimited: u64,
+    /// IP packets to a virtual address dropped at a VRRP master that does not own it and runs with
+    /// `accept_mode = false` (RFC 9568 §6.4.3); neighbour discovery is always let through.
+    pub vrrp_not_accepted: u64,
 }
 
 impl CarpStats {
     /// Every counter as (name, value), in declaration order (bpftool's, tables' and metrics').
-    pub fn fields(&self) -> [(&'static str, u64); 18] {
+    pub fn fields(&self) -> [(&'static str, u64); 19] {
         [
             ("ipackets", self.ipackets),
             ("ipackets6", self.ipackets6),
@@ -101,6 +104,7 @@ impl CarpStats {
             ("balanced_pass", self.balanced_pass),
             ("balanced_drop", self.balanced_drop),
             ("events_ratelimited", self.events_ratelimited),
+            ("vrrp_not_accepted", self.vrrp_not_accepted),
         ]
     }
 
@@ -125,6 +129,7 @@ impl CarpStats {
             balanced_pass: self.balanced_pass + o.balanced_pass,
             balanced_drop: self.balanced_drop + o.balanced_drop,
             events_ratelimited: self.events_ratelimited + o.events_ratelimited,
+            vrrp_not_accepted: self.vrrp_not_accepted + o.vrrp_not_accepted,
         }
     }
 }
@@ -767,7 +772,7 @@ macro_rules! assert_no_padding {
 }
 
 assert_no_padding! {
-    CarpStats { ipackets, ipackets6, badttl, badlen, hdrops, badsum, badver, badvhid, adverts_to_controller, events_lost, arp_replies, na_replies, arp_dropped_backup, vmac_passed, vmac_dropped, balanced_pass, balanced_drop, events_ratelimited },
+    CarpStats { ipackets, ipackets6, badttl, badlen, hdrops, badsum, badver, badvhid, adverts_to_controller, events_lost, arp_replies, na_replies, arp_dropped_backup, vmac_passed, vmac_dropped, balanced_pass, balanced_drop, events_ratelimited, vrrp_not_accepted },
     VhidEntry { state, mode, vmac, lease_until_ns },
     VipKey { family, pad, addr },
     LastAdvert { ktime_ns, src, family, advbase, advskew, demote, pad, carp, pad2 },

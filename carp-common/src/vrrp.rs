@@ -43,3 +43,7 @@ pub const VHID_MODE_VRRP3: u8 = 0x40;
 pub const VHID_MODE_VRRP2: u8 = 0x80;
 /// Both VRRP flags.
 pub const VHID_MODE_VRRP: u8 = VHID_MODE_VRRP3 | VHID_MODE_VRRP2;
+/// Flag in `VhidEntry::mode` of a VRRP VRID: Accept_Mode is False and this router does not own the
+/// addresses (priority below 255), so as MASTER it drops IP packets to them (RFC 9568 §6.4.3),
+/// neighbour discovery excepted.
+pub const VHID_MODE_NO_ACCEPT: u8 = 0x20;

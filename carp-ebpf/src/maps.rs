@@ -132,6 +132,11 @@ pub static FLOW_STATS: PerCpuArray<FlowStats, 1> = PerCpuArray::new();
 #[btf_map(name = "carp_flow_scratch")]
 pub static FLOW_SCRATCH: PerCpuArray<FlowScratch, 1> = PerCpuArray::new();
 
+/// Per-CPU room for one `VipKey` (kernel-internal, not pinned): the accept-mode check builds its key
+/// here, because the program's stack has no 24 bytes to spare.
+#[btf_map(name = "carp_vip_scratch")]
+pub static VIP_SCRATCH: PerCpuArray<VipKey, 1> = PerCpuArray::new();
+
 /// Size of the flow event ring buffer: 1 MiB holds about 7,000 events.
 pub const FLOW_EVENTS_BYTES: usize = 1024 * 1024;
 

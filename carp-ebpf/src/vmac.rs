@@ -9,10 +9,17 @@
 use crate::{
     balance,
     eth::{self, L2},
-    maps::{count, is_master, vhid_entry},
+    ipv4::Ipv4Hdr,
+    ipv6::Ipv6Hdr,
+    maps::{VIP_SCRATCH, count, is_master, vhid_entry, vip_vhid},
+    packet::ptr_at,
 };
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use carp_common::maps::{BalanceMode, VhidState};
+use carp_common::{
+    maps::{BalanceMode, VhidState},
+    proto::{ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMPV6},
+    vrrp::VHID_MODE_NO_ACCEPT,
+};
 
 /// The verdict for a frame no other decision claimed.
 #[inline(always)]
@@ -43,6 +50,10 @@ pub fn filter(ctx: &XdpContext, l2: L2) -> u32 {
         return xdp_action::XDP_PASS;
     }
     if is_master(entry) {
+        if entry.mode & VHID_MODE_NO_ACCEPT != 0 && to_own_vip(ctx, l2, vhid) {
+            count(vhid, |s| &mut s.vrrp_not_accepted);
+            return xdp_action::XDP_DROP;
+        }
         count(vhid, |s| &mut s.vmac_passed);
         // `arp` mode: the controller sets every node's vmac to the carp interface's MAC (the
         // leader's); a frame to another node's MAC is re-addressed to it so the carp interface
@@ -56,4 +67,49 @@ pub fn filter(ctx: &XdpContext, l2: L2) -> u32 {
         count(vhid, |s| &mut s.vmac_dropped);
         xdp_action::XDP_DROP
     }
+}
+
+/// True for an IP packet to one of `vhid`'s own virtual addresses, neighbour discovery excepted (a
+/// VRRP master without Accept_Mode still answers for them, RFC 9568 §6.4.3); routed traffic, whose
+/// destination is elsewhere, is never this.
+#[inline(always)]
+fn to_own_vip(ctx: &XdpContext, l2: L2, vhid: u8) -> bool {
+    let Some(key) = VIP_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: the per-CPU slot is this program run's alone until it returns.
+    let key = unsafe { &mut *key };
+    key.pad = [0; 3];
+    match l2.proto {
+        ETH_P_IP => {
+            let Ok(ip) = ptr_at::<Ipv4Hdr>(ctx, l2.l3) else {
+                return false;
+            };
+            key.family = 4;
+            key.addr = [0; 16];
+            // SAFETY: ptr_at checked the header lies within the frame.
+            key.addr[..4].copy_from_slice(unsafe { &(*ip).dst });
+        }
+        ETH_P_IPV6 => {
+            let Ok(ip) = ptr_at::<Ipv6Hdr>(ctx, l2.l3) else {
+                return false;
+            };
+            // SAFETY: as above.
+            let ip = unsafe { &*ip };
+            if ip.nexthdr == IPPROTO_ICMPV6 {
+                // ND (133-137) must reach the responder and the stack; the type is the first byte.
+                let Ok(t) = ptr_at::<u8>(ctx, l2.l3 + 40) else {
+                    return false;
+                };
+                // SAFETY: as above.
+                if (133..=137).contains(unsafe { &*t }) {
+                    return false;
+                }
+            }
+            key.family = 6;
+            key.addr = ip.dst;
+        }
+        _ => return false,
+    }
+    vip_vhid(key) == Some(vhid)
 }

@@ -707,3 +707,64 @@ fn full_ring_counts_events_lost_and_recovers_after_a_drain() {
     assert_eq!(adverts_from(&mut lab, PEER, 3), 3, "handed over again");
     assert_eq!(lab.maps.drain_events().len(), 3);
 }
+
+/// A VRRP master without Accept_Mode that does not own its addresses (RFC 9568 §6.4.3): packets to the
+/// virtual addresses are dropped and counted, routed traffic through the virtual MAC and neighbour
+/// discovery for the address pass; with Accept_Mode (the control) the same packet to the address passes.
+#[test]
+fn vrrp_master_without_accept_mode_drops_packets_to_its_addresses_only() {
+    root_or_skip!("vrrp_master_without_accept_mode_drops_packets_to_its_addresses_only");
+    use carp_common::vrrp::{VHID_MODE_NO_ACCEPT, VHID_MODE_VRRP3};
+    let mut lab = Lab::new(VhidState::Master);
+    let mut no_accept = entry(VhidState::Master);
+    no_accept.mode |= VHID_MODE_VRRP3 | VHID_MODE_NO_ACCEPT;
+    lab.maps.set_vhid(1, no_accept).expect("set vhid");
+    let udp = |dst: [u8; 4]| {
+        let mut f = eth(VMAC1, CLIENT_MAC, 0x0800, None);
+        f.extend(ipv4([10, 0, 0, 100], dst, 17, 64, 8));
+        f.extend_from_slice(&[0; 8]);
+        f
+    };
+    let to_vip = udp(VIP);
+    let routed = udp([8, 8, 8, 8]);
+    let mut to_vip6 = eth(VMAC1, CLIENT_MAC, 0x86dd, None);
+    to_vip6.extend(ipv6(
+        [0xfe, 0x80, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+        VIP6,
+        17,
+        64,
+        8,
+    ));
+    to_vip6.extend_from_slice(&[0; 8]);
+    // A unicast neighbour solicitation (reachability probe) to the address, ICMPv6 type 135.
+    let mut nud = eth(VMAC1, CLIENT_MAC, 0x86dd, None);
+    nud.extend(ipv6(
+        [0xfe, 0x80, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+        VIP6,
+        58,
+        255,
+        24,
+    ));
+    nud.push(135);
+    nud.extend_from_slice(&[0; 23]);
+    assert_eq!(lab.run(&to_vip).0, XDP_DROP, "UDP to the VIP");
+    assert_eq!(lab.run(&to_vip6).0, XDP_DROP, "UDP to the IPv6 VIP");
+    assert_eq!(
+        lab.run(&routed).0,
+        XDP_PASS,
+        "routed through the virtual MAC"
+    );
+    assert_ne!(lab.run(&nud).0, XDP_DROP, "neighbour discovery for the VIP");
+    let s = lab.stats(1);
+    assert_eq!(s.vrrp_not_accepted, 2, "{s:?}");
+    // Control: Accept_Mode (or the owner) takes the same packet.
+    let mut accept = entry(VhidState::Master);
+    accept.mode |= VHID_MODE_VRRP3;
+    lab.maps.set_vhid(1, accept).expect("set vhid");
+    assert_eq!(
+        lab.run(&to_vip).0,
+        XDP_PASS,
+        "UDP to the VIP with accept_mode"
+    );
+    assert_eq!(lab.stats(1).vrrp_not_accepted, 2);
+}

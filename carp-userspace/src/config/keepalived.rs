@@ -756,8 +756,9 @@ pub fn import(path: &Path) -> Result<Import, ImportError> {
             let _ = writeln!(out, "preempt = false");
         }
         let accept = inst.accept.unwrap_or(!strict);
-        if accept {
-            let _ = writeln!(out, "accept_mode = true");
+        if !accept {
+            // carp-xdp's default is true (keepalived's without vrrp_strict); strict means RFC 9568's.
+            let _ = writeln!(out, "accept_mode = false");
         }
         let vips: Vec<String> = inst
             .vips

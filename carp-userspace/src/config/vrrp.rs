@@ -71,7 +71,8 @@ pub struct VrrpConfig {
     pub interval: u16,
     /// Whether a higher-priority backup takes over from a lower-priority master (default true).
     pub preempt: bool,
-    /// Whether the master accepts packets to the virtual addresses it does not own (default false).
+    /// Whether the master accepts packets to the virtual addresses it does not own (default true, as
+    /// keepalived without `vrrp_strict` and FRR behave; RFC 9568's default is false).
     pub accept_mode: bool,
     /// Unicast peers instead of the multicast group; adverts go to each.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -361,7 +362,7 @@ impl Cx<'_> {
             interval_cs,
             interval,
             preempt: raw.preempt.as_ref().is_none_or(|v| *v.get_ref()),
-            accept_mode: raw.accept_mode.as_ref().is_some_and(|v| *v.get_ref()),
+            accept_mode: raw.accept_mode.as_ref().is_none_or(|v| *v.get_ref()),
             unicast_peers,
             checksum,
             auth,
@@ -425,8 +426,8 @@ mod tests {
         assert_eq!(v.interval_cs, 100);
         assert!(v.preempt, "RFC 9568 §6.1: Preempt_Mode defaults to True");
         assert!(
-            !v.accept_mode,
-            "RFC 9568 §6.1: Accept_Mode defaults to False"
+            v.accept_mode,
+            "Accept_Mode defaults to True, as keepalived (not strict) and FRR (RFC 9568: False)"
         );
         assert_eq!(v.checksum, ChecksumForm::PseudoHeader);
         let v2 = vrrp("protocol = \"vrrp2\"\nvrid = 5\naddresses = [\"10.0.0.1/24\"]\n");

@@ -25,7 +25,9 @@ use tokio::io::unix::AsyncFd;
 
 use carp_common::maps::VhidState;
 use carp_common::proto::{CARP_GROUP_MAC_V4, CARP_GROUP_MAC_V6, CARP_GROUP_V4, CARP_GROUP_V6};
-use carp_common::vrrp::{VHID_MODE_VRRP2, VHID_MODE_VRRP3, vrrp_mac_v4, vrrp_mac_v6};
+use carp_common::vrrp::{
+    VHID_MODE_NO_ACCEPT, VHID_MODE_VRRP2, VHID_MODE_VRRP3, vrrp_mac_v4, vrrp_mac_v6,
+};
 
 use super::{Daemon, nodes};
 use crate::config::InterfaceConfig;
@@ -278,11 +280,16 @@ pub(super) fn vmac(cfg: &InterfaceConfig) -> Option<[u8; 6]> {
 
 /// The VRRP flag of the interface's `carp_vhids` mode byte (0 for CARP).
 pub(super) fn mode_flag(cfg: &InterfaceConfig) -> u8 {
-    match cfg.vrrp.as_ref().map(|v| v.version) {
-        Some(VrrpVersion::V3) => VHID_MODE_VRRP3,
-        Some(VrrpVersion::V2) => VHID_MODE_VRRP2,
-        None => 0,
-    }
+    let Some(v) = cfg.vrrp.as_ref() else {
+        return 0;
+    };
+    let version = match v.version {
+        VrrpVersion::V3 => VHID_MODE_VRRP3,
+        VrrpVersion::V2 => VHID_MODE_VRRP2,
+    };
+    // RFC 9568 §6.4.3: only the address owner (255) or a router in Accept_Mode takes packets to them.
+    let accept = v.accept_mode || v.priority == 255;
+    version | if accept { 0 } else { VHID_MODE_NO_ACCEPT }
 }
 
 /// How long the dataplane keeps a VRRP MASTER without a renewal: three intervals plus 10 ms.
