@@ -1,5 +1,8 @@
 //! The sync wire format's test vectors and round trips.
 
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::super::state::{ConnState, Endpoint, FlowKey};
 use super::*;
 
 fn key() -> SyncKey {
