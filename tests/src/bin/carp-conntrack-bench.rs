@@ -302,6 +302,15 @@ fn carpd_run(gw: &Gateway, args: &Args) -> Result<Run> {
         bulk_cpu2_ms: cpu_time(gw2.pid()).as_secs_f64() * 1000.0,
         lag: lag(gw, args.rate, args.lag_seconds, (gw1.pid(), gw2.pid()))?,
     };
+    // Where entries went missing, if any: each side's conntrack counters after the lag run.
+    for (name, sock) in [("gw1", &sock1), ("gw2", &sock2)] {
+        if let Some(c) = sync_report(sock).and_then(|r| r.conntrack) {
+            println!(
+                "{name} carpd conntrack: {:?} refused {:?}",
+                c.counters, c.refused
+            );
+        }
+    }
     drop(gw2);
     drop(gw1);
     Ok(run)
