@@ -111,18 +111,7 @@ impl Frr {
 
     /// `show vrrp json` for VRID 7, IPv4 side: (status, adverts received).
     fn v4(&self) -> Option<(String, u64)> {
-        let out = std::process::Command::new("nsenter")
-            .args([
-                &format!("--net=/run/netns/{}", self.ns),
-                "vtysh",
-                "-N",
-                &self.pathspace,
-                "-c",
-                "show vrrp json",
-            ])
-            .output()
-            .ok()?;
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let json: serde_json::Value = serde_json::from_str(&self.raw()).ok()?;
         let vr = json
             .as_array()?
             .iter()
