@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use carp_common::vrrp::{VRRP_PRIORITY_OWNER, VRRP_PRIORITY_STOP};
 
-use super::{Action, DropReason, State, Time, Vhid, ip_key};
+use super::{Action, DropReason, State, Time, Vhid, vhid::ip_key};
 use crate::wire::vrrp::VrrpVersion;
 
 /// The VRRP settings of a vhid that runs VRRP instead of CARP.
