@@ -120,6 +120,22 @@ fn main() -> Result<()> {
 }
 
 /// `cargo run --quiet --release -p PACKAGE --bin BIN -- ARGS...`.
+/// Builds the release carpd that a lab bench runs next to it, so it is the current one.
+fn build_release_carpd() -> Result<()> {
+    util::run(
+        "cargo",
+        &[
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "carp-userspace",
+            "--bin",
+            "carpd",
+        ],
+    )
+}
+
 fn run_release(package: &str, bin: &str, args: &[&str]) -> Result<()> {
     let mut full = vec![
         "run",
@@ -202,19 +218,7 @@ fn bench(quick: bool, idle_minutes: u64) -> Result<()> {
         "conntrack: 1,000,000-entry bulk into the peer's kernel table and replication lag at 20,000 new \
          connections/s, carpd against conntrackd (FTFW) over the same sync link",
     );
-    // carp-conntrack-bench runs the carpd next to it.
-    util::run(
-        "cargo",
-        &[
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "carp-userspace",
-            "--bin",
-            "carpd",
-        ],
-    )?;
+    build_release_carpd()?;
     run_release(
         "carp-tests",
         "carp-conntrack-bench",
@@ -232,19 +236,7 @@ fn bench(quick: bool, idle_minutes: u64) -> Result<()> {
     util::step(
         "failover: client-observed outage of carpd, ucarp and keepalived in the pair lab (probe every 5 ms)",
     );
-    // The bench runs the carpd next to it; build it here so it is the current one.
-    util::run(
-        "cargo",
-        &[
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "carp-userspace",
-            "--bin",
-            "carpd",
-        ],
-    )?;
+    build_release_carpd()?;
     let idle = idle_minutes.to_string();
     let mut args = vec!["target/bench/failover.json", "--idle-minutes", &idle];
     if quick {
