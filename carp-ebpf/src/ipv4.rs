@@ -1,5 +1,5 @@
 //! IPv4 header.
-use crate::packet::{csum_fold, ptr_at};
+use crate::packet::{csum_fold, csum_frame};
 use aya_ebpf::programs::XdpContext;
 
 /// IPv4 header without options.
@@ -40,20 +40,8 @@ impl Ipv4Hdr {
 /// kernel's; found by fuzzing it against the userspace checks).
 #[inline(always)]
 pub fn header_checksum_ok(ctx: &XdpContext, off: usize, hlen: usize) -> bool {
-    let mut sum = 0u32;
-    let mut i = 0;
-    while i < 30 {
-        if 2 * i + 2 > hlen {
-            break;
-        }
-        let Ok(w) = ptr_at::<[u8; 2]>(ctx, off + 2 * i) else {
-            return false;
-        };
-        // SAFETY: ptr_at checked the bounds.
-        sum += u16::from_be_bytes(unsafe { *w }) as u32;
-        i += 1;
-    }
-    csum_fold(sum) == 0xffff
+    // 30 words: the longest IPv4 header, 60 bytes.
+    csum_frame::<30>(ctx, off, hlen, 0).is_some_and(|sum| csum_fold(sum) == 0xffff)
 }
 
 /// True for 224.0.0.0/4.

@@ -23,6 +23,28 @@ pub fn be16(b: [u8; 2]) -> u16 {
     u16::from_be_bytes(b)
 }
 
+/// Adds the big-endian 16-bit words of the frame's `len` bytes at `off` (at most `MAX_WORDS` words, the
+/// verifier's loop bound) to a one's-complement accumulator; None if the frame ends first.
+#[inline(always)]
+pub fn csum_frame<const MAX_WORDS: usize>(
+    ctx: &XdpContext,
+    off: usize,
+    len: usize,
+    mut sum: u32,
+) -> Option<u32> {
+    let mut i = 0;
+    while i < MAX_WORDS {
+        if 2 * i + 2 > len {
+            break;
+        }
+        let w = ptr_at::<[u8; 2]>(ctx, off + 2 * i).ok()?;
+        // SAFETY: ptr_at checked the bounds.
+        sum += u16::from_be_bytes(unsafe { *w }) as u32;
+        i += 1;
+    }
+    Some(sum)
+}
+
 /// Folds a 32-bit one's-complement accumulator to 16 bits.
 #[inline(always)]
 pub fn csum_fold(mut sum: u32) -> u16 {

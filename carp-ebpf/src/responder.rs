@@ -12,7 +12,7 @@ use crate::{
     eth::{self, L2},
     ipv6::{IPPROTO_ICMPV6, Ipv6Hdr, LlaOption, ND_NEIGHBOR_ADVERT, NdMsg},
     maps::{count, is_master, vhid_entry, vip_vhid},
-    packet::{be16, csum_add, csum_fold, ptr_at},
+    packet::{be16, csum_add, csum_fold, csum_frame, ptr_at},
 };
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_tail, programs::XdpContext};
 use carp_common::{
@@ -217,19 +217,8 @@ fn icmp6_checksum_ok(ctx: &XdpContext, ip6: &Ipv6Hdr, off: usize, plen: usize) -
     let mut sum = csum_add(0, &ip6.src);
     sum = csum_add(sum, &ip6.dst);
     sum += plen as u32 + IPPROTO_ICMPV6 as u32;
-    let mut i = 0;
-    while i < NS_CHECKED_MAX / 2 {
-        if 2 * i + 2 > plen {
-            break;
-        }
-        let Ok(w) = ptr_at::<[u8; 2]>(ctx, off + 2 * i) else {
-            return false;
-        };
-        // SAFETY: ptr_at checked the bounds.
-        sum += u16::from_be_bytes(unsafe { *w }) as u32;
-        i += 1;
-    }
-    csum_fold(sum) == 0xffff
+    csum_frame::<{ NS_CHECKED_MAX / 2 }>(ctx, off, plen, sum)
+        .is_some_and(|sum| csum_fold(sum) == 0xffff)
 }
 
 /// ICMPv6 length of our NA: 24 bytes of message plus the 8-byte target link-layer option.
