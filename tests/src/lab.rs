@@ -292,6 +292,28 @@ impl Pair {
         spawn_carpd(&self.dir, &self.bpffs, ns, name, config)
     }
 
+    /// Starts carpd in gw1 with `gw1_config` and waits for it to be MASTER of carp0 vhid 1, then
+    /// carpd in gw2 with `gw2_config` and waits for it to come up (BACKUP).
+    pub fn elect(&self, gw1_config: &str, gw2_config: &str) -> (Daemon, Daemon) {
+        let settle = Duration::from_secs(8);
+        let gw1 = self.carpd(&self.gw1, "gw1", gw1_config);
+        assert!(
+            gw1.wait_log(
+                "carp0 vhid 1: BACKUP -> MASTER (master down timer expired)",
+                settle
+            ),
+            "gw1 never became MASTER:\n{}",
+            gw1.log()
+        );
+        let gw2 = self.carpd(&self.gw2, "gw2", gw2_config);
+        assert!(
+            gw2.wait_log("carp0 vhid 1: INIT -> BACKUP (interface up)", settle),
+            "gw2 never came up:\n{}",
+            gw2.log()
+        );
+        (gw1, gw2)
+    }
+
     /// True if the client gets an echo reply from the VIP within `timeout` (one ping a 200 ms).
     pub fn client_reaches_vip(&self, timeout: Duration) -> bool {
         let end = Instant::now() + timeout;
@@ -469,6 +491,28 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// Stops the process with SIGSTOP `times` times for `stop` each, letting it run for `gap` in
+    /// between, then waits 300 ms; returns how often `watcher` logged `needle` meanwhile (e.g. a
+    /// backup's takeovers while this master was frozen).
+    pub fn stop_again_and_again(
+        &self,
+        times: u32,
+        stop: Duration,
+        gap: Duration,
+        watcher: &Daemon,
+        needle: &str,
+    ) -> usize {
+        let skip = watcher.log().len();
+        for _ in 0..times {
+            self.signal(libc::SIGSTOP);
+            std::thread::sleep(stop);
+            self.signal(libc::SIGCONT);
+            std::thread::sleep(gap);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        watcher.log()[skip..].matches(needle).count()
     }
 
     /// SIGKILL and reap.

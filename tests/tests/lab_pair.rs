@@ -12,22 +12,7 @@ const SETTLE: Duration = Duration::from_secs(8);
 
 /// Starts gw1 (advskew 0) and waits for it to be MASTER, then gw2 (advskew 100) as BACKUP.
 fn elect(pair: &Pair) -> (Daemon, Daemon) {
-    let gw1 = pair.carpd(&pair.gw1, "gw1", &Pair::config(0));
-    assert!(
-        gw1.wait_log(
-            "carp0 vhid 1: BACKUP -> MASTER (master down timer expired)",
-            SETTLE
-        ),
-        "gw1 never became MASTER:\n{}",
-        gw1.log()
-    );
-    let gw2 = pair.carpd(&pair.gw2, "gw2", &Pair::config(100));
-    assert!(
-        gw2.wait_log("carp0 vhid 1: INIT -> BACKUP (interface up)", SETTLE),
-        "gw2 never came up:\n{}",
-        gw2.log()
-    );
-    (gw1, gw2)
+    pair.elect(&Pair::config(0), &Pair::config(100))
 }
 
 #[test]

@@ -20,38 +20,16 @@ fn config(advskew: u8, queue_ms: u32) -> String {
 }
 
 fn elect(pair: &Pair, queue_ms: u32) -> (Daemon, Daemon) {
-    let gw1 = pair.carpd(&pair.gw1, "gw1", &config(0, queue_ms));
-    assert!(
-        gw1.wait_log(
-            "carp0 vhid 1: BACKUP -> MASTER (master down timer expired)",
-            SETTLE
-        ),
-        "gw1 never became MASTER:\n{}",
-        gw1.log()
-    );
-    let gw2 = pair.carpd(&pair.gw2, "gw2", &config(2, queue_ms));
-    assert!(
-        gw2.wait_log("carp0 vhid 1: INIT -> BACKUP (interface up)", SETTLE),
-        "gw2 never came up:\n{}",
-        gw2.log()
-    );
+    let gws = pair.elect(&config(0, queue_ms), &config(2, queue_ms));
     // Let gw2 hear a few hundred adverts first.
     std::thread::sleep(Duration::from_millis(500));
-    (gw1, gw2)
+    gws
 }
 
-/// Stops gw1 `times` times for `stop`, resuming it for `gap` in between; returns gw2's takeovers.
+/// Stops gw1 `times` times for `stop`; returns gw2's takeovers. The 150 ms between stops are long
+/// enough for the loop to refill the queue and for gw2 to hand back after a takeover.
 fn stop_again_and_again(gw1: &Daemon, gw2: &Daemon, times: u32, stop: Duration) -> usize {
-    let skip = gw2.log().len();
-    for _ in 0..times {
-        gw1.signal(libc::SIGSTOP);
-        std::thread::sleep(stop);
-        gw1.signal(libc::SIGCONT);
-        // Long enough for the loop to refill the queue and for gw2 to hand back after a takeover.
-        std::thread::sleep(Duration::from_millis(150));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    gw2.log()[skip..].matches(TAKEOVER).count()
+    gw1.stop_again_and_again(times, stop, Duration::from_millis(150), gw2, TAKEOVER)
 }
 
 #[test]

@@ -593,17 +593,13 @@ fn rolling_swap_from_a_keepalived_pair_loses_no_probe() {
 /// Stops carpd (VRRPv3 MASTER at 10 ms) `times` times for 40 ms, resuming it for 200 ms in between;
 /// returns how often keepalived took over meanwhile.
 fn stop_carpd_again_and_again(gw1: &Daemon, ka: &Keepalived, times: u32) -> usize {
-    let skip = ka.daemon.log().len();
-    for _ in 0..times {
-        gw1.signal(libc::SIGSTOP);
-        std::thread::sleep(Duration::from_millis(40));
-        gw1.signal(libc::SIGCONT);
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    ka.daemon.log()[skip..]
-        .matches("(VI_7) Entering MASTER STATE")
-        .count()
+    gw1.stop_again_and_again(
+        times,
+        Duration::from_millis(40),
+        Duration::from_millis(200),
+        &ka.daemon,
+        "(VI_7) Entering MASTER STATE",
+    )
 }
 
 /// Issue #17 against a live keepalived: carpd is VRRPv3 MASTER at 10 ms adverts, keepalived BACKUP
