@@ -60,6 +60,11 @@ fn main() -> anyhow::Result<()> {
     maps.add_vip(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 1)?;
     let vip6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
     maps.add_vip(IpAddr::V6(vip6), 1)?;
+    // A VRRP VRID 5 master without Accept_Mode (its VIP 10.0.0.5 not its own).
+    let mut vrrp5 = VhidEntry::new(VhidState::Master, BalanceMode::None, [0, 0, 0x5e, 0, 1, 5]);
+    vrrp5.mode |= carp_common::vrrp::VHID_MODE_VRRP3 | carp_common::vrrp::VHID_MODE_NO_ACCEPT;
+    maps.set_vhid(5, vrrp5)?;
+    maps.add_vip(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5)), 5)?;
 
     // A balancing group (`balancing ip`, carpnodes 2 and 3, node 2 MASTER here): bucket 0 is accepted,
     // bucket 1 dropped.
@@ -99,6 +104,12 @@ fn main() -> anyhow::Result<()> {
     tcp.extend(ipv4([10, 0, 0, 100], [10, 0, 0, 11], 6, 64, 20));
     tcp.extend_from_slice(&[0; 20]);
     let advert = advert_v4([10, 0, 0, 12], 1, 255, &carp_header(0x21, 1, 0, 1, 0), None);
+    let to_vmac = |vhid: u8, dst: [u8; 4]| {
+        let mut f = eth([0, 0, 0x5e, 0, 1, vhid], mac, 0x0800, None);
+        f.extend(ipv4([10, 0, 0, 100], dst, 6, 64, 20));
+        f.extend_from_slice(&[0; 20]);
+        f
+    };
     let cases = [
         Case {
             name: "unrelated traffic (IPv4 TCP)",
@@ -106,6 +117,24 @@ fn main() -> anyhow::Result<()> {
             method: Method::Repeat,
             expect: 2,
             target: 1.3,
+            limit: AdvertLimit::DEFAULT,
+            master_first: None,
+        },
+        Case {
+            name: "routed through the virtual MAC (CARP MASTER)",
+            frame: to_vmac(1, [192, 0, 2, 1]),
+            method: Method::Repeat,
+            expect: 2,
+            target: 1.3,
+            limit: AdvertLimit::DEFAULT,
+            master_first: None,
+        },
+        Case {
+            name: "to the VIP at a VRRP master without accept_mode (dropped)",
+            frame: to_vmac(5, [10, 0, 0, 5]),
+            method: Method::Repeat,
+            expect: 1,
+            target: 2.0,
             limit: AdvertLimit::DEFAULT,
             master_first: None,
         },
