@@ -79,9 +79,11 @@ impl Daemon {
             Some(d) => d,
             None => {
                 let d = self.attach_carpdev(&cfg.carpdev).await?;
-                // A carpdev new to this carpd may be newer than the address snapshot; reloads are
-                // rare, adverts are not, so the blocking read happens here.
-                self.own_addrs.refresh_now();
+                // A carpdev the snapshot does not know yet (created after it was taken): read now,
+                // here rather than on the advert path.
+                if self.own_addrs.of(&cfg.carpdev).is_empty() {
+                    self.own_addrs.refresh_now();
+                }
                 d
             }
         };
