@@ -396,3 +396,78 @@ fn without_cap_net_admin_the_error_names_the_capability() {
         "{err}"
     );
 }
+
+#[test]
+fn the_echo_filter_drops_our_own_events_in_the_kernel_and_lets_the_others_through() {
+    if !require_root(
+        "the_echo_filter_drops_our_own_events_in_the_kernel_and_lets_the_others_through",
+    ) {
+        return;
+    }
+    let ns = Netns::new("ccte");
+    let entry = |net: u8, i: u16| {
+        let orig = carp::sync::conntrack::CtTuple {
+            src: std::net::IpAddr::from([192, 168, net, 100]),
+            dst: std::net::IpAddr::from([10, 0, (i >> 8) as u8, i as u8]),
+            proto: proto::UDP,
+            sport: 1024 + i,
+            dport: 53,
+        };
+        CtEntry {
+            key: carp::sync::conntrack::CtKey { zone: 0, orig },
+            reply: orig.invert(),
+            status: status::SEEN_REPLY,
+            timeout: 600,
+            mark: 0,
+            labels: None,
+            tcp: None,
+        }
+    };
+    let (ours, theirs, overran_unfiltered) = ns.in_ns(move || {
+        let mut inject = CtSocket::open().unwrap();
+        let mut other = CtSocket::open().unwrap();
+        // Both event sockets are small enough that 3,000 echoes overrun them.
+        let mut filtered = CtSocket::events(64 << 10).unwrap();
+        filtered.drop_events_of(inject.portid()).unwrap();
+        let mut control = CtSocket::events(64 << 10).unwrap();
+        let ops: Vec<CtOp> = (0..3000).map(|i| CtOp::Create(entry(1, i))).collect();
+        assert!(inject.apply(&ops).unwrap().iter().all(|&e| e == 0));
+        let ops: Vec<CtOp> = (0..10).map(|i| CtOp::Create(entry(2, i))).collect();
+        assert!(other.apply(&ops).unwrap().iter().all(|&e| e == 0));
+        let (mut ours, mut theirs) = (0, 0);
+        loop {
+            match filtered
+                .read_events(64, |pid, _| {
+                    if pid == inject.portid() {
+                        ours += 1;
+                    } else if pid == other.portid() {
+                        theirs += 1;
+                    }
+                })
+                .unwrap()
+            {
+                EventRead::Overrun => panic!("the filtered event socket overran"),
+                EventRead::Empty => break,
+                EventRead::Read(_) => {}
+            }
+        }
+        let mut overran = false;
+        for _ in 0..1000 {
+            match control.read_events(64, |_, _| {}).unwrap() {
+                EventRead::Overrun => {
+                    overran = true;
+                    break;
+                }
+                EventRead::Empty => break,
+                EventRead::Read(_) => {}
+            }
+        }
+        (ours, theirs, overran)
+    });
+    assert_eq!(ours, 0, "echoes of our own creates passed the filter");
+    assert_eq!(theirs, 10, "another socket's creates reach us");
+    assert!(
+        overran_unfiltered,
+        "control: without the filter the same 64 KiB buffer overruns"
+    );
+}

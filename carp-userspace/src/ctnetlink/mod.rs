@@ -6,7 +6,8 @@
 //! Two sockets, as conntrackd has them: an event socket subscribed to the NEW, UPDATE and DESTROY
 //! groups, and a request socket for dumps and changes. Events caused by our own changes carry the
 //! request socket's portid in `nlmsg_pid` (the kernel's `item->portid`), which is how echoes are told
-//! from the kernel's own events. Changes go out batched, many messages per `sendmsg`, each acked.
+//! from the kernel's own events: a socket filter on the event socket drops them in the kernel
+//! (`CtSocket::drop_events_of`), so they never take room in its buffer. Changes go out batched, many messages per `sendmsg`, each acked.
 //!
 //! The sockets are `socket`, entries into attributes and requests `encode`, messages back into
 //! entries `decode`; this file keeps the errors, the event types and the sysctl helpers.

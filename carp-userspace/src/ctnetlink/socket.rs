@@ -113,6 +113,29 @@ impl CtSocket {
         Ok(s)
     }
 
+    /// Drops, in the kernel, the events that requests from `portid` cause (the echoes of our own
+    /// changes), so they never take room in this socket's buffer: a bulk of a million inserts would
+    /// otherwise put a million echoes in front of the events that matter. A classic BPF socket filter
+    /// on the message's `nlmsg_pid`; ctnetlink sends each event in a datagram of its own, so the
+    /// first message's header is the event's.
+    pub fn drop_events_of(&self, portid: u32) -> Result<(), CtError> {
+        use libc::{BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W};
+        use socket2::SockFilter;
+        // nlmsg_pid sits at offset 12 of nlmsghdr in host order; a cBPF load reads big-endian.
+        let pid = u32::from_be_bytes(portid.to_ne_bytes());
+        let prog = [
+            SockFilter::new((BPF_LD | BPF_W | BPF_ABS) as u16, 0, 0, 12),
+            SockFilter::new((BPF_JMP | BPF_JEQ | BPF_K) as u16, 0, 1, pid),
+            SockFilter::new((BPF_RET | BPF_K) as u16, 0, 0, 0),
+            SockFilter::new((BPF_RET | BPF_K) as u16, 0, 0, u32::MAX),
+        ];
+        // SAFETY: the fd is this socket's and outlives the borrow.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.sock.as_raw_fd()) };
+        socket2::SockRef::from(&fd)
+            .attach_filter(&prog)
+            .map_err(ct_err("attaching the echo filter to the event socket"))
+    }
+
     /// The socket's netlink port id: events our requests cause carry it.
     pub fn portid(&self) -> u32 {
         self.portid

@@ -318,6 +318,18 @@ impl CtEntry {
         }
     }
 
+    /// True if this copy holds nothing `ours` lacks: the same reply tuple, TCP state (or none) and
+    /// mark, labels equal (or none), and no replicated status bit ours has not. The timeout is left
+    /// out: it is only when each side read it.
+    pub fn tells_nothing_new(&self, ours: &CtEntry) -> bool {
+        self.key == ours.key
+            && self.reply == ours.reply
+            && self.status & status::REPLICATED & !ours.status == 0
+            && self.mark == ours.mark
+            && (self.labels.is_none() || self.labels == ours.labels)
+            && (self.tcp.is_none() || self.tcp == ours.tcp)
+    }
+
     /// The TCP state's rank (0 for other protocols).
     pub fn rank(&self) -> u8 {
         self.tcp.map_or(0, |t| tcp::rank(t.state))

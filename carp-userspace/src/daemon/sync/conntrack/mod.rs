@@ -3,7 +3,7 @@
 //! table (dumps, bulk inserts, a peer's burst of entries) runs on the daemon's runtime thread.
 //!
 //! Data flow: the kernel's events (event socket; the echoes of our own changes, which carry the
-//! request socket's portid, are dropped) and the peers' conntrack messages (parsed and authenticated
+//! request socket's portid, are dropped in the kernel by a socket filter) and the peers' conntrack messages (parsed and authenticated
 //! by the `SyncEngine` on the runtime thread, handed over here in one channel send per turn) go into
 //! the mirror; its `Send`s are sealed here with the engine's key and sequence numbers (`Sealer`, so
 //! they share the peers' replay windows) and sent on a duplicate of the sync socket, GSO-batched; its
@@ -69,7 +69,8 @@ pub(super) enum Notice {
 /// The I/O side's counters.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct IoCounters {
-    /// Kernel events that were echoes of our own changes (dropped).
+    /// Echoes of our own changes that got past the kernel's socket filter (dropped here; 0 unless
+    /// the filter could not be attached).
     pub echoes: u64,
     /// Event socket overruns (ENOBUFS): events were lost.
     pub overruns: u64,
@@ -230,6 +231,11 @@ impl CtDriver {
         }
         let events = CtSocket::events(EVENT_BUFFER).context("conntrack: the event socket")?;
         let mut inject = CtSocket::open().context("conntrack: the request socket")?;
+        // A bulk of a million inserts would otherwise queue a million echoes ahead of the kernel's
+        // own events and overrun the buffer.
+        events
+            .drop_events_of(inject.portid())
+            .context("conntrack: the event socket")?;
         let mut extra: Vec<(IpAddr, u8)> = sync_addrs
             .iter()
             .map(|a| (*a, if a.is_ipv4() { 32 } else { 128 }))
@@ -398,6 +404,7 @@ impl CtDriver {
             ("bulk_received", m.bulk_received),
             ("bulk_incomplete", m.bulk_incomplete),
             ("resyncs", m.resyncs),
+            ("known", m.known),
             ("echoes", io.echoes),
             ("overruns", io.overruns),
             ("refused", io.refused),

@@ -2,14 +2,16 @@
 //! those learned from peers, and the rules that decide what goes to the peers and what into the kernel.
 //!
 //! It is fed `(now, input)` and answers with [`CtAction`]s; it never reads a clock or touches a socket.
-//! Its driver (carpd's conntrack thread) turns kernel events into [`LocalEvent`]s (after dropping the
-//! echoes of its own inserts, which carry the inject socket's portid), hands it the peers' messages,
+//! Its driver (carpd's conntrack thread) turns kernel events into [`LocalEvent`]s (the echoes of its own
+//! inserts, which carry the inject socket's portid, are dropped in the kernel by a socket filter), hands it the peers' messages,
 //! and carries out what it asks: sync packets, kernel inserts/updates/deletes, and table dumps.
 //!
 //! The rules (pfsync's, applied to conntrack):
 //! - a local event is the kernel's truth: merged into the cache (events are partial) and queued for
 //!   the peers, coalesced per entry and sent when a packet is full or `flush_delay` passed;
 //! - a peer's update never moves an entry's TCP state back: an older copy is answered with ours;
+//! - a peer's copy of one of our own entries that tells nothing new (same state, tuples, mark and
+//!   labels, no status bit we lack) is ignored: the entry stays ours and the kernel untouched;
 //! - an entry learned from a peer is never sent on (no echo loop through the kernel), and when the
 //!   kernel destroys a learned copy (it expired here) the peer is not told: its copy is the live one;
 //! - a learned entry's timeout is refreshed in the kernel at half its life while the peer that taught
@@ -129,6 +131,8 @@ pub struct CtCounters {
     pub bulk_incomplete: u64,
     /// Table resyncs (after an event overrun).
     pub resyncs: u64,
+    /// Peer copies of this node's own entries that carried nothing new (left as they are).
+    pub known: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -419,6 +423,13 @@ impl CtMirror {
                 out.push(CtAction::Apply(CtOp::Create(entry)));
             }
             Some(slot) => {
+                if slot.origin == Origin::Local && entry.tells_nothing_new(&slot.entry) {
+                    // Our own entry come back (a peer's bulk answer holds its copies of ours): the
+                    // kernel has it as it is, and taking the copy would make it "learned" here, so
+                    // both sides would refresh each other's copy and the entry would never expire.
+                    self.counters.known += 1;
+                    return;
+                }
                 if entry.rank() < slot.entry.rank() {
                     // Never back: ours is newer, and the peer gets it.
                     self.counters.stale += 1;

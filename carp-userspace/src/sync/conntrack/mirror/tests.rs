@@ -317,3 +317,65 @@ fn resync_sends_changes_and_dels_for_lost_destroys() {
     );
     assert_eq!(m.len(), 2);
 }
+
+#[test]
+fn a_peers_copy_of_our_own_entry_that_tells_nothing_new_leaves_it_ours() {
+    let mut m = CtMirror::new(CtConfig::default());
+    m.set_live(vec![9]);
+    let ours = entry(1, tcp::ESTABLISHED);
+    m.local(
+        T0,
+        LocalEvent::Update {
+            entry: ours,
+            has_mark: true,
+        },
+    );
+    m.timer(Time::from_millis(2), usize::MAX);
+    // The peer's bulk answer holds its copy of ours, read later (a shorter timeout).
+    let mut copy = ours;
+    copy.timeout = 80;
+    let out = m.remote(
+        Time::from_millis(3),
+        9,
+        CtMessage::Upd {
+            entry: copy,
+            bulk: true,
+        },
+    );
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(m.counters().known, 1);
+    assert_eq!(m.learned(), 0, "the entry stays ours");
+    // Still ours: no refresh is due, and the kernel's DESTROY goes to the peer.
+    assert_eq!(m.next_deadline(), None);
+    m.local(Time::from_secs(1), LocalEvent::Destroy(ours.key));
+    assert_eq!(
+        sends(&m.timer(Time::from_secs(2), usize::MAX)),
+        vec![CtMessage::Del(ours.key)]
+    );
+
+    // Control: a copy with something new (a later TCP state, a new mark) is taken.
+    let mut m = CtMirror::new(CtConfig::default());
+    m.local(
+        T0,
+        LocalEvent::Update {
+            entry: ours,
+            has_mark: true,
+        },
+    );
+    let mut marked = ours;
+    marked.mark = 7;
+    let later = entry(1, tcp::FIN_WAIT);
+    for newer in [marked, later] {
+        let out = m.remote(
+            T0,
+            9,
+            CtMessage::Upd {
+                entry: newer,
+                bulk: false,
+            },
+        );
+        assert_eq!(applies(&out).len(), 1, "{newer:?}: {out:?}");
+    }
+    assert_eq!(m.counters().known, 0);
+    assert_eq!(m.learned(), 1);
+}
