@@ -351,6 +351,7 @@ impl Daemon {
 
     /// Makes the dataplane and the carp interface match a state.
     pub(super) async fn apply_state(&mut self, i: usize, state: State) {
+        self.sync_role();
         let c = &self.ifs[i];
         let mut entry = nodes::node_entry(&c.cfg, c.node, map_state(state));
         let len = self.node_lease(i);

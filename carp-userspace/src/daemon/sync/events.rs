@@ -15,6 +15,8 @@ use super::{
 use crate::daemon::{Daemon, monotonic, netlink::LinkEvent};
 
 use crate::dataplane::flows::DeferredFrame;
+use crate::engine::State;
+use crate::sync::conntrack::CtRole;
 use crate::{
     config::Config,
     engine::HostEvent,
@@ -361,6 +363,38 @@ impl Daemon {
                 delta,
             })
             .await;
+        }
+    }
+}
+
+impl Daemon {
+    /// Tells the conntrack thread this node's CARP role: MASTER (or resuming as MASTER) of every
+    /// vhid or of none, without balancing; otherwise shared (the mirror's `CtRole` says why).
+    pub(in crate::daemon) fn sync_role(&mut self) {
+        let role = if self.ifs.is_empty() || self.ifs.iter().any(|c| c.cfg.is_balanced()) {
+            CtRole::Shared
+        } else if self
+            .ifs
+            .iter()
+            .all(|c| c.state == State::Master || c.resuming)
+        {
+            CtRole::Master
+        } else if self
+            .ifs
+            .iter()
+            .all(|c| c.state != State::Master && !c.resuming)
+        {
+            CtRole::Backup
+        } else {
+            CtRole::Shared
+        };
+        if let Some(ct) = self
+            .sync
+            .as_mut()
+            .and_then(|s| s.repl.as_mut())
+            .and_then(|r| r.ct.as_mut())
+        {
+            ct.role(role);
         }
     }
 }

@@ -12,6 +12,6 @@ pub mod wire;
 
 pub use entry::{CtEntry, CtKey, CtTuple, Nat, NatBinding, TcpInfo};
 pub use mirror::{
-    CtAction, CtBulkState, CtConfig, CtCounters, CtFilter, CtMirror, CtOp, LocalEvent,
+    CtAction, CtBulkState, CtConfig, CtCounters, CtFilter, CtMirror, CtOp, CtRole, LocalEvent,
 };
 pub use wire::CtMessage;

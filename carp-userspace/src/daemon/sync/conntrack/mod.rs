@@ -31,7 +31,7 @@ use crate::ctnetlink::{self, CtEvent, CtSocket, EventRead};
 use crate::daemon::monotonic;
 use crate::engine::Time;
 use crate::sync::conntrack::{
-    CtAction, CtBulkState, CtConfig, CtCounters, CtMessage, CtMirror, CtOp, LocalEvent,
+    CtAction, CtBulkState, CtConfig, CtCounters, CtMessage, CtMirror, CtOp, CtRole, LocalEvent,
 };
 use crate::sync::{Message, PacketBuilder, Sealer};
 
@@ -53,6 +53,7 @@ enum Input {
     Start,
     Remote(Vec<(u32, CtMessage)>),
     Live(Vec<u32>),
+    Role(CtRole),
     Stop,
 }
 
@@ -131,6 +132,7 @@ pub(super) struct CtDriver {
     shared: Arc<Shared>,
     worker: Option<Worker>,
     thread: Option<std::thread::JoinHandle<()>>,
+    role: CtRole,
 }
 
 /// The addresses on this host's interfaces (getifaddrs; only `dev`'s if given), less `except`.
@@ -312,6 +314,7 @@ impl CtDriver {
             shared,
             worker: Some(worker),
             thread: None,
+            role: CtRole::Shared,
         })
     }
 
@@ -350,6 +353,15 @@ impl CtDriver {
     /// The live peers (learned entries of the others are no longer refreshed).
     pub(super) fn live(&self, peers: Vec<u32>) {
         self.send(Input::Live(peers));
+    }
+
+    /// This node's CARP role (the mirror's `CtRole`), sent when it changes.
+    pub(super) fn role(&mut self, role: CtRole) {
+        if role != self.role {
+            self.role = role;
+            tracing::info!("conntrack: role {role:?}");
+            self.send(Input::Role(role));
+        }
     }
 
     /// What the thread reported since the last call.

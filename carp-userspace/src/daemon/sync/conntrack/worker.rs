@@ -44,6 +44,7 @@ impl Worker {
                         }
                     }
                     Ok(Input::Live(p)) => self.mirror.set_live(p),
+                    Ok(Input::Role(r)) => self.mirror.set_role(now, r),
                     Ok(Input::Stop) | Err(mpsc::TryRecvError::Disconnected) => {
                         self.execute(now, std::mem::take(&mut acts));
                         return;

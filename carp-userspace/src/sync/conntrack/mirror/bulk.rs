@@ -92,7 +92,7 @@ impl CtMirror {
             .iter()
             .filter(|(k, _)| !seen.contains_key(k))
             .map(|(k, s)| (*k, s.origin))
-            .filter_map(|(k, o)| (o == Origin::Local).then_some(k))
+            .filter_map(|(k, o)| self.destroy_is_news(o).then_some(k))
             .collect();
         // Learned copies the kernel dropped are forgotten silently (see `local`).
         self.table.retain(|k, _| seen.contains_key(k));

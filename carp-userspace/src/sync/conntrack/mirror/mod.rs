@@ -16,6 +16,12 @@
 //!   kernel destroys a learned copy (it expired here) the peer is not told: its copy is the live one;
 //! - a learned entry's timeout is refreshed in the kernel at half its life while the peer that taught
 //!   it is alive (the peer's kernel keeps the connection alive without events; its DESTROY ends it);
+//! - the node's CARP role ([`CtRole`]) sharpens the last two: a MASTER of every vhid carries all
+//!   the traffic, so its kernel's timers rule every entry (none refreshed) and every DESTROY there is
+//!   a connection's end (sent, learned entries' too); a BACKUP of every vhid carries none, so the
+//!   entries it held as MASTER become the new MASTER's (handed over: refreshed while a peer lives,
+//!   their expiry here not sent, where it would delete the live copy), and a peer's DEL of an entry
+//!   its own traffic made is not applied (the MASTER's copy of it expiring means nothing here);
 //! - the bulk: at start a request is sent (and repeated) until a peer answers with BULK_START, entries
 //!   and BULK_END; a short count asks again; `BulkApplied` tells the driver the transfer is over so it
 //!   lifts the demotion once its inserts are in the kernel.
@@ -35,6 +41,20 @@ use crate::engine::Time;
 
 use super::entry::{CtEntry, CtKey, status};
 use super::wire::CtMessage;
+
+/// What this node's CARP state says about who carries the connections (set by the driver).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CtRole {
+    /// Some vhids MASTER here and some not, balancing, or no election yet: no node is known to
+    /// carry all the traffic (learned entries refreshed while their teacher lives, only our own
+    /// entries' DESTROYs sent).
+    #[default]
+    Shared,
+    /// MASTER of every vhid (no balancing): this node carries all the traffic.
+    Master,
+    /// MASTER of none (no balancing): a peer carries all the traffic.
+    Backup,
+}
 
 /// A change the kernel reported (its own, not an echo of ours).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,7 +151,8 @@ pub struct CtCounters {
     pub bulk_incomplete: u64,
     /// Table resyncs (after an event overrun).
     pub resyncs: u64,
-    /// Peer copies of this node's own entries that carried nothing new (left as they are).
+    /// Peer copies of this node's own entries that carried nothing new, and a MASTER's DELs of a
+    /// BACKUP's own entries (left as they are).
     pub known: u64,
 }
 
@@ -139,6 +160,8 @@ pub struct CtCounters {
 enum Origin {
     Local,
     Learned(u32),
+    // Ours while we were MASTER; the new MASTER carries it now.
+    HandedOver,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -179,6 +202,7 @@ pub struct CtMirror {
     flush_at: Option<Time>,
     refresh: BinaryHeap<Reverse<(Time, CtKey)>>,
     live: Vec<u32>,
+    role: CtRole,
     bulk_in: BulkIn,
     counters: CtCounters,
 }
@@ -195,6 +219,7 @@ impl CtMirror {
             flush_at: None,
             refresh: BinaryHeap::new(),
             live: Vec::new(),
+            role: CtRole::Shared,
             bulk_in: BulkIn::Idle,
             counters: CtCounters::default(),
         }
@@ -255,6 +280,41 @@ impl CtMirror {
         self.live = live;
     }
 
+    /// The node's CARP role (module doc). Becoming BACKUP after MASTER hands our entries over to
+    /// the new MASTER; any change re-arms the refreshes the new role wants. One walk over the table
+    /// per change (on the conntrack thread; roles change with elections, not with traffic).
+    pub fn set_role(&mut self, now: Time, role: CtRole) {
+        if role == self.role {
+            return;
+        }
+        let was = std::mem::replace(&mut self.role, role);
+        let mut due = Vec::new();
+        for (k, slot) in &mut self.table {
+            if role == CtRole::Backup && was == CtRole::Master && slot.origin == Origin::Local {
+                slot.origin = Origin::HandedOver;
+            }
+            if role != CtRole::Master && slot.origin != Origin::Local && slot.refresh_at.is_none() {
+                due.push(*k);
+            }
+        }
+        for k in due {
+            self.schedule_refresh(now, k);
+        }
+    }
+
+    /// The node's CARP role.
+    pub fn role(&self) -> CtRole {
+        self.role
+    }
+
+    /// True if the kernel's DESTROY of an entry of `origin` ends the connection for the peers too.
+    fn destroy_is_news(&self, origin: Origin) -> bool {
+        match self.role {
+            CtRole::Master => true,
+            CtRole::Shared | CtRole::Backup => origin == Origin::Local,
+        }
+    }
+
     /// Starts the bulk request (at start-up).
     pub fn start(&mut self, now: Time) -> Vec<CtAction> {
         let mut out = Vec::new();
@@ -308,6 +368,11 @@ impl CtMirror {
                     }
                     Some(slot) => {
                         slot.entry.absorb(&entry, has_mark);
+                        if self.role == CtRole::Backup && slot.origin != Origin::Local {
+                            // A straggler through the BACKUP: the MASTER carries the connection
+                            // and tells its changes; ours would only race them.
+                            return out;
+                        }
                         // Traffic here: the entry is ours now (after a takeover), refreshed by the kernel.
                         slot.origin = Origin::Local;
                         slot.refresh_at = None;
@@ -322,11 +387,9 @@ impl CtMirror {
                 }
                 self.counters.events += 1;
                 match self.table.remove(&k) {
-                    // Our copy of a peer's entry expired here: the peer's is the live one.
-                    Some(Slot {
-                        origin: Origin::Learned(_),
-                        ..
-                    }) => {}
+                    // Our copy of a peer's entry expired here: the peer's is the live one (unless
+                    // we carry all the traffic: then nobody's is).
+                    Some(slot) if !self.destroy_is_news(slot.origin) => {}
                     _ => self.enqueue(now, k, true, &mut out),
                 }
             }
@@ -349,7 +412,15 @@ impl CtMirror {
                 self.learn(now, from, entry, &mut out);
             }
             CtMessage::Del(k) => {
-                if self.cfg.filter.accepts(&k) {
+                if self.role == CtRole::Backup
+                    && self
+                        .table
+                        .get(&k)
+                        .is_some_and(|s| s.origin == Origin::Local)
+                {
+                    // Our own traffic's entry: the MASTER's copy expired, ours is the live one.
+                    self.counters.known += 1;
+                } else if self.cfg.filter.accepts(&k) {
                     self.table.remove(&k);
                     self.drop_queued(&k);
                     self.counters.applied += 1;
@@ -423,7 +494,10 @@ impl CtMirror {
                 out.push(CtAction::Apply(CtOp::Create(entry)));
             }
             Some(slot) => {
-                if slot.origin == Origin::Local && entry.tells_nothing_new(&slot.entry) {
+                if slot.origin == Origin::Local
+                    && self.role != CtRole::Backup
+                    && entry.tells_nothing_new(&slot.entry)
+                {
                     // Our own entry come back (a peer's bulk answer holds its copies of ours): the
                     // kernel has it as it is, and taking the copy would make it "learned" here, so
                     // both sides would refresh each other's copy and the entry would never expire.

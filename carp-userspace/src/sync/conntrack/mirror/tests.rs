@@ -379,3 +379,108 @@ fn a_peers_copy_of_our_own_entry_that_tells_nothing_new_leaves_it_ours() {
     assert_eq!(m.counters().known, 0);
     assert_eq!(m.learned(), 1);
 }
+
+fn udp(i: u16) -> CtEntry {
+    let mut e = entry(i, 0);
+    e.key.orig.proto = proto::UDP;
+    e.reply.proto = proto::UDP;
+    e.tcp = None;
+    e.timeout = 120;
+    e
+}
+
+fn upd(e: CtEntry) -> CtMessage {
+    CtMessage::Upd {
+        entry: e,
+        bulk: false,
+    }
+}
+
+#[test]
+fn a_backup_keeps_the_entries_it_handed_over_and_never_deletes_the_masters_live_copy() {
+    // gw2 carried a UDP flow as MASTER; gw1 came back and preempted: gw2 is BACKUP now.
+    let mut m = CtMirror::new(CtConfig::default());
+    m.set_live(vec![1]);
+    m.set_role(T0, CtRole::Master);
+    let e = udp(1);
+    m.local(
+        T0,
+        LocalEvent::Update {
+            entry: e,
+            has_mark: true,
+        },
+    );
+    m.timer(Time::from_millis(2), usize::MAX);
+    assert_eq!(m.next_deadline(), None, "a MASTER refreshes nothing");
+    m.set_role(Time::from_secs(1), CtRole::Backup);
+    // Handed over: refreshed at half its life while the MASTER lives.
+    assert_eq!(m.next_deadline(), Some(Time::from_secs(61)));
+    let out = m.timer(Time::from_secs(61), usize::MAX);
+    assert_eq!(applies(&out), vec![CtOp::Update(e)]);
+    // Its expiry here (no peer refreshing any more) is not the MASTER's business.
+    m.set_live(vec![]);
+    assert!(applies(&m.timer(Time::from_secs(121), usize::MAX)).is_empty());
+    m.local(Time::from_secs(300), LocalEvent::Destroy(e.key));
+    assert!(sends(&m.timer(Time::from_secs(301), usize::MAX)).is_empty());
+
+    // Control: the same expiry on a node that did not hand the entry over (shared role) is sent.
+    let mut m = CtMirror::new(CtConfig::default());
+    m.local(
+        T0,
+        LocalEvent::Update {
+            entry: e,
+            has_mark: true,
+        },
+    );
+    m.timer(Time::from_millis(2), usize::MAX);
+    m.local(Time::from_secs(300), LocalEvent::Destroy(e.key));
+    assert_eq!(
+        sends(&m.timer(Time::from_secs(301), usize::MAX)),
+        vec![CtMessage::Del(e.key)]
+    );
+}
+
+#[test]
+fn a_master_sends_every_destroy_and_refreshes_nothing() {
+    // gw1 took MASTER back holding gw2's entries (learned in its bulk).
+    let mut m = CtMirror::new(CtConfig::default());
+    m.set_live(vec![2]);
+    let e = udp(1);
+    m.remote(T0, 2, upd(e));
+    assert_eq!(m.next_deadline(), Some(Time::from_secs(60)));
+    m.set_role(T0, CtRole::Master);
+    assert!(applies(&m.timer(Time::from_secs(60), usize::MAX)).is_empty());
+    // The flow ended here, where all the traffic goes: the BACKUP's refreshed copy must go too.
+    m.local(Time::from_secs(200), LocalEvent::Destroy(e.key));
+    assert_eq!(
+        sends(&m.timer(Time::from_secs(201), usize::MAX)),
+        vec![CtMessage::Del(e.key)]
+    );
+    // Back to BACKUP: learned entries are refreshed again.
+    m.remote(Time::from_secs(300), 2, upd(udp(2)));
+    m.set_role(Time::from_secs(300), CtRole::Backup);
+    m.timer(Time::from_secs(360), usize::MAX);
+    assert_eq!(m.counters().refreshed, 1);
+}
+
+#[test]
+fn a_backup_keeps_its_own_traffics_entry_when_the_masters_copy_expires() {
+    let mut m = CtMirror::new(CtConfig::default());
+    m.set_role(T0, CtRole::Backup);
+    let e = udp(1);
+    m.local(
+        T0,
+        LocalEvent::Update {
+            entry: e,
+            has_mark: true,
+        },
+    );
+    let out = m.remote(Time::from_secs(1), 1, CtMessage::Del(e.key));
+    assert!(applies(&out).is_empty(), "{out:?}");
+    assert!(m.get(&e.key).is_some());
+    // Control: a handed-over or learned entry is deleted by the MASTER's DEL.
+    let f = udp(2);
+    m.remote(Time::from_secs(1), 1, upd(f));
+    let out = m.remote(Time::from_secs(2), 1, CtMessage::Del(f.key));
+    assert_eq!(applies(&out), vec![CtOp::Delete(f.key)]);
+}

@@ -1,6 +1,6 @@
 //! The mirror's clock-driven work: the flush of queued changes, the bulk request and its
 //! repeats, the wait for BULK_END, and the refresh of learned entries' timeouts at half their life
-//! while their teacher is alive. The driver calls [`CtMirror::timer`] at [`CtMirror::next_deadline`].
+//! while their teacher is alive (on a BACKUP: while any peer is, handed-over entries too). The driver calls [`CtMirror::timer`] at [`CtMirror::next_deadline`].
 
 use std::cmp::Reverse;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use crate::engine::Time;
 
 use super::super::entry::CtKey;
 use super::super::wire::CtMessage;
-use super::{BulkIn, CtAction, CtMirror, CtOp, Origin};
+use super::{BulkIn, CtAction, CtMirror, CtOp, CtRole, Origin};
 
 impl CtMirror {
     /// When the mirror next needs [`CtMirror::timer`].
@@ -75,12 +75,15 @@ impl CtMirror {
                 continue;
             }
             slot.refresh_at = None;
-            let Origin::Learned(teacher) = slot.origin else {
-                continue;
+            // A gone teacher, or traffic here: the kernel's own timers take over (traffic here
+            // keeps the entries that are still in use).
+            let due = match (self.role, slot.origin) {
+                (_, Origin::Local) | (CtRole::Master, _) => false,
+                (CtRole::Backup, _) => !self.live.is_empty(),
+                (CtRole::Shared, Origin::Learned(teacher)) => self.live.contains(&teacher),
+                (CtRole::Shared, Origin::HandedOver) => false,
             };
-            if !self.live.contains(&teacher) {
-                // The teacher is gone: the kernel's own timers take over (traffic here keeps the
-                // entries that are still in use).
+            if !due {
                 continue;
             }
             done += 1;
