@@ -49,7 +49,7 @@ pub struct ConntrackReport {
     /// The conntrack bulk to this node: idle, requesting, receiving N/M, done, timed-out.
     pub bulk: String,
     /// Counters by name: events, sent, received, applied, learned, stale, filtered, refreshed,
-    /// bulk_sent, bulk_received, bulk_incomplete, resyncs, known, echoes, overruns, refused, send_errors, dumped.
+    /// bulk_sent, bulk_received, bulk_incomplete, bulk_coalesced, resyncs, known, echoes, overruns, refused, send_errors, dumped.
     pub counters: Vec<(String, u64)>,
     /// Changes the kernel refused, by errno (ENOMEM: the table is full).
     pub refused: Vec<(String, u64)>,

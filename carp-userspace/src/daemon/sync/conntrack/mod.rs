@@ -12,6 +12,10 @@
 //! (`Notice::BulkApplied`) and the engine lifts the one bulk demotion. An event overrun (ENOBUFS) is
 //! counted, the buffer doubled, and the table resynced from a dump.
 //!
+//! A second thread, the reader (`reader.rs`), owns the event socket and drains it into the
+//! conntrack thread's channel, so events keep being read while that thread inserts a bulk, dumps or
+//! sends one; the queue between them is bounded, and a full queue counts as an overrun.
+//!
 //! The thread starts in `sync_start`, after carpd dropped its capabilities (it keeps CAP_NET_ADMIN,
 //! which ctnetlink needs); the sockets are opened earlier, in `open`, so errors stop the start.
 
@@ -23,11 +27,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+mod reader;
 mod worker;
 
 use super::transport::SyncSocket;
 use crate::config::conntrack::ConntrackConfig;
-use crate::ctnetlink::{self, CtEvent, CtSocket, EventRead};
+use crate::ctnetlink::{self, CtSocket};
 use crate::daemon::monotonic;
 use crate::engine::Time;
 use crate::sync::conntrack::{
@@ -39,8 +44,11 @@ use crate::sync::{Message, PacketBuilder, Sealer};
 const EVENT_BUFFER: usize = 8 << 20;
 /// The largest event buffer an overrun grows it to.
 const EVENT_BUFFER_MAX: usize = 128 << 20;
-/// Event datagrams read per turn (the rest wait for the next, after the peers' messages).
+/// Event datagrams the reader takes per read (one channel send).
 const EVENT_READS: usize = 256;
+/// Events and peers' messages the conntrack thread takes in per turn (the rest wait for the next,
+/// after this turn's kernel changes and sends), so one turn's netlink batch stays short.
+const INPUTS_PER_TURN: usize = 4096;
 /// Learned entries refreshed per turn at most.
 const REFRESH_BUDGET: usize = 4096;
 /// Bulk packets sent per pacing tick (as the flow bulk: ~95 MB/s on a 1400-byte MTU).
@@ -52,6 +60,14 @@ const BULK_TICK: Duration = Duration::from_millis(5);
 enum Input {
     Start,
     Remote(Vec<(u32, CtMessage)>),
+    /// The kernel's events, from the reader.
+    Local(Vec<LocalEvent>),
+    /// The reader lost events (`why`: a socket overrun or its queue full; `buffer`: the socket
+    /// buffer now): the table must be resynced.
+    Overrun {
+        why: &'static str,
+        buffer: usize,
+    },
     Live(Vec<u32>),
     Role(CtRole),
     Stop,
@@ -70,10 +86,11 @@ pub(super) enum Notice {
 /// The I/O side's counters.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct IoCounters {
-    /// Echoes of our own changes that got past the kernel's socket filter (dropped here; 0 unless
-    /// the filter could not be attached).
+    /// Echoes of our own changes that got past the kernel's socket filter (dropped; 0 unless the
+    /// filter could not be attached).
     pub echoes: u64,
-    /// Event socket overruns (ENOBUFS): events were lost.
+    /// Events lost (an event socket overrun, ENOBUFS, or the reader's queue full), each repaired
+    /// by a resync.
     pub overruns: u64,
     /// Changes the kernel refused (by errno in `refused`).
     pub refused: u64,
@@ -109,7 +126,6 @@ struct Shared {
 /// The conntrack thread's state (moved onto the thread at start).
 struct Worker {
     mirror: CtMirror,
-    events: CtSocket,
     inject: CtSocket,
     sock: SyncSocket,
     sealer: Sealer,
@@ -119,7 +135,7 @@ struct Worker {
     shared: Arc<Shared>,
     io: IoCounters,
     refused: BTreeMap<i32, u64>,
-    event_buffer: usize,
+    reader: Arc<reader::ReaderShared>,
     checked_bulk: Option<u32>,
     // The learned count is a walk over the table: taken at most once a second.
     learned: (Option<std::time::Instant>, u64),
@@ -130,8 +146,9 @@ pub(super) struct CtDriver {
     tx: mpsc::Sender<Input>,
     wake: Arc<OwnedFd>,
     shared: Arc<Shared>,
-    worker: Option<Worker>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    worker: Option<(Worker, reader::Reader)>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    reader: Arc<reader::ReaderShared>,
     role: CtRole,
 }
 
@@ -285,6 +302,18 @@ impl CtDriver {
         // SAFETY: efd is a fresh fd nobody else owns.
         let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(efd) });
         let (tx, rx) = mpsc::channel();
+        let reader_shared = Arc::new(reader::ReaderShared {
+            queued: std::sync::atomic::AtomicUsize::new(0),
+            stop: std::sync::atomic::AtomicBool::new(false),
+            echoes: std::sync::atomic::AtomicU64::new(0),
+        });
+        let reader = reader::Reader {
+            events,
+            portid: inject.portid(),
+            tx: tx.clone(),
+            wake: wake.clone(),
+            shared: reader_shared.clone(),
+        };
         let shared = Arc::new(Shared {
             notify: tokio::sync::Notify::new(),
             notices: Mutex::new(Vec::new()),
@@ -292,7 +321,6 @@ impl CtDriver {
         });
         let worker = Worker {
             mirror,
-            events,
             inject,
             sock,
             sealer,
@@ -302,7 +330,7 @@ impl CtDriver {
             shared: shared.clone(),
             io: IoCounters::default(),
             refused: BTreeMap::new(),
-            event_buffer: EVENT_BUFFER,
+            reader: reader_shared.clone(),
             checked_bulk: None,
             learned: (None, 0),
         };
@@ -312,8 +340,9 @@ impl CtDriver {
             tx,
             wake,
             shared,
-            worker: Some(worker),
-            thread: None,
+            worker: Some((worker, reader)),
+            threads: Vec::new(),
+            reader: reader_shared,
             role: CtRole::Shared,
         })
     }
@@ -326,16 +355,22 @@ impl CtDriver {
         }
     }
 
-    /// Starts the thread and the bulk request.
+    /// Starts the threads and the bulk request.
     pub(super) fn start(&mut self) {
-        if let Some(w) = self.worker.take() {
-            match std::thread::Builder::new()
+        if let Some((w, r)) = self.worker.take() {
+            let started = std::thread::Builder::new()
                 .name("carpd-conntrack".into())
                 .spawn(move || w.run())
-            {
-                Ok(h) => self.thread = Some(h),
+                .and_then(|h| {
+                    self.threads.push(h);
+                    std::thread::Builder::new()
+                        .name("carpd-ct-events".into())
+                        .spawn(move || r.run())
+                });
+            match started {
+                Ok(h) => self.threads.push(h),
                 Err(e) => {
-                    tracing::error!("conntrack: cannot start its thread: {e}; not replicating");
+                    tracing::error!("conntrack: cannot start its threads: {e}; not replicating");
                     return;
                 }
             }
@@ -415,6 +450,7 @@ impl CtDriver {
             ("bulk_sent", m.bulk_sent),
             ("bulk_received", m.bulk_received),
             ("bulk_incomplete", m.bulk_incomplete),
+            ("bulk_coalesced", m.bulk_coalesced),
             ("resyncs", m.resyncs),
             ("known", m.known),
             ("echoes", io.echoes),
@@ -438,8 +474,11 @@ impl CtDriver {
 
 impl Drop for CtDriver {
     fn drop(&mut self) {
+        self.reader
+            .stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.send(Input::Stop);
-        if let Some(h) = self.thread.take() {
+        for h in self.threads.drain(..) {
             let _ = h.join();
         }
     }

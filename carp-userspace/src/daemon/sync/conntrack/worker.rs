@@ -1,48 +1,63 @@
-//! The conntrack thread's loop: waits on the event socket and the driver's channel, feeds the mirror,
-//! and carries out what it returns (batched kernel changes, sealed sync packets, the paced bulk and
-//! the resync after an event overrun), so none of it runs on the daemon's runtime thread.
+//! The conntrack thread's loop: waits on its channel (the reader's kernel events, the runtime
+//! thread's peer messages, at most `INPUTS_PER_TURN` a turn), feeds the mirror, and carries out what
+//! it returns (batched kernel changes, sealed sync packets, the paced bulk and the resync after lost
+//! events), so none of it runs on the daemon's runtime thread.
 use super::*;
+use std::sync::atomic::Ordering;
 
-fn poll2(a: i32, b: i32, timeout: Duration) {
-    let mut fds = [
-        libc::pollfd {
-            fd: a,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: b,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
+fn poll1(fd: i32, timeout: Duration) {
+    let mut fds = [libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
     let ms = timeout.as_millis().min(1000) as i32;
-    // SAFETY: fds is a live array of two pollfds.
-    unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+    // SAFETY: fds is a live array of one pollfd.
+    unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
 }
 
 impl Worker {
     pub(super) fn run(mut self) {
         let mut acts = Vec::new();
+        // Input left in the channel by the last turn's bound: no waiting before the next.
+        let mut more = false;
         loop {
             let now = monotonic();
-            let wait = self
-                .mirror
-                .next_deadline()
-                .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now));
-            poll2(self.events.as_raw_fd(), self.wake.as_raw_fd(), wait);
+            let wait = if more {
+                Duration::ZERO
+            } else {
+                self.mirror
+                    .next_deadline()
+                    .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
+            };
+            poll1(self.wake.as_raw_fd(), wait);
             let mut drain = [0u8; 8];
             // SAFETY: reads at most 8 bytes into `drain`; a non-blocking eventfd may have nothing.
             unsafe { libc::read(self.wake.as_raw_fd(), drain.as_mut_ptr().cast(), 8) };
             let now = monotonic();
+            let mut taken = 0;
+            more = false;
             loop {
+                if taken >= INPUTS_PER_TURN {
+                    more = true;
+                    break;
+                }
                 match self.rx.try_recv() {
                     Ok(Input::Start) => acts.extend(self.mirror.start(now)),
                     Ok(Input::Remote(v)) => {
+                        taken += v.len();
                         for (from, m) in v {
                             acts.extend(self.mirror.remote(now, from, m));
                         }
                     }
+                    Ok(Input::Local(v)) => {
+                        taken += v.len();
+                        self.reader.queued.fetch_sub(v.len(), Ordering::Relaxed);
+                        for ev in v {
+                            acts.extend(self.mirror.local(now, ev));
+                        }
+                    }
+                    Ok(Input::Overrun { why, buffer }) => self.overrun(now, why, buffer, &mut acts),
                     Ok(Input::Live(p)) => self.mirror.set_live(p),
                     Ok(Input::Role(r)) => self.mirror.set_role(now, r),
                     Ok(Input::Stop) | Err(mpsc::TryRecvError::Disconnected) => {
@@ -53,44 +68,19 @@ impl Worker {
                 }
             }
             self.check_bulk_room();
-            let portid = self.inject.portid();
-            let (mirror, io) = (&mut self.mirror, &mut self.io);
-            let read = self.events.read_events(EVENT_READS, |pid, ev| {
-                if pid == portid {
-                    io.echoes += 1;
-                    return;
-                }
-                let ev = match ev {
-                    CtEvent::Update {
-                        entry, has_mark, ..
-                    } => LocalEvent::Update { entry, has_mark },
-                    CtEvent::Destroy(k) => LocalEvent::Destroy(k),
-                };
-                acts.extend(mirror.local(now, ev));
-            });
-            match read {
-                Ok(EventRead::Overrun) => self.overrun(now, &mut acts),
-                Ok(_) => {}
-                Err(e) => tracing::warn!("conntrack: reading events: {e}"),
-            }
             acts.extend(self.mirror.timer(now, REFRESH_BUDGET));
             self.execute(now, std::mem::take(&mut acts));
             self.publish();
         }
     }
 
-    /// Events were lost: count it, give the socket more room, and repair the table from a dump.
-    fn overrun(&mut self, now: Time, acts: &mut Vec<CtAction>) {
+    /// Events were lost: count it and repair the table from a dump.
+    fn overrun(&mut self, now: Time, why: &str, buffer: usize, acts: &mut Vec<CtAction>) {
         self.io.overruns += 1;
-        if self.event_buffer < EVENT_BUFFER_MAX {
-            self.event_buffer *= 2;
-            let _ = ctnetlink::force_rcvbuf(self.events.as_raw_fd(), self.event_buffer);
-        }
         tracing::warn!(
-            "conntrack: the event socket overran (ENOBUFS, {} so far): events were lost; resyncing from a \
-             table dump (event buffer now {} MiB)",
+            "conntrack: events were lost ({why}, {} so far); resyncing from a table dump (event buffer now {} MiB)",
             self.io.overruns,
-            ctnetlink::rcvbuf(self.events.as_raw_fd()) >> 20
+            buffer >> 20
         );
         match self.inject.dump() {
             Ok(t) => {
@@ -146,6 +136,7 @@ impl Worker {
                         }
                         Err(e) => tracing::error!("{e:#}"),
                     }
+                    self.mirror.bulk_out_sent(monotonic());
                 }
                 CtAction::BulkApplied { complete } => {
                     // The entries before it must be in the kernel before the demotion may go.
@@ -268,6 +259,7 @@ impl Worker {
         }
         let mut s = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
         s.mirror = *self.mirror.counters();
+        self.io.echoes = self.reader.echoes.load(Ordering::Relaxed);
         s.io = self.io;
         s.refused = self
             .refused

@@ -49,6 +49,13 @@ impl CtMirror {
         out
     }
 
+    /// The bulk `bulk_out` made has been sent (or the dump failed) at `now`: requests that crossed
+    /// it are answered by it (see `remote`), later ones get a bulk of their own.
+    pub fn bulk_out_sent(&mut self, now: Time) {
+        self.dumping = false;
+        self.bulk_out_end = Some(now);
+    }
+
     /// Repairs the table after lost kernel events (an ENOBUFS overrun): `entries` is a fresh dump.
     /// Our entries that changed or are new go to the peers; ours that are gone from the kernel go as
     /// DEL (their DESTROY was among the lost events).

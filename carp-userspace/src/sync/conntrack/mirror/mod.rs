@@ -11,7 +11,8 @@
 //!   the peers, coalesced per entry and sent when a packet is full or `flush_delay` passed;
 //! - a peer's update never moves an entry's TCP state back: an older copy is answered with ours;
 //! - a peer's copy of one of our own entries that tells nothing new (same state, tuples, mark and
-//!   labels, no status bit we lack) is ignored: the entry stays ours and the kernel untouched;
+//!   labels, no status bit we lack) leaves the kernel untouched, and the entry ours (on a BACKUP it
+//!   becomes the peer's, refreshed, as any learned entry);
 //! - an entry learned from a peer is never sent on (no echo loop through the kernel), and when the
 //!   kernel destroys a learned copy (it expired here) the peer is not told: its copy is the live one;
 //! - a learned entry's timeout is refreshed in the kernel at half its life while the peer that taught
@@ -151,6 +152,8 @@ pub struct CtCounters {
     pub bulk_incomplete: u64,
     /// Table resyncs (after an event overrun).
     pub resyncs: u64,
+    /// Bulk requests answered by a bulk already under way or just sent (the asker's repeats).
+    pub bulk_coalesced: u64,
     /// Peer copies of this node's own entries that carried nothing new, and a MASTER's DELs of a
     /// BACKUP's own entries (left as they are).
     pub known: u64,
@@ -204,6 +207,9 @@ pub struct CtMirror {
     live: Vec<u32>,
     role: CtRole,
     bulk_in: BulkIn,
+    // A `Dump` asked for and not yet sent; when the last bulk out was sent.
+    dumping: bool,
+    bulk_out_end: Option<Time>,
     counters: CtCounters,
 }
 
@@ -221,6 +227,8 @@ impl CtMirror {
             live: Vec::new(),
             role: CtRole::Shared,
             bulk_in: BulkIn::Idle,
+            dumping: false,
+            bulk_out_end: None,
             counters: CtCounters::default(),
         }
     }
@@ -429,7 +437,19 @@ impl CtMirror {
                     self.counters.filtered += 1;
                 }
             }
-            CtMessage::BulkReq => out.push(CtAction::Dump),
+            CtMessage::BulkReq => {
+                // A dump takes seconds for a big table, longer than the asker waits before it asks
+                // again: the repeats that cross our answer get that answer, not one bulk each.
+                let answered = self
+                    .bulk_out_end
+                    .is_some_and(|t| now < t + self.cfg.request_interval);
+                if self.dumping || answered {
+                    self.counters.bulk_coalesced += 1;
+                } else {
+                    self.dumping = true;
+                    out.push(CtAction::Dump);
+                }
+            }
             CtMessage::BulkStart(expected) => {
                 if let BulkIn::Requesting { tries, .. } = self.bulk_in {
                     let per_sec = 200_000u64;
@@ -494,14 +514,16 @@ impl CtMirror {
                 out.push(CtAction::Apply(CtOp::Create(entry)));
             }
             Some(slot) => {
-                if slot.origin == Origin::Local
-                    && self.role != CtRole::Backup
-                    && entry.tells_nothing_new(&slot.entry)
-                {
+                if slot.origin == Origin::Local && entry.tells_nothing_new(&slot.entry) {
                     // Our own entry come back (a peer's bulk answer holds its copies of ours): the
-                    // kernel has it as it is, and taking the copy would make it "learned" here, so
-                    // both sides would refresh each other's copy and the entry would never expire.
+                    // kernel has it as it is. Unless a peer carries the traffic (we are BACKUP, so
+                    // the copy is the MASTER's and must be refreshed here), the entry stays ours:
+                    // taking it as learned would make both sides refresh each other's copy.
                     self.counters.known += 1;
+                    if self.role == CtRole::Backup {
+                        slot.origin = Origin::Learned(from);
+                        self.schedule_refresh(now, k);
+                    }
                     return;
                 }
                 if entry.rank() < slot.entry.rank() {

@@ -484,3 +484,49 @@ fn a_backup_keeps_its_own_traffics_entry_when_the_masters_copy_expires() {
     let out = m.remote(Time::from_secs(2), 1, CtMessage::Del(f.key));
     assert_eq!(applies(&out), vec![CtOp::Delete(f.key)]);
 }
+
+#[test]
+fn on_a_backup_a_peers_copy_of_our_entry_becomes_the_peers_without_a_kernel_update() {
+    let mut m = CtMirror::new(CtConfig::default());
+    m.set_live(vec![9]);
+    m.set_role(T0, CtRole::Backup);
+    let ours = entry(1, tcp::ESTABLISHED);
+    m.adopt([ours]);
+    let out = m.remote(
+        T0,
+        9,
+        CtMessage::Upd {
+            entry: ours,
+            bulk: true,
+        },
+    );
+    assert!(applies(&out).is_empty(), "{out:?}");
+    assert_eq!((m.counters().known, m.learned()), (1, 1));
+    // The MASTER carries it: refreshed here at half its life.
+    let out = m.timer(Time::from_secs(60), usize::MAX);
+    assert_eq!(applies(&out), vec![CtOp::Update(ours)]);
+}
+
+#[test]
+fn requests_that_cross_a_bulk_get_that_bulk() {
+    let mut m = CtMirror::new(CtConfig::default());
+    let dumps = |a: &[CtAction]| a.iter().filter(|a| **a == CtAction::Dump).count();
+    assert_eq!(dumps(&m.remote(T0, 9, CtMessage::BulkReq)), 1);
+    // The asker repeats while we dump and send: no second bulk.
+    assert_eq!(
+        dumps(&m.remote(Time::from_secs(2), 9, CtMessage::BulkReq)),
+        0
+    );
+    m.bulk_out(vec![entry(1, tcp::ESTABLISHED)]);
+    m.bulk_out_sent(Time::from_secs(5));
+    assert_eq!(
+        dumps(&m.remote(Time::from_secs(6), 9, CtMessage::BulkReq)),
+        0
+    );
+    assert_eq!(m.counters().bulk_coalesced, 2);
+    // Control: a request after the interval is a new one (a lost bulk, a restarted peer).
+    assert_eq!(
+        dumps(&m.remote(Time::from_secs(8), 9, CtMessage::BulkReq)),
+        1
+    );
+}
