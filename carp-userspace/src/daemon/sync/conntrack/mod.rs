@@ -137,8 +137,6 @@ struct Worker {
     refused: BTreeMap<i32, u64>,
     reader: Arc<reader::ReaderShared>,
     checked_bulk: Option<u32>,
-    // The learned count is a walk over the table: taken at most once a second.
-    learned: (Option<std::time::Instant>, u64),
 }
 
 /// carpd's handle on the conntrack thread.
@@ -332,7 +330,6 @@ impl CtDriver {
             refused: BTreeMap::new(),
             reader: reader_shared.clone(),
             checked_bulk: None,
-            learned: (None, 0),
         };
         let mut worker = worker;
         worker.publish();

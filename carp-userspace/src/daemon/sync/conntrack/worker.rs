@@ -247,16 +247,6 @@ impl Worker {
     }
 
     pub(super) fn publish(&mut self) {
-        if self
-            .learned
-            .0
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
-        {
-            self.learned = (
-                Some(std::time::Instant::now()),
-                self.mirror.learned() as u64,
-            );
-        }
         let mut s = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
         s.mirror = *self.mirror.counters();
         self.io.echoes = self.reader.echoes.load(Ordering::Relaxed);
@@ -267,7 +257,7 @@ impl Worker {
             .map(|(e, n)| (errno_name(*e), *n))
             .collect();
         s.entries = self.mirror.len() as u64;
-        s.learned = self.learned.1;
+        s.learned = self.mirror.learned() as u64;
         s.bulk = Some(self.mirror.bulk_state());
     }
 }

@@ -8,7 +8,7 @@ use crate::engine::Time;
 
 use super::super::entry::{CtEntry, CtKey};
 use super::super::wire::CtMessage;
-use super::{CtAction, CtMirror, Origin, Slot};
+use super::{CtAction, CtMirror, Origin, Slot, is_learned};
 
 impl CtMirror {
     /// The kernel's table, dumped for a peer's bulk request: every replicated entry goes out, framed
@@ -102,7 +102,15 @@ impl CtMirror {
             .filter_map(|(k, o)| self.destroy_is_news(o).then_some(k))
             .collect();
         // Learned copies the kernel dropped are forgotten silently (see `local`).
-        self.table.retain(|k, _| seen.contains_key(k));
+        let mut forgot = 0;
+        self.table.retain(|k, s| {
+            let keep = seen.contains_key(k);
+            if !keep && is_learned(s.origin) {
+                forgot += 1;
+            }
+            keep
+        });
+        self.n_learned -= forgot;
         for k in gone {
             self.enqueue(now, k, true, &mut out);
         }
