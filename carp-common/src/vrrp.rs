@@ -47,3 +47,8 @@ pub const VHID_MODE_VRRP: u8 = VHID_MODE_VRRP3 | VHID_MODE_VRRP2;
 /// addresses (priority below 255), so as MASTER it drops IP packets to them (RFC 9568 §6.4.3),
 /// neighbour discovery excepted.
 pub const VHID_MODE_NO_ACCEPT: u8 = 0x20;
+/// Flag in `VhidEntry::mode` of a VRRP VRID with unicast peers: an advert sent to this host's own
+/// (unicast) address passes the XDP intake at any TTL, for carpd to accept only from a configured
+/// peer. keepalived sends IPv6 unicast adverts with the default hop limit, not 255, and accepts any
+/// TTL on unicast itself (unless `min_ttl`/`max_ttl` say otherwise).
+pub const VHID_MODE_UNICAST_PEERS: u8 = 0x10;

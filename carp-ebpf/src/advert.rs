@@ -67,6 +67,7 @@ pub fn intake_v4(ctx: &XdpContext, l2: L2) -> u32 {
             payload_len: tot - hlen,
             off,
             family: 4,
+            unicast: !ipv4::is_multicast(ip.dst),
         };
         return vrrp::intake(ctx, at, vhid, flags, counters);
     }
@@ -113,6 +114,7 @@ pub fn intake_v6(ctx: &XdpContext, l2: L2) -> u32 {
             payload_len: plen,
             off,
             family: 6,
+            unicast: !ipv6::is_multicast(&ip.dst),
         };
         return vrrp::intake(ctx, at, vhid, flags, counters);
     }

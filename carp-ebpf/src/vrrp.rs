@@ -1,6 +1,7 @@
 //! VRRP advert intake for vhids the controller marked as VRRP VRIDs (`VhidEntry::mode` carries
 //! `VHID_MODE_VRRP3` or `VHID_MODE_VRRP2`). The checks that need nothing but the frame run here in RFC
-//! 9568 §7.1 / RFC 3768 §7.1 order: TTL 255, the version this VRID speaks, the message length its
+//! 9568 §7.1 / RFC 3768 §7.1 order: TTL 255 (any TTL for a unicast advert to a VRID with
+//! unicast peers, which carpd checks against the peers), the version this VRID speaks, the message length its
 //! address count announces; each failure is counted in the VRID's `carp_stats` slot (the same
 //! field names as CARP: badttl, badver, badlen) and drops the frame. A good advert passes the VRID's
 //! event bucket (`carp_advert_limits`, the vhid-wide one) and goes up the stack (XDP_PASS) to carpd's
@@ -18,15 +19,19 @@ use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, programs:
 use carp_common::{
     proto::CARP_TTL,
     vrrp::{
-        VHID_MODE_VRRP, VHID_MODE_VRRP3, VRRP2_AUTH_DATA_LEN, VRRP2_VERSION, VRRP3_FIXED_LEN,
-        VRRP3_VERSION,
+        VHID_MODE_UNICAST_PEERS, VHID_MODE_VRRP, VHID_MODE_VRRP3, VRRP2_AUTH_DATA_LEN,
+        VRRP2_VERSION, VRRP3_FIXED_LEN, VRRP3_VERSION,
     },
 };
 
-/// The VRRP flag of a vhid's mode byte, 0 for a CARP vhid.
+/// The VRRP flags of a vhid's mode byte (version, unicast peers), 0 for a CARP vhid.
 #[inline(always)]
 pub fn flags(mode: u8) -> u8 {
-    mode & VHID_MODE_VRRP
+    if mode & VHID_MODE_VRRP == 0 {
+        0
+    } else {
+        mode & (VHID_MODE_VRRP | VHID_MODE_UNICAST_PEERS)
+    }
 }
 
 /// Where the VRRP message is in the frame and what the IP header said about it.
@@ -39,6 +44,8 @@ pub struct At {
     pub off: usize,
     /// 4 or 6.
     pub family: u8,
+    /// Sent to a unicast address (this host's), not the VRRP group.
+    pub unicast: bool,
 }
 
 /// Judges a VRRP advert for a VRRP VRID at `at`; returns the verdict. `flags` is the VRID's VRRP flag.
@@ -49,8 +56,11 @@ pub fn intake(ctx: &XdpContext, at: At, vrid: u8, flags: u8, counters: Counters)
         payload_len,
         off,
         family,
+        unicast,
     } = at;
-    if ttl != CARP_TTL {
+    // A unicast advert for a VRID with unicast peers may come at any TTL (keepalived's IPv6 unicast
+    // uses the default hop limit); carpd accepts it only from a configured peer.
+    if ttl != CARP_TTL && !(unicast && flags & VHID_MODE_UNICAST_PEERS != 0) {
         counters.bump(|s| &mut s.badttl);
         return xdp_action::XDP_DROP;
     }

@@ -22,6 +22,9 @@ struct Kind {
     /// The same interval in carpd's units (v3 centiseconds, v2 seconds).
     interval: u32,
     v6: bool,
+    /// Adverts to the peer's unicast address instead of the group (keepalived's
+    /// unicast_src_ip/unicast_peer, carpd's unicast_peers).
+    unicast: bool,
 }
 
 const V3_1S: Kind = Kind {
@@ -29,29 +32,51 @@ const V3_1S: Kind = Kind {
     advert: "1",
     interval: 100,
     v6: false,
+    unicast: false,
 };
 const V3_10MS: Kind = Kind {
     v3: true,
     advert: "0.01",
     interval: 1,
     v6: false,
+    unicast: false,
 };
 const V2_1S: Kind = Kind {
     v3: false,
     advert: "1",
     interval: 1,
     v6: false,
+    unicast: false,
 };
 const V3_V6: Kind = Kind {
     v3: true,
     advert: "1",
     interval: 100,
     v6: true,
+    unicast: false,
+};
+
+const V3_UNICAST: Kind = Kind {
+    unicast: true,
+    ..V3_1S
+};
+const V3_V6_UNICAST: Kind = Kind {
+    unicast: true,
+    ..V3_V6
 };
 
 const VIP6: &str = "2001:db8:99::1";
 
 impl Kind {
+    /// gw1's (carpd's) and gw2's (keepalived's) own addresses on eth0, of the VIP's family.
+    fn own(&self, gw: u8) -> String {
+        if self.v6 {
+            format!("2001:db8:99::1{gw}")
+        } else {
+            format!("10.0.0.1{gw}")
+        }
+    }
+
     fn vip(&self) -> String {
         if self.v6 {
             format!("{VIP6}/64")
@@ -80,10 +105,15 @@ impl Kind {
 fn carpd_config(k: Kind, priority: u8, preempt: bool) -> String {
     format!(
         "[[interface]]\nname = \"vr0\"\ncarpdev = \"eth0\"\nprotocol = \"{}\"\nvrid = 7\npriority = {priority}\n\
-         interval = {}\npreempt = {preempt}\naddresses = [\"{}\"]\n",
+         interval = {}\npreempt = {preempt}\naddresses = [\"{}\"]\n{}",
         if k.v3 { "vrrp3" } else { "vrrp2" },
         k.interval,
-        k.vip()
+        k.vip(),
+        if k.unicast {
+            format!("unicast_peers = [\"{}\"]\n", k.own(2))
+        } else {
+            String::new()
+        }
     )
 }
 
@@ -92,10 +122,19 @@ fn keepalived_conf(k: Kind, state: &str, priority: u8, nopreempt: bool) -> Strin
     format!(
         "global_defs {{\n  router_id lab\n  vrrp_version {}\n}}\n\
          vrrp_instance VI_7 {{\n  state {state}\n  interface eth0\n  virtual_router_id 7\n  \
-         priority {priority}\n  advert_int {}\n  {}\n  virtual_ipaddress {{\n    {}\n  }}\n}}\n",
+         priority {priority}\n  advert_int {}\n  {}\n  {}virtual_ipaddress {{\n    {}\n  }}\n}}\n",
         if k.v3 { 3 } else { 2 },
         k.advert,
         if nopreempt { "nopreempt" } else { "" },
+        if k.unicast {
+            format!(
+                "unicast_src_ip {}\n  unicast_peer {{\n    {}\n  }}\n  ",
+                k.own(2),
+                k.own(1)
+            )
+        } else {
+            String::new()
+        },
         k.vip()
     )
 }
@@ -192,6 +231,11 @@ fn ipv6_lab(pair: &Pair) {
     }
     pair.client
         .run("ip -6 addr add 2001:db8:99::100/64 dev eth0 nodad");
+    // Own global addresses, for unicast peers (carpd still sends from its link-local).
+    pair.gw1
+        .run("ip -6 addr add 2001:db8:99::11/64 dev eth0 nodad");
+    pair.gw2
+        .run("ip -6 addr add 2001:db8:99::12/64 dev eth0 nodad");
     std::thread::sleep(Duration::from_millis(500));
 }
 
@@ -235,8 +279,11 @@ fn keepalived_master_carpd_backup(prefix: &str, k: Kind) {
     assert_eq!(
         gw1.carpd_state_of("vr0").as_deref(),
         Some("BACKUP"),
-        "{}",
-        gw1.log()
+        "{}\ncarpd's counters:\n{}\nbpftool:\n{}",
+        gw1.log(),
+        pair.carpctl("gw1", &["counters"]),
+        pair.gw1
+            .run("ip -6 addr; nstat -az | grep -i icmp6 | grep -v ' 0 '")
     );
     assert!(client_reaches(&pair, k, Duration::from_secs(3)));
     // keepalived dies and its link goes: carpd takes over within master-down.
@@ -270,6 +317,25 @@ fn carpd_master_keepalived_backup(prefix: &str, k: Kind) {
     if k.v6 {
         ipv6_lab(&pair);
     }
+    if k.unicast {
+        // What reaches keepalived's host: VRRP to the group and to its own address, counted before
+        // any routing decision.
+        let (l3, next, group) = if k.v6 {
+            ("ip6", "ip6 nexthdr", "ff02::12")
+        } else {
+            ("ip", "ip protocol", "224.0.0.18")
+        };
+        let rules = format!(
+            "table inet vrrp {{\n  counter to_group {{}}\n  counter to_peer {{}}\n  chain pre {{\n    \
+             type filter hook prerouting priority -300;\n    \
+             {next} 112 {l3} daddr {group} counter name to_group\n    \
+             {next} 112 {l3} daddr {} counter name to_peer\n  }}\n}}\n",
+            k.own(2)
+        );
+        let path = pair.dir.join("vrrp-count.nft");
+        std::fs::write(&path, rules).expect("write the nft rules");
+        pair.gw2.run(&format!("nft -f {}", path.display()));
+    }
     let mut gw1 = pair.carpd(&pair.gw1, "gw1", &carpd_config(k, 200, true));
     assert!(
         gw1.wait_log("vr0 vhid 7: BACKUP -> MASTER", SETTLE),
@@ -292,6 +358,20 @@ fn carpd_master_keepalived_backup(prefix: &str, k: Kind) {
     );
     assert!(ka.complaints().is_empty(), "{:?}", ka.complaints());
     assert_eq!(gw1.carpd_state_of("vr0").as_deref(), Some("MASTER"));
+    if k.unicast {
+        let packets = |name: &str| -> u64 {
+            let out = pair.gw2.run(&format!("nft list counter inet vrrp {name}"));
+            out.split("packets ")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no counter {name}: {out}"))
+        };
+        let (group, unicast) = (packets("to_group"), packets("to_peer"));
+        // keepalived, BACKUP, sends nothing: every advert here is carpd's.
+        assert!(unicast >= 4, "carpd's unicast adverts: {unicast}");
+        assert_eq!(group, 0, "carpd advertised to the group too");
+    }
     assert!(client_reaches(&pair, k, Duration::from_secs(3)));
     // carpctl shows the protocol and the VRRP terms.
     let json: serde_json::Value =
@@ -404,6 +484,19 @@ fn vrrp3_ipv6_both_directions() {
 }
 
 #[test]
+fn vrrp3_unicast_peers_ipv4_and_ipv6_both_directions() {
+    if require_root("vrrp3_unicast_peers_ipv4_and_ipv6_both_directions") {
+        for (k, a, b) in [
+            (V3_UNICAST, "kvu1", "kvu2"),
+            (V3_V6_UNICAST, "kvu61", "kvu62"),
+        ] {
+            keepalived_master_carpd_backup(a, k);
+            carpd_master_keepalived_backup(b, k);
+        }
+    }
+}
+
+#[test]
 fn preempt_on_and_off_against_keepalived() {
     if !require_root("preempt_on_and_off_against_keepalived") {
         return;
@@ -502,6 +595,7 @@ fn rolling_swap_from_a_keepalived_pair_loses_no_probe() {
         advert: "0.1",
         interval: 10,
         v6: false,
+        unicast: false,
     };
     let pair = Pair::new("kvsw");
     let conf1 = pair.dir.join("gw1-keepalived.conf");

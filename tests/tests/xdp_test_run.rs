@@ -768,3 +768,61 @@ fn vrrp_master_without_accept_mode_drops_packets_to_its_addresses_only() {
     );
     assert_eq!(lab.stats(1).vrrp_not_accepted, 2);
 }
+
+/// A VRRP VRID with unicast peers takes an advert sent to this host's own address at any hop limit
+/// (keepalived's IPv6 unicast adverts carry the default, not 255; carpd then accepts it only from a
+/// configured peer); a group advert, or any advert to a VRID without unicast peers, still needs 255.
+#[test]
+fn vrrp_unicast_peers_take_unicast_adverts_at_any_hop_limit() {
+    root_or_skip!("vrrp_unicast_peers_take_unicast_adverts_at_any_hop_limit");
+    use carp_common::vrrp::{VHID_MODE_UNICAST_PEERS, VHID_MODE_VRRP3};
+    let mut lab = Lab::new(VhidState::Backup);
+    let peer = [
+        0x20, 0x01, 0x0d, 0xb8, 0, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x12,
+    ];
+    let us = [
+        0x20, 0x01, 0x0d, 0xb8, 0, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x11,
+    ];
+    let group = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x12];
+    // VRRPv3 advert, VRID 1, priority 200, one address, 1 s (the checksum is carpd's to check).
+    let mut vrrp = vec![0x31, 1, 200, 1, 0x00, 0x64, 0, 0];
+    vrrp.extend_from_slice(&VIP6);
+    let advert = |dst: [u8; 16], dst_mac: [u8; 6], hops: u8| {
+        let mut f = eth(dst_mac, [0, 0, 0x5e, 0, 2, 1], 0x86dd, None);
+        f.extend(ipv6(peer, dst, 112, hops, vrrp.len()));
+        f.extend_from_slice(&vrrp);
+        f
+    };
+    let own_mac = [0x02, 0, 0, 0, 0, 0x11];
+    let group_mac = [0x33, 0x33, 0, 0, 0, 0x12];
+    let mut with_peers = entry(VhidState::Backup);
+    with_peers.mode |= VHID_MODE_VRRP3 | VHID_MODE_UNICAST_PEERS;
+    lab.maps.set_vhid(1, with_peers).expect("set vhid");
+    assert_eq!(
+        lab.run(&advert(us, own_mac, 64)).0,
+        XDP_PASS,
+        "unicast, hop limit 64"
+    );
+    assert_eq!(lab.stats(1).badttl, 0);
+    assert_eq!(
+        lab.run(&advert(group, group_mac, 64)).0,
+        XDP_DROP,
+        "group, hop limit 64"
+    );
+    assert_eq!(lab.stats(1).badttl, 1);
+    assert_eq!(
+        lab.run(&advert(group, group_mac, 255)).0,
+        XDP_PASS,
+        "group, hop limit 255"
+    );
+    // Control: without unicast peers the same unicast advert is dropped for its hop limit.
+    let mut plain = entry(VhidState::Backup);
+    plain.mode |= VHID_MODE_VRRP3;
+    lab.maps.set_vhid(1, plain).expect("set vhid");
+    assert_eq!(
+        lab.run(&advert(us, own_mac, 64)).0,
+        XDP_DROP,
+        "no unicast peers"
+    );
+    assert_eq!(lab.stats(1).badttl, 2);
+}

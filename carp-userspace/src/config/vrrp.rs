@@ -380,22 +380,6 @@ pub(super) fn carpver_protocol(carpver: u8) -> String {
     if carpver == 3 { "vrrp3" } else { "carp" }.to_string()
 }
 
-/// What carpd's runtime does not drive yet for VRRP interfaces: IPv6 unicast peers. Refused at start
-/// and on reload rather than run half-way.
-pub fn refuse_in_daemon(config: &super::Config) -> Result<(), String> {
-    for i in &config.interfaces {
-        if let Some(v) = &i.vrrp
-            && v.unicast_peers.iter().any(IpAddr::is_ipv6)
-        {
-            return Err(format!(
-                "interface {}: unicast_peers: carpd sends VRRP to IPv6 unicast peers not yet; use the ff02::12 group",
-                i.name
-            ));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;

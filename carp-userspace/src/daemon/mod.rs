@@ -107,7 +107,6 @@ pub struct Options {
 /// Runs the daemon until a planned stop (Ok) or a start-up failure (Err, nothing left half-started).
 pub fn run(config: Config, options: Options) -> Result<()> {
     record_exe();
-    crate::config::vrrp::refuse_in_daemon(&config).map_err(anyhow::Error::msg)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

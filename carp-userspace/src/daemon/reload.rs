@@ -36,16 +36,7 @@ impl Daemon {
     /// advskew, state, description or hooks is applied in place (state kept); any other change
     /// (carpdev, vhid, pass, addresses, peer, groups) re-creates that interface; removed ones go away.
     pub(super) async fn reload(&mut self) {
-        let new = match Config::load(&self.options.config_path).and_then(|c| {
-            crate::config::vrrp::refuse_in_daemon(&c).map_err(|message| {
-                crate::config::ConfigError {
-                    file: c.file.clone(),
-                    line: None,
-                    message,
-                }
-            })?;
-            Ok(c)
-        }) {
+        let new = match Config::load(&self.options.config_path) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("SIGHUP: keeping the running config: {e}");

@@ -11,8 +11,9 @@
 //!
 //! Send: adverts go out through the carpdev's AF_PACKET socket from the VRID's virtual MAC
 //! (00:00:5e:00:01:VRID, or 00:00:5e:00:02:VRID for IPv6) with TOS 0xc0 and TTL 255, from the carpdev's
-//! primary IPv4 address or its IPv6 link-local; unicast peers get one IPv4 copy each through a raw
-//! socket (the kernel resolves the peer's MAC), each with its own pseudo-header checksum.
+//! primary IPv4 address or its IPv6 link-local; unicast peers get one copy each through a raw socket
+//! of the family (the kernel resolves the peer's MAC; for IPv6 it writes the header, hop limit 255,
+//! from the link-local the socket is bound to), each with its own pseudo-header checksum.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -26,7 +27,8 @@ use tokio::io::unix::AsyncFd;
 use carp_common::maps::VhidState;
 use carp_common::proto::{CARP_GROUP_MAC_V4, CARP_GROUP_MAC_V6, CARP_GROUP_V4, CARP_GROUP_V6};
 use carp_common::vrrp::{
-    VHID_MODE_NO_ACCEPT, VHID_MODE_VRRP2, VHID_MODE_VRRP3, vrrp_mac_v4, vrrp_mac_v6,
+    VHID_MODE_NO_ACCEPT, VHID_MODE_UNICAST_PEERS, VHID_MODE_VRRP2, VHID_MODE_VRRP3, vrrp_mac_v4,
+    vrrp_mac_v6,
 };
 
 use super::{Daemon, nodes};
@@ -46,10 +48,13 @@ pub(super) struct VrrpRx {
     /// Index of the carpdev in `Daemon::devs`.
     pub dev: usize,
     socks: Vec<AsyncFd<OwnedFd>>,
-    // Held only so unicast adverts passed up by XDP find a protocol-112 listener (no ICMP errors).
-    _icmp_guard: Option<OwnedFd>,
+    // Held only so unicast adverts passed up by XDP find a protocol-112 listener (no ICMP errors),
+    // one per family.
+    _icmp_guards: Vec<OwnedFd>,
     // Raw IPv4 socket for unicast peers, opened on first use.
     raw_tx: Option<Socket>,
+    // Raw IPv6 socket for unicast peers (bound to the link-local source), opened on first use.
+    raw_tx6: Option<(Ipv6Addr, Socket)>,
     /// Adverts refused here, per VRID and counter name (`wire::vrrp::VrrpRejection::COUNTERS`).
     pub rejected: BTreeMap<(u8, &'static str), u64>,
 }
@@ -158,9 +163,9 @@ fn packet_socket(ifindex: u32, ethertype: u16, proto_offset: u32) -> io::Result<
 }
 
 /// A raw IPv4 protocol-112 socket that drops everything it is given (see the module doc).
-fn icmp_guard(carpdev: &str) -> io::Result<OwnedFd> {
+fn icmp_guard(carpdev: &str, domain: Domain) -> io::Result<OwnedFd> {
     let s = Socket::new(
-        Domain::IPV4,
+        domain,
         Type::RAW,
         Some(Protocol::from(i32::from(carp_common::proto::IPPROTO_CARP))),
     )?;
@@ -174,6 +179,29 @@ fn icmp_guard(carpdev: &str) -> io::Result<OwnedFd> {
     }];
     attach_filter(&fd, &drop_all)?;
     Ok(fd)
+}
+
+/// A raw IPv6 socket for VRRP to unicast peers: protocol 112, bound to the carpdev and to its
+/// link-local `src` (RFC 9568 §5.1.2.1: the source is the link-local address), hop limit 255 and
+/// traffic class 0xc0 (network control) as on the multicast adverts.
+fn unicast_socket_v6(carpdev: &str, src: Ipv6Addr, ifindex: u32) -> io::Result<Socket> {
+    let s = Socket::new(
+        Domain::IPV6,
+        Type::RAW,
+        Some(Protocol::from(i32::from(carp_common::proto::IPPROTO_CARP))),
+    )?;
+    s.bind_device(Some(carpdev.as_bytes()))?;
+    s.set_unicast_hops_v6(255)?;
+    s.set_tclass_v6(0xc0)?;
+    s.bind(&SocketAddr::V6(std::net::SocketAddrV6::new(src, 0, 0, ifindex)).into())?;
+    // A send socket only: never let adverts queue up on it.
+    s.attach_filter(&[socket2::SockFilter::new(
+        (libc::BPF_RET | libc::BPF_K) as u16,
+        0,
+        0,
+        0,
+    )])?;
+    Ok(s)
 }
 
 /// Registers a socket this module owns with the runtime for readability.
@@ -195,14 +223,22 @@ impl VrrpRx {
             Ok(fd) => socks.push(register(fd)?),
             Err(e) => tracing::debug!(carpdev, "no IPv6 VRRP socket: {e}"),
         }
-        let guard = icmp_guard(carpdev)
-            .map_err(|e| tracing::warn!(carpdev, "no protocol-112 listener for unicast VRRP: {e}"))
-            .ok();
+        let mut guards = Vec::new();
+        match icmp_guard(carpdev, Domain::IPV4) {
+            Ok(g) => guards.push(g),
+            Err(e) => tracing::warn!(carpdev, "no protocol-112 listener for unicast VRRP: {e}"),
+        }
+        // Without it the kernel answers IPv6 unicast adverts with ICMPv6 parameter problems.
+        match icmp_guard(carpdev, Domain::IPV6) {
+            Ok(g) => guards.push(g),
+            Err(e) => tracing::debug!(carpdev, "no IPv6 protocol-112 listener: {e}"),
+        }
         Ok(VrrpRx {
             dev,
             socks,
-            _icmp_guard: guard,
+            _icmp_guards: guards,
             raw_tx: None,
+            raw_tx6: None,
             rejected: BTreeMap::new(),
         })
     }
@@ -289,7 +325,37 @@ pub(super) fn mode_flag(cfg: &InterfaceConfig) -> u8 {
     };
     // RFC 9568 §6.4.3: only the address owner (255) or a router in Accept_Mode takes packets to them.
     let accept = v.accept_mode || v.priority == 255;
-    version | if accept { 0 } else { VHID_MODE_NO_ACCEPT }
+    let unicast = if v.unicast_peers.is_empty() {
+        0
+    } else {
+        VHID_MODE_UNICAST_PEERS
+    };
+    version | unicast | if accept { 0 } else { VHID_MODE_NO_ACCEPT }
+}
+
+/// True if `facts` is an advert to this host's unicast address from one of the unicast peers
+/// configured for `vrid` on carpdev `dev`.
+fn from_unicast_peer(
+    ifs: &[super::carpif::CarpIf],
+    dev: usize,
+    facts: &crate::wire::ip::IpFacts,
+    vrid: Option<u8>,
+) -> bool {
+    let multicast = match facts.dst {
+        IpAddr::V4(a) => a.is_multicast(),
+        IpAddr::V6(a) => a.is_multicast(),
+    };
+    !multicast
+        && vrid.is_some_and(|vrid| {
+            ifs.iter().any(|c| {
+                c.dev == dev
+                    && c.vhid == vrid
+                    && c.cfg
+                        .vrrp
+                        .as_ref()
+                        .is_some_and(|v| v.unicast_peers.contains(&facts.src))
+            })
+        })
 }
 
 /// How long the dataplane keeps a VRRP MASTER without a renewal: three intervals plus 10 ms.
@@ -323,7 +389,15 @@ impl Daemon {
             };
             let ifs = &self.ifs;
             let mut target = None;
-            let checked = check_vrrp(&eth.ip.facts, eth.ip.payload, |vrid| {
+            let mut facts = eth.ip.facts;
+            if facts.ttl != carp_common::proto::CARP_TTL
+                && from_unicast_peer(ifs, d, &facts, eth.ip.payload.get(1).copied())
+            {
+                // keepalived's unicast adverts (IPv6: the default hop limit) from a configured peer:
+                // accepted at any TTL as keepalived accepts them; everyone else still needs 255.
+                facts.ttl = carp_common::proto::CARP_TTL;
+            }
+            let checked = check_vrrp(&facts, eth.ip.payload, |vrid| {
                 let i = ifs
                     .iter()
                     .position(|c| c.dev == d && c.vhid == vrid && c.cfg.vrrp.is_some())?;
@@ -507,6 +581,32 @@ impl Daemon {
             .iter()
             .position(|r| r.dev == c.dev)
             .context("no VRRP sockets on the carpdev")?;
+        if let IpAddr::V6(src6) = src {
+            let ifindex = dev.ifindex;
+            let rx = &mut self.vrrp_rx[k];
+            // A new link-local (the carpdev was re-created) needs a socket bound to it.
+            if rx.raw_tx6.as_ref().is_none_or(|(a, _)| *a != src6) {
+                rx.raw_tx6 = Some((src6, unicast_socket_v6(&dev.name, src6, ifindex)?));
+            }
+            let (_, sock) = rx.raw_tx6.as_ref().context("opened above")?;
+            for peer in &v.unicast_peers {
+                let IpAddr::V6(p6) = peer else {
+                    anyhow::bail!("unicast peer {peer} is not IPv6 like the addresses");
+                };
+                // Only the VRRP message: the kernel writes the IPv6 header (hop limit and traffic
+                // class set on the socket); the checksum is ours, over this source and peer.
+                let scope = if p6.is_unicast_link_local() {
+                    ifindex
+                } else {
+                    0
+                };
+                sock.send_to(
+                    &message(*peer),
+                    &SocketAddr::V6(std::net::SocketAddrV6::new(*p6, 0, 0, scope)).into(),
+                )?;
+            }
+            return Ok(None);
+        }
         if self.vrrp_rx[k].raw_tx.is_none() {
             let s = Socket::new(
                 Domain::IPV4,
@@ -520,7 +620,7 @@ impl Daemon {
         let sock = self.vrrp_rx[k].raw_tx.as_ref().context("opened above")?;
         for peer in &v.unicast_peers {
             let IpAddr::V4(p4) = peer else {
-                anyhow::bail!("IPv6 unicast peers are not supported yet");
+                anyhow::bail!("unicast peer {peer} is not IPv4 like the addresses");
             };
             let ip = emit_vrrp_ip(&message(*peer), src, *peer, rand::random());
             sock.send_to(&ip, &SocketAddr::V4(SocketAddrV4::new(*p4, 0)).into())?;
