@@ -7,7 +7,9 @@
 //! its links cut; before that, the BACKUP's own `conntrack -L` holds the NATed entries. The returning
 //! gateway takes MASTER back only after its conntrack bulk, and the streams live on. The control run
 //! cuts the sync link first: then the TCP streams must break (the firewall is strict; the test can fail).
-//! Forged and replayed conntrack messages are rejected and counted. Real carpd processes; root only.
+//! Forged and replayed conntrack messages are rejected and counted. A flow that began on gw2 and was
+//! handed back to gw1 lives on in gw1's table when gw2's idle copy expires. Real carpd processes;
+//! root only.
 use carp::{
     control::{Request, Response, call, report::SyncReport},
     sync::{
@@ -605,4 +607,163 @@ fn control_without_the_sync_link_the_tcp_streams_break() {
     );
     drop(traffic);
     drop(gw2);
+}
+
+/// Whether both of `d`'s vhids are in `state`.
+fn both(d: &Daemon, state: &str) -> bool {
+    d.carpd_state_of("carp0").as_deref() == Some(state)
+        && d.carpd_state_of("carp1").as_deref() == Some(state)
+}
+
+/// A UDP flow that began while gw2 was MASTER is gw2's own entry. When gw1 takes MASTER back, gw2
+/// hands it over: gw2's copy (no traffic there any more, a 5 s UDP timeout in gw2's kernel) must not
+/// delete gw1's live entry, which carried on carrying the flow: the entry in gw1 grows old (its
+/// kernel timestamp); the control deletes it in gw1 by hand and sees it come back young.
+#[test]
+fn a_flow_handed_back_lives_on_when_the_backups_copy_expires() {
+    if !require_root("a_flow_handed_back_lives_on_when_the_backups_copy_expires") {
+        return;
+    }
+    let (gw, gw1, gw2, _) = lab("cth");
+    gw.pair.gw2.run(
+        "sysctl -qw net.netfilter.nf_conntrack_udp_timeout=5 net.netfilter.nf_conntrack_udp_timeout_stream=5",
+    );
+    gw.pair
+        .gw1
+        .run("sysctl -qw net.netfilter.nf_conntrack_timestamp=1");
+    // gw1 demoted: gw2 (preempt) takes both vhids.
+    gw.pair
+        .carpctl("gw1", &["ifconfig", "-g", "carp", "carpdemote", "50"]);
+    assert!(
+        eventually(20, || both(&gw2, "MASTER") && both(&gw1, "BACKUP")),
+        "gw2 did not take over:\n{}\n{}",
+        gw1.log(),
+        gw2.log()
+    );
+    // The flow starts through gw2: inside 192.168.100.100:41000 -> outside 10.0.0.100:5003, echoed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let echoes = Arc::new(AtomicU64::new(0));
+    let echo = gw.pair.client.in_ns(|| {
+        let s = UdpSocket::bind("10.0.0.100:5003").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        s
+    });
+    let udp = gw.inside.in_ns(|| {
+        let s = UdpSocket::bind("192.168.100.100:41000").unwrap();
+        s.connect("10.0.0.100:5003").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        s
+    });
+    let mut threads = Vec::new();
+    {
+        let st = stop.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut b = [0u8; 64];
+            while !st.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = echo.recv_from(&mut b) {
+                    let _ = echo.send_to(&b[..n], from);
+                }
+            }
+        }));
+        let (st, count, rx) = (stop.clone(), echoes.clone(), udp.try_clone().unwrap());
+        threads.push(std::thread::spawn(move || {
+            let mut b = [0u8; 64];
+            while !st.load(Ordering::Relaxed) {
+                if rx.recv(&mut b).is_ok() {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+        let st = stop.clone();
+        threads.push(std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                let _ = udp.send(b"udp");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }));
+    }
+    // Once the kernel marked the flow ASSURED (2 s of a stream) and gw1 learned that, no further
+    // event comes: gw2's entry stays gw2's own until the handover.
+    let flow = "conntrack -L -p udp --orig-port-dst 5003 2>/dev/null";
+    assert!(
+        eventually(15, || {
+            let l = gw.pair.gw1.run(flow);
+            l.contains("sport=41000") && l.contains("ASSURED")
+        }),
+        "gw1 never learned the flow gw2 carries:\n{}",
+        gw2.log()
+    );
+    // gw1 back: it preempts, gw2 hands the entry over.
+    gw.pair
+        .carpctl("gw1", &["ifconfig", "-g", "carp", "-carpdemote", "50"]);
+    assert!(
+        eventually(20, || both(&gw1, "MASTER") && both(&gw2, "BACKUP")),
+        "gw1 did not take MASTER back:\n{}\n{}",
+        gw1.log(),
+        gw2.log()
+    );
+    // The age of gw1's entry (`nf_conntrack_timestamp`): a delete (a DEL from gw2) and the
+    // re-creation by the next packet would make it young again.
+    let age = || -> Option<u64> {
+        let l = gw
+            .pair
+            .gw1
+            .run("conntrack -L -p udp --orig-port-dst 5003 -o ktimestamp 2>/dev/null");
+        l.lines()
+            .find(|x| x.contains("sport=41000"))
+            .and_then(|x| x.split("delta-time=").nth(1))
+            .and_then(|x| x.split_whitespace().next())
+            .and_then(|x| x.parse().ok())
+    };
+    let age0 = age().expect("gw1 holds the flow's entry");
+    // Three of gw2's UDP timeouts, the flow going through gw1 all the while; sampled every second.
+    let mut last = age0;
+    for _ in 0..15 {
+        std::thread::sleep(Duration::from_secs(1));
+        let a = age();
+        let r2 = sync_report(&gw.control_socket(2));
+        assert!(
+            a.is_some_and(|a| a >= last),
+            "gw1's live entry was deleted while the flow ran (gw2's expired copy sent a DEL?): \
+             {last} s old, then {a:?}; gw2: {r2:?}"
+        );
+        last = a.unwrap_or(0);
+    }
+    assert!(last >= age0 + 14, "{age0} s -> {last} s in 15 s");
+    let before = echoes.load(Ordering::Relaxed);
+    assert!(
+        eventually(3, || echoes.load(Ordering::Relaxed) > before + 10),
+        "the flow stopped"
+    );
+    // Control: the same entry deleted in gw1 (as a DEL from gw2 would) comes back young.
+    let key = CtKey {
+        zone: 0,
+        orig: CtTuple {
+            src: "192.168.100.100".parse().unwrap(),
+            dst: "10.0.0.100".parse().unwrap(),
+            proto: proto::UDP,
+            sport: 41000,
+            dport: 5003,
+        },
+    };
+    let errs = gw.pair.gw1.in_ns(move || {
+        carp::ctnetlink::CtSocket::open()
+            .unwrap()
+            .apply(&[carp::sync::conntrack::CtOp::Delete(key)])
+            .unwrap()
+    });
+    assert_eq!(errs, vec![0], "control: deleting the entry");
+    assert!(
+        eventually(5, || age().is_some_and(|a| a < 5)),
+        "control: a deleted entry came back as old as before: {:?}",
+        age()
+    );
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    drop(gw2);
+    drop(gw1);
 }

@@ -206,6 +206,8 @@ pub struct CtMirror {
     refresh: BinaryHeap<Reverse<(Time, CtKey)>>,
     live: Vec<u32>,
     role: CtRole,
+    // MASTER of every vhid since the last hand-over to a peer.
+    carried: bool,
     bulk_in: BulkIn,
     // A `Dump` asked for and not yet sent; when the last bulk out was sent.
     dumping: bool,
@@ -233,6 +235,7 @@ impl CtMirror {
             refresh: BinaryHeap::new(),
             live: Vec::new(),
             role: CtRole::Shared,
+            carried: false,
             bulk_in: BulkIn::Idle,
             dumping: false,
             bulk_out_end: None,
@@ -306,10 +309,19 @@ impl CtMirror {
         if role == self.role {
             return;
         }
-        let was = std::mem::replace(&mut self.role, role);
+        self.role = role;
+        // The vhids change one at a time, so MASTER -> BACKUP passes through shared: what counts is
+        // whether we were MASTER since the last hand-over (not at start-up, whose adopted entries
+        // the peers may never have had).
+        let hand_over = role == CtRole::Backup && self.carried;
+        self.carried = match role {
+            CtRole::Master => true,
+            CtRole::Backup => false,
+            CtRole::Shared => self.carried,
+        };
         let mut due = Vec::new();
         for (k, slot) in &mut self.table {
-            if role == CtRole::Backup && was == CtRole::Master && slot.origin == Origin::Local {
+            if hand_over && slot.origin == Origin::Local {
                 slot.origin = Origin::HandedOver;
             }
             if role != CtRole::Master && slot.origin != Origin::Local && slot.refresh_at.is_none() {

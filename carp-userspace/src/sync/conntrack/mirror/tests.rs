@@ -412,6 +412,8 @@ fn a_backup_keeps_the_entries_it_handed_over_and_never_deletes_the_masters_live_
     );
     m.timer(Time::from_millis(2), usize::MAX);
     assert_eq!(m.next_deadline(), None, "a MASTER refreshes nothing");
+    // The vhids go one at a time: MASTER, shared, BACKUP.
+    m.set_role(Time::from_secs(1), CtRole::Shared);
     m.set_role(Time::from_secs(1), CtRole::Backup);
     // Handed over: refreshed at half its life while the MASTER lives.
     assert_eq!(m.next_deadline(), Some(Time::from_secs(61)));
