@@ -206,6 +206,58 @@ fn two_way(
     (name_rx, count)
 }
 
+/// A UDP flow from the inside host's port `sport` to the outside host's `dport`, echoed there, one
+/// datagram every `every`; returns the echoes that came back. Its threads end once `stop` is set.
+fn udp_echo_flow(
+    gw: &Gateway,
+    sport: u16,
+    dport: u16,
+    every: Duration,
+    stop: &Arc<AtomicBool>,
+    threads: &mut Vec<JoinHandle<()>>,
+) -> Arc<AtomicU64> {
+    let echo = gw.pair.client.in_ns(move || {
+        let s = UdpSocket::bind(("10.0.0.100", dport)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        s
+    });
+    let udp = gw.inside.in_ns(move || {
+        let s = UdpSocket::bind(("192.168.100.100", sport)).unwrap();
+        s.connect(("10.0.0.100", dport)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        s
+    });
+    let count = Arc::new(AtomicU64::new(0));
+    let st = stop.clone();
+    threads.push(std::thread::spawn(move || {
+        let mut b = [0u8; 64];
+        while !st.load(Ordering::Relaxed) {
+            if let Ok((n, from)) = echo.recv_from(&mut b) {
+                let _ = echo.send_to(&b[..n], from);
+            }
+        }
+    }));
+    let (st, c, rx) = (stop.clone(), count.clone(), udp.try_clone().unwrap());
+    threads.push(std::thread::spawn(move || {
+        let mut b = [0u8; 64];
+        while !st.load(Ordering::Relaxed) {
+            if rx.recv(&mut b).is_ok() {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }));
+    let st = stop.clone();
+    threads.push(std::thread::spawn(move || {
+        while !st.load(Ordering::Relaxed) {
+            let _ = udp.send(b"udp");
+            std::thread::sleep(every);
+        }
+    }));
+    count
+}
+
 impl Traffic {
     fn start(gw: &Gateway) -> Traffic {
         let stop = Arc::new(AtomicBool::new(false));
@@ -236,48 +288,14 @@ impl Traffic {
         counts.push(two_way(c, "dnat outside", &stop, &errors, &mut threads));
         counts.push(two_way(s, "dnat inside", &stop, &errors, &mut threads));
         // UDP: inside -> outside, echoed.
-        let echo = gw.pair.client.in_ns(|| {
-            let s = UdpSocket::bind("10.0.0.100:5002").unwrap();
-            s.set_read_timeout(Some(Duration::from_millis(200)))
-                .unwrap();
-            s
-        });
-        let udp = gw.inside.in_ns(|| {
-            let s = UdpSocket::bind("192.168.100.100:40000").unwrap();
-            s.connect("10.0.0.100:5002").unwrap();
-            s.set_read_timeout(Some(Duration::from_millis(200)))
-                .unwrap();
-            s
-        });
-        let udp_count = Arc::new(AtomicU64::new(0));
-        {
-            let st = stop.clone();
-            threads.push(std::thread::spawn(move || {
-                let mut b = [0u8; 64];
-                while !st.load(Ordering::Relaxed) {
-                    if let Ok((n, from)) = echo.recv_from(&mut b) {
-                        let _ = echo.send_to(&b[..n], from);
-                    }
-                }
-            }));
-            let (st, count) = (stop.clone(), udp_count.clone());
-            let rx = udp.try_clone().unwrap();
-            threads.push(std::thread::spawn(move || {
-                let mut b = [0u8; 64];
-                while !st.load(Ordering::Relaxed) {
-                    if rx.recv(&mut b).is_ok() {
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }));
-            let st = stop.clone();
-            threads.push(std::thread::spawn(move || {
-                while !st.load(Ordering::Relaxed) {
-                    let _ = udp.send(b"udp");
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }));
-        }
+        let udp_count = udp_echo_flow(
+            gw,
+            40000,
+            5002,
+            Duration::from_millis(20),
+            &stop,
+            &mut threads,
+        );
         counts.push(("udp echoes", udp_count));
         // ICMP: one ping process (one echo id, one conntrack entry), every 100 ms.
         let mut ping = Command::new("nsenter")
@@ -642,48 +660,15 @@ fn a_flow_handed_back_lives_on_when_the_backups_copy_expires() {
     );
     // The flow starts through gw2: inside 192.168.100.100:41000 -> outside 10.0.0.100:5003, echoed.
     let stop = Arc::new(AtomicBool::new(false));
-    let echoes = Arc::new(AtomicU64::new(0));
-    let echo = gw.pair.client.in_ns(|| {
-        let s = UdpSocket::bind("10.0.0.100:5003").unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        s
-    });
-    let udp = gw.inside.in_ns(|| {
-        let s = UdpSocket::bind("192.168.100.100:41000").unwrap();
-        s.connect("10.0.0.100:5003").unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        s
-    });
     let mut threads = Vec::new();
-    {
-        let st = stop.clone();
-        threads.push(std::thread::spawn(move || {
-            let mut b = [0u8; 64];
-            while !st.load(Ordering::Relaxed) {
-                if let Ok((n, from)) = echo.recv_from(&mut b) {
-                    let _ = echo.send_to(&b[..n], from);
-                }
-            }
-        }));
-        let (st, count, rx) = (stop.clone(), echoes.clone(), udp.try_clone().unwrap());
-        threads.push(std::thread::spawn(move || {
-            let mut b = [0u8; 64];
-            while !st.load(Ordering::Relaxed) {
-                if rx.recv(&mut b).is_ok() {
-                    count.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-        let st = stop.clone();
-        threads.push(std::thread::spawn(move || {
-            while !st.load(Ordering::Relaxed) {
-                let _ = udp.send(b"udp");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }));
-    }
+    let echoes = udp_echo_flow(
+        &gw,
+        41000,
+        5003,
+        Duration::from_millis(50),
+        &stop,
+        &mut threads,
+    );
     // Once the kernel marked the flow ASSURED (2 s of a stream) and gw1 learned that, no further
     // event comes: gw2's entry stays gw2's own until the handover.
     let flow = "conntrack -L -p udp --orig-port-dst 5003 2>/dev/null";
