@@ -2,21 +2,23 @@
 //! the sans-IO `CtMirror` with the ctnetlink sockets, so that nothing whose cost grows with the
 //! table (dumps, bulk inserts, a peer's burst of entries) runs on the daemon's runtime thread.
 //!
-//! Data flow: the kernel's events (event socket; the echoes of our own changes, which carry the
-//! request socket's portid, are dropped in the kernel by a socket filter) and the peers' conntrack messages (parsed and authenticated
-//! by the `SyncEngine` on the runtime thread, handed over here in one channel send per turn) go into
-//! the mirror; its `Send`s are sealed here with the engine's key and sequence numbers (`Sealer`, so
-//! they share the peers' replay windows) and sent on a duplicate of the sync socket, GSO-batched; its
-//! `Apply`s go to the kernel in batched netlink sends; a peer's bulk request dumps the kernel table
-//! and sends it paced. When the bulk to us has been applied, the runtime thread is told
-//! (`Notice::BulkApplied`) and the engine lifts the one bulk demotion. An event overrun (ENOBUFS) is
-//! counted, the buffer doubled, and the table resynced from a dump.
+//! Data flow: the kernel's events (event socket, drained by the reader thread; the echoes of our own
+//! changes, which carry the request socket's portid, are dropped in the kernel by a socket filter)
+//! and the peers' conntrack messages (parsed and authenticated by the `SyncEngine` on the runtime
+//! thread, handed over here in one channel send per turn) go into the mirror; its `Send`s are sealed
+//! here with the engine's key and sequence numbers (`Sealer`, so they share the peers' replay
+//! windows) and sent on a duplicate of the sync socket, GSO-batched; its `Apply`s go to the kernel in
+//! batched netlink sends; a peer's bulk request dumps the kernel table and sends it paced. When the
+//! bulk to us has been applied, the runtime thread is told (`Notice::BulkApplied`) and the engine
+//! lifts the one bulk demotion. Lost events (an ENOBUFS overrun, or the reader's queue full) are
+//! counted, the buffer doubled, and the table resynced from a dump. The node's CARP role goes to the
+//! mirror on every state change (`CtDriver::role`).
 //!
-//! A second thread, the reader (`reader.rs`), owns the event socket and drains it into the
-//! conntrack thread's channel, so events keep being read while that thread inserts a bulk, dumps or
-//! sends one; the queue between them is bounded, and a full queue counts as an overrun.
+//! The reader (`reader.rs`) owns the event socket and drains it into the conntrack thread's channel,
+//! so events keep being read while that thread inserts a bulk, dumps or sends one; the queue between
+//! them is bounded.
 //!
-//! The thread starts in `sync_start`, after carpd dropped its capabilities (it keeps CAP_NET_ADMIN,
+//! The threads start in `sync_start`, after carpd dropped its capabilities (it keeps CAP_NET_ADMIN,
 //! which ctnetlink needs); the sockets are opened earlier, in `open`, so errors stop the start.
 
 use std::collections::BTreeMap;

@@ -2,9 +2,10 @@
 //! those learned from peers, and the rules that decide what goes to the peers and what into the kernel.
 //!
 //! It is fed `(now, input)` and answers with [`CtAction`]s; it never reads a clock or touches a socket.
-//! Its driver (carpd's conntrack thread) turns kernel events into [`LocalEvent`]s (the echoes of its own
-//! inserts, which carry the inject socket's portid, are dropped in the kernel by a socket filter), hands it the peers' messages,
-//! and carries out what it asks: sync packets, kernel inserts/updates/deletes, and table dumps.
+//! Its driver (carpd's conntrack threads) turns kernel events into [`LocalEvent`]s (the echoes of its
+//! own inserts, which carry the inject socket's portid, are dropped in the kernel by a socket
+//! filter), hands it the peers' messages, and carries out what it asks: sync packets, kernel
+//! inserts/updates/deletes, and table dumps.
 //!
 //! The rules (pfsync's, applied to conntrack):
 //! - a local event is the kernel's truth: merged into the cache (events are partial) and queued for
