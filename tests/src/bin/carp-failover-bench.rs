@@ -9,11 +9,13 @@
 //! leftovers, e.g. the pinned XDP program a SIGKILLed carpd leaves serving by design, can help the next
 //! one), `--reps` times (3; 1 with `--quick` or `CARP_BENCH_QUICK=1`), reported as median and max.
 //! `--idle-minutes N` adds an idle run of carpd at advbase 0 that counts false failovers (and one of
-//! keepalived VRRPv3 at 10 ms with `--idle-keepalived`, to compare under the same load).
+//! keepalived VRRPv3 at 10 ms with `--idle-keepalived`, to compare under the same load); `--loaded`
+//! runs `cargo build --release -j2` of the workspace in a loop beside it (its own target directory,
+//! a source touched between builds so each one compiles), issue #17's loaded row.
 //! `CARP_BENCH_CARPD_FIFO=N` runs carpd under SCHED_FIFO priority N.
 //!
 //! Usage: `carp-failover-bench [OUT.json] [--quick] [--reps N] [--idle-minutes N] [--idle-keepalived]
-//! [--only SUBSTR]`.
+//! [--loaded] [--only SUBSTR]`.
 use anyhow::{Context, Result, bail, ensure};
 use carp_tests::{
     lab::{Daemon, Pair, VIP},
@@ -155,6 +157,7 @@ fn main() -> Result<()> {
     let mut reps = 3usize;
     let mut idle_minutes = 0u64;
     let mut idle_keepalived = false;
+    let mut loaded = false;
     let mut only: Option<String> = None;
     if std::env::var("CARP_BENCH_QUICK").is_ok_and(|v| v == "1") {
         reps = 1;
@@ -166,6 +169,7 @@ fn main() -> Result<()> {
             "--reps" => reps = args.next().context("--reps N")?.parse()?,
             "--idle-minutes" => idle_minutes = args.next().context("--idle-minutes N")?.parse()?,
             "--idle-keepalived" => idle_keepalived = true,
+            "--loaded" => loaded = true,
             "--only" => only = Some(args.next().context("--only SUBSTR")?),
             _ if a.starts_with("--") => bail!("unknown option {a}"),
             _ => out = PathBuf::from(a),
@@ -226,9 +230,14 @@ fn main() -> Result<()> {
     judge_and_print(&mut results);
     let mut idle = Vec::new();
     if idle_minutes > 0 {
-        idle.push(idle_run(&carpd, Impl::Carpd(0), idle_minutes)?);
+        idle.push(idle_run(&carpd, Impl::Carpd(0), idle_minutes, loaded)?);
         if idle_keepalived {
-            idle.push(idle_run(&carpd, Impl::KeepalivedV3(1), idle_minutes)?);
+            idle.push(idle_run(
+                &carpd,
+                Impl::KeepalivedV3(1),
+                idle_minutes,
+                loaded,
+            )?);
         }
     }
     write_json(&out, &results, &idle)?;
@@ -982,16 +991,72 @@ fn judge_and_print(all: &mut [Scenario]) {
 struct Idle {
     imp: Impl,
     minutes: u64,
+    loaded: bool,
     false_failovers: usize,
     outage: Duration,
     lost: u64,
     sent: u64,
 }
 
+/// `cargo build --release -j2` of the workspace in a loop, in a process group of its own: the
+/// load issue #17's loaded row asks for. Its own target directory, so the bench's binaries stay as
+/// they are; a source file touched between builds, so each build compiles.
+struct CompileLoop {
+    child: std::process::Child,
+    marker: PathBuf,
+}
+
+impl CompileLoop {
+    fn start() -> Result<CompileLoop> {
+        use std::os::unix::process::CommandExt;
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .context("the workspace root")?
+            .to_path_buf();
+        let marker = std::env::temp_dir().join(format!("carp-bench-load-{}", std::process::id()));
+        let _ = std::fs::remove_file(&marker);
+        let script = format!(
+            "while :; do cargo build --quiet --release -j2 --workspace --target-dir {t} >/dev/null 2>&1 \
+             && echo >> {m}; touch carp-common/src/lib.rs; done",
+            t = std::env::temp_dir()
+                .join("carp-bench-load-target")
+                .display(),
+            m = marker.display()
+        );
+        let child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(root)
+            .process_group(0)
+            .spawn()
+            .context("starting the compile loop")?;
+        Ok(CompileLoop { child, marker })
+    }
+
+    /// Stops the loop (the whole group: sh, cargo, rustc) and returns the builds it finished.
+    fn stop(mut self) -> usize {
+        // SAFETY: kill(2) on the process group this struct started.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.wait();
+        let n = std::fs::read_to_string(&self.marker).map_or(0, |s| s.lines().count());
+        let _ = std::fs::remove_file(&self.marker);
+        n
+    }
+}
+
 /// `imp` left alone for `minutes` while the client probes: every takeover by the BACKUP (gw2) after
 /// the election is a false failover.
-fn idle_run(carpd: &Path, imp: Impl, minutes: u64) -> Result<Idle> {
-    eprintln!("idle run: {} {} for {minutes} min", imp.name(), imp.mode());
+fn idle_run(carpd: &Path, imp: Impl, minutes: u64, loaded: bool) -> Result<Idle> {
+    eprintln!(
+        "idle run: {} {} for {minutes} min{}",
+        imp.name(),
+        imp.mode(),
+        if loaded {
+            ", a workspace build looping beside it"
+        } else {
+            ""
+        }
+    );
     let pair = Pair::new("cfi");
     let gw1 = start(&pair, carpd, imp, "gw1", false)?;
     ensure!(
@@ -1007,11 +1072,17 @@ fn idle_run(carpd: &Path, imp: Impl, minutes: u64) -> Result<Idle> {
     std::thread::sleep(Duration::from_secs(1));
     let takeovers = || gw2.daemon.log().matches(imp.master_needle()).count();
     let before = takeovers();
+    let load = if loaded {
+        Some(CompileLoop::start()?)
+    } else {
+        None
+    };
     let prober = Prober::start(&pair.client)?;
     let from = Instant::now();
     std::thread::sleep(Duration::from_secs(60 * minutes));
     let to = Instant::now();
     let probes = prober.stop();
+    let builds = load.map_or(0, CompileLoop::stop);
     let false_failovers = takeovers() - before;
     if false_failovers > 0 {
         eprintln!(
@@ -1041,17 +1112,22 @@ fn idle_run(carpd: &Path, imp: Impl, minutes: u64) -> Result<Idle> {
             "idle run: gw1's standby senders repeated {repeated} adverts (its loop held up past half an interval)"
         );
     }
+    if loaded {
+        println!("idle run: {builds} workspace builds finished beside it");
+    }
     let idle = Idle {
         imp,
         minutes,
+        loaded,
         false_failovers,
         outage: m.outage,
         lost: m.lost,
         sent: m.sent,
     };
     println!(
-        "idle {} min, {} {}: {} false failovers (takeovers by the BACKUP), longest reply gap {:.1} ms, {} of {} probes lost",
+        "idle {} min{}, {} {}: {} false failovers (takeovers by the BACKUP), longest reply gap {:.1} ms, {} of {} probes lost",
         idle.minutes,
+        if idle.loaded { " (loaded)" } else { "" },
         imp.name(),
         imp.mode(),
         idle.false_failovers,
@@ -1102,10 +1178,11 @@ fn write_json(out: &Path, all: &[Scenario], idle: &[Idle]) -> Result<()> {
         .iter()
         .map(|i| {
             format!(
-                "{{\"implementation\":{:?},\"mode\":{:?},\"minutes\":{},\"false_failovers\":{},\"longest_gap_ms\":{:.2},\"lost\":{},\"sent\":{}}}",
+                "{{\"implementation\":{:?},\"mode\":{:?},\"minutes\":{},\"loaded\":{},\"false_failovers\":{},\"longest_gap_ms\":{:.2},\"lost\":{},\"sent\":{}}}",
                 i.imp.name(),
                 i.imp.mode(),
                 i.minutes,
+                i.loaded,
                 i.false_failovers,
                 ms(i.outage),
                 i.lost,
