@@ -198,6 +198,17 @@ pub(super) fn own_addresses(except: &[IpAddr], dev: Option<&str>) -> Vec<IpAddr>
     out
 }
 
+/// Hands the conntrack thread an input and wakes it (its eventfd); false if the thread is gone.
+fn send_input(tx: &mpsc::Sender<Input>, wake: &OwnedFd, i: Input) -> bool {
+    if tx.send(i).is_err() {
+        return false;
+    }
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from `one` to the eventfd.
+    unsafe { libc::write(wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    true
+}
+
 fn errno_name(e: i32) -> String {
     match e {
         libc::ENOMEM => "ENOMEM".into(),
@@ -347,11 +358,7 @@ impl CtDriver {
     }
 
     fn send(&self, i: Input) {
-        if self.tx.send(i).is_ok() {
-            let one: u64 = 1;
-            // SAFETY: writes 8 bytes from `one` to the eventfd.
-            unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
-        }
+        send_input(&self.tx, &self.wake, i);
     }
 
     /// Starts the threads and the bulk request.

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use super::{EVENT_BUFFER, EVENT_BUFFER_MAX, EVENT_READS, Input};
+use super::{EVENT_BUFFER, EVENT_BUFFER_MAX, EVENT_READS, Input, send_input};
 use crate::ctnetlink::{self, CtEvent, CtSocket, EventRead};
 use crate::sync::conntrack::LocalEvent;
 
@@ -42,27 +42,31 @@ pub(super) struct Reader {
     pub(super) shared: Arc<ReaderShared>,
 }
 
+/// Why events were lost.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lost {
+    /// The socket buffer overran (ENOBUFS): it grows.
+    Overrun,
+    /// The queue to the conntrack thread was full.
+    QueueFull,
+}
+
 impl Reader {
-    fn wake(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from `one` to the eventfd.
-        unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
-    }
-
     fn send(&self, i: Input) -> bool {
-        let ok = self.tx.send(i).is_ok();
-        self.wake();
-        ok
+        send_input(&self.tx, &self.wake, i)
     }
 
-    /// Grows the socket buffer after lost events and tells the conntrack thread to resync.
-    fn lost(&mut self, buffer: &mut usize, why: &'static str) -> bool {
-        if why == "overrun" && *buffer < EVENT_BUFFER_MAX {
+    /// Grows the socket buffer after an overrun and tells the conntrack thread to resync.
+    fn lost(&mut self, buffer: &mut usize, lost: Lost) -> bool {
+        if lost == Lost::Overrun && *buffer < EVENT_BUFFER_MAX {
             *buffer *= 2;
             let _ = ctnetlink::force_rcvbuf(self.events.as_raw_fd(), *buffer);
         }
         self.send(Input::Overrun {
-            why,
+            why: match lost {
+                Lost::Overrun => "overrun",
+                Lost::QueueFull => "queue full",
+            },
             buffer: ctnetlink::rcvbuf(self.events.as_raw_fd()),
         })
     }
@@ -102,7 +106,7 @@ impl Reader {
                 let queued = self.shared.queued.load(Ordering::Relaxed);
                 if queued + batch.len() > MAX_QUEUED {
                     // Tell once per stretch of drops; the resync after it repairs them all.
-                    if !dropping && !self.lost(&mut buffer, "queue full") {
+                    if !dropping && !self.lost(&mut buffer, Lost::QueueFull) {
                         return;
                     }
                     dropping = true;
@@ -116,7 +120,7 @@ impl Reader {
             }
             match read {
                 Ok(EventRead::Overrun) => {
-                    if !self.lost(&mut buffer, "overrun") {
+                    if !self.lost(&mut buffer, Lost::Overrun) {
                         return;
                     }
                 }

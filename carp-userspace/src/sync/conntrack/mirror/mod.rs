@@ -334,11 +334,6 @@ impl CtMirror {
         }
     }
 
-    /// The node's CARP role.
-    pub fn role(&self) -> CtRole {
-        self.role
-    }
-
     /// True if the kernel's DESTROY of an entry of `origin` ends the connection for the peers too.
     fn destroy_is_news(&self, origin: Origin) -> bool {
         match self.role {
